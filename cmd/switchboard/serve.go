@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // served only when --pprof-addr is set
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service"
+)
+
+type serveFlags struct {
+	grpcAddr        string
+	dataDir         string
+	logLevel        string
+	logFormat       string
+	drainTimeout    time.Duration
+	shutdownTimeout time.Duration
+	noFsync         bool
+	pprofAddr       string
+}
+
+func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:50051", "address of the gRPC control plane (loopback by default: it has no authentication yet)")
+	fs.StringVar(&f.dataDir, "data-dir", "switchboard-data", "directory of the durable journal (created if missing)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on shutdown, how long listeners and connections may take to finish in-flight frames and acknowledgements")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Second, "on shutdown, how long gRPC calls may take to finish after draining before they are cut")
+	fs.BoolVar(&f.noFsync, "no-fsync", false, "UNSAFE: acknowledge frames once written to the OS, without fsync; a power loss can lose acknowledged messages (benchmarks and labs only)")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return f, err
+		}
+		return f, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "serve: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return f, errUsage
+	}
+	return f, nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: want text or json, got %q", format)
+}
+
+// serve runs the service until SIGINT or SIGTERM, then shuts down in order:
+// health NOT_SERVING, listeners and connections drain, Receive streams end
+// with UNAVAILABLE, gRPC stops (bounded), the journal closes.
+func serve(args []string, stderr io.Writer) error {
+	f, err := parseServeFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	j, err := journal.Open(f.dataDir, journal.Options{NoSync: f.noFsync, Logger: logger.With("component", "journal")})
+	if err != nil {
+		return fmt.Errorf("open journal: %w", err)
+	}
+	defer j.Close()
+	if f.noFsync {
+		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
+	}
+
+	notServing := make(chan struct{}, 1)
+	svc, err := service.New(service.Config{
+		Journal: j,
+		Logger:  logger,
+		OnJournalFailure: func(err error) {
+			logger.Error("journal failed; health is NOT_SERVING", "err", err)
+			select {
+			case notServing <- struct{}{}:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	gs, hs, err := service.NewGRPCServer(svc, logger)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("gRPC listen: %w", err)
+	}
+	if f.pprofAddr != "" {
+		ps := &http.Server{Addr: f.pprofAddr, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := ps.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("pprof server failed", "err", err)
+			}
+		}()
+		defer ps.Close()
+		logger.Info("pprof enabled", "pprof_addr", f.pprofAddr)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
+	logger.Info("switchboard serving", "grpc_addr", lis.Addr().String(), "data_dir", f.dataDir, "last_seq", j.LastSeq())
+
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case <-notServing:
+			hs.Shutdown()
+		case err := <-serveErr:
+			return fmt.Errorf("gRPC server: %w", err)
+		}
+	}
+	logger.Info("shutting down")
+	hs.Shutdown()
+	dctx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
+	svc.Shutdown(dctx)
+	cancel()
+	stopGRPC(gs, f.shutdownTimeout)
+	logger.Info("stopped")
+	return nil
+}
+
+// stopGRPC stops gracefully, but not for longer than timeout.
+func stopGRPC(gs *grpc.Server, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		gs.Stop()
+		<-done
+	}
+}

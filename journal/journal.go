@@ -1,0 +1,501 @@
+// Package journal is Switchboard's durable, ordered message log.
+//
+// Every inbound HL7 frame is appended here before the TCP peer is
+// acknowledged; gRPC subscribers then read the log by sequence number at
+// their own pace (replay from a sequence, then tail with Wait).
+//
+// # Promises
+//
+//   - Append returns nil only after the record is committed to Pebble's
+//     write-ahead log and that log is fsynced, so a nil error means the
+//     record survives a crash or power loss. Options.NoSync weakens this for
+//     benchmarks and labs only.
+//   - Sequence numbers start at 1 and are assigned in commit order; they are
+//     strictly increasing and gap-free, and continue after a restart (the
+//     last stored key is recovered on Open).
+//   - LastSeq, Read and Wait only expose committed records: a reader never
+//     sees a record before its Append could have returned nil.
+//   - Appends that arrive while an fsync is running are committed together
+//     by the next single fsync (group commit), without timers.
+//
+// # Never
+//
+//   - Never report success for a record that was not committed.
+//   - Never log payload bytes or record fields; only sequence numbers,
+//     counts and errors reach the Logger.
+//   - Never retry a failed commit. Pebble's WAL errors are sticky (see below),
+//     so the log fails closed instead.
+//
+// # Failure
+//
+// Pebble v2.1.7 does not return WAL write or fsync errors from a commit; it
+// calls its logger's Fatalf, and its WAL writer keeps failing from then on,
+// even after the disk recovers. The Log turns that into an error: the
+// affected Append calls fail with "journal: commit: ...", LastSeq does not
+// advance, queued and later appends fail with the same error, Wait returns
+// it, and Err reports it so the service can go NOT_SERVING. Records
+// committed earlier stay readable. There is no in-process recovery: Close
+// the Log and Open it again (or restart the process).
+//
+// A record whose Append failed may still have reached the disk (a write can
+// succeed where the fsync fails) and then reappears after a restart with the
+// sequence number it was given. It was never acknowledged, so the sender
+// retransmits it: consumers must tolerate duplicates (for example by HL7
+// control ID). Sequence numbers stay gap-free either way, because a failed
+// batch is the last thing the process writes.
+//
+// Pebble panics or calls Fatalf on a few other unrecoverable paths (for
+// example a failing MANIFEST sync in a background goroutine, or WAL errors in
+// NoSync mode, which Pebble does not report until it panics). Those end the
+// process, as they would with Pebble's default logger. That is safe for
+// durability: nothing unsynced has been acknowledged.
+//
+// # Known limits
+//
+// No retention: records are never deleted, so the store grows until
+// retention is added. One process at a time may open a directory.
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// ErrClosed is returned by operations on a closed Log, and by Append calls
+// that were still queued when Close was called.
+var ErrClosed = errors.New("journal: closed")
+
+// Journal is the contract the rest of Switchboard depends on. *Log
+// implements it on Pebble; another backend (for example NATS JetStream) must
+// keep the same promises, described in the package documentation.
+type Journal interface {
+	Append(ctx context.Context, r *Record) (uint64, error)
+	LastSeq() uint64
+	Read(from uint64, maxRecords, maxBytes int) ([]Record, error)
+	Wait(ctx context.Context, after uint64) error
+	Err() error
+	Close() error
+}
+
+var _ Journal = (*Log)(nil)
+
+// Options configures Open. The zero value is the safe production setting.
+type Options struct {
+	// NoSync commits without fsync. UNSAFE: power loss or an OS crash can
+	// lose records that Append already reported durable, and I/O errors are
+	// not reported until Pebble panics. For benchmarks and labs only.
+	NoSync bool
+	// FS is the filesystem Pebble uses; nil means vfs.Default. Tests use it to
+	// inject faults.
+	FS vfs.FS
+	// MaxBatchRecords caps the records in one group commit; default 4096.
+	MaxBatchRecords int
+	// MaxBatchBytes caps the encoded bytes in one group commit; default
+	// 16 MiB. A single larger record is still committed, alone.
+	MaxBatchBytes int
+	// Logger receives the Log's and Pebble's logging; nil discards it.
+	Logger *slog.Logger
+}
+
+// Stats counts successful group commits since Open.
+type Stats struct {
+	Commits uint64 // Pebble batch commits (one fsync each unless NoSync)
+	Records uint64 // records in those commits
+}
+
+// Log is a durable, ordered log of Records stored in Pebble. It is safe for
+// concurrent use.
+type Log struct {
+	db      *pebble.DB
+	wo      *pebble.WriteOptions
+	log     *slog.Logger
+	maxRecs int
+	maxSize int
+
+	lastSeq atomic.Uint64 // highest committed sequence
+	commits atomic.Uint64
+	records atomic.Uint64
+
+	mu      sync.Mutex
+	work    sync.Cond     // signalled when queue becomes non-empty or the Log closes
+	queue   []*group      // groups waiting to commit, oldest first; the last one is open
+	nextSeq uint64        // sequence for the next appended record
+	notify  chan struct{} // closed and replaced after every commit, failure and Close
+	err     error         // persistent failure; set once
+	closed  bool
+
+	stopped   chan struct{} // closed when the committer exits
+	closeOnce sync.Once
+	closeErr  error
+
+	// dbMu keeps Read from using the DB while Close closes it.
+	dbMu     sync.RWMutex
+	dbClosed bool
+}
+
+// group is one Pebble batch and the appends in it. All appenders of a group
+// share its done channel, so an Append allocates nothing of its own.
+type group struct {
+	batch *pebble.Batch
+	base  uint64 // sequence of the first record
+	n     int    // records
+	size  int    // encoded bytes
+	done  chan struct{}
+	err   error // valid after done is closed
+}
+
+// Open opens or creates the log in dir.
+func Open(dir string, opts Options) (*Log, error) {
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.MaxBatchRecords <= 0 {
+		opts.MaxBatchRecords = 4096
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = 16 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	db, err := pebble.Open(dir, pebbleOptions(opts.FS, opts.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
+	}
+	last, err := lastStoredSeq(db)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), db.Close())
+	}
+	wo := pebble.Sync
+	if opts.NoSync {
+		wo = pebble.NoSync
+		opts.Logger.Warn("journal: NoSync is set; acknowledged records can be lost on power failure")
+	}
+	l := &Log{
+		db:      db,
+		wo:      wo,
+		log:     opts.Logger,
+		maxRecs: opts.MaxBatchRecords,
+		maxSize: opts.MaxBatchBytes,
+		nextSeq: last + 1,
+		notify:  make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	l.work.L = &l.mu
+	l.lastSeq.Store(last)
+	go l.commitLoop()
+	opts.Logger.Info("journal: opened", "dir", dir, "last_seq", last)
+	return l, nil
+}
+
+// pebbleOptions is shared with the benchmarks so the bare-Pebble baseline
+// runs on an identically configured engine.
+func pebbleOptions(fs vfs.FS, log *slog.Logger) *pebble.Options {
+	return &pebble.Options{
+		FS: fs,
+		// Pinned rather than FormatNewest so a Pebble upgrade never ratchets
+		// the on-disk format by itself. WAL sync chunks let recovery tell a
+		// torn WAL tail from corruption.
+		FormatMajorVersion: pebble.FormatWALSyncChunks,
+		// A large memtable means fewer flushes for a write-heavy log.
+		MemTableSize:  64 << 20,
+		Logger:        pebbleLogger{log},
+		EventListener: eventListener(log),
+	}
+}
+
+func lastStoredSeq(db *pebble.DB) (uint64, error) {
+	it, err := db.NewIter(&pebble.IterOptions{
+		LowerBound: []byte{prefixRecord},
+		UpperBound: []byte{prefixRecord + 1},
+	})
+	if err != nil {
+		return 0, err
+	}
+	var last uint64
+	if it.Last() {
+		seq, ok := keySeq(it.Key())
+		if !ok {
+			err = fmt.Errorf("unexpected key %x", it.Key())
+		}
+		last = seq
+	}
+	return last, errors.Join(err, it.Close())
+}
+
+// Append stores r and returns its sequence number, which it also sets in
+// r.Seq. A nil error means r is durable (unless Options.NoSync). r is not
+// retained: Append copies it before waiting for the commit.
+//
+// If ctx is done first, Append returns ctx.Err() without waiting, but the
+// record may still be committed and become visible to readers; the caller
+// must then not acknowledge it (the sender's retransmission will be a
+// duplicate). After a commit failure Append returns that failure (see Err).
+func (l *Log) Append(ctx context.Context, r *Record) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	size := encodedLen(r)
+	if size > maxRecordBytes {
+		return 0, fmt.Errorf("journal: record of %d bytes exceeds the %d byte limit", size, maxRecordBytes)
+	}
+
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if l.err != nil {
+		err := l.err
+		l.mu.Unlock()
+		return 0, err
+	}
+	g := l.openGroup(size)
+	seq := l.nextSeq
+	// Encoding under the lock writes straight into the batch, in sequence
+	// order, and means r is not touched after Append returns.
+	op := g.batch.SetDeferred(keyLen, size)
+	recordKey(op.Key[:0], seq)
+	appendRecord(op.Value[:0], r)
+	if err := op.Finish(); err != nil { // only fails for indexed batches
+		l.mu.Unlock()
+		return 0, fmt.Errorf("journal: append: %w", err)
+	}
+	l.nextSeq++
+	g.n++
+	g.size += size
+	l.mu.Unlock()
+
+	select {
+	case <-g.done:
+		if g.err != nil {
+			return 0, g.err
+		}
+		r.Seq = seq
+		return seq, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// openGroup returns the group the next record of the given size joins,
+// starting a new one when the open group is full. l.mu must be held.
+func (l *Log) openGroup(size int) *group {
+	if n := len(l.queue); n > 0 {
+		g := l.queue[n-1]
+		if g.n < l.maxRecs && g.size+size <= l.maxSize {
+			return g
+		}
+	}
+	g := &group{batch: l.db.NewBatch(), base: l.nextSeq, done: make(chan struct{})}
+	l.queue = append(l.queue, g)
+	if len(l.queue) == 1 {
+		l.work.Signal()
+	}
+	return g
+}
+
+// commitLoop is the single committer. It commits the oldest group as soon as
+// the previous commit returns; appends arriving meanwhile join the next group.
+func (l *Log) commitLoop() {
+	defer close(l.stopped)
+	for {
+		l.mu.Lock()
+		for len(l.queue) == 0 && !l.closed {
+			l.work.Wait()
+		}
+		if len(l.queue) == 0 { // closed; Close has failed whatever was queued
+			l.mu.Unlock()
+			return
+		}
+		g := l.queue[0]
+		l.queue = append(l.queue[:0], l.queue[1:]...)
+		l.mu.Unlock()
+
+		err := applyBatch(g.batch, l.wo)
+
+		l.mu.Lock()
+		if err != nil {
+			l.fail(g, err)
+		} else {
+			l.lastSeq.Store(g.base + uint64(g.n) - 1)
+			l.commits.Add(1)
+			l.records.Add(uint64(g.n))
+			l.wake()
+		}
+		l.mu.Unlock()
+		g.finish(nil)
+	}
+}
+
+// fail records a commit failure of g and fails everything queued behind it.
+// l.mu must be held.
+func (l *Log) fail(g *group, err error) {
+	err = fmt.Errorf("journal: commit: %w", err)
+	l.log.Error("journal: commit failed; the log no longer accepts appends",
+		"err", err, "first_seq", g.base, "records", g.n)
+	if l.err == nil {
+		l.err = err
+	}
+	g.err = err
+	for _, q := range l.queue {
+		q.finish(err)
+	}
+	l.queue = nil
+	// The failed sequences are free again; only a restart can use them,
+	// since nothing is committed after a failure.
+	l.nextSeq = l.lastSeq.Load() + 1
+	l.wake()
+}
+
+// finish releases the group's appenders. A nil err leaves g.err as is.
+func (g *group) finish(err error) {
+	if err != nil {
+		g.err = err
+	}
+	close(g.done)
+	_ = g.batch.Close() // returns it to Pebble's pool; the error is always nil
+}
+
+// wake releases Wait callers. l.mu must be held.
+func (l *Log) wake() {
+	close(l.notify)
+	l.notify = make(chan struct{})
+}
+
+// LastSeq returns the highest committed sequence number, 0 when empty.
+func (l *Log) LastSeq() uint64 { return l.lastSeq.Load() }
+
+// Err returns the persistent failure that stopped the Log accepting
+// appends, or nil while it is healthy. It stays nil after Close.
+func (l *Log) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Stats returns commit counters, for metrics and tests.
+func (l *Log) Stats() Stats {
+	return Stats{Commits: l.commits.Load(), Records: l.records.Load()}
+}
+
+// Read returns committed records with Seq >= from, in sequence order: at most
+// maxRecords (treated as 1 when not positive), stopping before the total
+// payload size would exceed maxBytes, but always at least one record when
+// one is available, however large. It returns no records when from >
+// LastSeq(). Payloads are copies the caller owns.
+func (l *Log) Read(from uint64, maxRecords, maxBytes int) ([]Record, error) {
+	l.dbMu.RLock()
+	defer l.dbMu.RUnlock()
+	if l.dbClosed {
+		return nil, ErrClosed
+	}
+	last := l.lastSeq.Load()
+	from = max(from, 1)
+	if from > last {
+		return nil, nil
+	}
+	maxRecords = max(maxRecords, 1)
+	it, err := l.db.NewIter(&pebble.IterOptions{
+		LowerBound: recordKey(nil, from),
+		UpperBound: recordKey(nil, last+1), // hides records of failed commits
+	})
+	if err != nil {
+		return nil, fmt.Errorf("journal: read: %w", err)
+	}
+	var (
+		out   []Record
+		bytes int
+		want  = from
+	)
+	for ok := it.First(); ok && len(out) < maxRecords; ok = it.Next() {
+		seq, _ := keySeq(it.Key())
+		if seq != want {
+			err = fmt.Errorf("journal: read: record %d missing (found %d)", want, seq)
+			break
+		}
+		var v []byte
+		if v, err = it.ValueAndErr(); err != nil {
+			break
+		}
+		var r Record
+		if r, err = decodeRecord(seq, v); err != nil {
+			err = fmt.Errorf("journal: read record %d: %w", seq, err)
+			break
+		}
+		if len(out) > 0 && bytes+len(r.Payload) > maxBytes {
+			break
+		}
+		bytes += len(r.Payload)
+		out = append(out, r)
+		want++
+	}
+	if err = errors.Join(err, it.Close()); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Wait blocks until LastSeq() > after and returns nil. It returns ctx.Err()
+// when ctx is done first, ErrClosed when the Log is closed, and the failure
+// when the Log fails (see Err), since no more records will arrive then.
+func (l *Log) Wait(ctx context.Context, after uint64) error {
+	for {
+		// Take the channel before checking LastSeq: a commit that lands in
+		// between closes this channel, so no wakeup is missed.
+		l.mu.Lock()
+		ch, closed, err := l.notify, l.closed, l.err
+		l.mu.Unlock()
+		switch {
+		case l.lastSeq.Load() > after:
+			return nil
+		case closed:
+			return ErrClosed
+		case err != nil:
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Close fails queued appends with ErrClosed, lets an in-flight commit finish
+// (its appenders get its result), stops the committer and closes Pebble.
+// Later calls return the first call's result.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() { l.closeErr = l.close() })
+	return l.closeErr
+}
+
+func (l *Log) close() error {
+	l.mu.Lock()
+	l.closed = true
+	for _, g := range l.queue {
+		g.finish(ErrClosed)
+	}
+	l.queue = nil
+	l.wake()
+	l.work.Broadcast()
+	l.mu.Unlock()
+	<-l.stopped
+
+	l.dbMu.Lock()
+	defer l.dbMu.Unlock()
+	l.dbClosed = true
+	if err := l.db.Close(); err != nil {
+		// Expected after a commit failure: Pebble reports its sticky WAL error.
+		return fmt.Errorf("journal: close: %w", err)
+	}
+	l.log.Info("journal: closed", "last_seq", l.lastSeq.Load())
+	return nil
+}

@@ -1,0 +1,101 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// pebbleFatal is the panic value of pebbleLogger.Fatalf.
+//
+// Pebble v2.1.7 does not return WAL write or fsync errors from DB.Apply: it
+// calls Logger.Fatalf("pebble: fatal commit error: ...") and, if Fatalf
+// returns, reports success. Fatalf must therefore never return. Its default
+// exits the process; ours panics with this value so the committer can
+// recover it, fail the batch and mark the Log unusable. Anywhere else (Pebble
+// background goroutines) the panic is unrecovered and ends the process,
+// exactly like Pebble's default.
+type pebbleFatal struct {
+	msg string
+	err error // first error argument, kept so errors.Is sees the cause
+}
+
+func (f *pebbleFatal) Error() string { return f.msg }
+func (f *pebbleFatal) Unwrap() error { return f.err }
+
+// pebbleLogger routes Pebble's logging to slog. Pebble's Infof is chatty
+// operational detail (flushes, WAL recycling), so it goes to Debug. Keys are
+// sequence numbers and values are never logged by Pebble, so nothing here
+// can carry PHI.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.logf(slog.LevelDebug, format, args)
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.logf(slog.LevelError, format, args)
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	f := &pebbleFatal{msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			f.err = err
+			break
+		}
+	}
+	p.log.Error("journal: pebble fatal error", "component", "pebble", "err", f.msg)
+	panic(f)
+}
+
+func (p pebbleLogger) logf(level slog.Level, format string, args []any) {
+	ctx := context.Background()
+	if p.log.Enabled(ctx, level) {
+		p.log.Log(ctx, level, fmt.Sprintf(format, args...), "component", "pebble")
+	}
+}
+
+// eventListener reports the Pebble events an operator should see. Pebble's
+// default turns DataCorruption into Fatalf (process exit); a log is more
+// useful here because the failing read or compaction also returns the error.
+func eventListener(log *slog.Logger) *pebble.EventListener {
+	return &pebble.EventListener{
+		BackgroundError: func(err error) {
+			log.Error("journal: pebble background error", "err", err)
+		},
+		DataCorruption: func(info pebble.DataCorruptionInfo) {
+			log.Error("journal: data corruption", "path", info.Path, "err", info.Details)
+		},
+		DiskSlow: func(info pebble.DiskSlowInfo) {
+			log.Warn("journal: slow disk operation", "path", info.Path, "op", info.OpType.String(), "duration", info.Duration)
+		},
+		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			log.Warn("journal: write stall", "reason", info.Reason)
+		},
+		WriteStallEnd: func() {
+			log.Info("journal: write stall ended")
+		},
+	}
+}
+
+// applyBatch commits b, converting Pebble's fatal-commit panic into an error.
+// Only pebbleFatal is recovered: it is raised after Pebble's commit pipeline
+// has released its locks (DB.Close still works, verified by the fault tests).
+// Any other panic comes from deeper inside Pebble with its commit mutex held,
+// so the DB could never be closed; it is re-raised.
+func applyBatch(b *pebble.Batch, wo *pebble.WriteOptions) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			var f *pebbleFatal
+			if e, ok := p.(error); !ok || !errors.As(e, &f) {
+				panic(p)
+			}
+			err = f
+		}
+	}()
+	return b.Commit(wo)
+}
