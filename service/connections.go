@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -124,11 +125,22 @@ func (s *Service) ListConnections(_ context.Context, req *switchboardv1.ListConn
 	return &switchboardv1.ListConnectionsResponse{Connections: out}, nil
 }
 
+// sendDeadlineMargin is the most a Send ends before the caller's deadline.
+const sendDeadlineMargin = 200 * time.Millisecond
+
 // Send writes one message and waits for the peer's acknowledgement.
 func (s *Service) Send(ctx context.Context, req *switchboardv1.SendRequest) (*switchboardv1.SendResponse, error) {
 	e, err := s.conn(req.GetConnectionId())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	// Answer a little before the caller's deadline: when the deadline fires
+	// on the client first, the client gets a bare DEADLINE_EXCEEDED and
+	// cannot learn whether the message was written.
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Until(d)/5, sendDeadlineMargin)))
+		defer cancel()
 	}
 	res, err := e.c.Send(ctx, req.GetPayload(), durationOr(req.GetAckTimeout(), 0))
 	if err != nil {

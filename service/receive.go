@@ -57,6 +57,11 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 		return status.Error(codes.Internal, "internal error")
 	}
 
+	// Headers now, so the client knows the subscription is live before the
+	// first message.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
 	resp := &switchboardv1.ReceiveResponse{}
 	for {
 		if ctx.Err() != nil {

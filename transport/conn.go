@@ -291,6 +291,14 @@ func (c *Conn) closeWith(reason string) {
 	_ = c.nc.Close()
 }
 
+// reset closes the connection because its stream can no longer be trusted
+// and waits until it is gone, so the caller's error is final: nothing more
+// is read from it.
+func (c *Conn) reset(reason string) {
+	c.closeWith(reason)
+	<-c.done
+}
+
 // run is the read loop: read a frame, hand it on, answer it; repeat.
 func (c *Conn) run() {
 	defer c.finish()
@@ -638,7 +646,7 @@ func (c *Conn) Send(ctx context.Context, payload []byte, timeout time.Duration) 
 			err = ctx.Err()
 		}
 		c.log.Warn("send failed while writing", "control_id", sentID, "err", err)
-		c.closeWith("send write failed")
+		c.reset("send write failed")
 		return SendResult{}, &SendError{Written: n > 0, ControlID: sentID, Err: err}
 	}
 	sent := time.Now()
@@ -667,7 +675,7 @@ func (c *Conn) Send(ctx context.Context, payload []byte, timeout time.Duration) 
 				c.stats.sendTimeouts.Add(1)
 			}
 			c.log.Warn("no acknowledgement; message in doubt, resetting connection", "control_id", sentID, "err", err)
-			c.closeWith("acknowledgement not received (message in doubt)")
+			c.reset("acknowledgement not received (message in doubt)")
 			return SendResult{}, &SendError{Written: true, ControlID: sentID, Err: err}
 		}
 	}
@@ -680,7 +688,7 @@ func (c *Conn) Send(ctx context.Context, payload []byte, timeout time.Duration) 
 		c.stats.ackMismatches.Add(1)
 		c.log.Warn("acknowledgement does not match the sent message; resetting connection",
 			"control_id", sentID, "ack_control_id", res.AckControlID, "outcome", res.Outcome.String())
-		c.closeWith("acknowledgement mismatch")
+		c.reset("acknowledgement mismatch")
 	}
 	return res, nil
 }

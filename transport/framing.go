@@ -79,7 +79,7 @@ type FrameError struct {
 	// payload (at most MaxFrameBytes) so that the caller can read an HL7
 	// header and answer with a negative ACK before closing. It is valid
 	// until the next call to Next. For length-prefix framing it holds only
-	// what was already buffered and may be empty.
+	// what was already buffered and may be empty. It is payload: never log it.
 	Partial []byte
 	// Offset is the stream offset of the violation: the first byte of the
 	// oversized frame or of the junk, the nested start, or the byte that
@@ -251,8 +251,10 @@ type DecoderStats struct {
 }
 
 // Decoder reads frames from a byte stream. Whatever the read boundaries,
-// it returns the same frames, errors and stats. It is not safe for
-// concurrent use.
+// it returns the same frames, the same final error and the same final
+// stats. An idle decoder holds at most a 4 KiB buffer; the buffer grows to
+// what a frame needs (never beyond about MaxFrameBytes) and shrinks back
+// after it. A Decoder is not safe for concurrent use.
 type Decoder struct {
 	r      io.Reader
 	kind   FramingKind
@@ -336,6 +338,9 @@ func (d *Decoder) Ready() bool {
 // complete frames (see Ready) have been read, it means an incomplete frame
 // is pending, for which the caller may set a completion deadline or wait
 // before closing.
+//
+// InFrame and Ready may be called from the reader's Read while Next is
+// reading, for example to choose a read deadline.
 func (d *Decoder) InFrame() bool {
 	d.scan()
 	return d.head < d.tail

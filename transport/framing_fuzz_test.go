@@ -176,6 +176,8 @@ func mllpSeeds() [][]byte {
 		[]byte("\x0b" + string(bytes.Repeat([]byte("x"), 70)) + "\x1c\x0d\x0bok\x1c\x0d"),
 		[]byte("\x0bxxxxx\x1c\x0d\x0bxxxxxx\x1c\x0d\x0b\x1c\x0d"),
 		[]byte("\x0b\x1c\x1c\x0d\x0b\x0b\x0d\x1c"),
+		// A nested start just past the limit of 64.
+		[]byte("\x0b" + string(bytes.Repeat([]byte("x"), 65)) + "\x0bA\x1c\x0d"),
 	}
 }
 

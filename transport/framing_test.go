@@ -560,6 +560,7 @@ func TestFramingValidate(t *testing.T) {
 		{"long delimiter", Framing{Kind: FramingDelimiter, Delimiter: make([]byte, 65)}, "longer than 64"},
 		{"empty start", Framing{Kind: FramingStartEnd, End: []byte{3}}, "non-empty Start and End"},
 		{"empty end", Framing{Kind: FramingStartEnd, Start: []byte{2}}, "non-empty Start and End"},
+		{"long start", Framing{Kind: FramingStartEnd, Start: make([]byte, 65), End: []byte{3}}, "at most 64 bytes"},
 		{"end inside start", Framing{Kind: FramingStartEnd, Start: []byte("<E>"), End: []byte("E")}, "End must not occur inside Start"},
 		{"start equals end", Framing{Kind: FramingStartEnd, Start: []byte("|"), End: []byte("|")}, "End must not occur inside Start"},
 		{"strict delimiter", Framing{Kind: FramingDelimiter, Delimiter: []byte("\n"), Strict: true}, "Strict only applies"},
