@@ -298,4 +298,3 @@ func TestConnectErrors(t *testing.T) {
 		t.Errorf("GetConnection after Disconnect = %v, want NotFound", err)
 	}
 }
-
