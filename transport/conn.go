@@ -66,6 +66,9 @@ type ConnConfig struct {
 
 // WithDefaults returns c with zero values replaced by defaults.
 func (c ConnConfig) WithDefaults() ConnConfig {
+	if c.Framing.Kind == 0 {
+		c.Framing.Kind = FramingMLLP
+	}
 	c.Framing = c.Framing.WithDefaults()
 	if c.Ack.Kind == 0 {
 		c.Ack.Kind = AckHL7
@@ -736,8 +739,10 @@ func (c *Conn) checkSend(payload []byte) (string, error) {
 	return h.ControlID, nil
 }
 
-// checkPayload reports whether payload can be framed without being
-// misread by the peer.
+// checkPayload reports whether payload can be framed without the peer
+// reading it differently: the markers that end (or, for MLLP and start-end,
+// start) a frame must not occur in it, nor be formed by its tail and the
+// trailing marker.
 func (f Framing) checkPayload(payload []byte) error {
 	switch f.Kind {
 	case FramingMLLP:
@@ -748,15 +753,33 @@ func (f Framing) checkPayload(payload []byte) error {
 			return fmt.Errorf("byte 0x0B at offset %d would start a new MLLP frame", i)
 		}
 	case FramingDelimiter:
-		if i := bytes.Index(payload, f.Delimiter); i >= 0 {
-			return fmt.Errorf("the delimiter occurs at offset %d", i)
+		if i := markerAt(payload, f.Delimiter); i >= 0 {
+			return fmt.Errorf("the delimiter would be read at offset %d", i)
 		}
 	case FramingStartEnd:
-		if i := bytes.Index(payload, f.End); i >= 0 {
-			return fmt.Errorf("the end sequence occurs at offset %d", i)
+		if i := bytes.Index(payload, f.Start); i >= 0 {
+			return fmt.Errorf("the start sequence occurs at offset %d", i)
+		}
+		if i := markerAt(payload, f.End); i >= 0 {
+			return fmt.Errorf("the end sequence would be read at offset %d", i)
 		}
 	}
 	return nil
+}
+
+// markerAt returns where a decoder would first find marker in payload
+// followed by marker, if that is before the end of payload, else -1.
+func markerAt(payload, marker []byte) int {
+	if i := bytes.Index(payload, marker); i >= 0 {
+		return i
+	}
+	// Only the last len(marker)-1 bytes can combine with the marker.
+	tail := payload[max(0, len(payload)-len(marker)+1):]
+	joined := append(bytes.Clone(tail), marker...)
+	if i := bytes.Index(joined, marker); i < len(tail) {
+		return len(payload) - len(tail) + i
+	}
+	return -1
 }
 
 // ConnInfo is a snapshot of a connection.
