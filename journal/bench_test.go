@@ -17,10 +17,16 @@ import (
 //
 //	go test -run '^$' -bench . -benchmem -benchtime 2s ./journal/
 
-var (
-	benchPayloadSizes = []int{260, 1024}
-	benchWriterCounts = []int{1, 8, 64}
-)
+// benchCases runs fn for every payload size and writer count measured.
+func benchCases(b *testing.B, fn func(b *testing.B, payloadSize, writers int)) {
+	for _, size := range []int{260, 1024} {
+		for _, writers := range []int{1, 8, 64} {
+			b.Run(fmt.Sprintf("payload=%d/writers=%d", size, writers), func(b *testing.B) {
+				fn(b, size, writers)
+			})
+		}
+	}
+}
 
 func benchRecord(payloadSize int) Record {
 	p := make([]byte, payloadSize)
@@ -63,53 +69,45 @@ func runWriters(b *testing.B, writers int, op func(w int) error) {
 }
 
 func BenchmarkAppend(b *testing.B) {
-	for _, size := range benchPayloadSizes {
-		for _, writers := range benchWriterCounts {
-			b.Run(fmt.Sprintf("payload=%d/writers=%d", size, writers), func(b *testing.B) {
-				l, err := Open(b.TempDir(), Options{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer l.Close()
-				recs := make([]Record, writers) // one each: Append sets r.Seq
-				for i := range recs {
-					recs[i] = benchRecord(size)
-				}
-				ctx := context.Background()
-				runWriters(b, writers, func(w int) error {
-					_, err := l.Append(ctx, &recs[w])
-					return err
-				})
-				st := l.Stats()
-				b.ReportMetric(float64(st.Records)/float64(max(st.Commits, 1)), "records/commit")
-			})
+	benchCases(b, func(b *testing.B, size, writers int) {
+		l, err := Open(b.TempDir(), Options{})
+		if err != nil {
+			b.Fatal(err)
 		}
-	}
+		defer l.Close()
+		recs := make([]Record, writers) // one each: Append sets r.Seq
+		for i := range recs {
+			recs[i] = benchRecord(size)
+		}
+		ctx := context.Background()
+		runWriters(b, writers, func(w int) error {
+			_, err := l.Append(ctx, &recs[w])
+			return err
+		})
+		st := l.Stats()
+		b.ReportMetric(float64(st.Records)/float64(max(st.Commits, 1)), "records/commit")
+	})
 }
 
 // BenchmarkPebbleSyncedSet is the baseline: the same values written with one
 // synced DB.Set each on an identically configured bare Pebble, which does its
 // own WAL group commit across concurrent writers.
 func BenchmarkPebbleSyncedSet(b *testing.B) {
-	for _, size := range benchPayloadSizes {
-		for _, writers := range benchWriterCounts {
-			b.Run(fmt.Sprintf("payload=%d/writers=%d", size, writers), func(b *testing.B) {
-				db, err := pebble.Open(b.TempDir(), pebbleOptions(vfs.Default, slog.New(slog.DiscardHandler)))
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer db.Close()
-				rec := benchRecord(size)
-				value := appendRecord(nil, &rec)
-				var seq atomic.Uint64
-				keys := make([][]byte, writers)
-				runWriters(b, writers, func(w int) error {
-					keys[w] = recordKey(keys[w][:0], seq.Add(1))
-					return db.Set(keys[w], value, pebble.Sync)
-				})
-			})
+	benchCases(b, func(b *testing.B, size, writers int) {
+		db, err := pebble.Open(b.TempDir(), pebbleOptions(vfs.Default, slog.New(slog.DiscardHandler)))
+		if err != nil {
+			b.Fatal(err)
 		}
-	}
+		defer db.Close()
+		rec := benchRecord(size)
+		value := appendRecord(nil, &rec)
+		var seq atomic.Uint64
+		keys := make([][]byte, writers)
+		runWriters(b, writers, func(w int) error {
+			keys[w] = recordKey(keys[w][:0], seq.Add(1))
+			return db.Set(keys[w], value, pebble.Sync)
+		})
+	})
 }
 
 func BenchmarkRead(b *testing.B) {

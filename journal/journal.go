@@ -22,33 +22,40 @@
 //
 //   - Never report success for a record that was not committed.
 //   - Never log payload bytes or record fields; only sequence numbers,
-//     counts and errors reach the Logger.
+//     counts, the directory and errors reach the Logger. Pebble's own
+//     messages can mention keys, which are only sequence numbers.
 //   - Never retry a failed commit. Pebble's WAL errors are sticky (see below),
 //     so the log fails closed instead.
 //
 // # Failure
 //
-// Pebble v2.1.7 does not return WAL write or fsync errors from a commit; it
-// calls its logger's Fatalf, and its WAL writer keeps failing from then on,
-// even after the disk recovers. The Log turns that into an error: the
-// affected Append calls fail with "journal: commit: ...", LastSeq does not
-// advance, queued and later appends fail with the same error, Wait returns
-// it, and Err reports it so the service can go NOT_SERVING. Records
-// committed earlier stay readable. There is no in-process recovery: Close
-// the Log and Open it again (or restart the process).
+// Pebble v2.1.7 does not return a WAL write or fsync error from a commit: it
+// calls its logger's Fatalf (whose default exits the process) and, should
+// Fatalf return, reports success. Its WAL writer then keeps failing, even
+// after the disk recovers, and a later commit can panic inside Pebble with
+// its commit lock held, after which the DB cannot even be closed. So the Log
+// installs a Fatalf that panics, recovers that panic in the committer, and
+// fails closed: the Append calls of the failed batch get
+// "journal: commit: ...", LastSeq does not advance, queued and later appends
+// get the same error without touching Pebble again, Wait returns it, and Err
+// reports it so the service can go NOT_SERVING. Records committed earlier
+// stay readable, and Close still works. There is no in-process recovery:
+// Close the Log and Open it again, or restart the process.
 //
 // A record whose Append failed may still have reached the disk (a write can
 // succeed where the fsync fails) and then reappears after a restart with the
 // sequence number it was given. It was never acknowledged, so the sender
 // retransmits it: consumers must tolerate duplicates (for example by HL7
-// control ID). Sequence numbers stay gap-free either way, because a failed
-// batch is the last thing the process writes.
+// control ID). Sequence numbers stay gap-free either way: a failed batch is
+// the last thing the process writes, and after a restart numbering resumes
+// after whatever the WAL actually holds.
 //
-// Pebble panics or calls Fatalf on a few other unrecoverable paths (for
-// example a failing MANIFEST sync in a background goroutine, or WAL errors in
-// NoSync mode, which Pebble does not report until it panics). Those end the
-// process, as they would with Pebble's default logger. That is safe for
-// durability: nothing unsynced has been acknowledged.
+// Pebble panics or calls Fatalf on a few other unrecoverable paths, for
+// example a failing MANIFEST sync in a background goroutine, a WAL failure
+// while rotating to a new WAL file, or any WAL failure in NoSync mode (which
+// Pebble does not report until it panics). Those end the process, as they do
+// with Pebble's default logger. That is safe for durability: nothing unsynced
+// has been acknowledged (except under NoSync).
 //
 // # Known limits
 //
@@ -264,10 +271,7 @@ func (l *Log) Append(ctx context.Context, r *Record) (uint64, error) {
 	op := g.batch.SetDeferred(keyLen, size)
 	recordKey(op.Key[:0], seq)
 	appendRecord(op.Value[:0], r)
-	if err := op.Finish(); err != nil { // only fails for indexed batches
-		l.mu.Unlock()
-		return 0, fmt.Errorf("journal: append: %w", err)
-	}
+	_ = op.Finish() // only indexed batches can fail here; ours is not indexed
 	l.nextSeq++
 	g.n++
 	g.size += size
@@ -306,21 +310,25 @@ func (l *Log) openGroup(size int) *group {
 // the previous commit returns; appends arriving meanwhile join the next group.
 func (l *Log) commitLoop() {
 	defer close(l.stopped)
+	var g *group
 	for {
-		l.mu.Lock()
-		for len(l.queue) == 0 && !l.closed {
-			l.work.Wait()
-		}
-		if len(l.queue) == 0 { // closed; Close has failed whatever was queued
+		if g == nil {
+			l.mu.Lock()
+			for len(l.queue) == 0 && !l.closed {
+				l.work.Wait()
+			}
+			g = l.popGroup()
 			l.mu.Unlock()
-			return
+			if g == nil { // closed; Close failed whatever was queued
+				return
+			}
 		}
-		g := l.queue[0]
-		l.queue = append(l.queue[:0], l.queue[1:]...)
-		l.mu.Unlock()
 
 		err := applyBatch(g.batch, l.wo)
 
+		// Publish this group and take the next in one critical section:
+		// released appenders race for l.mu, and the next fsync should not
+		// wait behind them.
 		l.mu.Lock()
 		if err != nil {
 			l.fail(g, err)
@@ -330,9 +338,22 @@ func (l *Log) commitLoop() {
 			l.records.Add(uint64(g.n))
 			l.wake()
 		}
+		next := l.popGroup()
 		l.mu.Unlock()
 		g.finish(nil)
+		g = next
 	}
+}
+
+// popGroup removes and returns the oldest queued group, or nil. l.mu must be
+// held.
+func (l *Log) popGroup() *group {
+	if len(l.queue) == 0 {
+		return nil
+	}
+	g := l.queue[0]
+	l.queue = append(l.queue[:0], l.queue[1:]...)
+	return g
 }
 
 // fail records a commit failure of g and fails everything queued behind it.
@@ -416,9 +437,10 @@ func (l *Log) Read(from uint64, maxRecords, maxBytes int) ([]Record, error) {
 		want  = from
 	)
 	for ok := it.First(); ok && len(out) < maxRecords; ok = it.Next() {
-		seq, _ := keySeq(it.Key())
-		if seq != want {
-			err = fmt.Errorf("journal: read: record %d missing (found %d)", want, seq)
+		// Keys are dense, so a missing one means corruption; say so rather
+		// than silently skipping a message.
+		if seq, _ := keySeq(it.Key()); seq != want {
+			err = fmt.Errorf("record %d missing (found key %x)", want, it.Key())
 			break
 		}
 		var v []byte
@@ -426,8 +448,8 @@ func (l *Log) Read(from uint64, maxRecords, maxBytes int) ([]Record, error) {
 			break
 		}
 		var r Record
-		if r, err = decodeRecord(seq, v); err != nil {
-			err = fmt.Errorf("journal: read record %d: %w", seq, err)
+		if r, err = decodeRecord(want, v); err != nil {
+			err = fmt.Errorf("record %d: %w", want, err)
 			break
 		}
 		if len(out) > 0 && bytes+len(r.Payload) > maxBytes {
@@ -438,7 +460,7 @@ func (l *Log) Read(from uint64, maxRecords, maxBytes int) ([]Record, error) {
 		want++
 	}
 	if err = errors.Join(err, it.Close()); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("journal: read: %w", err)
 	}
 	return out, nil
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/goleak"
+
+	"github.com/switchboard-dev/switchboard/journal/journaltest"
 )
 
 func TestMain(m *testing.M) {
@@ -213,6 +215,36 @@ func TestRestart(t *testing.T) {
 	}
 }
 
+func TestNoSync(t *testing.T) {
+	dir := t.TempDir()
+	// Two records fit under MaxBatchBytes, so every commit holds at most two.
+	size := encodedLen(testRecord(10))
+	l, err := Open(dir, Options{NoSync: true, MaxBatchRecords: 3, MaxBatchBytes: 2*size + 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if _, err := l.Append(context.Background(), testRecord(i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if st := l.Stats(); st.Records != 20 || st.Commits < 10 {
+		t.Fatalf("Stats = %+v; want 20 records in at least 10 commits", st)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A clean Close writes the WAL out, so the records survive it.
+	l = openLog(t, dir, Options{})
+	if got := len(readAll(t, l, 1)); got != 20 || l.LastSeq() != 20 {
+		t.Fatalf("after reopen: %d records, LastSeq %d; want 20", got, l.LastSeq())
+	}
+}
+
 func TestWait(t *testing.T) {
 	t.Run("append", func(t *testing.T) {
 		l := openLog(t, t.TempDir(), Options{})
@@ -295,114 +327,6 @@ func TestReadPaging(t *testing.T) {
 	}
 }
 
-// faultFS wraps a vfs.FS so tests can make WAL (*.log) writes or syncs fail,
-// or hold WAL syncs until released, at runtime. Only WAL files are affected
-// because that is what a commit touches; failing MANIFEST writes would send
-// Pebble to Fatalf in a background goroutine, which ends the process.
-type faultFS struct {
-	vfs.FS
-	failWrites atomic.Bool
-	failSyncs  atomic.Bool
-	hold       atomic.Pointer[syncHold]
-}
-
-type syncHold struct {
-	entered chan struct{} // one send per held sync
-	release chan struct{} // closed to let held syncs proceed
-}
-
-var errInjected = errors.New("injected I/O error")
-
-// holdSyncs makes WAL syncs block until the returned release func is called.
-func (fs *faultFS) holdSyncs() (entered <-chan struct{}, release func()) {
-	h := &syncHold{entered: make(chan struct{}, 100), release: make(chan struct{})}
-	fs.hold.Store(h)
-	var once sync.Once
-	return h.entered, func() {
-		once.Do(func() {
-			fs.hold.Store(nil)
-			close(h.release)
-		})
-	}
-}
-
-func (fs *faultFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
-	if err != nil || !strings.HasSuffix(name, ".log") {
-		return f, err
-	}
-	return &faultFile{File: f, fs: fs}, nil
-}
-
-func (fs *faultFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	f, err := fs.FS.Create(name, c)
-	return fs.wrap(name, f, err)
-}
-
-func (fs *faultFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	f, err := fs.FS.ReuseForWrite(oldname, newname, c)
-	return fs.wrap(newname, f, err)
-}
-
-func (fs *faultFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
-	f, err := fs.FS.OpenReadWrite(name, c, opts...)
-	return fs.wrap(name, f, err)
-}
-
-type faultFile struct {
-	vfs.File
-	fs *faultFS
-}
-
-func (f *faultFile) Write(p []byte) (int, error) {
-	if f.fs.failWrites.Load() {
-		return 0, errInjected
-	}
-	return f.File.Write(p)
-}
-
-func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
-	if f.fs.failWrites.Load() {
-		return 0, errInjected
-	}
-	return f.File.WriteAt(p, off)
-}
-
-func (f *faultFile) sync() error {
-	if h := f.fs.hold.Load(); h != nil {
-		h.entered <- struct{}{}
-		<-h.release
-	}
-	if f.fs.failSyncs.Load() {
-		return errInjected
-	}
-	return nil
-}
-
-func (f *faultFile) Sync() error {
-	if err := f.sync(); err != nil {
-		return err
-	}
-	return f.File.Sync()
-}
-
-func (f *faultFile) SyncData() error {
-	if err := f.sync(); err != nil {
-		return err
-	}
-	return f.File.SyncData()
-}
-
-func (f *faultFile) SyncTo(length int64) (bool, error) {
-	if err := f.sync(); err != nil {
-		return false, err
-	}
-	return f.File.SyncTo(length)
-}
-
-// Fd hides the descriptor so Pebble cannot bypass the wrapper with raw
-// syscalls.
-func (f *faultFile) Fd() uintptr { return vfs.InvalidFd }
-
 // lockedBuffer collects log output from many goroutines.
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -425,7 +349,7 @@ func TestFaultInjection(t *testing.T) {
 	for _, mode := range []string{"sync", "write"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			fs := &faultFS{FS: vfs.Default}
+			fs := &journaltest.FaultFS{FS: vfs.Default}
 			var logs lockedBuffer
 			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			l, err := Open(dir, Options{FS: fs, Logger: logger})
@@ -467,34 +391,34 @@ func TestFaultInjection(t *testing.T) {
 			}
 
 			if mode == "sync" {
-				fs.failSyncs.Store(true)
+				fs.FailSyncs.Store(true)
 			} else {
-				fs.failWrites.Store(true)
+				fs.FailWrites.Store(true)
 			}
 			errs := appendSome(8, 20)
 			if len(errs) == 0 {
 				t.Fatal("no Append failed while the WAL was failing")
 			}
 			for _, err := range errs {
-				if !errors.Is(err, errInjected) || !strings.HasPrefix(err.Error(), "journal: commit: ") {
+				if !errors.Is(err, journaltest.ErrInjected) || !strings.HasPrefix(err.Error(), "journal: commit: ") {
 					t.Fatalf("Append error = %v; want a wrapped injected error", err)
 				}
 			}
 			if got := l.LastSeq(); got != before {
 				t.Fatalf("LastSeq moved from %d to %d across a failed commit", before, got)
 			}
-			if err := l.Err(); !errors.Is(err, errInjected) {
+			if err := l.Err(); !errors.Is(err, journaltest.ErrInjected) {
 				t.Fatalf("Err() = %v, want the injected error", err)
 			}
 
 			// Fail closed: the disk is healthy again, but the WAL writer is
 			// not, so appends keep failing rather than risking a false ACK.
-			fs.failSyncs.Store(false)
-			fs.failWrites.Store(false)
-			if _, err := l.Append(context.Background(), testRecord(0)); !errors.Is(err, errInjected) {
+			fs.FailSyncs.Store(false)
+			fs.FailWrites.Store(false)
+			if _, err := l.Append(context.Background(), testRecord(0)); !errors.Is(err, journaltest.ErrInjected) {
 				t.Fatalf("Append after failure = %v, want the persistent error", err)
 			}
-			if err := l.Wait(context.Background(), l.LastSeq()); !errors.Is(err, errInjected) {
+			if err := l.Wait(context.Background(), l.LastSeq()); !errors.Is(err, journaltest.ErrInjected) {
 				t.Fatalf("Wait on failed log = %v, want the persistent error", err)
 			}
 			if got := readAll(t, l, 1); uint64(len(got)) != before {
@@ -530,11 +454,11 @@ func TestFaultInjection(t *testing.T) {
 }
 
 func TestCloseWithBlockedAppenders(t *testing.T) {
-	fs := &faultFS{FS: vfs.Default}
+	fs := &journaltest.FaultFS{FS: vfs.Default}
 	l := openLog(t, t.TempDir(), Options{FS: fs})
 	mustAppend(t, l, testRecord(0))
 
-	entered, release := fs.holdSyncs()
+	entered, release := fs.HoldSyncs()
 	defer release()
 	inflight := make(chan error, 1)
 	go func() {
@@ -584,7 +508,7 @@ func TestCloseWithBlockedAppenders(t *testing.T) {
 }
 
 func TestAppendContext(t *testing.T) {
-	fs := &faultFS{FS: vfs.Default}
+	fs := &journaltest.FaultFS{FS: vfs.Default}
 	l := openLog(t, t.TempDir(), Options{FS: fs})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -596,7 +520,7 @@ func TestAppendContext(t *testing.T) {
 		t.Fatalf("a record was committed for an already-cancelled Append (LastSeq %d)", got)
 	}
 
-	entered, release := fs.holdSyncs()
+	entered, release := fs.HoldSyncs()
 	defer release()
 	ctx, cancel = context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -629,5 +553,26 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestReadReportsDamage(t *testing.T) {
+	l := openLog(t, t.TempDir(), Options{})
+	for i := range 3 {
+		mustAppend(t, l, testRecord(i))
+	}
+	// Damage the store behind the Log's back: Read must refuse rather than
+	// skip a message or return garbage.
+	if err := l.db.Delete(recordKey(nil, 2), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Read(1, 10, 1<<20); err == nil || !strings.Contains(err.Error(), "record 2 missing") {
+		t.Fatalf("Read over a missing record = %v, want a 'missing' error", err)
+	}
+	if err := l.db.Set(recordKey(nil, 3), []byte{recordVersion, 0x80}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Read(3, 10, 1<<20); !errors.Is(err, errMalformed) {
+		t.Fatalf("Read of a malformed value = %v, want errMalformed", err)
 	}
 }

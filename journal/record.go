@@ -37,7 +37,7 @@ const maxRecordBytes = 1 << 30
 
 // errMalformed is returned for stored values that do not decode. It signals
 // corruption or a newer writer; it is never expected in normal operation.
-var errMalformed = errors.New("journal: malformed record")
+var errMalformed = errors.New("malformed record value")
 
 func recordKey(dst []byte, seq uint64) []byte {
 	dst = append(dst, prefixRecord)

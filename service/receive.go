@@ -50,6 +50,10 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 		if errors.Is(err, journal.ErrClosed) {
 			return status.Errorf(codes.Unavailable, "journal closed; resume with start_sequence %d", next)
 		}
+		if s.journal.Err() != nil {
+			s.log.Error("receive stream ended: journal failed", "err", err)
+			return status.Errorf(codes.Unavailable, "journal failed; resume with start_sequence %d once it is back", next)
+		}
 		if ctx.Err() != nil {
 			return status.FromContextError(ctx.Err()).Err()
 		}

@@ -1,0 +1,64 @@
+package service_test
+
+import (
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"google.golang.org/protobuf/proto"
+
+	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/hl7"
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/journaltest"
+	"github.com/switchboard-dev/switchboard/service"
+)
+
+// TestJournalFailureNeverAcks: when the disk under the journal fails (WAL
+// syncs fail), peers get AR, never AA, for that message and every later one;
+// the failure is reported for health; what was acknowledged before stays
+// readable.
+func TestJournalFailureNeverAcks(t *testing.T) {
+	ctx := testCtx(t)
+	fs := &journaltest.FaultFS{FS: vfs.Default}
+	j, err := journal.Open(t.TempDir(), journal.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures := make(chan error, 10)
+	s := startServerWith(t, j, func(c *service.Config) {
+		c.OnJournalFailure = func(err error) { failures <- err }
+	})
+	l := s.startListener(ctx, "adt", nil)
+	p := dialPeer(t, l.GetBoundAddress())
+	p.write(mllp.AppendFrame(nil, hl7Message("GOOD")))
+	checkAck(t, hl7Message("GOOD"), p.readFrame())
+
+	fs.FailSyncs.Store(true)
+	s.journalBroken = true
+	for _, id := range []string{"LOST-1", "LOST-2"} {
+		p.write(mllp.AppendFrame(nil, hl7Message(id)))
+		a, err := hl7.ParseAck(p.readFrame())
+		if err != nil || a.Code != hl7.AR || a.ControlID != id {
+			t.Fatalf("answer while the disk fails = %+v, %v; want AR for %s", a, err, id)
+		}
+	}
+	if err := <-failures; err == nil {
+		t.Error("OnJournalFailure got a nil error")
+	}
+	fs.FailSyncs.Store(false) // the disk recovers; the journal stays failed (fail closed)
+	p.write(mllp.AppendFrame(nil, hl7Message("AFTER")))
+	if a, _ := hl7.ParseAck(p.readFrame()); a.Code != hl7.AR {
+		t.Errorf("answer after the disk recovered = %s, want AR until the journal is reopened", a.Code)
+	}
+	if got := s.j.LastSeq(); got != 1 {
+		t.Errorf("LastSeq = %d, want 1", got)
+	}
+	stream, err := s.client.Receive(ctx, &switchboardv1.ReceiveRequest{StartSequence: proto.Uint64(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil || len(resp.GetMessages()) != 1 || resp.GetMessages()[0].GetControlId() != "GOOD" {
+		t.Errorf("Receive = %v, %v; want GOOD only", resp, err)
+	}
+}
