@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/hl7"
+	"github.com/switchboard-dev/switchboard/transport"
+)
+
+// The test binary runs the real command when asked to, so the tests below
+// can start `switchboard serve` as a child process and signal it.
+func TestMain(m *testing.M) {
+	if os.Getenv("SWITCHBOARD_RUN_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func TestUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{nil, 2, "Usage:"},
+		{[]string{"help"}, 0, "Usage:"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"serve", "--no-such-flag"}, 2, "flag provided but not defined"},
+		{[]string{"serve", "--log-level", "loud"}, 1, "--log-level"},
+		{[]string{"serve", "extra"}, 2, "unexpected arguments"},
+	} {
+		var out bytes.Buffer
+		if code := run(tc.args, &out, &out); code != tc.code || !strings.Contains(out.String(), tc.out) {
+			t.Errorf("run(%q) = %d, %q; want %d containing %q", tc.args, code, out.String(), tc.code, tc.out)
+		}
+	}
+}
+
+// TestServeSignal runs `switchboard serve`, exercises it, sends SIGTERM with
+// a frame half received and a Receive stream open, and checks the shutdown
+// order: the frame is finished and acknowledged, the stream ends with
+// UNAVAILABLE, the process exits 0, and the journal kept everything.
+func TestServeSignal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json", "--drain-timeout", "5s")
+	cmd.Env = append(os.Environ(), "SWITCHBOARD_RUN_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	logs := make(chan map[string]any, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil {
+				select {
+				case logs <- rec:
+				default:
+				}
+			}
+		}
+		close(logs)
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	var grpcAddr string
+	for rec := range logs {
+		if rec["msg"] == "switchboard serving" {
+			grpcAddr, _ = rec["grpc_addr"].(string)
+			break
+		}
+	}
+	if grpcAddr == "" {
+		t.Fatal("serve never logged its address")
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	health := healthpb.NewHealthClient(cc)
+	if h, err := health.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", h, err)
+	}
+	client := switchboardv1.NewSwitchboardServiceClient(cc)
+	l, err := client.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: "adt", Config: &switchboardv1.ListenerConfig{Address: "127.0.0.1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := client.Receive(ctx, &switchboardv1.ReceiveRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Header(); err != nil {
+		t.Fatal(err)
+	}
+
+	nc, err := net.Dial("tcp", l.GetListener().GetBoundAddress())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	mllp := transport.Framing{Kind: transport.FramingMLLP}.WithDefaults()
+	msg := []byte("MSH|^~\\&|A|B|C|D|20261125||ADT^A01^ADT_A01|SIGTERM-1|P|2.5\rPID|1\r")
+	frame := mllp.AppendFrame(nil, msg)
+	if _, err := nc.Write(frame[:15]); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the server has read the partial frame.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		conns, err := client.ListConnections(ctx, &switchboardv1.ListConnectionsRequest{})
+		if err == nil && len(conns.GetConnections()) == 1 && conns.GetConnections()[0].GetLastActivityTime().AsTime().After(conns.GetConnections()[0].GetOpenTime().AsTime()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server never read the partial frame")
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The stream ends with UNAVAILABLE once the listener has drained; finish
+	// the frame first.
+	for rec := range logs { // shutdown has begun
+		if rec["msg"] == "shutting down" {
+			break
+		}
+	}
+	if _, err := nc.Write(frame[15:]); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ack, err := transport.NewDecoder(nc, mllp).Next()
+	if err != nil {
+		t.Fatalf("no ACK for the frame in flight at SIGTERM: %v", err)
+	}
+	if a, err := hl7.ParseAck(ack); err != nil || a.Code != hl7.AA || a.ControlID != "SIGTERM-1" {
+		t.Errorf("ACK = %+v, %v", a, err)
+	}
+	var last error
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			last = err
+			break
+		}
+		if m := resp.GetMessages(); len(m) != 1 || m[0].GetControlId() != "SIGTERM-1" {
+			t.Errorf("Receive got %v", resp)
+		}
+	}
+	if status.Code(last) != codes.Unavailable {
+		t.Errorf("Receive ended with %v, want Unavailable", last)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("serve exited with %v, want 0", err)
+		}
+		exited <- err // for Cleanup
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not exit after SIGTERM")
+	}
+}
