@@ -146,6 +146,7 @@ type Conn struct {
 
 	// Owned by the read loop.
 	dec         *Decoder
+	msg         Message
 	ackBuf      []byte
 	ids         controlIDs
 	frameStart  time.Time
@@ -426,7 +427,9 @@ func (c *Conn) handleFrame(payload []byte) bool {
 	if c.cfg.Ack.Kind == AckHL7 || hasHL7Prefix(payload) {
 		in.header, in.headerErr = hl7.ParseHeader(payload)
 	}
-	m := Message{
+	// One Message per connection, reused: it escapes to the Sink.
+	m := &c.msg
+	*m = Message{
 		ListenerID:   c.listenerID,
 		ConnectionID: c.id,
 		RemoteAddr:   c.remoteAddr,
@@ -436,7 +439,7 @@ func (c *Conn) handleFrame(payload []byte) bool {
 	if in.headerErr == nil {
 		m.MessageType, m.ControlID = in.header.MessageType, in.header.ControlID
 	}
-	seq, err := c.sink.Append(c.ctx, &m)
+	seq, err := c.sink.Append(c.ctx, m)
 	if err != nil {
 		if c.ctx.Err() != nil {
 			// Closing: the frame may or may not be stored; say nothing.
@@ -464,7 +467,7 @@ func (c *Conn) handleFrame(payload []byte) bool {
 	}
 	if a.text != "" {
 		c.log.Warn("negative acknowledgement", "control_id", m.ControlID, "ack_code", a.code.String(), "reason", a.text)
-	} else {
+	} else if c.log.Enabled(c.ctx, slog.LevelDebug) { // the arguments would allocate
 		c.log.Debug("frame stored", "seq", seq, "control_id", m.ControlID, "bytes", len(payload))
 	}
 	if a.close {
@@ -849,6 +852,7 @@ func (c *Conn) Info() ConnInfo {
 type controlIDs struct {
 	prefix string
 	n      uint64
+	buf    []byte
 }
 
 func newControlIDs() controlIDs {
@@ -859,7 +863,8 @@ func newControlIDs() controlIDs {
 
 func (g *controlIDs) next() string {
 	g.n++
-	return g.prefix + strconv.FormatUint(g.n, 36)
+	g.buf = strconv.AppendUint(append(g.buf[:0], g.prefix...), g.n, 36)
+	return string(g.buf)
 }
 
 // NewID returns a random identifier with the given prefix, for connections

@@ -5,6 +5,7 @@
 // Usage:
 //
 //	switchboard serve [flags]   run the service
+//	switchboard bench ...       load tool and baselines
 //	switchboard help            show this help
 package main
 
@@ -20,6 +21,7 @@ const usage = `switchboard: gRPC-controlled raw TCP messaging (MLLP/HL7 and more
 
 Usage:
   switchboard serve [flags]   run the service (switchboard serve -h lists flags)
+  switchboard bench ...       measure it and its baselines (switchboard bench -h)
   switchboard help            show this help
 `
 
@@ -37,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(args[1:], stderr)
+	case "bench":
+		err = benchCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
