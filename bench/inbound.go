@@ -26,8 +26,9 @@ type InboundConfig struct {
 	// Count stops after this many messages in total (no warm-up).
 	Count int
 	// Rate paces the total load in messages/s (0: as fast as ACKs come).
-	// Latency is then measured from each message's scheduled time, so a
-	// server that falls behind is charged for the wait.
+	// Latency is measured from the write, not the schedule: timer slack in
+	// this process (up to a millisecond) is not the server's. A server too
+	// slow for the rate shows as a rate below it.
 	Rate float64
 	// AckTimeout bounds the wait for each ACK. Zero: 10 s.
 	AckTimeout time.Duration
@@ -161,14 +162,13 @@ func inboundWorker(ctx context.Context, cfg InboundConfig, w int, remaining chan
 			}
 			dec = transport.NewDecoder(nc, mllp)
 		}
-		sent := time.Now()
 		if interval > 0 {
 			if d := time.Until(next); d > 0 {
 				time.Sleep(d)
 			}
-			sent = next // charge the server for any wait behind schedule
 			next = next.Add(interval)
 		}
+		sent := time.Now()
 		putID(frame[idAt:], w, n)
 		_ = nc.SetDeadline(time.Now().Add(cfg.AckTimeout))
 		if _, err := nc.Write(frame); err != nil {

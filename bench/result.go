@@ -43,6 +43,10 @@ type Result struct {
 	P50  float64 `json:"p50_us,omitempty"`
 	P99  float64 `json:"p99_us,omitempty"`
 	P999 float64 `json:"p999_us,omitempty"`
+	// ServerCPU is the server process's CPU time per message in
+	// microseconds (user+system), when the server is a separate process:
+	// steadier than a rate on a shared machine.
+	ServerCPU float64 `json:"server_cpu_us,omitempty"`
 	// BytesPerConn is RSS growth per connection (idle group).
 	BytesPerConn float64 `json:"bytes_per_conn,omitempty"`
 	// Errors counts failures by kind.
@@ -81,11 +85,11 @@ func WriteTable(w io.Writer, results []Result) error {
 	rs := slices.Clone(results)
 	slices.SortStableFunc(rs, func(a, b Result) int { return cmp.Compare(groupOrder(a.Group), groupOrder(b.Group)) })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "group\ttarget\tconns\tcalls\tsize\toffered/s\tmsgs\tmsgs/s\tp50 µs\tp99 µs\tp99.9 µs\tB/conn\terrors\t")
+	fmt.Fprintln(tw, "group\ttarget\tconns\tcalls\tsize\toffered/s\tmsgs\tmsgs/s\tp50 µs\tp99 µs\tp99.9 µs\tcpu µs/msg\tB/conn\terrors\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.Group, r.Target, r.Conns, blank(float64(r.Calls)), r.Size, blank(r.OfferedRate), r.Msgs, r.Rate,
-			blank(r.P50), blank(r.P99), blank(r.P999), blank(r.BytesPerConn), errorsString(r.Errors))
+			blank(r.P50), blank(r.P99), blank(r.P999), blank(r.ServerCPU), blank(r.BytesPerConn), errorsString(r.Errors))
 	}
 	return tw.Flush()
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,6 +42,14 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "inbound":
 		return benchInbound(ctx, args[1:], stdout, stderr)
+	case "outbound":
+		return benchOutbound(ctx, args[1:], stdout, stderr)
+	case "receive":
+		return benchReceive(ctx, args[1:], stdout, stderr)
+	case "idle":
+		return benchIdle(ctx, args[1:], stdout, stderr)
+	case "suite":
+		return benchSuite(ctx, args[1:], stdout, stderr)
 	case "baseline":
 		return benchBaseline(ctx, args[1:], stderr)
 	case "-h", "-help", "--help", "help":
@@ -145,4 +155,133 @@ func benchBaseline(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ln.Close()
 	return fmt.Errorf("unknown --kind %q", kind)
+}
+
+func benchOutbound(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg bench.OutboundConfig
+	var out output
+	fs := flag.NewFlagSet("bench outbound", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "Switchboard's gRPC address")
+	fs.StringVar(&cfg.Peer, "peer", "", "MLLP peer answering HL7 ACKs that Switchboard connects to (required)")
+	fs.StringVar(&cfg.Target, "target", "switchboard-send", "label for the result")
+	fs.IntVar(&cfg.Conns, "conns", 64, "connections Switchboard opens to the peer")
+	fs.IntVar(&cfg.Calls, "calls", 64, "concurrent Send calls")
+	fs.IntVar(&cfg.Size, "size", 260, "HL7 message size in bytes")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time")
+	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured time before it")
+	out.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Peer == "" {
+		fmt.Fprintln(stderr, "bench outbound: --peer is required")
+		return errUsage
+	}
+	res, err := bench.Outbound(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return out.print(stdout, res)
+}
+
+func benchReceive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg bench.ReceiveConfig
+	var out output
+	fs := flag.NewFlagSet("bench receive", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "Switchboard's gRPC address")
+	fs.StringVar(&cfg.Target, "target", "switchboard", "label for the result")
+	fs.IntVar(&cfg.Streams, "streams", 1, "concurrent Receive streams, each from sequence 1")
+	fs.IntVar(&cfg.Count, "count", 100000, "messages each stream reads (the journal must hold at least this many)")
+	out.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	res, err := bench.Receive(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return out.print(stdout, res)
+}
+
+func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg bench.IdleConfig
+	var out output
+	fs := flag.NewFlagSet("bench idle", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Addr, "addr", "", "listener to open idle connections to (required)")
+	fs.IntVar(&cfg.PID, "pid", 0, "process whose resident memory is measured (required; Linux)")
+	fs.StringVar(&cfg.Target, "target", "switchboard", "label for the result")
+	fs.IntVar(&cfg.Conns, "conns", 10000, "idle connections to open (the listener's max_connections must allow them)")
+	fs.DurationVar(&cfg.Settle, "settle", 3*time.Second, "wait after connecting before reading memory")
+	out.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Addr == "" || cfg.PID == 0 {
+		fmt.Fprintln(stderr, "bench idle: --addr and --pid are required")
+		return errUsage
+	}
+	res, err := bench.Idle(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return out.print(stdout, res)
+}
+
+func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg bench.SuiteConfig
+	var jsonPath, conns string
+	fs := flag.NewFlagSet("bench suite", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&cfg.Size, "size", 260, "HL7 message size in bytes")
+	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "measured time of each run")
+	fs.DurationVar(&cfg.Warmup, "warmup", 500*time.Millisecond, "unmeasured time before each run")
+	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of each comparison, alternating targets; the median is reported")
+	fs.StringVar(&conns, "conns", "1,8,64", "connection counts for the inbound and storage comparisons")
+	fs.IntVar(&cfg.ReceiveCount, "receive-count", 200000, "1 KiB messages delivered by the Receive test")
+	fs.IntVar(&cfg.IdleConns, "idle-conns", 10000, "idle connections in the memory test")
+	fs.StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
+	fs.StringVar(&cfg.Dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	for _, c := range strings.Split(conns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "bench suite: bad --conns %q\n", conns)
+			return errUsage
+		}
+		cfg.Conns = append(cfg.Conns, n)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg.Exe = exe
+	if cfg.Dir == "" {
+		cfg.Dir, err = os.MkdirTemp("", "switchboard-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(cfg.Dir)
+	}
+	cfg.Progress = stderr
+	rep, err := bench.Suite(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d CPUs, %s, kernel %s, %s, %s\n\n", rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.Kernel, rep.Machine.Go, rep.Machine.Date)
+	if err := bench.WriteTable(stdout, rep.Results); err != nil {
+		return err
+	}
+	if jsonPath != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(jsonPath, append(b, '\n'), 0o644)
+	}
+	return nil
 }

@@ -1,0 +1,402 @@
+package bench
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+)
+
+// SuiteConfig sets up a full run: Switchboard and every baseline on this
+// machine, measured in the same run so ratios hold on a noisy machine.
+type SuiteConfig struct {
+	// Exe is the switchboard binary; servers run as child processes of it.
+	Exe string
+	// Dir is scratch space (data directories and child logs).
+	Dir      string
+	Size     int
+	Duration time.Duration
+	Warmup   time.Duration
+	// Rounds repeats each comparison, alternating targets; the median round
+	// is reported.
+	Rounds int
+	// Conns are the connection counts of the inbound comparison.
+	Conns []int
+	// ReceiveCount is how many 1 KiB messages the Receive test delivers.
+	ReceiveCount int
+	// IdleConns is how many idle connections the memory test opens.
+	IdleConns int
+	// Progress gets a line per measurement.
+	Progress io.Writer
+}
+
+// Report is what a suite run produces (and `--json` writes).
+type Report struct {
+	Machine  Machine  `json:"machine"`
+	Settings Settings `json:"settings"`
+	Results  []Result `json:"results"`
+}
+
+// Machine describes where a report was measured.
+type Machine struct {
+	CPUs     int    `json:"cpus"`
+	CPUModel string `json:"cpu_model"`
+	Kernel   string `json:"kernel"`
+	Go       string `json:"go"`
+	Date     string `json:"date"`
+}
+
+// Settings records the suite's parameters.
+type Settings struct {
+	Size     int    `json:"size"`
+	Duration string `json:"duration"`
+	Warmup   string `json:"warmup"`
+	Rounds   int    `json:"rounds"`
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Date: time.Now().UTC().Format(time.RFC3339)}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+// child is a server running as a child process.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startChild runs exe args with its output in dir/name.log and waits until
+// addr accepts connections.
+func startChild(ctx context.Context, exe, dir, name, addr string, args ...string) (*child, error) {
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	c := &child{name: name, cmd: cmd, done: make(chan error, 1)}
+	go func() {
+		c.done <- cmd.Wait()
+		logf.Close()
+	}()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if nc, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			nc.Close()
+			return c, nil
+		}
+		select {
+		case err := <-c.done:
+			return nil, fmt.Errorf("%s exited before listening (see %s.log): %v", name, name, err)
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			c.stop()
+			return nil, fmt.Errorf("%s did not listen on %s", name, addr)
+		}
+	}
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// stop asks the child to shut down and kills it if it does not.
+func (c *child) stop() {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// switchboard starts `switchboard serve` and a listener on it; it returns
+// the child, its gRPC address and the listener's address.
+func switchboard(ctx context.Context, cfg SuiteConfig, name, dataDir string, extra ...string) (*child, string, string, error) {
+	grpcAddr, err := freeAddr()
+	if err != nil {
+		return nil, "", "", err
+	}
+	args := append([]string{"serve", "--grpc-addr", grpcAddr, "--data-dir", dataDir, "--log-level", "warn"}, extra...)
+	c, err := startChild(ctx, cfg.Exe, cfg.Dir, name, grpcAddr, args...)
+	if err != nil {
+		return nil, "", "", err
+	}
+	cc, err := dialGRPC(grpcAddr)
+	if err != nil {
+		c.stop()
+		return nil, "", "", err
+	}
+	defer cc.Close()
+	resp, err := switchboardv1.NewSwitchboardServiceClient(cc).StartListener(ctx, &switchboardv1.StartListenerRequest{
+		ListenerId: "bench",
+		Config:     &switchboardv1.ListenerConfig{Address: "127.0.0.1:0", MaxConnections: uint32(max(cfg.IdleConns+128, 1024))},
+	})
+	if err != nil {
+		c.stop()
+		return nil, "", "", fmt.Errorf("StartListener on %s: %w", name, err)
+	}
+	return c, grpcAddr, resp.GetListener().GetBoundAddress(), nil
+}
+
+// withCPU runs f and adds the server process's CPU time per message.
+func withCPU(pid int, f func() (Result, error)) (Result, error) {
+	before, err := CPUTime(pid)
+	if err != nil {
+		return f()
+	}
+	r, err := f()
+	if after, cerr := CPUTime(pid); cerr == nil && r.Msgs > 0 {
+		r.ServerCPU = float64((after - before).Microseconds()) / float64(r.Msgs)
+	}
+	return r, err
+}
+
+// contender is one target in an alternating comparison.
+type contender struct {
+	name string
+	run  func() (Result, error)
+}
+
+// compare runs the contenders round by round, rotating who goes first, and
+// keeps each one's median round (by rate).
+func compare(ctx context.Context, rounds int, progress io.Writer, cs ...contender) ([]Result, error) {
+	all := make([][]Result, len(cs))
+	for round := range rounds {
+		for k := range cs {
+			i := (k + round) % len(cs)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			r, err := cs[i].run()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", cs[i].name, err)
+			}
+			r.Target = cs[i].name
+			fmt.Fprintf(progress, "  %-10s %-20s conns=%-3d round %d: %8.0f msgs/s  p99 %6.0f µs\n", r.Group, r.Target, r.Conns, round+1, r.Rate, r.P99)
+			all[i] = append(all[i], r)
+		}
+	}
+	out := make([]Result, 0, len(cs))
+	for _, rs := range all {
+		slices.SortFunc(rs, func(a, b Result) int { return cmp.Compare(a.Rate, b.Rate) })
+		m := rs[len(rs)/2]
+		if len(rs) > 1 {
+			m.Note = strings.TrimSpace(m.Note + fmt.Sprintf(" median of %d rounds (%.0f-%.0f msgs/s)", len(rs), rs[0].Rate, rs[len(rs)-1].Rate))
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// Suite runs everything and returns the report. Servers run as child
+// processes on loopback; the load runs in this process.
+func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
+	rep := &Report{Machine: machine(), Settings: Settings{Size: cfg.Size, Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(), Rounds: cfg.Rounds}}
+	p := cfg.Progress
+	add := func(rs ...Result) { rep.Results = append(rep.Results, rs...) }
+	dir := func(name string) string { return filepath.Join(cfg.Dir, name) }
+
+	// The storage engine alone: the ceiling and our group commit.
+	fmt.Fprintln(p, "storage")
+	for _, w := range cfg.Conns {
+		rs, err := compare(ctx, cfg.Rounds, p,
+			contender{"pebble-sync", func() (Result, error) {
+				return PebbleSync(ctx, StorageConfig{Dir: dir(fmt.Sprintf("pebble-%d-%d", w, time.Now().UnixNano())), Writers: w, Size: cfg.Size, Duration: cfg.Duration})
+			}},
+			contender{"journal-append", func() (Result, error) {
+				return JournalAppend(ctx, StorageConfig{Dir: dir(fmt.Sprintf("journal-%d-%d", w, time.Now().UnixNano())), Writers: w, Size: cfg.Size, Duration: cfg.Duration})
+			}})
+		if err != nil {
+			return rep, err
+		}
+		add(rs...)
+	}
+
+	// The servers.
+	sb, sbGRPC, sbAddr, err := switchboard(ctx, cfg, "switchboard", dir("switchboard"))
+	if err != nil {
+		return rep, err
+	}
+	defer sb.stop()
+	nofsync, _, nofsyncAddr, err := switchboard(ctx, cfg, "switchboard-nofsync", dir("switchboard-nofsync"), "--no-fsync")
+	if err != nil {
+		return rep, err
+	}
+	defer nofsync.stop()
+	ackAddr, _ := freeAddr()
+	bare, err := startChild(ctx, cfg.Exe, cfg.Dir, "bare-ack", ackAddr, "bench", "baseline", "--kind", "ack", "--addr", ackAddr)
+	if err != nil {
+		return rep, err
+	}
+	defer bare.stop()
+	durAddr, _ := freeAddr()
+	durable, err := startChild(ctx, cfg.Exe, cfg.Dir, "minimal-durable", durAddr, "bench", "baseline", "--kind", "durable", "--addr", durAddr, "--data-dir", dir("minimal-durable"))
+	if err != nil {
+		return rep, err
+	}
+	defer durable.stop()
+	echoAddr, _ := freeAddr()
+	echo, err := startChild(ctx, cfg.Exe, cfg.Dir, "grpc-echo", echoAddr, "bench", "baseline", "--kind", "echo", "--addr", echoAddr)
+	if err != nil {
+		return rep, err
+	}
+	defer echo.stop()
+
+	inbound := func(name, addr string, pid, conns int, rate float64) contender {
+		return contender{name, func() (Result, error) {
+			return withCPU(pid, func() (Result, error) {
+				return Inbound(ctx, InboundConfig{Addr: addr, Conns: conns, Size: cfg.Size, Duration: cfg.Duration, Warmup: cfg.Warmup, Rate: rate})
+			})
+		}}
+	}
+	fmt.Fprintln(p, "inbound")
+	for _, n := range cfg.Conns {
+		rs, err := compare(ctx, cfg.Rounds, p,
+			inbound("switchboard", sbAddr, sb.pid(), n, 0),
+			inbound("minimal-durable", durAddr, durable.pid(), n, 0),
+			inbound("bare-ack", ackAddr, bare.pid(), n, 0))
+		if err != nil {
+			return rep, err
+		}
+		add(rs...)
+	}
+	fmt.Fprintln(p, "inbound, fsync off")
+	rs, err := compare(ctx, cfg.Rounds, p,
+		inbound("switchboard-nofsync", nofsyncAddr, nofsync.pid(), 8, 0),
+		inbound("bare-ack", ackAddr, bare.pid(), 8, 0))
+	if err != nil {
+		return rep, err
+	}
+	for i := range rs {
+		rs[i].Group = "inbound-nofsync"
+	}
+	add(rs...)
+
+	fmt.Fprintln(p, "latency at 2,000 msgs/s over 8 connections, and with a stalled Receive client")
+	steady, err := inbound("switchboard", sbAddr, sb.pid(), 8, 2000).run()
+	if err != nil {
+		return rep, err
+	}
+	steady.Group = "latency"
+	add(steady)
+	stalled, err := withStalledReceiver(ctx, sbGRPC, func() (Result, error) {
+		return inbound("switchboard+stalled-receiver", sbAddr, sb.pid(), 8, 2000).run()
+	})
+	if err != nil {
+		return rep, err
+	}
+	stalled.Group, stalled.Target = "slow-receiver", "switchboard+stalled-receiver"
+	add(stalled)
+
+	fmt.Fprintln(p, "outbound")
+	calls := 64
+	rs, err = compare(ctx, cfg.Rounds, p,
+		contender{"switchboard-send", func() (Result, error) {
+			return withCPU(sb.pid(), func() (Result, error) {
+				return Outbound(ctx, OutboundConfig{GRPCAddr: sbGRPC, Peer: ackAddr, Conns: calls, Calls: calls, Size: cfg.Size, Duration: cfg.Duration, Warmup: cfg.Warmup})
+			})
+		}},
+		contender{"direct-tcp", func() (Result, error) {
+			r, err := Inbound(ctx, InboundConfig{Addr: ackAddr, Conns: calls, Size: cfg.Size, Duration: cfg.Duration, Warmup: cfg.Warmup})
+			r.Group = "outbound"
+			return r, err
+		}},
+		contender{"grpc-echo", func() (Result, error) {
+			return withCPU(echo.pid(), func() (Result, error) {
+				return Echo(ctx, EchoConfig{Addr: echoAddr, Calls: calls, Size: cfg.Size, Duration: cfg.Duration, Warmup: cfg.Warmup})
+			})
+		}})
+	if err != nil {
+		return rep, err
+	}
+	add(rs...)
+
+	fmt.Fprintln(p, "idle connections")
+	idle, err := Idle(ctx, IdleConfig{Target: "switchboard", Addr: sbAddr, Conns: cfg.IdleConns, PID: sb.pid(), Settle: 3 * time.Second})
+	if err != nil {
+		return rep, fmt.Errorf("idle: %w", err)
+	}
+	fmt.Fprintf(p, "  %d idle connections: %.0f bytes each (%s)\n", idle.Conns, idle.BytesPerConn, idle.Note)
+	add(idle)
+
+	fmt.Fprintln(p, "receive")
+	recvDir := dir("receive")
+	if err := Prefill(ctx, recvDir, cfg.ReceiveCount, 1024); err != nil {
+		return rep, fmt.Errorf("prefill: %w", err)
+	}
+	recv, recvGRPC, _, err := switchboard(ctx, cfg, "switchboard-receive", recvDir)
+	if err != nil {
+		return rep, err
+	}
+	defer recv.stop()
+	for _, streams := range []int{1, 4} {
+		r, err := Receive(ctx, ReceiveConfig{Target: "switchboard", GRPCAddr: recvGRPC, Streams: streams, Count: cfg.ReceiveCount, Size: 1024})
+		if err != nil {
+			return rep, fmt.Errorf("receive: %w", err)
+		}
+		fmt.Fprintf(p, "  %d stream(s): %.0f msgs/s\n", streams, r.Rate)
+		add(r)
+	}
+	return rep, nil
+}
+
+// withStalledReceiver runs f while a Receive stream replays the journal
+// from sequence 1 and never reads: its flow-control window fills and the
+// server must not let that slow anything else.
+func withStalledReceiver(ctx context.Context, grpcAddr string, f func() (Result, error)) (Result, error) {
+	cc, err := dialGRPC(grpcAddr)
+	if err != nil {
+		return Result{}, err
+	}
+	defer cc.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := switchboardv1.NewSwitchboardServiceClient(cc).Receive(sctx, &switchboardv1.ReceiveRequest{StartSequence: proto.Uint64(1)})
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := stream.Header(); err != nil {
+		return Result{}, err
+	}
+	r, err := f()
+	r.Note = strings.TrimSpace(r.Note + " a Receive stream from sequence 1 was open and never read")
+	return r, err
+}
