@@ -569,8 +569,16 @@ func firstSegment(msg []byte) (seg, rest []byte) {
 // cut splits b after its first segment, which ends at CR or LF. With CRLF
 // the following segment is empty, which callers skip.
 func cut(b []byte) (seg, rest []byte) {
-	i := bytes.IndexAny(b, "\r\n")
+	// Two IndexByte scans beat one IndexAny: CR is the norm, so the LF
+	// scan only covers the segment.
+	i := bytes.IndexByte(b, '\r')
 	if i < 0 {
+		i = len(b)
+	}
+	if j := bytes.IndexByte(b[:i], '\n'); j >= 0 {
+		i = j
+	}
+	if i == len(b) {
 		return b, nil
 	}
 	return b[:i], b[i+1:]

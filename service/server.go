@@ -30,6 +30,9 @@ import (
 // largest frame payload plus room for the message around it.
 const MaxMessageBytes = transport.MaxFrameBytesLimit + 1<<20
 
+// streamWorkers is the number of reusable goroutines serving calls.
+const streamWorkers = 64
+
 // NewGRPCServer returns a gRPC server with svc registered behind the
 // project's interceptors (logging without payloads, request validation,
 // panic recovery), plus grpc.health.v1 and server reflection. Health starts
@@ -48,26 +51,39 @@ func NewGRPCServer(svc *Service, logger *slog.Logger, opts ...grpc.ServerOption)
 	})
 	// Payload events are never enabled: payloads are patient data.
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
-	// Health probes and reflection would drown the log.
-	notOps := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
-		return c.Service != healthpb.Health_ServiceDesc.ServiceName && !strings.HasPrefix(c.Service, "grpc.reflection.")
+	// Health probes and reflection would drown the log, and so would Send,
+	// the data path (tens of thousands of calls a second; building a log
+	// entry costs even when the level drops it): transport logs the Sends
+	// that matter (in doubt, mismatched), and debug level logs them all.
+	logged := selector.MatchFunc(func(ctx context.Context, c interceptors.CallMeta) bool {
+		switch {
+		case c.Service == healthpb.Health_ServiceDesc.ServiceName, strings.HasPrefix(c.Service, "grpc.reflection."):
+			return false
+		case c.Service == switchboardv1.SwitchboardService_ServiceDesc.ServiceName && c.Method == "Send":
+			return logger.Enabled(ctx, slog.LevelDebug)
+		}
+		return true
 	})
 	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		logger.ErrorContext(ctx, "handler panic", "panic", p, "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
 	base := []grpc.ServerOption{
+		// Reused handler goroutines keep their grown stacks; a fresh
+		// goroutine per call spent a tenth of the Send path growing its
+		// stack. Calls beyond the pool still get their own goroutine.
+		grpc.NumStreamWorkers(streamWorkers),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(rpcLog, logOpts...), notOps),
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(rpcLog, logOpts...), logged),
 			grpcvalidate.UnaryServerInterceptor(v),
 			recovery.UnaryServerInterceptor(onPanic),
 		),
 		grpc.ChainStreamInterceptor(
-			selector.StreamServerInterceptor(logging.StreamServerInterceptor(rpcLog, logOpts...), notOps),
+			selector.StreamServerInterceptor(logging.StreamServerInterceptor(rpcLog, logOpts...), logged),
 			grpcvalidate.StreamServerInterceptor(v),
 			recovery.StreamServerInterceptor(onPanic),
 		),

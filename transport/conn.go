@@ -156,6 +156,9 @@ type Conn struct {
 	// sendSlot admits one Send at a time; blocked Sends queue in arrival
 	// order (channel senders are woken first in, first out).
 	sendSlot chan struct{}
+	// Owned by the Send holding sendSlot: one in flight, so reused.
+	send      pendingSend
+	sendTimer *time.Timer
 
 	wmu  sync.Mutex // serializes writes
 	wbuf []byte     // guarded by wmu
@@ -170,6 +173,13 @@ type Conn struct {
 	lastActivity  atomic.Int64 // unix nanos
 	done          chan struct{}
 	stats         connStats
+}
+
+// stoppedTimer returns a timer that has not started.
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
 }
 
 type pendingSend struct {
@@ -214,6 +224,8 @@ func newConn(nc net.Conn, p connParams) *Conn {
 		cancel:     cancel,
 		ids:        newControlIDs(),
 		sendSlot:   make(chan struct{}, 1),
+		send:       pendingSend{reply: make(chan []byte, 1)},
+		sendTimer:  stoppedTimer(),
 		state:      StateOpen,
 		done:       make(chan struct{}),
 	}
@@ -626,7 +638,8 @@ func (c *Conn) Send(ctx context.Context, payload []byte, timeout time.Duration) 
 	defer func() { <-c.sendSlot }()
 
 	expectReply := c.cfg.Ack.Kind != AckNone
-	p := &pendingSend{controlID: sentID, reply: make(chan []byte, 1)}
+	p := &c.send
+	p.controlID, p.at = sentID, time.Time{}
 	c.mu.Lock()
 	if c.state != StateOpen {
 		c.mu.Unlock()
@@ -641,11 +654,10 @@ func (c *Conn) Send(ctx context.Context, payload []byte, timeout time.Duration) 
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	// A cancelled call interrupts its write; the connection is then reset
-	// below, so the forced deadline cannot hurt a later writer.
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetWriteDeadline(time.Unix(1, 0)) })
+	// The write is bounded by the call's deadline (or WriteTimeout); a
+	// call cancelled without a deadline still waits for a blocked write up
+	// to WriteTimeout, which spares every Send a context callback.
 	n, err := c.writeFrameN(payload, deadline)
-	stop()
 	if err != nil {
 		c.takePending(p)
 		if ctx.Err() != nil {
@@ -660,7 +672,8 @@ func (c *Conn) Send(ctx context.Context, payload []byte, timeout time.Duration) 
 		return SendResult{Outcome: OutcomeNoneExpected, SentControlID: sentID}, nil
 	}
 
-	t := time.NewTimer(timeout)
+	t := c.sendTimer
+	t.Reset(timeout)
 	defer t.Stop()
 	var reply []byte
 	select {

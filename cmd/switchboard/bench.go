@@ -23,6 +23,7 @@ const benchUsage = `Usage:
   switchboard bench outbound --grpc-addr HOST:PORT --peer HOST:PORT [flags]
                                                           gRPC Send load through Switchboard to a peer
   switchboard bench receive  --grpc-addr HOST:PORT [flags]   Receive delivery rate
+  switchboard bench echo     --addr HOST:PORT [flags]   plain gRPC unary echo load (bench baseline --kind echo)
   switchboard bench idle     --addr HOST:PORT --pid PID [flags]
                                                           RSS per idle connection of process PID
   switchboard bench baseline --kind ack|durable|echo --addr HOST:PORT [--data-dir DIR]
@@ -48,6 +49,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return benchReceive(ctx, args[1:], stdout, stderr)
 	case "idle":
 		return benchIdle(ctx, args[1:], stdout, stderr)
+	case "echo":
+		return benchEcho(ctx, args[1:], stdout, stderr)
 	case "suite":
 		return benchSuite(ctx, args[1:], stdout, stderr)
 	case "baseline":
@@ -179,6 +182,32 @@ func benchOutbound(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return errUsage
 	}
 	res, err := bench.Outbound(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return out.print(stdout, res)
+}
+
+func benchEcho(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg bench.EchoConfig
+	var out output
+	fs := flag.NewFlagSet("bench echo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Addr, "addr", "", "address of a `bench baseline --kind echo` server (required)")
+	fs.StringVar(&cfg.Target, "target", "grpc-echo", "label for the result")
+	fs.IntVar(&cfg.Calls, "calls", 64, "concurrent calls")
+	fs.IntVar(&cfg.Size, "size", 260, "payload size in bytes")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time")
+	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured time before it")
+	out.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Addr == "" {
+		fmt.Fprintln(stderr, "bench echo: --addr is required")
+		return errUsage
+	}
+	res, err := bench.Echo(ctx, cfg)
 	if err != nil {
 		return err
 	}

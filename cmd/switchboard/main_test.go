@@ -102,6 +102,7 @@ func TestServeSignal(t *testing.T) {
 	if grpcAddr == "" {
 		t.Fatal("serve never logged its address")
 	}
+	t.Logf("serve is up on %s", grpcAddr)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -181,6 +182,7 @@ func TestServeSignal(t *testing.T) {
 			t.Errorf("Receive got %v", resp)
 		}
 	}
+	t.Logf("Receive ended with %v", last)
 	if status.Code(last) != codes.Unavailable {
 		t.Errorf("Receive ended with %v, want Unavailable", last)
 	}
