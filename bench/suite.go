@@ -196,8 +196,13 @@ type contender struct {
 }
 
 // compare runs the contenders round by round, rotating who goes first, and
-// keeps each one's median round (by rate).
+// keeps each one's median round by rate.
 func compare(ctx context.Context, rounds int, progress io.Writer, cs ...contender) ([]Result, error) {
+	return compareBy(ctx, rounds, progress, func(r Result) float64 { return r.Rate }, cs...)
+}
+
+// compareBy is compare with the median taken by key.
+func compareBy(ctx context.Context, rounds int, progress io.Writer, key func(Result) float64, cs ...contender) ([]Result, error) {
 	all := make([][]Result, len(cs))
 	for round := range rounds {
 		for k := range cs {
@@ -216,10 +221,11 @@ func compare(ctx context.Context, rounds int, progress io.Writer, cs ...contende
 	}
 	out := make([]Result, 0, len(cs))
 	for _, rs := range all {
-		slices.SortFunc(rs, func(a, b Result) int { return cmp.Compare(a.Rate, b.Rate) })
+		slices.SortFunc(rs, func(a, b Result) int { return cmp.Compare(key(a), key(b)) })
 		m := rs[len(rs)/2]
 		if len(rs) > 1 {
-			m.Note = strings.TrimSpace(m.Note + fmt.Sprintf(" median of %d rounds (%.0f-%.0f msgs/s)", len(rs), rs[0].Rate, rs[len(rs)-1].Rate))
+			m.Note = strings.TrimSpace(m.Note + fmt.Sprintf(" median of %d rounds (%.0f-%.0f msgs/s, p99 %.0f-%.0f µs)",
+				len(rs), rs[0].Rate, rs[len(rs)-1].Rate, rs[0].P99, rs[len(rs)-1].P99))
 		}
 		out = append(out, m)
 	}
@@ -310,21 +316,32 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 	}
 	add(rs...)
 
-	fmt.Fprintln(p, "latency at 2,000 msgs/s over 8 connections, and with a stalled Receive client")
-	steady, err := inbound("switchboard", sbAddr, sb.pid(), 8, 2000).run()
+	fmt.Fprintln(p, "latency at 2,000 msgs/s over 8 connections")
+	byP99 := func(r Result) float64 { return r.P99 }
+	rs, err = compareBy(ctx, cfg.Rounds, p, byP99,
+		inbound("switchboard", sbAddr, sb.pid(), 8, 2000),
+		inbound("minimal-durable", durAddr, durable.pid(), 8, 2000))
 	if err != nil {
 		return rep, err
 	}
-	steady.Group = "latency"
-	add(steady)
-	stalled, err := withStalledReceiver(ctx, sbGRPC, func() (Result, error) {
-		return inbound("switchboard+stalled-receiver", sbAddr, sb.pid(), 8, 2000).run()
-	})
+	for i := range rs {
+		rs[i].Group = "latency"
+	}
+	add(rs...)
+
+	fmt.Fprintln(p, "the same, with and without a stalled Receive client")
+	plain := inbound("switchboard", sbAddr, sb.pid(), 8, 2000)
+	rs, err = compareBy(ctx, cfg.Rounds, p, byP99, plain,
+		contender{"switchboard+stalled-receiver", func() (Result, error) {
+			return withStalledReceiver(ctx, sbGRPC, plain.run)
+		}})
 	if err != nil {
 		return rep, err
 	}
-	stalled.Group, stalled.Target = "slow-receiver", "switchboard+stalled-receiver"
-	add(stalled)
+	for i := range rs {
+		rs[i].Group = "slow-receiver"
+	}
+	add(rs...)
 
 	fmt.Fprintln(p, "outbound")
 	calls := 64

@@ -88,14 +88,18 @@ func eventListener(log *slog.Logger) *pebble.EventListener {
 // Any other panic comes from deeper inside Pebble with its commit mutex held,
 // so the DB could never be closed; it is re-raised.
 func applyBatch(b *pebble.Batch, wo *pebble.WriteOptions) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			var f *pebbleFatal
-			if e, ok := p.(error); !ok || !errors.As(e, &f) {
-				panic(p)
-			}
-			err = f
-		}
-	}()
+	defer recoverFatal(&err)
 	return b.Commit(wo)
+}
+
+// recoverFatal turns the panic our pebbleLogger.Fatalf raises into *err and
+// re-raises any other panic.
+func recoverFatal(err *error) {
+	if p := recover(); p != nil {
+		var f *pebbleFatal
+		if e, ok := p.(error); !ok || !errors.As(e, &f) {
+			panic(p)
+		}
+		*err = f
+	}
 }

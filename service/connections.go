@@ -63,15 +63,13 @@ func (s *Service) Connect(ctx context.Context, req *switchboardv1.ConnectRequest
 		return nil, toStatus(err)
 	}
 	e := &connEntry{c: c, config: proto.CloneOf(cfg)}
+	// Register unless it closed already (the peer hung up at once). Its
+	// OnClose runs after its state turns closed and needs s.mu, so it
+	// either is skipped here or removes the entry later.
 	s.mu.Lock()
 	closing := s.closing
-	select {
-	case <-c.Done():
-		// Closed already (the peer hung up at once): nothing to register.
-	default:
-		if !closing {
-			s.conns[id] = e
-		}
+	if !closing && c.State() != transport.StateClosed {
+		s.conns[id] = e
 	}
 	s.mu.Unlock()
 	if closing {

@@ -247,6 +247,14 @@ func (c *Conn) start() {
 // ID returns the connection's id.
 func (c *Conn) ID() string { return c.id }
 
+// State returns the connection's lifecycle state. It is StateClosed before
+// the OnClose hook runs.
+func (c *Conn) State() ConnState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
 // Done is closed once the connection is closed and its goroutine ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 

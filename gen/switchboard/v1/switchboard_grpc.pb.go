@@ -77,7 +77,9 @@ type SwitchboardServiceClient interface {
 	// DEADLINE_EXCEEDED; its ErrorInfo says whether the message was written
 	// (metadata "written" = "true": the outcome is unknown, the message is in
 	// doubt) and the connection is reset so a late acknowledgement can never
-	// be credited to the next message.
+	// be credited to the next message. When the call's own deadline is what
+	// runs out, the server answers slightly before it (at most 200 ms early)
+	// so these details reach the caller.
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
 	// Receive streams messages received on listeners, read from the journal in
 	// sequence order: only new ones by default, or everything from
@@ -250,7 +252,9 @@ type SwitchboardServiceServer interface {
 	// DEADLINE_EXCEEDED; its ErrorInfo says whether the message was written
 	// (metadata "written" = "true": the outcome is unknown, the message is in
 	// doubt) and the connection is reset so a late acknowledgement can never
-	// be credited to the next message.
+	// be credited to the next message. When the call's own deadline is what
+	// runs out, the server answers slightly before it (at most 200 ms early)
+	// so these details reach the caller.
 	Send(context.Context, *SendRequest) (*SendResponse, error)
 	// Receive streams messages received on listeners, read from the journal in
 	// sequence order: only new ones by default, or everything from
