@@ -24,9 +24,10 @@ import (
 
 // Config configures a Service.
 type Config struct {
-	// Journal is where received frames are made durable. Required. The
+	// Journal is where received frames are made durable (the embedded
+	// Pebble journal.Log, or any other journal.Journal). Required. The
 	// Service uses it but does not close it: close it after Shutdown.
-	Journal *journal.Log
+	Journal journal.Journal
 	// Logger receives lifecycle and error logs. Nil discards them.
 	Logger *slog.Logger
 	// OnJournalFailure is called (possibly many times) when the journal
@@ -39,7 +40,7 @@ type Service struct {
 	switchboardv1.UnimplementedSwitchboardServiceServer
 
 	log     *slog.Logger
-	journal *journal.Log
+	journal journal.Journal
 	sink    transport.Sink
 
 	mu        sync.Mutex
@@ -161,7 +162,7 @@ func (s *Service) listener(id string) (*listenerEntry, error) {
 
 // journalSink makes received frames durable in the journal.
 type journalSink struct {
-	log       *journal.Log
+	log       journal.Journal
 	onFailure func(error)
 }
 
