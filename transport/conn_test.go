@@ -471,3 +471,28 @@ func TestCheckPayload(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepalive: accepted and dialed connections carry TCP keepalive with
+// the configured period; zero turns it off.
+func TestKeepalive(t *testing.T) {
+	for _, tc := range []struct {
+		period time.Duration
+		on     bool
+	}{{45 * time.Second, true}, {0, false}} {
+		opened := make(chan *Conn, 1)
+		l := startListener(t, ListenerConfig{Conn: ConnConfig{Keepalive: tc.period}, Sink: &memSink{}, OnOpen: func(c *Conn) { opened <- c }})
+		out, err := Dial(context.Background(), DialConfig{ID: "o", Address: l.Addr().String(), Conn: ConnConfig{Keepalive: tc.period}, Sink: &memSink{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := <-opened
+		for _, c := range []*Conn{in, out} {
+			on, idle := keepaliveOf(t, c.nc)
+			if on != tc.on || (tc.on && idle != int(tc.period.Seconds())) {
+				t.Errorf("%s connection: keepalive %v idle %ds, want %v %v", c.dir, on, idle, tc.on, tc.period)
+			}
+		}
+		out.Close()
+		l.Close()
+	}
+}

@@ -1,0 +1,29 @@
+package transport
+
+import (
+	"net"
+	"syscall"
+	"testing"
+)
+
+// keepaliveOf reads SO_KEEPALIVE and TCP_KEEPIDLE (seconds) of a TCP
+// connection (Linux).
+func keepaliveOf(t *testing.T, nc net.Conn) (on bool, idle int) {
+	t.Helper()
+	raw, err := nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ka, ki int
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		if ka, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); serr != nil {
+			return
+		}
+		ki, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE)
+	})
+	if err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	return ka != 0, ki
+}
