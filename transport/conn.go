@@ -162,6 +162,7 @@ type Conn struct {
 
 	wmu  sync.Mutex // serializes writes
 	wbuf []byte     // guarded by wmu
+	wdl  time.Time  // write deadline in force; guarded by wmu
 
 	mu          sync.Mutex
 	pending     *pendingSend
@@ -530,8 +531,14 @@ const smallFrame = 16 << 10
 func (c *Conn) writeFrameN(payload []byte, deadline time.Time) (int64, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := c.nc.SetWriteDeadline(deadline); err != nil {
-		return 0, err
+	// Moving the deadline costs a timer update per write; a deadline in
+	// force that still leaves half of WriteTimeout is good enough, unless
+	// the caller needs an earlier one.
+	if deadline.Before(c.wdl) || time.Until(c.wdl) < c.cfg.WriteTimeout/2 {
+		if err := c.nc.SetWriteDeadline(deadline); err != nil {
+			return 0, err
+		}
+		c.wdl = deadline
 	}
 	var n int64
 	var err error
@@ -573,7 +580,12 @@ func (c *Conn) read(p []byte) (int, error) {
 		if draining && !inFrame {
 			return 0, errDrained
 		}
-		dl := c.readDeadline(inFrame, draining)
+		var dl time.Time
+		if inFrame || draining || c.cfg.IdleTimeout > 0 {
+			dl = c.readDeadline(inFrame, draining)
+		} else {
+			c.frameStart = time.Time{} // no deadline to compute: spare the clock read
+		}
 		if !dl.Equal(c.curDeadline) || draining != c.sawDraining {
 			if err := c.nc.SetReadDeadline(dl); err != nil {
 				return 0, err
