@@ -70,6 +70,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -174,6 +175,9 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	db, err := pebble.Open(dir, pebbleOptions(opts.FS, opts.Logger))
 	if err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("journal: open %s: the directory is locked by another process (another switchboard using the same data directory?): %w", dir, err)
+		}
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
 	last, err := lastStoredSeq(db)

@@ -104,6 +104,12 @@ func TestServeSignal(t *testing.T) {
 	}
 	t.Logf("serve is up on %s", grpcAddr)
 
+	// A second server on the same data directory is refused, saying why.
+	var second bytes.Buffer
+	if code := run([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir}, &second, &second); code != 1 || !strings.Contains(second.String(), "locked by another process") {
+		t.Errorf("second serve on the same directory = %d, %q", code, second.String())
+	}
+
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
