@@ -53,8 +53,10 @@ var mllp = transport.Framing{Kind: transport.FramingMLLP}.WithDefaults()
 // message has the same size and the id can be rewritten in place.
 const controlIDWidth = 16
 
-// Message returns an HL7 v2.5 ADT^A01 of exactly size bytes (at least the
-// bare header) whose MSH-10 is the 16 bytes at the returned offset.
+// Message returns an HL7 v2.5 ADT^A01 of size bytes whose MSH-10 is the 16
+// bytes at the returned offset. It is never shorter than its MSH and PID
+// segments (126 bytes), and a size less than 9 bytes above that, too small
+// for the padding segment, gives those 126.
 func Message(size int) (msg []byte, idOffset int) {
 	head := "MSH|^~\\&|BENCH|LOAD|SWITCHBOARD|TEST|20261125000000||ADT^A01^ADT_A01|"
 	msg = append(msg, head...)

@@ -1,0 +1,111 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/switchboard-dev/switchboard/hl7"
+	"github.com/switchboard-dev/switchboard/transport"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestMessage(t *testing.T) {
+	bare, _ := Message(0)
+	for _, size := range []int{100, 260, 1024} {
+		msg, at := Message(size)
+		if want := max(size, len(bare)); len(msg) != want {
+			t.Errorf("Message(%d) is %d bytes, want %d", size, len(msg), want)
+		}
+		putID(msg[at:], 12, 345)
+		h, err := hl7.ParseHeader(msg)
+		if err != nil || h.ControlID != "W0012N0000000345" || h.MessageType != "ADT^A01^ADT_A01" {
+			t.Errorf("Message(%d): header %+v, %v", size, h, err)
+		}
+	}
+}
+
+func TestCheckAck(t *testing.T) {
+	id := []byte("W0001N0000000001")
+	for _, tc := range []struct {
+		ack  string
+		want string
+	}{
+		{"MSH|^~\\&|A|B|C|D|x||ACK|1|P|2.5\rMSA|AA|W0001N0000000001\r", ""},
+		{"MSH|^~\\&|A|B|C|D|x||ACK|1|P|2.5\rMSA|CA|W0001N0000000001|ok\r", ""},
+		{"MSH|^~\\&|A|B|C|D|x||ACK|1|P|2.5\rMSA|AE|W0001N0000000001\r", "nack_AE"},
+		{"MSH|^~\\&|A|B|C|D|x||ACK|1|P|2.5\rMSA|AA|W0001N0000000002\r", "mismatch"},
+		{"garbage", "not_an_ack"},
+	} {
+		if got := checkAck([]byte(tc.ack), id); got != tc.want {
+			t.Errorf("checkAck(%q) = %q, want %q", tc.ack, got, tc.want)
+		}
+	}
+}
+
+// TestInboundAgainstBaseline runs the load generator against the bare ACK
+// server on loopback: every message acknowledged, nothing counted as an
+// error, latencies measured.
+func TestInboundAgainstBaseline(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ServeACK(ctx, ln, nil) }()
+	res, err := Inbound(ctx, InboundConfig{Target: "bare-ack", Addr: ln.Addr().String(), Conns: 4, Count: 400})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Msgs != 400 || res.Errors != nil || res.P50 <= 0 || res.P99 < res.P50 || res.Rate <= 0 {
+		t.Errorf("result = %+v", res)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("ServeACK: %v", err)
+	}
+}
+
+// TestInboundCountsNacks: a peer that rejects is counted by kind, not
+// measured as acknowledged.
+func TestInboundCountsNacks(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		dec := newTestDecoder(nc)
+		for {
+			msg, err := dec.Next()
+			if err != nil {
+				return
+			}
+			h, _ := hl7.ParseHeader(msg)
+			ack := hl7.AppendAck(nil, h, hl7.AckRequest{Code: hl7.AR, ControlID: "X", Time: time.Now()})
+			if _, err := nc.Write(mllp.AppendFrame(nil, ack)); err != nil {
+				return
+			}
+		}
+	}()
+	res, err := Inbound(t.Context(), InboundConfig{Addr: ln.Addr().String(), Conns: 1, Count: 10})
+	if err == nil || !strings.Contains(err.Error(), "nack_AR=10") || res.Msgs != 0 {
+		t.Errorf("Inbound against a rejecting peer = %+v, %v", res, err)
+	}
+}
+
+func newTestDecoder(nc net.Conn) *transport.Decoder { return transport.NewDecoder(nc, mllp) }
