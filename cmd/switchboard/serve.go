@@ -95,7 +95,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("open journal: %w", err)
 	}
-	defer j.Close()
+	defer closeJournal(j, f.shutdownTimeout, logger)
 	if f.noFsync {
 		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 	}
@@ -155,6 +155,23 @@ func serve(args []string, stderr io.Writer) error {
 	stopGRPC(gs, f.shutdownTimeout)
 	logger.Info("stopped")
 	return nil
+}
+
+// closeJournal closes the journal, but does not wait longer than timeout:
+// a commit stuck on a hung disk would otherwise keep the process from ever
+// exiting. Exiting then is safe: no record whose commit did not return was
+// acknowledged.
+func closeJournal(j *journal.Log, timeout time.Duration, logger *slog.Logger) {
+	done := make(chan error, 1)
+	go func() { done <- j.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			logger.Error("closing the journal", "err", err)
+		}
+	case <-time.After(timeout):
+		logger.Error("the journal did not close in time (a disk operation is stuck); exiting anyway", "timeout", timeout)
+	}
 }
 
 // stopGRPC stops gracefully, but not for longer than timeout.
