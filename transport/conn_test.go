@@ -496,3 +496,30 @@ func TestKeepalive(t *testing.T) {
 		l.Close()
 	}
 }
+
+// TestPeerResetMidFrame: a frame cut off by the peer closing (or resetting)
+// is never stored or acknowledged, and is counted.
+func TestPeerResetMidFrame(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		sink := &memSink{}
+		closed := make(chan ConnInfo, 1)
+		l := startListener(t, ListenerConfig{Sink: sink, OnClose: func(c *Conn) { closed <- c.Info() }})
+		p := dialRaw(t, l, mllpFraming)
+		frame := mllpFraming.WithDefaults().AppendFrame(nil, adt)
+		if _, err := p.nc.Write(frame[:len(frame)/2]); err != nil {
+			t.Fatal(err)
+		}
+		if reset {
+			_ = p.nc.(*net.TCPConn).SetLinger(0)
+		}
+		p.nc.Close()
+		info := <-closed
+		if sink.count() != 0 || info.Counters.AcksSent["AA"] != 0 {
+			t.Errorf("reset=%v: %d stored, %d AA sent; want none", reset, sink.count(), info.Counters.AcksSent["AA"])
+		}
+		if !reset && info.Counters.FramingErrors != 1 {
+			t.Errorf("close mid-frame: framing errors = %d, want 1", info.Counters.FramingErrors)
+		}
+		l.Close()
+	}
+}
