@@ -2,6 +2,8 @@ package service
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -56,7 +58,28 @@ func durationOr(d *durationpb.Duration, def time.Duration) time.Duration {
 	return d.AsDuration()
 }
 
+// checkAddress rejects an address that is not host:port with a numeric
+// port, so a typo is INVALID_ARGUMENT rather than looking like an outage.
+// Port 0 (any free port) only makes sense for listening.
+func checkAddress(addr string, listen bool) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: address %q: %w", errInvalid, addr, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: address %q: the port must be a number from 0 to 65535", errInvalid, addr)
+	case p == 0 && !listen:
+		return fmt.Errorf("%w: address %q: port 0 can only be listened on", errInvalid, addr)
+	}
+	return nil
+}
+
 func listenerConnConfig(c *switchboardv1.ListenerConfig) (transport.ConnConfig, error) {
+	if err := checkAddress(c.GetAddress(), true); err != nil {
+		return transport.ConnConfig{}, err
+	}
 	cc := transport.ConnConfig{
 		Framing:      framingFromProto(c.GetFraming(), c.GetMaxFrameBytes()),
 		Ack:          ackFromProto(c.GetAckPolicy()),
@@ -71,6 +94,9 @@ func listenerConnConfig(c *switchboardv1.ListenerConfig) (transport.ConnConfig, 
 }
 
 func dialConnConfig(c *switchboardv1.ConnectionConfig) (transport.ConnConfig, error) {
+	if err := checkAddress(c.GetAddress(), false); err != nil {
+		return transport.ConnConfig{}, err
+	}
 	cc := transport.ConnConfig{
 		Framing:    framingFromProto(c.GetFraming(), c.GetMaxFrameBytes()),
 		Ack:        ackFromProto(c.GetAckPolicy()),

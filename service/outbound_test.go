@@ -274,6 +274,13 @@ func TestConnectErrors(t *testing.T) {
 		t.Errorf("Connect to a full listener = %v, want DeadlineExceeded", err)
 	}
 
+	for _, bad := range []string{"127.0.0.1", "127.0.0.1:0", "127.0.0.1:http-alt", "127.0.0.1:70000"} {
+		_, err = s.client.Connect(ctx, &switchboardv1.ConnectRequest{Config: &switchboardv1.ConnectionConfig{Address: bad}})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), bad) {
+			t.Errorf("Connect to %q = %v, want InvalidArgument naming it", bad, err)
+		}
+	}
+
 	if _, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "missing", Payload: []byte("x")}); status.Code(err) != codes.NotFound {
 		t.Errorf("Send on a missing connection = %v, want NotFound", err)
 	}
