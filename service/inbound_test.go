@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,8 +187,8 @@ func TestInboundOversize(t *testing.T) {
 	big := append(hl7Message("TOO-BIG"), bytes.Repeat([]byte("OBX|1|TX|||x\r"), 200)...)
 	go p.nc.Write(mllp.AppendFrame(nil, big)) // the server may close before reading it all
 	a, err := hl7.ParseAck(p.readFrame())
-	if err != nil || a.Code != hl7.AR || a.ControlID != "TOO-BIG" {
-		t.Errorf("answer = %+v, %v; want AR for TOO-BIG", a, err)
+	if err != nil || a.Code != hl7.AR || a.ControlID != "TOO-BIG" || !strings.Contains(a.Text, "1024-byte frame limit") {
+		t.Errorf("answer = %+v, %v; want AR for TOO-BIG naming the 1024-byte limit", a, err)
 	}
 	p.expectClosed()
 	if s.j.LastSeq() != 0 {

@@ -195,6 +195,8 @@ func hl7Answer(dst []byte, in *inbound, now time.Time, idFn func() string) answe
 	req := hl7.AckRequest{Time: now}
 	enhanced := in.headerErr == nil && h.Enhanced()
 	switch {
+	case errors.Is(in.storeErr, ErrFrameTooLarge):
+		req.Code, req.Text, req.ErrorCode = hl7.AR, in.storeErr.Error()+"; not stored", "207"
 	case in.storeErr != nil:
 		req.Code, req.Text, req.ErrorCode = hl7.AR, "message could not be stored, resend later", "207"
 	case in.headerErr != nil:

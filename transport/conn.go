@@ -395,7 +395,7 @@ func (c *Conn) readFailed(err error) bool {
 		c.stats.framingErrors.Add(1)
 		if errors.Is(fe, ErrFrameTooLarge) {
 			c.log.Warn("frame too large, closing", "max_frame_bytes", c.cfg.Framing.MaxFrameBytes)
-			c.refuse(fe.Partial, fe.Err)
+			c.refuse(fe.Partial, tooLargeError{limit: c.cfg.Framing.MaxFrameBytes})
 		} else {
 			c.log.Warn("framing violation, closing", "err", fe.Err)
 		}
@@ -411,6 +411,15 @@ func (c *Conn) readFailed(err error) bool {
 	}
 	return false
 }
+
+// tooLargeError is ErrFrameTooLarge with the limit, worded for the peer.
+type tooLargeError struct{ limit int }
+
+func (e tooLargeError) Error() string {
+	return fmt.Sprintf("message exceeds the %d-byte frame limit", e.limit)
+}
+
+func (e tooLargeError) Is(target error) bool { return target == ErrFrameTooLarge }
 
 // refuse answers a frame that will not be stored (too large) negatively,
 // when the policy can say so.
