@@ -10,6 +10,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/switchboard-dev/switchboard/hl7"
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
@@ -109,3 +111,43 @@ func TestInboundCountsNacks(t *testing.T) {
 }
 
 func newTestDecoder(nc net.Conn) *transport.Decoder { return transport.NewDecoder(nc, mllp) }
+
+// TestReceive delivers a pre-filled journal through a real Switchboard
+// gRPC server, and gives up with a clear error, instead of waiting for
+// ever, when asked for more than the journal holds.
+func TestReceive(t *testing.T) {
+	dir := t.TempDir()
+	if err := Prefill(t.Context(), dir, 300, 1024); err != nil {
+		t.Fatal(err)
+	}
+	j, err := journal.Open(dir, journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	svc, err := service.New(service.Config{Journal: j})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs, _, err := service.NewGRPCServer(svc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(ln) }()
+	defer func() {
+		svc.Shutdown(t.Context())
+		gs.Stop()
+	}()
+	res, err := Receive(t.Context(), ReceiveConfig{GRPCAddr: ln.Addr().String(), Streams: 2, Count: 300, Size: 1024})
+	if err != nil || res.Msgs != 600 || res.Rate <= 0 {
+		t.Errorf("Receive = %+v, %v; want 600 messages", res, err)
+	}
+	_, err = Receive(t.Context(), ReceiveConfig{GRPCAddr: ln.Addr().String(), Count: 301, Stall: 200 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "does the journal hold 301 messages") {
+		t.Errorf("Receive of more than the journal holds = %v", err)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -119,12 +118,7 @@ func Inbound(ctx context.Context, cfg InboundConfig) (Result, error) {
 	if !measureTo.IsZero() && end.After(measureTo) {
 		end = measureTo
 	}
-	summarize(&res, end.Sub(measureFrom), lats)
-	res.Errors = mergeErrors(errs)
-	if res.Msgs == 0 {
-		return res, fmt.Errorf("no message was acknowledged (errors: %s)", errorsString(res.Errors))
-	}
-	return res, nil
+	return finish(res, end.Sub(measureFrom), lats, errs, "acknowledged message")
 }
 
 func inboundWorker(ctx context.Context, cfg InboundConfig, w int, remaining chan struct{}, from, to time.Time, lat *latencies, errs errCounter) {

@@ -104,12 +104,7 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 		}
 		return ""
 	})
-	summarize(&res, elapsed, lats)
-	res.Errors = mergeErrors(errs)
-	if res.Msgs == 0 {
-		return res, fmt.Errorf("no Send succeeded (errors: %s)", errorsString(res.Errors))
-	}
-	return res, nil
+	return finish(res, elapsed, lats, errs, "Send")
 }
 
 // EchoConfig describes load on a plain gRPC unary echo (ServeEcho).
@@ -144,10 +139,5 @@ func Echo(ctx context.Context, cfg EchoConfig) (Result, error) {
 		}
 		return ""
 	})
-	summarize(&res, elapsed, lats)
-	res.Errors = mergeErrors(errs)
-	if res.Msgs == 0 {
-		return res, fmt.Errorf("no echo call succeeded (errors: %s)", errorsString(res.Errors))
-	}
-	return res, nil
+	return finish(res, elapsed, lats, errs, "echo call")
 }

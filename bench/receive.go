@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,12 +59,18 @@ type ReceiveConfig struct {
 	Streams  int
 	Count    int
 	Size     int
+	// Stall is how long to wait for the next message before concluding the
+	// journal holds fewer than Count. Zero: 10 s.
+	Stall time.Duration
 }
 
 // Receive measures how fast a pre-filled journal is delivered. Rate is the
 // total across streams.
 func Receive(ctx context.Context, cfg ReceiveConfig) (Result, error) {
 	cfg.Streams = max(cfg.Streams, 1)
+	if cfg.Stall <= 0 {
+		cfg.Stall = 10 * time.Second
+	}
 	res := Result{Group: "receive", Target: cfg.Target, Conns: cfg.Streams, Size: cfg.Size}
 	cc, err := dialGRPC(cfg.GRPCAddr)
 	if err != nil {
@@ -71,12 +78,33 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (Result, error) {
 	}
 	defer cc.Close()
 	client := switchboardv1.NewSwitchboardServiceClient(cc)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	start := time.Now()
 	var wg sync.WaitGroup
 	got := make([]int, cfg.Streams)
 	errs := make([]error, cfg.Streams)
+	// A journal holding fewer than Count messages would leave the streams
+	// waiting for ever: give up when nothing arrives for cfg.Stall.
+	var progress atomic.Int64
+	progress.Store(time.Now().UnixNano())
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(cfg.Stall / 10)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if time.Since(time.Unix(0, progress.Load())) > cfg.Stall {
+					cancel(fmt.Errorf("no message for %v: does the journal hold %d messages?", cfg.Stall, cfg.Count))
+					return
+				}
+			}
+		}
+	}()
 	for s := range cfg.Streams {
 		wg.Go(func() {
 			stream, err := client.Receive(ctx, &switchboardv1.ReceiveRequest{StartSequence: proto.Uint64(1)})
@@ -88,9 +116,13 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (Result, error) {
 			for got[s] < cfg.Count {
 				resp, err := stream.Recv()
 				if err != nil {
+					if cause := context.Cause(ctx); cause != nil {
+						err = cause
+					}
 					errs[s] = err
 					return
 				}
+				progress.Store(time.Now().UnixNano())
 				for _, m := range resp.GetMessages() {
 					if m.GetSequence() != next {
 						errs[s] = fmt.Errorf("stream %d: got sequence %d, want %d", s, m.GetSequence(), next)

@@ -311,10 +311,7 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	for i := range rs {
-		rs[i].Group = "inbound-nofsync"
-	}
-	add(rs...)
+	add(regroup(rs, "inbound-nofsync")...)
 
 	fmt.Fprintln(p, "latency at 2,000 msgs/s over 8 connections")
 	byP99 := func(r Result) float64 { return r.P99 }
@@ -324,10 +321,7 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	for i := range rs {
-		rs[i].Group = "latency"
-	}
-	add(rs...)
+	add(regroup(rs, "latency")...)
 
 	fmt.Fprintln(p, "the same, with and without a stalled Receive client")
 	plain := inbound("switchboard", sbAddr, sb.pid(), 8, 2000)
@@ -338,10 +332,7 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	for i := range rs {
-		rs[i].Group = "slow-receiver"
-	}
-	add(rs...)
+	add(regroup(rs, "slow-receiver")...)
 
 	fmt.Fprintln(p, "outbound")
 	calls := 64
@@ -393,6 +384,14 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 		add(r)
 	}
 	return rep, nil
+}
+
+// regroup files results under group.
+func regroup(rs []Result, group string) []Result {
+	for i := range rs {
+		rs[i].Group = group
+	}
+	return rs
 }
 
 // withStalledReceiver runs f while a Receive stream replays the journal
