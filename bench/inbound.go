@@ -118,7 +118,7 @@ func Inbound(ctx context.Context, cfg InboundConfig) (Result, error) {
 	if !measureTo.IsZero() && end.After(measureTo) {
 		end = measureTo
 	}
-	return finish(res, end.Sub(measureFrom), lats, errs, "acknowledged message")
+	return finish(res, end.Sub(measureFrom), lats, errs, "no message to "+cfg.Addr+" was acknowledged")
 }
 
 func inboundWorker(ctx context.Context, cfg InboundConfig, w int, remaining chan struct{}, from, to time.Time, lat *latencies, errs errCounter) {

@@ -104,7 +104,7 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 		}
 		return ""
 	})
-	return finish(res, elapsed, lats, errs, "Send")
+	return finish(res, elapsed, lats, errs, "no Send succeeded")
 }
 
 // EchoConfig describes load on a plain gRPC unary echo (ServeEcho).
@@ -139,5 +139,5 @@ func Echo(ctx context.Context, cfg EchoConfig) (Result, error) {
 		}
 		return ""
 	})
-	return finish(res, elapsed, lats, errs, "echo call")
+	return finish(res, elapsed, lats, errs, "no echo call succeeded")
 }

@@ -80,13 +80,13 @@ func summarize(r *Result, elapsed time.Duration, all []latencies) {
 	r.P50, r.P99, r.P999 = pct(0.50), pct(0.99), pct(0.999)
 }
 
-// finish fills res from the workers' samples and errors; it is an error
-// when nothing succeeded (what names the operation).
-func finish(res Result, elapsed time.Duration, lats []latencies, errs []errCounter, what string) (Result, error) {
+// finish fills res from the workers' samples and errors; it is an error,
+// worded by failure, when nothing succeeded.
+func finish(res Result, elapsed time.Duration, lats []latencies, errs []errCounter, failure string) (Result, error) {
 	summarize(&res, elapsed, lats)
 	res.Errors = mergeErrors(errs)
 	if res.Msgs == 0 {
-		return res, fmt.Errorf("no %s succeeded (errors: %s)", what, errorsString(res.Errors))
+		return res, fmt.Errorf("%s (errors: %s)", failure, errorsString(res.Errors))
 	}
 	return res, nil
 }
