@@ -57,7 +57,9 @@ func toStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, errExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, transport.ErrAddrInUse):
+	case errors.Is(err, transport.ErrAddrInUse), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EADDRNOTAVAIL):
+		// The address is taken, privileged, or not on this host: a fact of
+		// this machine, not a passing outage.
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, errShuttingDown), errors.Is(err, journal.ErrClosed), errors.Is(err, transport.ErrClosed):
 		return status.Error(codes.Unavailable, err.Error())
