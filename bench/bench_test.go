@@ -129,7 +129,7 @@ func TestReceive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs, _, err := service.NewGRPCServer(svc, nil)
+	gs, _, err := service.NewGRPCServer(svc, service.ServerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

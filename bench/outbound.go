@@ -97,9 +97,9 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 		switch {
 		case err != nil:
 			return "send_error"
-		case resp.GetOutcome() != switchboardv1.AckOutcome_ACK_OUTCOME_ACCEPTED:
+		case resp.GetOutcome() != switchboardv1.SendOutcome_SEND_OUTCOME_ACCEPTED:
 			return "outcome_" + resp.GetOutcome().String()
-		case resp.GetAckControlId() != string(msg[idAt:idAt+controlIDWidth]):
+		case resp.GetAck().GetControlId() != string(msg[idAt:idAt+controlIDWidth]):
 			return "mismatch"
 		}
 		return ""

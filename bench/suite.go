@@ -167,13 +167,15 @@ func switchboard(ctx context.Context, cfg SuiteConfig, name, dataDir string, ext
 	defer cc.Close()
 	resp, err := switchboardv1.NewSwitchboardServiceClient(cc).StartListener(ctx, &switchboardv1.StartListenerRequest{
 		ListenerId: "bench",
-		Config:     &switchboardv1.ListenerConfig{Address: "127.0.0.1:0", MaxConnections: uint32(max(cfg.IdleConns+128, 1024))},
+		// Every load comes from one address: lift the per-source limit too.
+		Config: &switchboardv1.ListenerConfig{Address: "127.0.0.1:0", MaxConnections: int32(max(cfg.IdleConns+128, 1024)),
+			MaxConnectionsPerSource: int32(max(cfg.IdleConns+128, 1024))},
 	})
 	if err != nil {
 		c.stop()
 		return nil, "", "", fmt.Errorf("StartListener on %s: %w", name, err)
 	}
-	return c, grpcAddr, resp.GetListener().GetBoundAddress(), nil
+	return c, grpcAddr, resp.GetListener().GetStatus().GetBoundAddress(), nil
 }
 
 // withCPU runs f and adds the server process's CPU time per message.

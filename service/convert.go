@@ -1,26 +1,59 @@
 package service
 
 import (
-	"fmt"
-	"net"
-	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
-// Defaults for unset durations in the API.
-const (
-	defaultKeepalive    = 30 * time.Second
-	defaultDrainTimeout = 5 * time.Second
-)
+// Conversions between the API's messages and transport's types. Unset API
+// fields become transport's zero values, which mean transport's defaults
+// (transport/limits.go): defaults are written in one place.
 
-func framingFromProto(f *switchboardv1.Framing, maxFrameBytes uint32) transport.Framing {
-	out := transport.Framing{Kind: transport.FramingMLLP, MaxFrameBytes: int(maxFrameBytes)}
+func (s *Service) listenerConfig(c *switchboardv1.ListenerConfig) transport.ListenerConfig {
+	return transport.ListenerConfig{
+		Address: c.GetAddress(),
+		Conn: transport.ConnConfig{
+			Framing:      framingFromProto(c.GetFraming(), c.GetMaxFrameBytes(), c.GetMaxJunkBytes()),
+			Ack:          ackFromProto(c.GetAckPolicy()),
+			IdleTimeout:  durationOr(c.GetIdleTimeout(), 0),
+			FrameTimeout: durationOr(c.GetFrameTimeout(), 0),
+			Keepalive:    keepaliveFromProto(c.GetKeepalive()),
+			Budget:       s.budget,
+			Observer:     s.observer,
+		},
+		MaxConnections:          int(c.GetMaxConnections()),
+		MaxConnectionsPerSource: int(c.GetMaxConnectionsPerSource()),
+		Sink:                    s.sink,
+		Logger:                  s.log,
+	}
+}
+
+func (s *Service) dialConfig(c *switchboardv1.ConnectionConfig) transport.DialConfig {
+	return transport.DialConfig{
+		Address: c.GetAddress(),
+		Conn: transport.ConnConfig{
+			Framing:    framingFromProto(c.GetFraming(), c.GetMaxFrameBytes(), 0),
+			Ack:        ackFromProto(c.GetAckPolicy()),
+			AckTimeout: durationOr(c.GetAckTimeout(), 0),
+			Keepalive:  keepaliveFromProto(c.GetKeepalive()),
+			Budget:     s.budget,
+			Observer:   s.observer,
+		},
+		ConnectTimeout: durationOr(c.GetConnectTimeout(), 0),
+		Sink:           s.sink,
+		Logger:         s.log,
+	}
+}
+
+func framingFromProto(f *switchboardv1.Framing, maxFrameBytes, maxJunkBytes int32) transport.Framing {
+	out := transport.Framing{Kind: transport.FramingMLLP, MaxFrameBytes: int(maxFrameBytes), MaxJunkBytes: int(maxJunkBytes)}
 	switch k := f.GetKind().(type) {
 	case *switchboardv1.Framing_Mllp:
 		out.Strict = k.Mllp.GetStrict()
@@ -39,15 +72,15 @@ func framingFromProto(f *switchboardv1.Framing, maxFrameBytes uint32) transport.
 func ackFromProto(p *switchboardv1.AckPolicy) transport.AckPolicy {
 	switch k := p.GetKind().(type) {
 	case *switchboardv1.AckPolicy_SingleByte:
-		return transport.AckPolicy{Kind: transport.AckSingleByte}
+		return transport.SingleByteAck()
 	case *switchboardv1.AckPolicy_MllpCommit:
-		return transport.AckPolicy{Kind: transport.AckMLLPCommit}
+		return transport.MLLPCommitAck()
 	case *switchboardv1.AckPolicy_Fixed:
-		return transport.AckPolicy{Kind: transport.AckFixed, FixedAck: k.Fixed.GetAck(), FixedNak: k.Fixed.GetNak()}
+		return transport.FixedAck(k.Fixed.GetAck(), k.Fixed.GetNak())
 	case *switchboardv1.AckPolicy_None:
-		return transport.AckPolicy{Kind: transport.AckNone}
+		return transport.NoAck()
 	}
-	return transport.AckPolicy{Kind: transport.AckHL7}
+	return transport.HL7Ack()
 }
 
 // durationOr returns d, or def when d is unset.
@@ -58,143 +91,247 @@ func durationOr(d *durationpb.Duration, def time.Duration) time.Duration {
 	return d.AsDuration()
 }
 
-// checkAddress rejects an address that is not host:port with a numeric
-// port, so a typo is INVALID_ARGUMENT rather than looking like an outage.
-// Port 0 (any free port) only makes sense for listening.
-func checkAddress(addr string, listen bool) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("%w: address %q: %w", errInvalid, addr, err)
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
+// keepaliveFromProto maps the API's "unset: default, zero: off" to
+// transport's "zero: default, negative: off".
+func keepaliveFromProto(d *durationpb.Duration) time.Duration {
 	switch {
-	case err != nil:
-		return fmt.Errorf("%w: address %q: the port must be a number from 0 to 65535", errInvalid, addr)
-	case p == 0 && !listen:
-		return fmt.Errorf("%w: address %q: port 0 can only be listened on", errInvalid, addr)
+	case d == nil:
+		return 0
+	case d.AsDuration() <= 0:
+		return -1
 	}
-	return nil
+	return d.AsDuration()
 }
 
-func listenerConnConfig(c *switchboardv1.ListenerConfig) (transport.ConnConfig, error) {
-	if err := checkAddress(c.GetAddress(), true); err != nil {
-		return transport.ConnConfig{}, err
+// text makes a string taken from message bytes valid UTF-8, as proto3
+// string fields must be: valid UTF-8 is kept as is, anything else is read
+// byte by byte as ISO-8859-1 (the commonest HL7 v2 charset after ASCII, so
+// Latin-1 names come out right). The exact bytes stay in the payload. A
+// record whose header holds such bytes must never become a message the API
+// cannot deliver.
+func text(s string) string {
+	if utf8.ValidString(s) {
+		return s
 	}
-	cc := transport.ConnConfig{
-		Framing:      framingFromProto(c.GetFraming(), c.GetMaxFrameBytes()),
-		Ack:          ackFromProto(c.GetAckPolicy()),
-		IdleTimeout:  durationOr(c.GetIdleTimeout(), 0),
-		FrameTimeout: durationOr(c.GetFrameTimeout(), transport.DefaultFrameTimeout),
-		Keepalive:    durationOr(c.GetKeepalive(), defaultKeepalive),
-	}.WithDefaults()
-	if err := cc.Validate(); err != nil {
-		return cc, fmt.Errorf("%w: %w", errInvalid, err)
+	b := make([]byte, 0, len(s)+len(s)/2)
+	for i := 0; i < len(s); i++ {
+		b = utf8.AppendRune(b, rune(s[i]))
 	}
-	return cc, nil
+	return string(b)
 }
 
-func dialConnConfig(c *switchboardv1.ConnectionConfig) (transport.ConnConfig, error) {
-	if err := checkAddress(c.GetAddress(), false); err != nil {
-		return transport.ConnConfig{}, err
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
 	}
-	cc := transport.ConnConfig{
-		Framing:    framingFromProto(c.GetFraming(), c.GetMaxFrameBytes()),
-		Ack:        ackFromProto(c.GetAckPolicy()),
-		AckTimeout: durationOr(c.GetAckTimeout(), transport.DefaultAckTimeout),
-		Keepalive:  durationOr(c.GetKeepalive(), defaultKeepalive),
-	}.WithDefaults()
-	if err := cc.Validate(); err != nil {
-		return cc, fmt.Errorf("%w: %w", errInvalid, err)
-	}
-	return cc, nil
+	return timestamppb.New(t)
 }
 
-var listenerStates = map[transport.ListenerState]switchboardv1.ListenerState{
-	transport.Listening: switchboardv1.ListenerState_LISTENER_STATE_LISTENING,
-	transport.Draining:  switchboardv1.ListenerState_LISTENER_STATE_DRAINING,
-	transport.Stopped:   switchboardv1.ListenerState_LISTENER_STATE_STOPPED,
-}
-
-var connStates = map[transport.ConnState]switchboardv1.ConnectionState{
-	transport.StateOpen:     switchboardv1.ConnectionState_CONNECTION_STATE_OPEN,
-	transport.StateDraining: switchboardv1.ConnectionState_CONNECTION_STATE_DRAINING,
-	transport.StateClosed:   switchboardv1.ConnectionState_CONNECTION_STATE_CLOSED,
-}
-
-var directions = map[transport.Direction]switchboardv1.Direction{
-	transport.Inbound:  switchboardv1.Direction_DIRECTION_INBOUND,
-	transport.Outbound: switchboardv1.Direction_DIRECTION_OUTBOUND,
-}
-
-func listenerToProto(e *listenerEntry) *switchboardv1.Listener {
-	info := e.l.Info()
+func listenerToProto(v registry.ListenerView) *switchboardv1.Listener {
+	info := v.Info
 	return &switchboardv1.Listener{
-		ListenerId:          info.ID,
-		Config:              e.config,
-		BoundAddress:        info.Addr,
-		State:               listenerStates[info.State],
-		StartTime:           timestamppb.New(e.started),
-		ActiveConnections:   uint32(info.Active),
-		AcceptedConnections: info.Accepted,
-		RejectedConnections: info.Rejected,
-	}
-}
-
-func connToProto(e *connEntry) *switchboardv1.Connection {
-	info := e.c.Info()
-	k := info.Counters
-	return &switchboardv1.Connection{
-		ConnectionId:     info.ID,
-		Direction:        directions[info.Direction],
-		ListenerId:       info.ListenerID,
-		LocalAddress:     info.LocalAddr,
-		RemoteAddress:    info.RemoteAddr,
-		State:            connStates[info.State],
-		OpenTime:         timestamppb.New(info.OpenTime),
-		LastActivityTime: timestamppb.New(info.LastActivity),
-		Config:           e.config,
-		Counters: &switchboardv1.ConnectionCounters{
-			FramesIn:               k.FramesIn,
-			BytesIn:                k.BytesIn,
-			FramesOut:              k.FramesOut,
-			BytesOut:               k.BytesOut,
-			AcksSent:               k.AcksSent,
-			AcksReceived:           k.AcksReceived,
-			JunkBytes:              k.JunkBytes,
-			DiscardedPartialFrames: k.DiscardedPartials,
-			MissingTrailers:        k.MissingTrailers,
-			FramingErrors:          k.FramingErrors,
-			JournalErrors:          k.JournalErrors,
-			InvalidMessages:        k.InvalidMessages,
-			SendTimeouts:           k.SendTimeouts,
-			AckMismatches:          k.AckMismatches,
-			UnsolicitedAcks:        k.UnsolicitedAcks,
+		ListenerId: v.ID,
+		Config:     v.Spec,
+		Status: &switchboardv1.ListenerStatus{
+			State:                         listenerState(info.State),
+			BoundAddress:                  info.Addr,
+			CreateTime:                    timestamp(v.Created),
+			OpenConnectionCount:           int64(info.Open),
+			AcceptedConnectionCount:       info.Accepted,
+			RejectedConnectionCount:       info.Rejected,
+			SourceRejectedConnectionCount: info.SourceRejected,
+			ConnectionTotals:              countersToProto(&info.Totals),
 		},
 	}
 }
 
-var outcomes = map[transport.Outcome]switchboardv1.AckOutcome{
-	transport.OutcomeAccepted:       switchboardv1.AckOutcome_ACK_OUTCOME_ACCEPTED,
-	transport.OutcomeError:          switchboardv1.AckOutcome_ACK_OUTCOME_ERROR,
-	transport.OutcomeRejected:       switchboardv1.AckOutcome_ACK_OUTCOME_REJECTED,
-	transport.OutcomeCommitAccepted: switchboardv1.AckOutcome_ACK_OUTCOME_COMMIT_ACCEPTED,
-	transport.OutcomeCommitError:    switchboardv1.AckOutcome_ACK_OUTCOME_COMMIT_ERROR,
-	transport.OutcomeCommitRejected: switchboardv1.AckOutcome_ACK_OUTCOME_COMMIT_REJECTED,
-	transport.OutcomeByteACK:        switchboardv1.AckOutcome_ACK_OUTCOME_BYTE_ACK,
-	transport.OutcomeByteNAK:        switchboardv1.AckOutcome_ACK_OUTCOME_BYTE_NAK,
-	transport.OutcomeNoneExpected:   switchboardv1.AckOutcome_ACK_OUTCOME_NONE_EXPECTED,
-	transport.OutcomeMismatch:       switchboardv1.AckOutcome_ACK_OUTCOME_MISMATCH,
-	transport.OutcomeInvalid:        switchboardv1.AckOutcome_ACK_OUTCOME_INVALID,
+func connToProto(v registry.ConnectionView) *switchboardv1.Connection {
+	info := v.Info
+	c := &switchboardv1.Connection{
+		ConnectionId: v.ID,
+		Direction:    direction(info.Direction),
+		Status: &switchboardv1.ConnectionStatus{
+			State:            connState(info.State),
+			LocalAddress:     info.LocalAddr,
+			RemoteAddress:    info.RemoteAddr,
+			OpenTime:         timestamp(info.OpenTime),
+			LastActivityTime: timestamp(info.LastActivity),
+			Counters:         countersToProto(&info.Counters),
+			CloseReason:      closeReason(info.CloseReason),
+			CloseTime:        timestamp(info.CloseTime),
+		},
+	}
+	if info.CloseErr != nil {
+		c.Status.CloseDetail = text(info.CloseErr.Error())
+	}
+	if v.Spec != nil {
+		c.Origin = &switchboardv1.Connection_Config{Config: v.Spec}
+	} else {
+		c.Origin = &switchboardv1.Connection_ListenerId{ListenerId: info.ListenerID}
+	}
+	return c
+}
+
+func countersToProto(k *transport.Counters) *switchboardv1.ConnectionCounters {
+	return &switchboardv1.ConnectionCounters{
+		ReceivedFrameCount:         k.FramesIn,
+		ReceivedBytes:              k.BytesIn,
+		SentFrameCount:             k.FramesOut,
+		SentBytes:                  k.BytesOut,
+		SentAcks:                   ackCounts(&k.AcksSent),
+		ReceivedAcks:               ackCounts(&k.AcksReceived),
+		JunkBytes:                  k.JunkBytes,
+		DiscardedPartialFrameCount: k.DiscardedPartials,
+		MissingTrailerCount:        k.MissingTrailers,
+		FramingErrorCount:          k.FramingErrors,
+		JournalErrorCount:          k.JournalErrors,
+		InvalidMessageCount:        k.InvalidMessages,
+		AckTimeoutCount:            k.AckTimeouts,
+		AckMismatchCount:           k.AckMismatches,
+		UnsolicitedAckCount:        k.UnsolicitedAcks,
+	}
+}
+
+func ackCounts(byCode *transport.AckCounts) []*switchboardv1.AckCount {
+	var out []*switchboardv1.AckCount
+	for _, code := range transport.AckCodes() {
+		if n := byCode[code]; n > 0 {
+			out = append(out, &switchboardv1.AckCount{Code: ackCode(code), Count: n})
+		}
+	}
+	return out
+}
+
+func peerAckToProto(a *transport.PeerAck) *switchboardv1.PeerAck {
+	return &switchboardv1.PeerAck{
+		Code:      ackCode(a.Code),
+		Payload:   a.Payload,
+		ControlId: text(a.ControlID),
+		Text:      text(a.Text),
+	}
 }
 
 func sendResultToProto(r transport.SendResult) *switchboardv1.SendResponse {
-	return &switchboardv1.SendResponse{
-		Outcome:         outcomes[r.Outcome],
-		AckPayload:      r.Ack,
-		SentControlId:   r.SentControlID,
-		AckControlId:    r.AckControlID,
-		AckText:         r.AckText,
-		RoundTrip:       durationpb.New(r.RoundTrip),
-		ConnectionReset: r.Reset,
+	resp := &switchboardv1.SendResponse{
+		Outcome:       sendOutcome(r.Outcome),
+		SentControlId: text(r.SentControlID),
+		RoundTrip:     durationpb.New(r.RoundTrip),
 	}
+	if r.Outcome != transport.OutcomeWritten {
+		resp.Ack = peerAckToProto(&r.Ack)
+	}
+	return resp
+}
+
+// The enum mappings are switches whose default is UNSPECIFIED; a test
+// ranges over every transport value so none falls through unnoticed.
+
+func listenerState(s transport.ListenerState) switchboardv1.ListenerState {
+	switch s {
+	case transport.ListenerListening:
+		return switchboardv1.ListenerState_LISTENER_STATE_LISTENING
+	case transport.ListenerDraining:
+		return switchboardv1.ListenerState_LISTENER_STATE_DRAINING
+	case transport.ListenerStopped:
+		return switchboardv1.ListenerState_LISTENER_STATE_STOPPED
+	}
+	return switchboardv1.ListenerState_LISTENER_STATE_UNSPECIFIED
+}
+
+func connState(s transport.ConnState) switchboardv1.ConnectionState {
+	switch s {
+	case transport.StateOpen:
+		return switchboardv1.ConnectionState_CONNECTION_STATE_OPEN
+	case transport.StateDraining:
+		return switchboardv1.ConnectionState_CONNECTION_STATE_DRAINING
+	case transport.StateClosed:
+		return switchboardv1.ConnectionState_CONNECTION_STATE_CLOSED
+	}
+	return switchboardv1.ConnectionState_CONNECTION_STATE_UNSPECIFIED
+}
+
+func direction(d transport.Direction) switchboardv1.Direction {
+	switch d {
+	case transport.Inbound:
+		return switchboardv1.Direction_DIRECTION_INBOUND
+	case transport.Outbound:
+		return switchboardv1.Direction_DIRECTION_OUTBOUND
+	}
+	return switchboardv1.Direction_DIRECTION_UNSPECIFIED
+}
+
+func directionFromProto(d switchboardv1.Direction) transport.Direction {
+	switch d {
+	case switchboardv1.Direction_DIRECTION_INBOUND:
+		return transport.Inbound
+	case switchboardv1.Direction_DIRECTION_OUTBOUND:
+		return transport.Outbound
+	}
+	return 0
+}
+
+var closeReasons = map[transport.CloseReason]switchboardv1.CloseReason{
+	transport.CloseLocal:              switchboardv1.CloseReason_CLOSE_REASON_CLOSED_LOCALLY,
+	transport.ClosePeerClosed:         switchboardv1.CloseReason_CLOSE_REASON_PEER_CLOSED,
+	transport.ClosePeerClosedMidFrame: switchboardv1.CloseReason_CLOSE_REASON_PEER_CLOSED_MID_FRAME,
+	transport.ClosePeerReset:          switchboardv1.CloseReason_CLOSE_REASON_PEER_RESET,
+	transport.CloseIdleTimeout:        switchboardv1.CloseReason_CLOSE_REASON_IDLE_TIMEOUT,
+	transport.CloseFrameTimeout:       switchboardv1.CloseReason_CLOSE_REASON_FRAME_TIMEOUT,
+	transport.CloseFramingError:       switchboardv1.CloseReason_CLOSE_REASON_FRAMING_ERROR,
+	transport.CloseFrameTooLarge:      switchboardv1.CloseReason_CLOSE_REASON_FRAME_TOO_LARGE,
+	transport.CloseJunkLimit:          switchboardv1.CloseReason_CLOSE_REASON_JUNK_LIMIT,
+	transport.CloseMemoryLimit:        switchboardv1.CloseReason_CLOSE_REASON_MEMORY_LIMIT,
+	transport.CloseDrained:            switchboardv1.CloseReason_CLOSE_REASON_DRAINED,
+	transport.CloseDrainTimeout:       switchboardv1.CloseReason_CLOSE_REASON_DRAIN_TIMEOUT,
+	transport.CloseAckTimeout:         switchboardv1.CloseReason_CLOSE_REASON_ACK_TIMEOUT,
+	transport.CloseAckMismatch:        switchboardv1.CloseReason_CLOSE_REASON_ACK_MISMATCH,
+	transport.CloseSendCancelled:      switchboardv1.CloseReason_CLOSE_REASON_SEND_CANCELLED,
+	transport.CloseSendWriteFailed:    switchboardv1.CloseReason_CLOSE_REASON_SEND_WRITE_FAILED,
+	transport.CloseAckWriteFailed:     switchboardv1.CloseReason_CLOSE_REASON_ACK_WRITE_FAILED,
+	transport.CloseNotStored:          switchboardv1.CloseReason_CLOSE_REASON_NOT_STORED,
+	transport.CloseReadError:          switchboardv1.CloseReason_CLOSE_REASON_READ_ERROR,
+}
+
+func closeReason(r transport.CloseReason) switchboardv1.CloseReason {
+	return closeReasons[r] // UNSPECIFIED while open
+}
+
+var ackCodes = map[transport.AckCode]switchboardv1.AckCode{
+	transport.AckAA:       switchboardv1.AckCode_ACK_CODE_AA,
+	transport.AckAE:       switchboardv1.AckCode_ACK_CODE_AE,
+	transport.AckAR:       switchboardv1.AckCode_ACK_CODE_AR,
+	transport.AckCA:       switchboardv1.AckCode_ACK_CODE_CA,
+	transport.AckCE:       switchboardv1.AckCode_ACK_CODE_CE,
+	transport.AckCR:       switchboardv1.AckCode_ACK_CODE_CR,
+	transport.AckByteACK:  switchboardv1.AckCode_ACK_CODE_BYTE_ACK,
+	transport.AckByteNAK:  switchboardv1.AckCode_ACK_CODE_BYTE_NAK,
+	transport.AckFixedACK: switchboardv1.AckCode_ACK_CODE_FIXED_ACK,
+	transport.AckFixedNAK: switchboardv1.AckCode_ACK_CODE_FIXED_NAK,
+}
+
+func ackCode(c transport.AckCode) switchboardv1.AckCode {
+	return ackCodes[c] // UNSPECIFIED when it could not be read
+}
+
+func sendOutcome(o transport.Outcome) switchboardv1.SendOutcome {
+	switch o {
+	case transport.OutcomeAccepted:
+		return switchboardv1.SendOutcome_SEND_OUTCOME_ACCEPTED
+	case transport.OutcomeRejected:
+		return switchboardv1.SendOutcome_SEND_OUTCOME_REJECTED
+	case transport.OutcomeWritten:
+		return switchboardv1.SendOutcome_SEND_OUTCOME_WRITTEN
+	}
+	return switchboardv1.SendOutcome_SEND_OUTCOME_UNSPECIFIED
+}
+
+var sendCauses = map[transport.SendCause]switchboardv1.SendFailureCause{
+	transport.CauseNotOpen:        switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN,
+	transport.CauseQueueTimeout:   switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_QUEUE_TIMEOUT,
+	transport.CauseCancelled:      switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CANCELLED,
+	transport.CauseAckTimeout:     switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_ACK_TIMEOUT,
+	transport.CauseWriteFailed:    switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_WRITE_FAILED,
+	transport.CauseConnectionLost: switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_LOST,
+	transport.CauseAckMismatch:    switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_ACK_MISMATCH,
+	transport.CauseAckUnreadable:  switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_ACK_UNREADABLE,
 }

@@ -3,109 +3,187 @@ package service
 import (
 	"context"
 	"errors"
-	"net"
 	"strconv"
-	"syscall"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
+	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
-// errorDomain is the ErrorInfo domain of Switchboard's errors.
-const errorDomain = "switchboard.v1"
+// This file is the one place that chooses status codes and error details.
+// Messages never carry payload bytes; the cause of an INTERNAL error is
+// logged here, before the generic answer goes out.
 
-// ErrorInfo reasons clients can branch on.
-const (
-	// ReasonAckTimeout: the message was written and no acknowledgement came
-	// in time. Its outcome is unknown (in doubt); the connection was reset.
-	ReasonAckTimeout = "ACK_TIMEOUT"
-	// ReasonNotSent: the call ended before the message was written; it is
-	// safe to retry.
-	ReasonNotSent = "NOT_SENT"
-	// ReasonInDoubt: the message was written, then the call was cancelled
-	// or the connection closed before an acknowledgement came. Its outcome
-	// is unknown.
-	ReasonInDoubt = "IN_DOUBT"
-)
+// ErrorDomain is the google.rpc.ErrorInfo domain of Switchboard's errors.
+const ErrorDomain = "github.com/switchboard-dev/switchboard"
 
-// Service-level sentinels, mapped to codes in toStatus.
-var (
-	errInvalid      = errors.New("invalid argument")
-	errNotFound     = errors.New("not found")
-	errExists       = errors.New("already exists")
-	errShuttingDown = errors.New("server is shutting down")
-)
+// errInvalid marks request values the handlers reject themselves (a page
+// token they did not issue); field names the field.
+type errInvalid struct {
+	field, msg string
+}
 
-// toStatus maps a domain error to a gRPC status error. It is the only place
-// that chooses codes; the message never carries payload bytes.
-func toStatus(err error) error {
-	var se *transport.SendError
-	var dnsErr *net.DNSError
-	var ne net.Error
+func (e errInvalid) Error() string { return e.field + ": " + e.msg }
+
+// reasonName is the ErrorInfo reason for r: its enum value name without the
+// prefix.
+func reasonName(r switchboardv1.ErrorReason) string {
+	return strings.TrimPrefix(r.String(), "ERROR_REASON_")
+}
+
+// statusOf builds a status with an ErrorInfo and any further details.
+func statusOf(code codes.Code, msg string, reason switchboardv1.ErrorReason, meta map[string]string, details ...protoadapt.MessageV1) error {
+	st := status.New(code, text(msg))
+	all := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reasonName(reason), Domain: ErrorDomain, Metadata: meta}}, details...)
+	withDetails, err := st.WithDetails(all...)
+	if err != nil {
+		return st.Err()
+	}
+	return withDetails.Err()
+}
+
+// toStatus maps a domain error to a gRPC status error.
+func (s *Service) toStatus(ctx context.Context, err error) error {
+	var (
+		se  *transport.SendError
+		re  *registry.ResourceError
+		inv errInvalid
+	)
+	resource := func() protoadapt.MessageV1 {
+		return &errdetails.ResourceInfo{ResourceType: re.Type, ResourceName: re.ID}
+	}
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &se):
-		return sendStatus(se, nil)
-	case errors.Is(err, errInvalid), errors.Is(err, transport.ErrInvalidPayload):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, errNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, errExists):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, transport.ErrAddrInUse), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EADDRNOTAVAIL):
-		// The address is taken, privileged, or not on this host: a fact of
-		// this machine, not a passing outage.
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, errShuttingDown), errors.Is(err, journal.ErrClosed), errors.Is(err, transport.ErrClosed):
-		return status.Error(codes.Unavailable, err.Error())
+		return sendStatus(se, "")
+	case errors.As(err, &inv):
+		return statusOf(codes.InvalidArgument, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, nil,
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: inv.field, Description: inv.msg}}})
+	case errors.Is(err, transport.ErrInvalidConfig), errors.Is(err, transport.ErrInvalidPayload):
+		field := "config"
+		if errors.Is(err, transport.ErrInvalidPayload) {
+			field = "payload"
+		}
+		return statusOf(codes.InvalidArgument, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, nil,
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: text(err.Error())}}})
+	case errors.As(err, &re) && errors.Is(err, registry.ErrNotFound):
+		return statusOf(codes.NotFound, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_FOUND, nil, resource())
+	case errors.As(err, &re) && errors.Is(err, registry.ErrConflict):
+		return statusOf(codes.AlreadyExists, err.Error()+"; remove it first", switchboardv1.ErrorReason_ERROR_REASON_CONFIG_CONFLICT, nil, resource())
+	case errors.As(err, &re) && errors.Is(err, registry.ErrStopping):
+		return statusOf(codes.FailedPrecondition, err.Error()+"; retry once StopListener returns", switchboardv1.ErrorReason_ERROR_REASON_STOPPING, nil, resource())
+	case errors.Is(err, transport.ErrAddrNotBindable):
+		// In use, not on this host, privileged, or a name that does not
+		// resolve: a fact of this machine, one rule for all of them.
+		return statusOf(codes.FailedPrecondition, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_ADDRESS_NOT_BINDABLE,
+			map[string]string{"cause": bindCause(err)})
+	case errors.Is(err, transport.ErrConnectTimeout):
+		return statusOf(codes.DeadlineExceeded, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_CONNECT_FAILED, nil)
+	case errors.Is(err, transport.ErrConnectFailed):
+		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_CONNECT_FAILED, nil)
+	case errors.Is(err, registry.ErrShuttingDown):
+		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN, nil)
+	case errors.Is(err, journal.ErrClosed):
+		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE, nil)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.As(err, &dnsErr), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH),
-		errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.ECONNRESET):
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.As(err, &ne) && ne.Timeout():
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.As(err, new(*net.OpError)):
-		return status.Error(codes.Unavailable, err.Error())
 	}
-	return status.Error(codes.Internal, "internal error")
+	s.log.ErrorContext(ctx, "internal error", "err", err)
+	return statusOf(codes.Internal, "internal error", switchboardv1.ErrorReason_ERROR_REASON_INTERNAL, nil)
 }
 
-// sendStatus reports a Send that got no acknowledgement, with an ErrorInfo
-// saying whether the message was written (in doubt) or not (safe to retry).
-// meta adds identifying metadata (connection and control ids).
-func sendStatus(se *transport.SendError, meta map[string]string) error {
-	code, reason := codes.Unavailable, ReasonInDoubt
+func bindCause(err error) string {
 	switch {
-	case errors.Is(se.Err, transport.ErrAckTimeout), errors.Is(se.Err, context.DeadlineExceeded):
-		code, reason = codes.DeadlineExceeded, ReasonAckTimeout
-	case errors.Is(se.Err, context.Canceled):
+	case errors.Is(err, transport.ErrAddrInUse):
+		return "in_use"
+	case errors.Is(err, transport.ErrAddrNotLocal):
+		return "not_local"
+	case errors.Is(err, transport.ErrPermission):
+		return "permission"
+	case errors.Is(err, transport.ErrUnresolvable):
+		return "unresolvable"
+	}
+	return "other"
+}
+
+// sendStatus reports a Send that ended without a trustworthy answer: reason
+// IN_DOUBT when its message was written, NOT_SENT when not, with the code
+// the cause calls for and a SendFailure detail.
+func sendStatus(se *transport.SendError, connID string) error {
+	reason := switchboardv1.ErrorReason_ERROR_REASON_NOT_SENT
+	if se.Written {
+		reason = switchboardv1.ErrorReason_ERROR_REASON_IN_DOUBT
+	}
+	var code codes.Code
+	switch se.Cause {
+	case transport.CauseQueueTimeout, transport.CauseAckTimeout:
+		code = codes.DeadlineExceeded
+	case transport.CauseCancelled:
 		code = codes.Canceled
+	case transport.CauseAckMismatch, transport.CauseAckUnreadable:
+		code = codes.Unknown // the outcome is what is unknown
+	default: // not open, write failed, connection lost
+		code = codes.Unavailable
 	}
-	if !se.Written {
-		reason = ReasonNotSent
-	}
-	md := map[string]string{
-		"written":  strconv.FormatBool(se.Written),
-		"in_doubt": strconv.FormatBool(se.Written),
+	meta := map[string]string{
+		"written":       strconv.FormatBool(se.Written),
+		"cause":         strings.TrimPrefix(sendCauses[se.Cause].String(), "SEND_FAILURE_CAUSE_"),
+		"connection_id": connID,
 	}
 	if se.ControlID != "" {
-		md["control_id"] = se.ControlID
+		meta["control_id"] = text(se.ControlID)
 	}
-	for k, v := range meta {
-		md[k] = v
+	failure := &switchboardv1.SendFailure{
+		Written:       se.Written,
+		Cause:         sendCauses[se.Cause],
+		ConnectionId:  connID,
+		SentControlId: text(se.ControlID),
 	}
-	st := status.New(code, se.Error())
-	withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: md})
-	if err != nil {
-		return st.Err()
+	if se.Ack != nil {
+		failure.Ack = peerAckToProto(se.Ack)
 	}
-	return withInfo.Err()
+	return statusOf(code, se.Error(), reason, meta, failure)
+}
+
+// streamEnded is the status a Receive stream ends with: UNAVAILABLE with
+// the sequence to resume from when the server stops or the journal is
+// unavailable, the context's status when the client went away.
+func (s *Service) streamEnded(ctx context.Context, err error, next uint64) error {
+	resume := map[string]string{"resume_sequence": strconv.FormatUint(next, 10)}
+	switch {
+	case s.ctx.Err() != nil:
+		return statusOf(codes.Unavailable, "server shutting down; resume with start_sequence "+strconv.FormatUint(next, 10),
+			switchboardv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN, resume)
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
+	case errors.Is(err, journal.ErrClosed):
+		return statusOf(codes.Unavailable, "journal closed; resume with start_sequence "+strconv.FormatUint(next, 10),
+			switchboardv1.ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE, resume)
+	case s.journal.Err() != nil:
+		s.log.ErrorContext(ctx, "receive stream ended: journal failed", "err", err)
+		return statusOf(codes.Unavailable, "journal failed; resume with start_sequence "+strconv.FormatUint(next, 10)+" once it is back",
+			switchboardv1.ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE, resume)
+	}
+	return s.toStatus(ctx, err)
+}
+
+// shuttingDownStatus ends streams that outlive the service.
+func shuttingDownStatus() error {
+	return statusOf(codes.Unavailable, "server shutting down", switchboardv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN, nil)
+}
+
+// panicStatus is the answer to a handler that panicked; the recovery
+// interceptor has logged the panic and its stack.
+func panicStatus() error {
+	return statusOf(codes.Internal, "internal error", switchboardv1.ErrorReason_ERROR_REASON_INTERNAL, nil)
 }

@@ -58,7 +58,7 @@ func startServerWith(t *testing.T, j *journal.Log, opts ...func(*service.Config)
 	if err != nil {
 		t.Fatalf("service.New: %v", err)
 	}
-	gs, _, err := service.NewGRPCServer(svc, nil)
+	gs, _, err := service.NewGRPCServer(svc, service.ServerOptions{})
 	if err != nil {
 		t.Fatalf("NewGRPCServer: %v", err)
 	}
@@ -114,6 +114,19 @@ func (s *server) startListener(ctx context.Context, id string, cfg *switchboardv
 		s.t.Fatalf("StartListener: %v", err)
 	}
 	return resp.GetListener()
+}
+
+// addr returns a listener's bound address.
+func addr(l *switchboardv1.Listener) string { return l.GetStatus().GetBoundAddress() }
+
+// ackCount returns the count for code in a counter list.
+func ackCount(counts []*switchboardv1.AckCount, code switchboardv1.AckCode) int64 {
+	for _, c := range counts {
+		if c.GetCode() == code {
+			return c.GetCount()
+		}
+	}
+	return 0
 }
 
 func readFile(t *testing.T, name string) []byte {

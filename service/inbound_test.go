@@ -56,7 +56,7 @@ func TestInboundMLLP(t *testing.T) {
 	ctx := testCtx(t)
 	s := startServer(t, t.TempDir())
 	l := s.startListener(ctx, "adt", nil)
-	p := dialPeer(t, l.GetBoundAddress())
+	p := dialPeer(t, addr(l))
 	big := readFile(t, "oru_r01_embedded_pdf_270k.hl7")
 
 	var sent [][]byte
@@ -127,8 +127,11 @@ func TestInboundMLLP(t *testing.T) {
 		t.Fatalf("ListConnections = %v, %v; want one", conns, err)
 	}
 	c := conns.GetConnections()[0]
-	if c.GetCounters().GetFramesIn() != uint64(len(sent)) || c.GetCounters().GetAcksSent()["AA"] != uint64(len(sent)) {
-		t.Errorf("counters = %v, want %d frames in and AAs", c.GetCounters(), len(sent))
+	if k := c.GetStatus().GetCounters(); k.GetReceivedFrameCount() != int64(len(sent)) || ackCount(k.GetSentAcks(), switchboardv1.AckCode_ACK_CODE_AA) != int64(len(sent)) {
+		t.Errorf("counters = %v, want %d frames in and AAs", k, len(sent))
+	}
+	if c.GetListenerId() != "adt" {
+		t.Errorf("origin listener = %q, want adt", c.GetListenerId())
 	}
 	if c.GetDirection() != switchboardv1.Direction_DIRECTION_INBOUND {
 		t.Errorf("direction = %v", c.GetDirection())
@@ -141,7 +144,7 @@ func TestInboundNegativeAcks(t *testing.T) {
 	ctx := testCtx(t)
 	s := startServer(t, t.TempDir())
 	l := s.startListener(ctx, "", nil)
-	p := dialPeer(t, l.GetBoundAddress())
+	p := dialPeer(t, addr(l))
 
 	for _, tc := range []struct {
 		file string
@@ -171,8 +174,8 @@ func TestInboundNegativeAcks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := conns.GetConnections()[0].GetCounters()
-	if k.GetJunkBytes() != 9 || k.GetInvalidMessages() != 2 || k.GetAcksSent()["AR"] != 2 {
+	k := conns.GetConnections()[0].GetStatus().GetCounters()
+	if k.GetJunkBytes() != 9 || k.GetInvalidMessageCount() != 2 || ackCount(k.GetSentAcks(), switchboardv1.AckCode_ACK_CODE_AR) != 2 {
 		t.Errorf("counters = %v; want 9 junk bytes, 2 invalid messages, 2 AR", k)
 	}
 }
@@ -183,7 +186,7 @@ func TestInboundOversize(t *testing.T) {
 	ctx := testCtx(t)
 	s := startServer(t, t.TempDir())
 	l := s.startListener(ctx, "", &switchboardv1.ListenerConfig{MaxFrameBytes: 1024})
-	p := dialPeer(t, l.GetBoundAddress())
+	p := dialPeer(t, addr(l))
 	big := append(hl7Message("TOO-BIG"), bytes.Repeat([]byte("OBX|1|TX|||x\r"), 200)...)
 	go p.nc.Write(mllp.AppendFrame(nil, big)) // the server may close before reading it all
 	a, err := hl7.ParseAck(p.readFrame())
@@ -202,7 +205,7 @@ func TestStartListenerRules(t *testing.T) {
 	cfg := &switchboardv1.ListenerConfig{Address: "127.0.0.1:0", MaxConnections: 3}
 	first := s.startListener(ctx, "same", cfg)
 	again, err := s.client.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: "same", Config: cfg})
-	if err != nil || again.GetListener().GetBoundAddress() != first.GetBoundAddress() {
+	if err != nil || addr(again.GetListener()) != addr(first) {
 		t.Errorf("repeated StartListener = %v, %v; want the existing listener", again, err)
 	}
 	other := proto.CloneOf(cfg)
@@ -211,7 +214,7 @@ func TestStartListenerRules(t *testing.T) {
 	if status.Code(err) != codes.AlreadyExists {
 		t.Errorf("StartListener with another config: %v, want AlreadyExists", err)
 	}
-	_, err = s.client.StartListener(ctx, &switchboardv1.StartListenerRequest{Config: &switchboardv1.ListenerConfig{Address: first.GetBoundAddress()}})
+	_, err = s.client.StartListener(ctx, &switchboardv1.StartListenerRequest{Config: &switchboardv1.ListenerConfig{Address: addr(first)}})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("StartListener on a bound address: %v, want FailedPrecondition", err)
 	}
@@ -230,7 +233,7 @@ func TestStartListenerRules(t *testing.T) {
 		}
 	}
 	got, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "same"})
-	if err != nil || got.GetListener().GetState() != switchboardv1.ListenerState_LISTENER_STATE_LISTENING {
+	if err != nil || got.GetListener().GetStatus().GetState() != switchboardv1.ListenerState_LISTENER_STATE_LISTENING {
 		t.Errorf("GetListener = %v, %v", got, err)
 	}
 	list, err := s.client.ListListeners(ctx, &switchboardv1.ListListenersRequest{})
@@ -248,27 +251,27 @@ func TestMaxConnections(t *testing.T) {
 	ctx := testCtx(t)
 	s := startServer(t, t.TempDir())
 	l := s.startListener(ctx, "small", &switchboardv1.ListenerConfig{MaxConnections: 2})
-	a, b := dialPeer(t, l.GetBoundAddress()), dialPeer(t, l.GetBoundAddress())
+	a, b := dialPeer(t, addr(l)), dialPeer(t, addr(l))
 	for _, p := range []*peer{a, b} { // both admitted and working
 		p.write(mllp.AppendFrame(nil, hl7Message("IN")))
 		checkAck(t, hl7Message("IN"), p.readFrame())
 	}
 	// The third is reset at once: either the dial itself sees the reset or
 	// the first read does.
-	if nc, err := net.Dial("tcp", l.GetBoundAddress()); err == nil {
+	if nc, err := net.Dial("tcp", addr(l)); err == nil {
 		(&peer{t: t, nc: nc, dec: transport.NewDecoder(nc, mllp)}).expectClosed()
 		nc.Close()
 	}
 	waitFor(t, func() bool {
 		got, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "small"})
-		return err == nil && got.GetListener().GetRejectedConnections() == 1
+		return err == nil && got.GetListener().GetStatus().GetRejectedConnectionCount() == 1
 	})
 	got, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "small"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if li := got.GetListener(); li.GetRejectedConnections() != 1 || li.GetActiveConnections() != 2 || li.GetAcceptedConnections() != 2 {
-		t.Errorf("listener counters: active %d accepted %d rejected %d; want 2 2 1", li.GetActiveConnections(), li.GetAcceptedConnections(), li.GetRejectedConnections())
+	if li := got.GetListener().GetStatus(); li.GetRejectedConnectionCount() != 1 || li.GetOpenConnectionCount() != 2 || li.GetAcceptedConnectionCount() != 2 {
+		t.Errorf("listener counters: open %d accepted %d rejected %d; want 2 2 1", li.GetOpenConnectionCount(), li.GetAcceptedConnectionCount(), li.GetRejectedConnectionCount())
 	}
 }
 
@@ -278,8 +281,8 @@ func TestStopListenerDrains(t *testing.T) {
 	ctx := testCtx(t)
 	s := startServer(t, t.TempDir())
 	l := s.startListener(ctx, "drain", nil)
-	p := dialPeer(t, l.GetBoundAddress())
-	idle := dialPeer(t, l.GetBoundAddress())
+	p := dialPeer(t, addr(l))
+	idle := dialPeer(t, addr(l))
 	p.write(mllp.AppendFrame(nil, hl7Message("BEFORE")))
 	checkAck(t, hl7Message("BEFORE"), p.readFrame())
 	frame := mllp.AppendFrame(nil, hl7Message("IN-FLIGHT"))
@@ -300,8 +303,10 @@ func TestStopListenerDrains(t *testing.T) {
 	checkAck(t, hl7Message("IN-FLIGHT"), p.readFrame())
 	p.expectClosed()
 	resp := <-stopped
-	if resp.GetListener().GetState() != switchboardv1.ListenerState_LISTENER_STATE_STOPPED {
-		t.Errorf("state after stop = %v", resp.GetListener().GetState())
+	if st := resp.GetListener().GetStatus(); st.GetState() != switchboardv1.ListenerState_LISTENER_STATE_STOPPED {
+		t.Errorf("state after stop = %v", st.GetState())
+	} else if k := st.GetConnectionTotals(); k.GetReceivedFrameCount() != 2 || ackCount(k.GetSentAcks(), switchboardv1.AckCode_ACK_CODE_AA) != 2 {
+		t.Errorf("connection totals after stop = %v; want the 2 frames and 2 AAs of its closed connections", k)
 	}
 	if _, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "drain"}); status.Code(err) != codes.NotFound {
 		t.Errorf("GetListener after stop = %v, want NotFound", err)
@@ -320,8 +325,8 @@ func (s *server) lastActivity(ctx context.Context, p *peer) time.Time {
 		s.t.Fatal(err)
 	}
 	for _, c := range conns.GetConnections() {
-		if c.GetRemoteAddress() == p.nc.LocalAddr().String() {
-			return c.GetLastActivityTime().AsTime()
+		if c.GetStatus().GetRemoteAddress() == p.nc.LocalAddr().String() {
+			return c.GetStatus().GetLastActivityTime().AsTime()
 		}
 	}
 	return time.Time{}

@@ -10,7 +10,6 @@ import (
 	"github.com/switchboard-dev/switchboard/hl7"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/journaltest"
-	"github.com/switchboard-dev/switchboard/service"
 )
 
 // TestJournalFailureNeverAcks: when the disk under the journal fails (WAL
@@ -24,12 +23,9 @@ func TestJournalFailureNeverAcks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	failures := make(chan error, 10)
-	s := startServerWith(t, j, func(c *service.Config) {
-		c.OnJournalFailure = func(err error) { failures <- err }
-	})
+	s := startServerWith(t, j)
 	l := s.startListener(ctx, "adt", nil)
-	p := dialPeer(t, l.GetBoundAddress())
+	p := dialPeer(t, addr(l))
 	p.write(mllp.AppendFrame(nil, hl7Message("GOOD")))
 	checkAck(t, hl7Message("GOOD"), p.readFrame())
 
@@ -42,8 +38,8 @@ func TestJournalFailureNeverAcks(t *testing.T) {
 			t.Fatalf("answer while the disk fails = %+v, %v; want AR for %s", a, err, id)
 		}
 	}
-	if err := <-failures; err == nil {
-		t.Error("OnJournalFailure got a nil error")
+	if err := j.Err(); err == nil {
+		t.Error("the journal reports no failure")
 	}
 	fs.FailSyncs.Store(false) // the disk recovers; the journal stays failed (fail closed)
 	p.write(mllp.AppendFrame(nil, hl7Message("AFTER")))

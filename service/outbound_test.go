@@ -37,46 +37,85 @@ func errorInfo(err error) *errdetails.ErrorInfo {
 	return nil
 }
 
-// TestSendOutcomes connects to peers that answer AA, AE, AR, CA, with the
-// wrong MSA-2, with garbage, or not at all, and checks what Send reports.
+// sendFailure returns the SendFailure detail of err, or nil.
+func sendFailure(err error) *switchboardv1.SendFailure {
+	for _, d := range status.Convert(err).Details() {
+		if sf, ok := d.(*switchboardv1.SendFailure); ok {
+			return sf
+		}
+	}
+	return nil
+}
+
+// connState returns the state and close reason of connection id.
+func (s *server) connState(ctx context.Context, id string) (switchboardv1.ConnectionState, switchboardv1.CloseReason) {
+	s.t.Helper()
+	resp, err := s.client.GetConnection(ctx, &switchboardv1.GetConnectionRequest{ConnectionId: id})
+	if err != nil {
+		s.t.Fatalf("GetConnection(%s): %v", id, err)
+	}
+	st := resp.GetConnection().GetStatus()
+	return st.GetState(), st.GetCloseReason()
+}
+
+// TestSendOutcomes connects to peers that answer AA, AE, AR, CA, CR, with
+// the wrong MSA-2, with an unknown code, or not at all, and checks what
+// Send reports: what the peer said and what Switchboard concluded, or, when
+// the reply cannot be trusted, an IN_DOUBT error that no client can mistake
+// for a delivery, with the connection reset.
 func TestSendOutcomes(t *testing.T) {
 	ctx := testCtx(t)
 	s := startServer(t, t.TempDir())
 	for _, tc := range []struct {
 		name    string
 		answer  func([]byte) []byte
-		want    switchboardv1.AckOutcome
-		reset   bool
+		outcome switchboardv1.SendOutcome
+		code    switchboardv1.AckCode
+		// For in-doubt answers: the status code, the cause, and the close
+		// reason of the reset connection.
 		wantErr codes.Code
+		cause   switchboardv1.SendFailureCause
+		closed  switchboardv1.CloseReason
 	}{
-		{"AA", ackWith(hl7.AA, ""), switchboardv1.AckOutcome_ACK_OUTCOME_ACCEPTED, false, codes.OK},
-		{"AE", ackWith(hl7.AE, ""), switchboardv1.AckOutcome_ACK_OUTCOME_ERROR, false, codes.OK},
-		{"AR", ackWith(hl7.AR, ""), switchboardv1.AckOutcome_ACK_OUTCOME_REJECTED, false, codes.OK},
-		{"CA", ackWith(hl7.CA, ""), switchboardv1.AckOutcome_ACK_OUTCOME_COMMIT_ACCEPTED, false, codes.OK},
-		{"CR", ackWith(hl7.CR, ""), switchboardv1.AckOutcome_ACK_OUTCOME_COMMIT_REJECTED, false, codes.OK},
-		{"wrong MSA-2", ackWith(hl7.AA, "SOMETHING-ELSE"), switchboardv1.AckOutcome_ACK_OUTCOME_MISMATCH, true, codes.OK},
-		{"unknown code", ackWith("ZZ", ""), switchboardv1.AckOutcome_ACK_OUTCOME_INVALID, true, codes.OK},
-		{"silent", func([]byte) []byte { return nil }, 0, true, codes.DeadlineExceeded},
+		{name: "AA", answer: ackWith(hl7.AA, ""), outcome: switchboardv1.SendOutcome_SEND_OUTCOME_ACCEPTED, code: switchboardv1.AckCode_ACK_CODE_AA},
+		{name: "AE", answer: ackWith(hl7.AE, ""), outcome: switchboardv1.SendOutcome_SEND_OUTCOME_REJECTED, code: switchboardv1.AckCode_ACK_CODE_AE},
+		{name: "AR", answer: ackWith(hl7.AR, ""), outcome: switchboardv1.SendOutcome_SEND_OUTCOME_REJECTED, code: switchboardv1.AckCode_ACK_CODE_AR},
+		{name: "CA", answer: ackWith(hl7.CA, ""), outcome: switchboardv1.SendOutcome_SEND_OUTCOME_ACCEPTED, code: switchboardv1.AckCode_ACK_CODE_CA},
+		{name: "CR", answer: ackWith(hl7.CR, ""), outcome: switchboardv1.SendOutcome_SEND_OUTCOME_REJECTED, code: switchboardv1.AckCode_ACK_CODE_CR},
+		{name: "wrong MSA-2", answer: ackWith(hl7.AA, "SOMETHING-ELSE"), wantErr: codes.Unknown,
+			cause: switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_ACK_MISMATCH, closed: switchboardv1.CloseReason_CLOSE_REASON_ACK_MISMATCH},
+		{name: "unknown code", answer: ackWith("ZZ", ""), wantErr: codes.Unknown,
+			cause: switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_ACK_UNREADABLE, closed: switchboardv1.CloseReason_CLOSE_REASON_ACK_MISMATCH},
+		{name: "silent", answer: func([]byte) []byte { return nil }, wantErr: codes.DeadlineExceeded,
+			cause: switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_ACK_TIMEOUT, closed: switchboardv1.CloseReason_CLOSE_REASON_ACK_TIMEOUT},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			peer := startTestPeer(t, tc.answer)
 			id := "out-" + strings.ReplaceAll(tc.name, " ", "-")
 			s.connect(ctx, id, peer.addr())
-			msg := hl7Message("MSG-" + strings.ReplaceAll(tc.name, " ", "-"))
+			controlID := "MSG-" + strings.ReplaceAll(tc.name, " ", "-")
+			msg := hl7Message(controlID)
 			resp, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: id, Payload: msg, AckTimeout: durationpbNew(300 * time.Millisecond)})
 			if status.Code(err) != tc.wantErr {
 				t.Fatalf("Send = %v, %v; want code %v", resp, err, tc.wantErr)
 			}
 			if err != nil {
-				ei := errorInfo(err)
-				if ei == nil || ei.GetReason() != service.ReasonAckTimeout || ei.GetMetadata()["written"] != "true" || ei.GetMetadata()["control_id"] != "MSG-silent" {
-					t.Errorf("error details = %v; want ACK_TIMEOUT, written, control id", ei)
+				ei, sf := errorInfo(err), sendFailure(err)
+				if ei.GetReason() != "IN_DOUBT" || ei.GetDomain() != service.ErrorDomain || ei.GetMetadata()["written"] != "true" || ei.GetMetadata()["control_id"] != controlID {
+					t.Errorf("ErrorInfo = %v; want IN_DOUBT, written, control id", ei)
+				}
+				if !sf.GetWritten() || sf.GetCause() != tc.cause || sf.GetSentControlId() != controlID || sf.GetConnectionId() != id {
+					t.Errorf("SendFailure = %v; want written, cause %v", sf, tc.cause)
+				}
+				if tc.cause == switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_ACK_MISMATCH && sf.GetAck().GetControlId() != "SOMETHING-ELSE" {
+					t.Errorf("SendFailure ack = %v; want the untrusted reply", sf.GetAck())
 				}
 			} else {
-				if resp.GetOutcome() != tc.want || resp.GetConnectionReset() != tc.reset {
-					t.Errorf("outcome %v reset %v; want %v reset %v", resp.GetOutcome(), resp.GetConnectionReset(), tc.want, tc.reset)
+				if resp.GetOutcome() != tc.outcome || resp.GetAck().GetCode() != tc.code {
+					t.Errorf("outcome %v code %v; want %v %v", resp.GetOutcome(), resp.GetAck().GetCode(), tc.outcome, tc.code)
 				}
-				if resp.GetSentControlId() != "MSG-"+strings.ReplaceAll(tc.name, " ", "-") || len(resp.GetAckPayload()) == 0 {
+				if resp.GetSentControlId() != controlID || resp.GetAck().GetControlId() != controlID || len(resp.GetAck().GetPayload()) == 0 ||
+					resp.GetAck().GetText() != "peer says "+tc.name {
 					t.Errorf("response = %v", resp)
 				}
 			}
@@ -84,16 +123,15 @@ func TestSendOutcomes(t *testing.T) {
 			if got := <-peer.received; string(got) != string(msg) {
 				t.Errorf("peer received %q", got)
 			}
-			// After a reset the connection is gone, so a late ACK can never be
-			// credited to another message.
-			_, err = s.client.GetConnection(ctx, &switchboardv1.GetConnectionRequest{ConnectionId: id})
-			if tc.reset {
-				waitFor(t, func() bool {
-					_, err := s.client.GetConnection(ctx, &switchboardv1.GetConnectionRequest{ConnectionId: id})
-					return status.Code(err) == codes.NotFound
-				})
-			} else if err != nil {
-				t.Errorf("GetConnection after a trusted ACK: %v", err)
+			// After a reset the connection is closed, so a late ACK can never
+			// be credited to another message; it stays listed with its reason.
+			state, reason := s.connState(ctx, id)
+			if tc.wantErr != codes.OK {
+				if state != switchboardv1.ConnectionState_CONNECTION_STATE_CLOSED || reason != tc.closed {
+					t.Errorf("connection after an untrusted reply: %v %v; want closed %v", state, reason, tc.closed)
+				}
+			} else if state != switchboardv1.ConnectionState_CONNECTION_STATE_OPEN {
+				t.Errorf("connection after a trusted ACK: %v %v", state, reason)
 			}
 		})
 	}
@@ -114,25 +152,31 @@ func TestSendLateAckNotCredited(t *testing.T) {
 	})
 	s.connect(ctx, "late", peer.addr())
 	_, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "late", Payload: hl7Message("FIRST"), AckTimeout: durationpbNew(200 * time.Millisecond)})
-	if status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("first Send = %v, want DeadlineExceeded", err)
+	if status.Code(err) != codes.DeadlineExceeded || errorInfo(err).GetReason() != "IN_DOUBT" {
+		t.Fatalf("first Send = %v, want DeadlineExceeded IN_DOUBT", err)
 	}
 	close(release)
 	_, err = s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "late", Payload: hl7Message("SECOND")})
-	if status.Code(err) != codes.NotFound {
-		t.Fatalf("second Send on the reset connection = %v, want NotFound", err)
+	if status.Code(err) != codes.Unavailable || errorInfo(err).GetReason() != "NOT_SENT" ||
+		sendFailure(err).GetCause() != switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN {
+		t.Fatalf("second Send on the reset connection = %v, want Unavailable NOT_SENT (not open)", err)
 	}
-	// A fresh connection works and gets its own ACK.
+	// Connect with the same id and config opens a new session, which gets
+	// its own ACK.
 	s.connect(ctx, "late", peer.addr())
 	resp, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "late", Payload: hl7Message("SECOND")})
-	if err != nil || resp.GetAckControlId() != "SECOND" || resp.GetOutcome() != switchboardv1.AckOutcome_ACK_OUTCOME_ACCEPTED {
-		t.Fatalf("Send on a new connection = %v, %v", resp, err)
+	if err != nil || resp.GetAck().GetControlId() != "SECOND" || resp.GetOutcome() != switchboardv1.SendOutcome_SEND_OUTCOME_ACCEPTED {
+		t.Fatalf("Send on the reopened connection = %v, %v", resp, err)
 	}
 }
 
-// TestSendFIFO: concurrent Sends on one connection go out one at a time in
-// the order they arrived, and a queued Send honours its own deadline.
-func TestSendFIFO(t *testing.T) {
+// TestSendOneInFlight: concurrent Sends on one connection are written one at
+// a time, each waiting for its own acknowledgement, and each call gets the
+// acknowledgement of its own message. Sequential Sends reach the peer in
+// order. A Send queued behind a slow one honours its own deadline and is
+// reported NOT_SENT. (The server cannot see the order of calls that are
+// concurrent on the client, so none is asserted for them.)
+func TestSendOneInFlight(t *testing.T) {
 	ctx := testCtx(t)
 	s := startServer(t, t.TempDir())
 	var mu sync.Mutex
@@ -142,43 +186,41 @@ func TestSendFIFO(t *testing.T) {
 		inFlight++
 		maxInFlight = max(maxInFlight, inFlight)
 		mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 		mu.Lock()
 		inFlight--
 		mu.Unlock()
 		return ackWith(hl7.AA, "")(msg)
 	})
-	s.connect(ctx, "fifo", peer.addr())
+	s.connect(ctx, "one", peer.addr())
 
 	const n = 8
 	var wg sync.WaitGroup
-	started := make(chan struct{})
 	for i := range n {
-		// Start them in a known order: each waits until the previous one
-		// is queued (has been issued) before issuing its own call.
-		prev := started
-		next := make(chan struct{})
-		started = next
 		wg.Go(func() {
-			if i > 0 {
-				<-prev
-			}
-			go func() { time.Sleep(5 * time.Millisecond); close(next) }()
-			resp, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "fifo", Payload: hl7Message(fmt.Sprintf("Q-%d", i))})
-			if err != nil || resp.GetAckControlId() != fmt.Sprintf("Q-%d", i) {
-				t.Errorf("Send %d = %v, %v", i, resp, err)
+			id := fmt.Sprintf("C-%d", i)
+			resp, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "one", Payload: hl7Message(id)})
+			if err != nil || resp.GetAck().GetControlId() != id {
+				t.Errorf("Send %s = %v, %v; want its own ACK", id, resp, err)
 			}
 		})
 	}
 	wg.Wait()
-	for i := range n {
-		h, _ := hl7.ParseHeader(<-peer.received)
-		if h.ControlID != fmt.Sprintf("Q-%d", i) {
-			t.Errorf("peer got %s in position %d", h.ControlID, i)
-		}
+	for range n {
+		<-peer.received
 	}
 	if maxInFlight != 1 {
 		t.Errorf("max in flight = %d, want 1", maxInFlight)
+	}
+	for i := range n {
+		if _, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "one", Payload: hl7Message(fmt.Sprintf("S-%d", i))}); err != nil {
+			t.Fatalf("sequential Send %d: %v", i, err)
+		}
+	}
+	for i := range n {
+		if h, _ := hl7.ParseHeader(<-peer.received); h.ControlID != fmt.Sprintf("S-%d", i) {
+			t.Errorf("peer got %s in position %d", h.ControlID, i)
+		}
 	}
 
 	// A Send queued behind a slow one times out unsent.
@@ -194,8 +236,9 @@ func TestSendFIFO(t *testing.T) {
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	_, err := s.client.Send(qctx, &switchboardv1.SendRequest{ConnectionId: "slow", Payload: hl7Message("QUEUED")})
-	if ei := errorInfo(err); status.Code(err) != codes.DeadlineExceeded || ei.GetReason() != service.ReasonNotSent {
-		t.Errorf("queued Send = %v (%v), want DeadlineExceeded NOT_SENT", err, ei)
+	if sf := sendFailure(err); status.Code(err) != codes.DeadlineExceeded || errorInfo(err).GetReason() != "NOT_SENT" ||
+		sf.GetWritten() || sf.GetCause() != switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_QUEUE_TIMEOUT {
+		t.Errorf("queued Send = %v (%v), want DeadlineExceeded NOT_SENT queue timeout", err, sf)
 	}
 	close(block)
 	if err := <-first; err != nil {
@@ -209,7 +252,7 @@ func TestSendOnInboundConnection(t *testing.T) {
 	ctx := testCtx(t)
 	s := startServer(t, t.TempDir())
 	l := s.startListener(ctx, "in", nil)
-	p := dialPeer(t, l.GetBoundAddress())
+	p := dialPeer(t, addr(l))
 	p.write(mllp.AppendFrame(nil, hl7Message("HELLO")))
 	checkAck(t, hl7Message("HELLO"), p.readFrame())
 	conns, err := s.client.ListConnections(ctx, &switchboardv1.ListConnectionsRequest{Direction: switchboardv1.Direction_DIRECTION_INBOUND})
@@ -235,7 +278,7 @@ func TestSendOnInboundConnection(t *testing.T) {
 	h, _ := hl7.ParseHeader(got)
 	p.write(mllp.AppendFrame(nil, hl7.AppendAck(nil, h, hl7.AckRequest{Code: hl7.AA, ControlID: "P-1", Time: time.Now()})))
 	r := <-done
-	if r.err != nil || r.resp.GetOutcome() != switchboardv1.AckOutcome_ACK_OUTCOME_ACCEPTED || r.resp.GetAckControlId() != "TO-PEER" {
+	if r.err != nil || r.resp.GetOutcome() != switchboardv1.SendOutcome_SEND_OUTCOME_ACCEPTED || r.resp.GetAck().GetControlId() != "TO-PEER" {
 		t.Fatalf("Send on inbound = %v, %v", r.resp, r.err)
 	}
 	if s.j.LastSeq() != 2 {
@@ -255,7 +298,7 @@ func TestConnectErrors(t *testing.T) {
 	closed := ln.Addr().String()
 	ln.Close()
 	_, err = s.client.Connect(ctx, &switchboardv1.ConnectRequest{Config: &switchboardv1.ConnectionConfig{Address: closed}})
-	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "refused") {
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "refused") || errorInfo(err).GetReason() != "CONNECT_FAILED" {
 		t.Errorf("Connect to a closed port = %v, want Unavailable (refused)", err)
 	}
 
@@ -281,7 +324,7 @@ func TestConnectErrors(t *testing.T) {
 		}
 	}
 
-	if _, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "missing", Payload: []byte("x")}); status.Code(err) != codes.NotFound {
+	if _, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "missing", Payload: []byte("x")}); status.Code(err) != codes.NotFound || errorInfo(err).GetReason() != "NOT_FOUND" {
 		t.Errorf("Send on a missing connection = %v, want NotFound", err)
 	}
 	peer := startTestPeer(t, ackWith(hl7.AA, ""))

@@ -2,11 +2,8 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
@@ -21,45 +18,20 @@ const (
 	receiveBatchBytes   = 1 << 20
 )
 
-// Receive streams journaled messages in sequence order. It reads the
-// journal at the client's pace, so a slow client never holds up a TCP peer.
+// Receive streams journaled records in sequence order. It reads the journal
+// at the client's pace, so a slow client never holds up a TCP peer.
 func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv1.SwitchboardService_ReceiveServer) error {
 	next := s.journal.LastSeq() + 1
 	if req.StartSequence != nil {
 		next = max(req.GetStartSequence(), 1)
 	}
-	listeners := toSet(req.GetListenerIds())
-	conns := toSet(req.GetConnectionIds())
+	match := receiveFilter(req)
 
 	// The stream ends when the client goes away or the service shuts down.
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	go func() {
-		select {
-		case <-s.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	ended := func(err error) error {
-		select {
-		case <-s.done:
-			return status.Errorf(codes.Unavailable, "server shutting down; resume with start_sequence %d", next)
-		default:
-		}
-		if errors.Is(err, journal.ErrClosed) {
-			return status.Errorf(codes.Unavailable, "journal closed; resume with start_sequence %d", next)
-		}
-		if s.journal.Err() != nil {
-			s.log.Error("receive stream ended: journal failed", "err", err)
-			return status.Errorf(codes.Unavailable, "journal failed; resume with start_sequence %d once it is back", next)
-		}
-		if ctx.Err() != nil {
-			return status.FromContextError(ctx.Err()).Err()
-		}
-		s.log.Error("receive stream failed", "err", err)
-		return status.Error(codes.Internal, "internal error")
-	}
+	stopWatch := context.AfterFunc(s.ctx, cancel)
+	defer stopWatch()
 
 	// Headers now, so the client knows the subscription is live before the
 	// first message.
@@ -69,34 +41,23 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 	resp := &switchboardv1.ReceiveResponse{}
 	for {
 		if ctx.Err() != nil {
-			return ended(ctx.Err())
+			return s.streamEnded(stream.Context(), ctx.Err(), next)
 		}
 		recs, err := s.journal.Read(next, receiveBatchRecords, receiveBatchBytes)
 		if err != nil {
-			return ended(fmt.Errorf("read journal: %w", err))
+			return s.streamEnded(stream.Context(), fmt.Errorf("read journal at %d: %w", next, err), next)
 		}
 		if len(recs) == 0 {
 			if err := s.journal.Wait(ctx, next-1); err != nil {
-				return ended(err)
+				return s.streamEnded(stream.Context(), err, next)
 			}
 			continue
 		}
 		resp.Messages = resp.Messages[:0]
 		for i := range recs {
-			r := &recs[i]
-			if (listeners != nil && !listeners[r.ListenerID]) || (conns != nil && !conns[r.ConnectionID]) {
-				continue
+			if r := &recs[i]; match(r) {
+				resp.Messages = append(resp.Messages, recordToProto(r))
 			}
-			resp.Messages = append(resp.Messages, &switchboardv1.ReceivedMessage{
-				Sequence:      r.Seq,
-				ListenerId:    r.ListenerID,
-				ConnectionId:  r.ConnectionID,
-				RemoteAddress: r.RemoteAddr,
-				ReceiveTime:   timestamppb.New(r.Time),
-				Payload:       r.Payload,
-				MessageType:   r.MessageType,
-				ControlId:     r.ControlID,
-			})
 		}
 		if len(resp.Messages) > 0 {
 			if err := stream.Send(resp); err != nil {
@@ -104,6 +65,31 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 			}
 		}
 		next = recs[len(recs)-1].Seq + 1
+	}
+}
+
+// recordToProto builds the API message of a record. Every string field
+// goes through text, so no record can be one the API cannot deliver.
+func recordToProto(r *journal.Record) *switchboardv1.ReceivedMessage {
+	return &switchboardv1.ReceivedMessage{
+		Sequence:      r.Seq,
+		ListenerId:    text(r.ListenerID),
+		ConnectionId:  text(r.ConnectionID),
+		RemoteAddress: text(r.RemoteAddr),
+		ReceiveTime:   timestamppb.New(r.Time),
+		Payload:       r.Payload,
+		MessageType:   text(r.MessageType),
+		ControlId:     text(r.ControlID),
+		Kind:          switchboardv1.RecordKind_RECORD_KIND_MESSAGE,
+	}
+}
+
+// receiveFilter returns whether a record passes the request's filters.
+func receiveFilter(req *switchboardv1.ReceiveRequest) func(*journal.Record) bool {
+	listeners := toSet(req.GetListenerIds())
+	conns := toSet(req.GetConnectionIds())
+	return func(r *journal.Record) bool {
+		return (listeners == nil || listeners[r.ListenerID]) && (conns == nil || conns[r.ConnectionID])
 	}
 }
 

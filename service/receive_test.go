@@ -49,12 +49,12 @@ func TestRestartReplay(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir)
 	l := s.startListener(ctx, "adt", nil)
-	sendInbound(t, l.GetBoundAddress(), "BEFORE", 20)
+	sendInbound(t, addr(l), "BEFORE", 20)
 	s.stop()
 
 	s = startServer(t, dir)
 	l = s.startListener(ctx, "adt", nil)
-	sendInbound(t, l.GetBoundAddress(), "AFTER", 5)
+	sendInbound(t, addr(l), "AFTER", 5)
 	stream, err := s.client.Receive(ctx, &switchboardv1.ReceiveRequest{StartSequence: proto.Uint64(1)})
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestReceiveResume(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	a := s.startListener(ctx, "a", nil)
 	b := s.startListener(ctx, "b", nil)
-	sendInbound(t, a.GetBoundAddress(), "OLD", 3)
+	sendInbound(t, addr(a), "OLD", 3)
 
 	newOnly, err := s.client.Receive(ctx, &switchboardv1.ReceiveRequest{})
 	if err != nil {
@@ -97,8 +97,8 @@ func TestReceiveResume(t *testing.T) {
 	}
 	got := receive(t, first, 3)
 	cancel() // the client goes away
-	sendInbound(t, a.GetBoundAddress(), "AWAY", 4)
-	sendInbound(t, b.GetBoundAddress(), "B", 2)
+	sendInbound(t, addr(a), "AWAY", 4)
+	sendInbound(t, addr(b), "B", 2)
 
 	resumed, err := s.client.Receive(ctx, &switchboardv1.ReceiveRequest{StartSequence: proto.Uint64(got[len(got)-1].GetSequence() + 1)})
 	if err != nil {

@@ -15,12 +15,10 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -33,12 +31,39 @@ const MaxMessageBytes = transport.MaxFrameBytesLimit + 1<<20
 // streamWorkers is the number of reusable goroutines serving calls.
 const streamWorkers = 64
 
+// ServerOptions configures NewGRPCServer. The zero value is the production
+// setting without extra interceptors.
+type ServerOptions struct {
+	// Logger receives one line per call (not for health, reflection, or
+	// Send below debug level) and panics. Nil discards them.
+	Logger *slog.Logger
+	// UnaryInterceptors and StreamInterceptors run after recovery and
+	// logging and before request validation: authentication and
+	// authorization go here, so denied calls are logged and an
+	// unauthenticated caller learns nothing from validation errors.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
+	// DisableReflection turns server reflection off (it is on by default,
+	// for grpcurl).
+	DisableReflection bool
+	// GRPCOptions are further options, such as credentials.
+	GRPCOptions []grpc.ServerOption
+}
+
 // NewGRPCServer returns a gRPC server with svc registered behind the
-// project's interceptors (logging without payloads, request validation,
-// panic recovery), plus grpc.health.v1 and server reflection. Health starts
-// SERVING for the whole server and for SwitchboardService; the caller owns
-// Serve, health changes and GracefulStop.
-func NewGRPCServer(svc *Service, logger *slog.Logger, opts ...grpc.ServerOption) (*grpc.Server, *health.Server, error) {
+// project's interceptors, plus grpc.health.v1 and (unless disabled) server
+// reflection. The chain, outermost first:
+//
+//	recovery     a panic anywhere below becomes INTERNAL, logged with its stack
+//	logging      one line per call with its code; never payloads
+//	extra        opts.UnaryInterceptors / StreamInterceptors (auth)
+//	validation   protovalidate rules from the proto: INVALID_ARGUMENT
+//
+// Health starts SERVING for the whole server and for SwitchboardService,
+// and its Watch streams end when svc shuts down; the caller owns Serve,
+// health changes and stopping.
+func NewGRPCServer(svc *Service, opts ServerOptions) (*grpc.Server, *health.Server, error) {
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -66,33 +91,68 @@ func NewGRPCServer(svc *Service, logger *slog.Logger, opts ...grpc.ServerOption)
 	})
 	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		logger.ErrorContext(ctx, "handler panic", "panic", p, "stack", string(debug.Stack()))
-		return status.Error(codes.Internal, "internal error")
+		return panicStatus()
 	})
+	unary := []grpc.UnaryServerInterceptor{
+		recovery.UnaryServerInterceptor(onPanic),
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(rpcLog, logOpts...), logged),
+	}
+	unary = append(unary, opts.UnaryInterceptors...)
+	unary = append(unary, grpcvalidate.UnaryServerInterceptor(v))
+	stream := []grpc.StreamServerInterceptor{
+		recovery.StreamServerInterceptor(onPanic),
+		selector.StreamServerInterceptor(logging.StreamServerInterceptor(rpcLog, logOpts...), logged),
+	}
+	stream = append(stream, opts.StreamInterceptors...)
+	stream = append(stream, grpcvalidate.StreamServerInterceptor(v))
+
 	base := []grpc.ServerOption{
 		// Reused handler goroutines keep their grown stacks; a fresh
 		// goroutine per call spent a tenth of the Send path growing its
 		// stack. Calls beyond the pool still get their own goroutine.
+		// (grpc.NumStreamWorkers is marked experimental in grpc-go.)
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(rpcLog, logOpts...), logged),
-			grpcvalidate.UnaryServerInterceptor(v),
-			recovery.UnaryServerInterceptor(onPanic),
-		),
-		grpc.ChainStreamInterceptor(
-			selector.StreamServerInterceptor(logging.StreamServerInterceptor(rpcLog, logOpts...), logged),
-			grpcvalidate.StreamServerInterceptor(v),
-			recovery.StreamServerInterceptor(onPanic),
-		),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	}
-	s := grpc.NewServer(append(base, opts...)...)
+	s := grpc.NewServer(append(base, opts.GRPCOptions...)...)
 	switchboardv1.RegisterSwitchboardServiceServer(s, svc)
 	hs := health.NewServer()
 	hs.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, hs)
-	reflection.Register(s)
+	healthpb.RegisterHealthServer(s, watchEnds{Server: hs, svc: svc.ctx})
+	if !opts.DisableReflection {
+		reflection.Register(s)
+	}
 	return s, hs, nil
 }
+
+// watchEnds is the health service whose Watch streams end when the service
+// has shut down, as Receive streams do; otherwise an open Watch would hold
+// a graceful stop (and the process exit) for the whole shutdown timeout.
+type watchEnds struct {
+	*health.Server
+	svc context.Context // ends when the service has shut down
+}
+
+func (w watchEnds) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(w.svc, cancel)()
+	err := w.Server.Watch(req, ctxStream{Health_WatchServer: stream, ctx: ctx})
+	if w.svc.Err() != nil {
+		return shuttingDownStatus()
+	}
+	return err
+}
+
+// ctxStream replaces a stream's context.
+type ctxStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }

@@ -1,71 +1,67 @@
 // Package service is Switchboard's gRPC control plane: it implements
-// switchboard.v1.SwitchboardService on top of transport (TCP listeners and
-// connections) and journal (the durable log every received frame goes to
-// before it is acknowledged), keeps the registry of live listeners and
-// connections, maps domain errors to status codes in one place (errors.go)
-// and assembles the gRPC server (server.go).
+// switchboard.v1.SwitchboardService on top of the registry (the listeners
+// and connections callers created, see service/registry), transport (their
+// TCP sockets) and journal (the durable log every received frame goes to
+// before it is acknowledged). The handlers only translate: requests into
+// registry and transport calls, results into the API's messages, and errors
+// into status codes, all chosen in errors.go. server.go assembles the gRPC
+// server.
 //
-// Listeners and connections outlive the RPC that created them: they belong
-// to the Service, and Shutdown drains and closes them. The package never
-// logs payload bytes.
+// The package never logs payload bytes (they are patient data), and every
+// string it builds from message bytes is valid UTF-8 (see text in
+// convert.go).
 package service
 
 import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
+// DefaultMaxBufferedBytes is the memory all connections together may hold
+// for frames being received when Config.MaxBufferedBytes is zero.
+const DefaultMaxBufferedBytes = 256 << 20
+
 // Config configures a Service.
 type Config struct {
-	// Journal is where received frames are made durable (the embedded
-	// Pebble journal.Log, or any other journal.Journal). Required. The
+	// Journal is where received frames are made durable. Required. The
 	// Service uses it but does not close it: close it after Shutdown.
 	Journal journal.Journal
 	// Logger receives lifecycle and error logs. Nil discards them.
 	Logger *slog.Logger
-	// OnJournalFailure is called (possibly many times) when the journal
-	// reports a persistent failure, so health can say NOT_SERVING.
-	OnJournalFailure func(error)
+	// MaxBufferedBytes bounds the memory all connections together hold for
+	// frames being received (transport.MemoryBudget). Zero:
+	// DefaultMaxBufferedBytes.
+	MaxBufferedBytes int64
+	// Observer receives every connection's events (metrics, event streams);
+	// nil: none.
+	Observer *transport.Observer
 }
 
 // Service implements switchboardv1.SwitchboardServiceServer.
 type Service struct {
 	switchboardv1.UnimplementedSwitchboardServiceServer
 
-	log     *slog.Logger
-	journal journal.Journal
-	sink    transport.Sink
+	log      *slog.Logger
+	journal  journal.Journal
+	sink     transport.Sink
+	budget   *transport.MemoryBudget
+	observer *transport.Observer
+	reg      *registry.Registry
 
-	mu        sync.Mutex
-	listeners map[string]*listenerEntry
-	conns     map[string]*connEntry
-	dialing   map[string]bool // connection ids reserved by Connect calls in progress
-	closing   bool
-
-	// done is closed when Shutdown has drained listeners and connections;
+	// ctx ends when Shutdown has drained listeners and connections;
 	// Receive streams then end with UNAVAILABLE.
-	done chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 var _ switchboardv1.SwitchboardServiceServer = (*Service)(nil)
-
-type listenerEntry struct {
-	l       *transport.Listener
-	config  *switchboardv1.ListenerConfig
-	started time.Time
-}
-
-type connEntry struct {
-	c      *transport.Conn
-	config *switchboardv1.ConnectionConfig // outbound only
-}
 
 // New returns a Service using cfg.Journal.
 func New(cfg Config) (*Service, error) {
@@ -75,99 +71,47 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MaxBufferedBytes <= 0 {
+		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{
-		log:       cfg.Logger,
-		journal:   cfg.Journal,
-		sink:      journalSink{log: cfg.Journal, onFailure: cfg.OnJournalFailure},
-		listeners: make(map[string]*listenerEntry),
-		conns:     make(map[string]*connEntry),
-		dialing:   make(map[string]bool),
-		done:      make(chan struct{}),
+		log:      cfg.Logger,
+		journal:  cfg.Journal,
+		sink:     journalSink{j: cfg.Journal},
+		budget:   transport.NewMemoryBudget(cfg.MaxBufferedBytes),
+		observer: cfg.Observer,
+		reg:      registry.New(cfg.Logger),
+		ctx:      ctx,
+		cancel:   cancel,
 	}, nil
 }
 
-// Shutdown stops every listener (in-flight frames are finished and
-// acknowledged until ctx's deadline), lets in-flight Sends finish, closes
-// all connections, then ends Receive streams with UNAVAILABLE. New calls are
-// refused from the start. It is safe to call more than once.
-func (s *Service) Shutdown(ctx context.Context) {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		<-s.done
-		return
-	}
-	s.closing = true
-	listeners := make([]*transport.Listener, 0, len(s.listeners))
-	for _, e := range s.listeners {
-		listeners = append(listeners, e.l)
-	}
-	conns := make([]*transport.Conn, 0, len(s.conns))
-	for _, e := range s.conns {
-		conns = append(conns, e.c)
-	}
-	s.mu.Unlock()
+// Budget returns the memory budget shared by all connections.
+func (s *Service) Budget() *transport.MemoryBudget { return s.budget }
 
+// Shutdown stops every listener (in-flight frames are finished and
+// acknowledged until ctx's deadline, or DefaultDrainTimeout), lets in-flight
+// Sends finish, closes all connections, then ends Receive streams with
+// UNAVAILABLE. New resources are refused from the start. It is safe to call
+// more than once.
+func (s *Service) Shutdown(ctx context.Context) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		deadline = time.Now().Add(defaultDrainTimeout)
+		deadline = time.Now().Add(transport.DefaultDrainTimeout)
 	}
-	var wg sync.WaitGroup
-	for _, l := range listeners {
-		wg.Go(func() { l.Stop(deadline) })
-	}
-	for _, c := range conns {
-		wg.Go(func() { c.Drain(deadline) })
-	}
-	wg.Wait()
-	close(s.done)
-	s.log.Info("service stopped", "listeners", len(listeners), "connections", len(conns))
+	s.reg.Shutdown(deadline)
+	s.cancel()
 }
 
-// register adds a connection to the registry (transport's OnOpen hook).
-func (s *Service) register(c *transport.Conn) {
-	s.mu.Lock()
-	s.conns[c.ID()] = &connEntry{c: c}
-	s.mu.Unlock()
-}
-
-// forget removes a closed connection (transport's OnClose hook).
-func (s *Service) forget(c *transport.Conn) {
-	s.mu.Lock()
-	if e, ok := s.conns[c.ID()]; ok && e.c == c {
-		delete(s.conns, c.ID())
-	}
-	s.mu.Unlock()
-}
-
-func (s *Service) conn(id string) (*connEntry, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.conns[id]
-	if !ok {
-		return nil, notFound("connection", id)
-	}
-	return e, nil
-}
-
-func (s *Service) listener(id string) (*listenerEntry, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.listeners[id]
-	if !ok {
-		return nil, notFound("listener", id)
-	}
-	return e, nil
-}
+// Done is closed once Shutdown has drained everything.
+func (s *Service) Done() <-chan struct{} { return s.ctx.Done() }
 
 // journalSink makes received frames durable in the journal.
-type journalSink struct {
-	log       journal.Journal
-	onFailure func(error)
-}
+type journalSink struct{ j journal.Journal }
 
-func (j journalSink) Append(ctx context.Context, m *transport.Message) (uint64, error) {
-	seq, err := j.log.Append(ctx, &journal.Record{
+func (s journalSink) Append(ctx context.Context, m *transport.Message) (uint64, error) {
+	return s.j.Append(ctx, &journal.Record{
 		Time:         m.Time,
 		ListenerID:   m.ListenerID,
 		ConnectionID: m.ConnectionID,
@@ -176,10 +120,4 @@ func (j journalSink) Append(ctx context.Context, m *transport.Message) (uint64, 
 		ControlID:    m.ControlID,
 		Payload:      m.Payload,
 	})
-	if err != nil && j.onFailure != nil {
-		if ferr := j.log.Err(); ferr != nil {
-			j.onFailure(ferr)
-		}
-	}
-	return seq, err
 }

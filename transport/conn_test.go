@@ -140,14 +140,14 @@ func TestNeverPositiveWhenNotStored(t *testing.T) {
 		want    []byte // nil: the connection is closed with no answer
 		wantHL7 hl7.AckCode
 	}{
-		{name: "hl7 original", ack: AckPolicy{Kind: AckHL7}, msg: adt, wantHL7: hl7.AR},
-		{name: "hl7 enhanced", ack: AckPolicy{Kind: AckHL7}, msg: enhanced, wantHL7: hl7.CR},
-		{name: "hl7 enhanced ER", ack: AckPolicy{Kind: AckHL7}, msg: enhancedER, wantHL7: hl7.CR},
-		{name: "single byte", ack: AckPolicy{Kind: AckSingleByte}, framing: Framing{Kind: FramingLengthPrefix}, msg: adt, want: []byte{0x15}},
-		{name: "mllp commit", ack: AckPolicy{Kind: AckMLLPCommit}, msg: adt, want: []byte{0x15}},
-		{name: "fixed with nak", ack: AckPolicy{Kind: AckFixed, FixedAck: []byte("OK"), FixedNak: []byte("NO")}, framing: Framing{Kind: FramingDelimiter, Delimiter: []byte("\n")}, msg: []byte("hello"), want: []byte("NO")},
-		{name: "fixed without nak", ack: AckPolicy{Kind: AckFixed, FixedAck: []byte("OK")}, msg: []byte("hello")},
-		{name: "none", ack: AckPolicy{Kind: AckNone}, msg: []byte("hello")},
+		{name: "hl7 original", ack: HL7Ack(), msg: adt, wantHL7: hl7.AR},
+		{name: "hl7 enhanced", ack: HL7Ack(), msg: enhanced, wantHL7: hl7.CR},
+		{name: "hl7 enhanced ER", ack: HL7Ack(), msg: enhancedER, wantHL7: hl7.CR},
+		{name: "single byte", ack: SingleByteAck(), framing: Framing{Kind: FramingLengthPrefix}, msg: adt, want: []byte{0x15}},
+		{name: "mllp commit", ack: MLLPCommitAck(), msg: adt, want: []byte{0x15}},
+		{name: "fixed with nak", ack: FixedAck([]byte("OK"), []byte("NO")), framing: Framing{Kind: FramingDelimiter, Delimiter: []byte("\n")}, msg: []byte("hello"), want: []byte("NO")},
+		{name: "fixed without nak", ack: FixedAck([]byte("OK"), nil), msg: []byte("hello")},
+		{name: "none", ack: NoAck(), msg: []byte("hello")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.framing.Kind == 0 {
@@ -159,7 +159,7 @@ func TestNeverPositiveWhenNotStored(t *testing.T) {
 			// First a stored frame gets a positive answer (or none)...
 			p.send(tc.msg)
 			switch {
-			case tc.ack.Kind == AckNone, bytes.Equal(tc.msg, enhancedER): // no answer to a stored frame
+			case tc.ack.Name() == "none", bytes.Equal(tc.msg, enhancedER): // no answer to a stored frame
 				waitUntil(t, func() bool { return sink.count() == 1 })
 			default:
 				if got := p.mustNext(); tc.wantHL7 == "" && bytes.Equal(got, tc.want) {
@@ -217,7 +217,7 @@ func TestOtherFramings(t *testing.T) {
 	} {
 		t.Run(f.String(), func(t *testing.T) {
 			sink := &memSink{}
-			l := startListener(t, ListenerConfig{Conn: ConnConfig{Framing: f, Ack: AckPolicy{Kind: AckSingleByte}}, Sink: sink})
+			l := startListener(t, ListenerConfig{Conn: ConnConfig{Framing: f, Ack: SingleByteAck()}, Sink: sink})
 			p := dialRaw(t, l, f)
 			for i := range 3 {
 				p.send(fmt.Appendf(nil, "message %d", i))
@@ -238,7 +238,7 @@ func TestStrictMLLPViolationCloses(t *testing.T) {
 	sink := &memSink{}
 	var closed = make(chan ConnInfo, 1)
 	l := startListener(t, ListenerConfig{Conn: ConnConfig{Framing: Framing{Kind: FramingMLLP, Strict: true}}, Sink: sink,
-		OnClose: func(c *Conn) { closed <- c.Info() }})
+		OnClose: func(_ *Conn, info ConnInfo) { closed <- info }})
 	p := dialRaw(t, l, mllpFraming)
 	if _, err := p.nc.Write([]byte("junk")); err != nil {
 		t.Fatal(err)
@@ -254,19 +254,15 @@ func TestStrictMLLPViolationCloses(t *testing.T) {
 // bytes keep trickling in.
 func TestTimeouts(t *testing.T) {
 	sink := &memSink{}
-	reasons := make(chan string, 2)
+	reasons := make(chan CloseReason, 2)
 	l := startListener(t, ListenerConfig{
-		Conn: ConnConfig{IdleTimeout: 300 * time.Millisecond, FrameTimeout: 400 * time.Millisecond},
-		Sink: sink,
-		OnClose: func(c *Conn) {
-			c.mu.Lock()
-			reasons <- c.closeReason
-			c.mu.Unlock()
-		},
+		Conn:    ConnConfig{IdleTimeout: 300 * time.Millisecond, FrameTimeout: 400 * time.Millisecond},
+		Sink:    sink,
+		OnClose: func(_ *Conn, info ConnInfo) { reasons <- info.CloseReason },
 	})
 	idle := dialRaw(t, l, mllpFraming)
 	idle.closedByServer()
-	if r := <-reasons; r != "idle timeout" {
+	if r := <-reasons; r != CloseIdleTimeout {
 		t.Errorf("idle connection closed for %q", r)
 	}
 
@@ -289,7 +285,7 @@ func TestTimeouts(t *testing.T) {
 	slow.closedByServer()
 	close(stop)
 	wg.Wait()
-	if r := <-reasons; r != "frame timeout" {
+	if r := <-reasons; r != CloseFrameTimeout {
 		t.Errorf("slow sender closed for %q, want frame timeout", r)
 	}
 	if sink.count() != 0 {
@@ -369,12 +365,12 @@ func TestSendPolicies(t *testing.T) {
 		reply []byte
 		want  Outcome
 	}{
-		{"byte ack", AckPolicy{Kind: AckSingleByte}, []byte{0x06}, OutcomeByteACK},
-		{"byte nak", AckPolicy{Kind: AckSingleByte}, []byte{0x15}, OutcomeByteNAK},
-		{"commit ack", AckPolicy{Kind: AckMLLPCommit}, []byte{0x06}, OutcomeByteACK},
-		{"fixed ack", AckPolicy{Kind: AckFixed, FixedAck: []byte("OK"), FixedNak: []byte("NO")}, []byte("OK"), OutcomeAccepted},
-		{"fixed nak", AckPolicy{Kind: AckFixed, FixedAck: []byte("OK"), FixedNak: []byte("NO")}, []byte("NO"), OutcomeRejected},
-		{"none", AckPolicy{Kind: AckNone}, nil, OutcomeNoneExpected},
+		{"byte ack", SingleByteAck(), []byte{0x06}, OutcomeAccepted},
+		{"byte nak", SingleByteAck(), []byte{0x15}, OutcomeRejected},
+		{"commit ack", MLLPCommitAck(), []byte{0x06}, OutcomeAccepted},
+		{"fixed ack", FixedAck([]byte("OK"), []byte("NO")), []byte("OK"), OutcomeAccepted},
+		{"fixed nak", FixedAck([]byte("OK"), []byte("NO")), []byte("NO"), OutcomeRejected},
+		{"none", NoAck(), nil, OutcomeWritten},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -419,7 +415,7 @@ func TestSendPolicies(t *testing.T) {
 // and leaves no goroutine behind (goleak checks at exit).
 func TestCloseWhileBusy(t *testing.T) {
 	sink := &memSink{}
-	l := startListener(t, ListenerConfig{Conn: ConnConfig{Ack: AckPolicy{Kind: AckNone}}, Sink: sink})
+	l := startListener(t, ListenerConfig{Conn: ConnConfig{Ack: NoAck()}, Sink: sink})
 	c, err := Dial(context.Background(), DialConfig{ID: "o", Address: l.Addr().String(), Sink: sink})
 	if err != nil {
 		t.Fatal(err)
@@ -466,19 +462,19 @@ func TestCheckPayload(t *testing.T) {
 		{Framing{Kind: FramingStartEnd, Start: []byte{2}, End: []byte{3}}, "a\x02", false},
 		{Framing{Kind: FramingLengthPrefix}, "\x0b\x1c anything", true},
 	} {
-		if err := tc.f.checkPayload([]byte(tc.p)); (err == nil) != tc.ok {
-			t.Errorf("%v.checkPayload(%q) = %v, want ok=%v", tc.f, tc.p, err, tc.ok)
+		if err := tc.f.CheckPayload([]byte(tc.p)); (err == nil) != tc.ok {
+			t.Errorf("%v.CheckPayload(%q) = %v, want ok=%v", tc.f, tc.p, err, tc.ok)
 		}
 	}
 }
 
 // TestKeepalive: accepted and dialed connections carry TCP keepalive with
-// the configured period; zero turns it off.
+// the configured period; a negative period turns it off.
 func TestKeepalive(t *testing.T) {
 	for _, tc := range []struct {
 		period time.Duration
 		on     bool
-	}{{45 * time.Second, true}, {0, false}} {
+	}{{45 * time.Second, true}, {-1, false}} {
 		opened := make(chan *Conn, 1)
 		l := startListener(t, ListenerConfig{Conn: ConnConfig{Keepalive: tc.period}, Sink: &memSink{}, OnOpen: func(c *Conn) { opened <- c }})
 		out, err := Dial(context.Background(), DialConfig{ID: "o", Address: l.Addr().String(), Conn: ConnConfig{Keepalive: tc.period}, Sink: &memSink{}})
@@ -503,7 +499,7 @@ func TestPeerResetMidFrame(t *testing.T) {
 	for _, reset := range []bool{false, true} {
 		sink := &memSink{}
 		closed := make(chan ConnInfo, 1)
-		l := startListener(t, ListenerConfig{Sink: sink, OnClose: func(c *Conn) { closed <- c.Info() }})
+		l := startListener(t, ListenerConfig{Sink: sink, OnClose: func(_ *Conn, info ConnInfo) { closed <- info }})
 		p := dialRaw(t, l, mllpFraming)
 		frame := mllpFraming.WithDefaults().AppendFrame(nil, adt)
 		if _, err := p.nc.Write(frame[:len(frame)/2]); err != nil {
@@ -514,8 +510,8 @@ func TestPeerResetMidFrame(t *testing.T) {
 		}
 		p.nc.Close()
 		info := <-closed
-		if sink.count() != 0 || info.Counters.AcksSent["AA"] != 0 {
-			t.Errorf("reset=%v: %d stored, %d AA sent; want none", reset, sink.count(), info.Counters.AcksSent["AA"])
+		if sink.count() != 0 || info.Counters.AcksSent[AckAA] != 0 {
+			t.Errorf("reset=%v: %d stored, %d AA sent; want none", reset, sink.count(), info.Counters.AcksSent[AckAA])
 		}
 		if !reset && info.Counters.FramingErrors != 1 {
 			t.Errorf("close mid-frame: framing errors = %d, want 1", info.Counters.FramingErrors)

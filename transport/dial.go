@@ -9,40 +9,57 @@ import (
 	"time"
 )
 
-// DefaultConnectTimeout bounds Dial when DialConfig gives no timeout.
-const DefaultConnectTimeout = 10 * time.Second
-
-// DialConfig configures an outbound connection.
+// DialConfig configures an outbound connection. Zero values mean the
+// defaults in limits.go.
 type DialConfig struct {
-	ID      string
+	// ID names the connection.
+	ID string
+	// Address is the peer's "host:port".
 	Address string
-	Conn    ConnConfig
-	// ConnectTimeout bounds the TCP connect. Zero: DefaultConnectTimeout.
+	// Conn is the connection's protocol behaviour.
+	Conn ConnConfig
+	// ConnectTimeout bounds the TCP connect.
 	ConnectTimeout time.Duration
 	// Sink takes frames the peer sends on its own initiative.
-	Sink   Sink
+	Sink Sink
+	// Logger receives the connection's logs; nil discards them.
 	Logger *slog.Logger
-	// OnClose is called when the connection closes, on its goroutine, before
-	// Close returns.
-	OnClose func(*Conn)
+	// OnClose is called with the final snapshot when the connection closes,
+	// on its goroutine, before Close returns.
+	OnClose func(*Conn, ConnInfo)
 }
 
-// Dial connects to cfg.Address and starts the connection's read loop. The
-// error says why the connect failed (refused, timed out, unknown host) and
-// wraps the cause.
-func Dial(ctx context.Context, cfg DialConfig) (*Conn, error) {
+// WithDefaults returns cfg with zero values replaced by defaults.
+func (cfg DialConfig) WithDefaults() DialConfig {
 	cfg.Conn = cfg.Conn.WithDefaults()
-	if err := cfg.Conn.Validate(); err != nil {
-		return nil, err
-	}
-	if cfg.Sink == nil {
-		return nil, errors.New("connection needs a sink")
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = DefaultConnectTimeout
+	return cfg
+}
+
+// Validate reports whether cfg (after WithDefaults) is usable. Errors wrap
+// ErrInvalidConfig.
+func (cfg DialConfig) Validate() error {
+	if err := checkAddress(cfg.Address, false); err != nil {
+		return err
+	}
+	if cfg.Sink == nil {
+		return fmt.Errorf("%w: a connection needs a sink", ErrInvalidConfig)
+	}
+	return cfg.Conn.Validate()
+}
+
+// Dial connects to cfg.Address and starts the connection's read loop. A
+// failed connect wraps ErrConnectTimeout or ErrConnectFailed, and the cause;
+// a bad config wraps ErrInvalidConfig.
+func Dial(ctx context.Context, cfg DialConfig) (*Conn, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAliveConfig: keepalive(cfg.Conn.Keepalive)}
 	if cfg.Conn.Keepalive <= 0 {
@@ -50,7 +67,15 @@ func Dial(ctx context.Context, cfg DialConfig) (*Conn, error) {
 	}
 	nc, err := d.DialContext(ctx, "tcp", cfg.Address)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", cfg.Address, err)
+		var ne net.Error
+		why := ErrConnectFailed
+		switch {
+		case errors.Is(err, context.Canceled):
+			return nil, fmt.Errorf("connect to %s: %w", cfg.Address, err)
+		case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+			why = ErrConnectTimeout
+		}
+		return nil, fmt.Errorf("connect to %s: %w: %w", cfg.Address, why, err)
 	}
 	c := newConn(nc, connParams{
 		id:      cfg.ID,
@@ -58,6 +83,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*Conn, error) {
 		cfg:     cfg.Conn,
 		sink:    cfg.Sink,
 		log:     cfg.Logger,
+		logs:    &samplers{},
 		onClose: cfg.OnClose,
 	})
 	c.start()

@@ -552,21 +552,28 @@ func TestFramingValidate(t *testing.T) {
 		{"delimiter", Framing{Kind: FramingDelimiter, Delimiter: []byte("\r\n")}, ""},
 		{"start-end", Framing{Kind: FramingStartEnd, Start: []byte{2}, End: []byte{3}}, ""},
 		{"start inside end", Framing{Kind: FramingStartEnd, Start: []byte("ab"), End: []byte("aab")}, ""},
-		{"zero value", Framing{}, "unknown framing kind 0"},
 		{"unknown kind", Framing{Kind: 9}, "unknown framing kind 9"},
 		{"negative max", Framing{Kind: FramingMLLP, MaxFrameBytes: -1}, "must not be negative"},
 		{"max too large", Framing{Kind: FramingMLLP, MaxFrameBytes: MaxFrameBytesLimit + 1}, "exceeds the limit"},
 		{"empty delimiter", Framing{Kind: FramingDelimiter}, "non-empty Delimiter"},
-		{"long delimiter", Framing{Kind: FramingDelimiter, Delimiter: make([]byte, 65)}, "longer than 64"},
+		{"long delimiter", Framing{Kind: FramingDelimiter, Delimiter: make([]byte, 17)}, "longer than 16"},
 		{"empty start", Framing{Kind: FramingStartEnd, End: []byte{3}}, "non-empty Start and End"},
 		{"empty end", Framing{Kind: FramingStartEnd, Start: []byte{2}}, "non-empty Start and End"},
-		{"long start", Framing{Kind: FramingStartEnd, Start: make([]byte, 65), End: []byte{3}}, "at most 64 bytes"},
+		{"long start", Framing{Kind: FramingStartEnd, Start: make([]byte, 17), End: []byte{3}}, "at most 16 bytes"},
 		{"end inside start", Framing{Kind: FramingStartEnd, Start: []byte("<E>"), End: []byte("E")}, "End must not occur inside Start"},
 		{"start equals end", Framing{Kind: FramingStartEnd, Start: []byte("|"), End: []byte("|")}, "End must not occur inside Start"},
 		{"strict delimiter", Framing{Kind: FramingDelimiter, Delimiter: []byte("\n"), Strict: true}, "Strict only applies"},
 		{"delimiter on mllp", Framing{Kind: FramingMLLP, Delimiter: []byte("\n")}, "only used by delimiter"},
 		{"start on mllp", Framing{Kind: FramingMLLP, Start: []byte{2}}, "only used by start-end"},
 	}
+	t.Run("zero value", func(t *testing.T) {
+		if err := (Framing{}).Validate(); err == nil || !strings.Contains(err.Error(), "unknown framing kind 0") {
+			t.Fatalf("Validate of the zero value = %v, want unknown framing kind 0", err)
+		}
+		if got := (Framing{}).WithDefaults(); got.Kind != FramingMLLP || got.Validate() != nil {
+			t.Fatalf("zero value with defaults = %v (%v), want valid MLLP", got, got.Validate())
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.f.Validate()

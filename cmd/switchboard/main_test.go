@@ -134,7 +134,7 @@ func TestServeSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	nc, err := net.Dial("tcp", l.GetListener().GetBoundAddress())
+	nc, err := net.Dial("tcp", l.GetListener().GetStatus().GetBoundAddress())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestServeSignal(t *testing.T) {
 	// Wait until the server has read the partial frame.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		conns, err := client.ListConnections(ctx, &switchboardv1.ListConnectionsRequest{})
-		if err == nil && len(conns.GetConnections()) == 1 && conns.GetConnections()[0].GetLastActivityTime().AsTime().After(conns.GetConnections()[0].GetOpenTime().AsTime()) {
+		if err == nil && len(conns.GetConnections()) == 1 && conns.GetConnections()[0].GetStatus().GetLastActivityTime().AsTime().After(conns.GetConnections()[0].GetStatus().GetOpenTime().AsTime()) {
 			break
 		}
 		if time.Now().After(deadline) {

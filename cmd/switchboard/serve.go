@@ -100,22 +100,11 @@ func serve(args []string, stderr io.Writer) error {
 		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 	}
 
-	notServing := make(chan struct{}, 1)
-	svc, err := service.New(service.Config{
-		Journal: j,
-		Logger:  logger,
-		OnJournalFailure: func(err error) {
-			logger.Error("journal failed; health is NOT_SERVING", "err", err)
-			select {
-			case notServing <- struct{}{}:
-			default:
-			}
-		},
-	})
+	svc, err := service.New(service.Config{Journal: j, Logger: logger})
 	if err != nil {
 		return err
 	}
-	gs, hs, err := service.NewGRPCServer(svc, logger)
+	gs, hs, err := service.NewGRPCServer(svc, service.ServerOptions{Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -137,12 +126,19 @@ func serve(args []string, stderr io.Writer) error {
 	go func() { serveErr <- gs.Serve(lis) }()
 	logger.Info("switchboard serving", "grpc_addr", lis.Addr().String(), "data_dir", f.dataDir, "last_seq", j.LastSeq())
 
+	// Interim until the journal reports health changes itself.
+	healthTick := time.NewTicker(time.Second)
+	defer healthTick.Stop()
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
 			running = false
-		case <-notServing:
-			hs.Shutdown()
+		case <-healthTick.C:
+			if err := j.Err(); err != nil {
+				logger.Error("journal failed; health is NOT_SERVING", "err", err)
+				hs.Shutdown()
+				healthTick.Stop()
+			}
 		case err := <-serveErr:
 			return fmt.Errorf("gRPC server: %w", err)
 		}

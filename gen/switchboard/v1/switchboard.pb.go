@@ -138,13 +138,13 @@ func (Direction) EnumDescriptor() ([]byte, []int) {
 type ConnectionState int32
 
 const (
-	// Not used.
+	// Not used; in a filter it means any state.
 	ConnectionState_CONNECTION_STATE_UNSPECIFIED ConnectionState = 0
 	// Open and usable.
 	ConnectionState_CONNECTION_STATE_OPEN ConnectionState = 1
 	// Closing: finishing an in-flight frame, then closing.
 	ConnectionState_CONNECTION_STATE_DRAINING ConnectionState = 2
-	// Closed.
+	// Closed; close_reason says why.
 	ConnectionState_CONNECTION_STATE_CLOSED ConnectionState = 3
 )
 
@@ -191,98 +191,499 @@ func (ConnectionState) EnumDescriptor() ([]byte, []int) {
 	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{2}
 }
 
-// AckOutcome is what the peer said about a sent message.
-type AckOutcome int32
+// CloseReason says why a connection closed.
+type CloseReason int32
 
 const (
-	// Not used.
-	AckOutcome_ACK_OUTCOME_UNSPECIFIED AckOutcome = 0
-	// HL7 AA, or the fixed policy's ACK payload.
-	AckOutcome_ACK_OUTCOME_ACCEPTED AckOutcome = 1
-	// HL7 AE: the peer found an error in the message.
-	AckOutcome_ACK_OUTCOME_ERROR AckOutcome = 2
-	// HL7 AR, or the fixed policy's NAK payload: the peer rejected the
-	// message.
-	AckOutcome_ACK_OUTCOME_REJECTED AckOutcome = 3
-	// HL7 CA: committed to safe storage (enhanced mode).
-	AckOutcome_ACK_OUTCOME_COMMIT_ACCEPTED AckOutcome = 4
-	// HL7 CE: commit error (enhanced mode).
-	AckOutcome_ACK_OUTCOME_COMMIT_ERROR AckOutcome = 5
-	// HL7 CR: commit reject (enhanced mode).
-	AckOutcome_ACK_OUTCOME_COMMIT_REJECTED AckOutcome = 6
-	// 0x06: single-byte or MLLP commit ACK.
-	AckOutcome_ACK_OUTCOME_BYTE_ACK AckOutcome = 7
-	// 0x15: single-byte or MLLP commit NAK.
-	AckOutcome_ACK_OUTCOME_BYTE_NAK AckOutcome = 8
-	// The policy expects no acknowledgement: the message was written.
-	AckOutcome_ACK_OUTCOME_NONE_EXPECTED AckOutcome = 9
-	// The acknowledgement is for another message (HL7 MSA-2 is not the sent
-	// MSH-10). Never counts as accepted; the connection was reset and the
-	// message is in doubt.
-	AckOutcome_ACK_OUTCOME_MISMATCH AckOutcome = 10
-	// The reply could not be read as an acknowledgement under the policy (for
-	// example an unknown MSA-1 code). Never counts as accepted; the connection
-	// was reset and the message is in doubt.
-	AckOutcome_ACK_OUTCOME_INVALID AckOutcome = 11
+	// Not closed.
+	CloseReason_CLOSE_REASON_UNSPECIFIED CloseReason = 0
+	// Closed by Disconnect, StopListener without a drain, or shutdown.
+	CloseReason_CLOSE_REASON_CLOSED_LOCALLY CloseReason = 1
+	// The peer closed the connection between frames.
+	CloseReason_CLOSE_REASON_PEER_CLOSED CloseReason = 2
+	// The peer closed the connection in the middle of a frame; the partial
+	// frame was dropped, never stored or acknowledged.
+	CloseReason_CLOSE_REASON_PEER_CLOSED_MID_FRAME CloseReason = 3
+	// The peer reset the connection.
+	CloseReason_CLOSE_REASON_PEER_RESET CloseReason = 4
+	// No frame was completed for idle_timeout.
+	CloseReason_CLOSE_REASON_IDLE_TIMEOUT CloseReason = 5
+	// A started frame did not complete within frame_timeout.
+	CloseReason_CLOSE_REASON_FRAME_TIMEOUT CloseReason = 6
+	// A strict-framing violation.
+	CloseReason_CLOSE_REASON_FRAMING_ERROR CloseReason = 7
+	// A frame larger than max_frame_bytes.
+	CloseReason_CLOSE_REASON_FRAME_TOO_LARGE CloseReason = 8
+	// Too many bytes outside frames in a row.
+	CloseReason_CLOSE_REASON_JUNK_LIMIT CloseReason = 9
+	// The server had no memory left for the frame being received.
+	CloseReason_CLOSE_REASON_MEMORY_LIMIT CloseReason = 10
+	// Drained: the listener stopped or the server shut down after in-flight
+	// frames finished.
+	CloseReason_CLOSE_REASON_DRAINED CloseReason = 11
+	// In-flight frames did not finish within the drain timeout.
+	CloseReason_CLOSE_REASON_DRAIN_TIMEOUT CloseReason = 12
+	// Reset because a Send got no acknowledgement in time (in doubt).
+	CloseReason_CLOSE_REASON_ACK_TIMEOUT CloseReason = 13
+	// Reset because a Send's reply was for another message or unreadable
+	// (in doubt).
+	CloseReason_CLOSE_REASON_ACK_MISMATCH CloseReason = 14
+	// Reset because a Send was cancelled after its message was written.
+	CloseReason_CLOSE_REASON_SEND_CANCELLED CloseReason = 15
+	// Writing a Send's message failed or did not finish in time.
+	CloseReason_CLOSE_REASON_SEND_WRITE_FAILED CloseReason = 16
+	// Writing an acknowledgement to the peer failed.
+	CloseReason_CLOSE_REASON_ACK_WRITE_FAILED CloseReason = 17
+	// A frame could not be stored and the policy has no negative
+	// acknowledgement, so the connection was closed instead.
+	CloseReason_CLOSE_REASON_NOT_STORED CloseReason = 18
+	// Another read error.
+	CloseReason_CLOSE_REASON_READ_ERROR CloseReason = 19
 )
 
-// Enum value maps for AckOutcome.
+// Enum value maps for CloseReason.
 var (
-	AckOutcome_name = map[int32]string{
-		0:  "ACK_OUTCOME_UNSPECIFIED",
-		1:  "ACK_OUTCOME_ACCEPTED",
-		2:  "ACK_OUTCOME_ERROR",
-		3:  "ACK_OUTCOME_REJECTED",
-		4:  "ACK_OUTCOME_COMMIT_ACCEPTED",
-		5:  "ACK_OUTCOME_COMMIT_ERROR",
-		6:  "ACK_OUTCOME_COMMIT_REJECTED",
-		7:  "ACK_OUTCOME_BYTE_ACK",
-		8:  "ACK_OUTCOME_BYTE_NAK",
-		9:  "ACK_OUTCOME_NONE_EXPECTED",
-		10: "ACK_OUTCOME_MISMATCH",
-		11: "ACK_OUTCOME_INVALID",
+	CloseReason_name = map[int32]string{
+		0:  "CLOSE_REASON_UNSPECIFIED",
+		1:  "CLOSE_REASON_CLOSED_LOCALLY",
+		2:  "CLOSE_REASON_PEER_CLOSED",
+		3:  "CLOSE_REASON_PEER_CLOSED_MID_FRAME",
+		4:  "CLOSE_REASON_PEER_RESET",
+		5:  "CLOSE_REASON_IDLE_TIMEOUT",
+		6:  "CLOSE_REASON_FRAME_TIMEOUT",
+		7:  "CLOSE_REASON_FRAMING_ERROR",
+		8:  "CLOSE_REASON_FRAME_TOO_LARGE",
+		9:  "CLOSE_REASON_JUNK_LIMIT",
+		10: "CLOSE_REASON_MEMORY_LIMIT",
+		11: "CLOSE_REASON_DRAINED",
+		12: "CLOSE_REASON_DRAIN_TIMEOUT",
+		13: "CLOSE_REASON_ACK_TIMEOUT",
+		14: "CLOSE_REASON_ACK_MISMATCH",
+		15: "CLOSE_REASON_SEND_CANCELLED",
+		16: "CLOSE_REASON_SEND_WRITE_FAILED",
+		17: "CLOSE_REASON_ACK_WRITE_FAILED",
+		18: "CLOSE_REASON_NOT_STORED",
+		19: "CLOSE_REASON_READ_ERROR",
 	}
-	AckOutcome_value = map[string]int32{
-		"ACK_OUTCOME_UNSPECIFIED":     0,
-		"ACK_OUTCOME_ACCEPTED":        1,
-		"ACK_OUTCOME_ERROR":           2,
-		"ACK_OUTCOME_REJECTED":        3,
-		"ACK_OUTCOME_COMMIT_ACCEPTED": 4,
-		"ACK_OUTCOME_COMMIT_ERROR":    5,
-		"ACK_OUTCOME_COMMIT_REJECTED": 6,
-		"ACK_OUTCOME_BYTE_ACK":        7,
-		"ACK_OUTCOME_BYTE_NAK":        8,
-		"ACK_OUTCOME_NONE_EXPECTED":   9,
-		"ACK_OUTCOME_MISMATCH":        10,
-		"ACK_OUTCOME_INVALID":         11,
+	CloseReason_value = map[string]int32{
+		"CLOSE_REASON_UNSPECIFIED":           0,
+		"CLOSE_REASON_CLOSED_LOCALLY":        1,
+		"CLOSE_REASON_PEER_CLOSED":           2,
+		"CLOSE_REASON_PEER_CLOSED_MID_FRAME": 3,
+		"CLOSE_REASON_PEER_RESET":            4,
+		"CLOSE_REASON_IDLE_TIMEOUT":          5,
+		"CLOSE_REASON_FRAME_TIMEOUT":         6,
+		"CLOSE_REASON_FRAMING_ERROR":         7,
+		"CLOSE_REASON_FRAME_TOO_LARGE":       8,
+		"CLOSE_REASON_JUNK_LIMIT":            9,
+		"CLOSE_REASON_MEMORY_LIMIT":          10,
+		"CLOSE_REASON_DRAINED":               11,
+		"CLOSE_REASON_DRAIN_TIMEOUT":         12,
+		"CLOSE_REASON_ACK_TIMEOUT":           13,
+		"CLOSE_REASON_ACK_MISMATCH":          14,
+		"CLOSE_REASON_SEND_CANCELLED":        15,
+		"CLOSE_REASON_SEND_WRITE_FAILED":     16,
+		"CLOSE_REASON_ACK_WRITE_FAILED":      17,
+		"CLOSE_REASON_NOT_STORED":            18,
+		"CLOSE_REASON_READ_ERROR":            19,
 	}
 )
 
-func (x AckOutcome) Enum() *AckOutcome {
-	p := new(AckOutcome)
+func (x CloseReason) Enum() *CloseReason {
+	p := new(CloseReason)
 	*p = x
 	return p
 }
 
-func (x AckOutcome) String() string {
+func (x CloseReason) String() string {
 	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
 }
 
-func (AckOutcome) Descriptor() protoreflect.EnumDescriptor {
+func (CloseReason) Descriptor() protoreflect.EnumDescriptor {
 	return file_switchboard_v1_switchboard_proto_enumTypes[3].Descriptor()
 }
 
-func (AckOutcome) Type() protoreflect.EnumType {
+func (CloseReason) Type() protoreflect.EnumType {
 	return &file_switchboard_v1_switchboard_proto_enumTypes[3]
 }
 
-func (x AckOutcome) Number() protoreflect.EnumNumber {
+func (x CloseReason) Number() protoreflect.EnumNumber {
 	return protoreflect.EnumNumber(x)
 }
 
-// Deprecated: Use AckOutcome.Descriptor instead.
-func (AckOutcome) EnumDescriptor() ([]byte, []int) {
+// Deprecated: Use CloseReason.Descriptor instead.
+func (CloseReason) EnumDescriptor() ([]byte, []int) {
 	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{3}
+}
+
+// AckCode is an acknowledgement code, as sent or received.
+type AckCode int32
+
+const (
+	// Not used.
+	AckCode_ACK_CODE_UNSPECIFIED AckCode = 0
+	// HL7 AA: application accept.
+	AckCode_ACK_CODE_AA AckCode = 1
+	// HL7 AE: application error.
+	AckCode_ACK_CODE_AE AckCode = 2
+	// HL7 AR: application reject.
+	AckCode_ACK_CODE_AR AckCode = 3
+	// HL7 CA: commit accept (enhanced mode).
+	AckCode_ACK_CODE_CA AckCode = 4
+	// HL7 CE: commit error (enhanced mode).
+	AckCode_ACK_CODE_CE AckCode = 5
+	// HL7 CR: commit reject (enhanced mode).
+	AckCode_ACK_CODE_CR AckCode = 6
+	// 0x06: single-byte or MLLP commit ACK.
+	AckCode_ACK_CODE_BYTE_ACK AckCode = 7
+	// 0x15: single-byte or MLLP commit NAK.
+	AckCode_ACK_CODE_BYTE_NAK AckCode = 8
+	// The fixed policy's ACK payload.
+	AckCode_ACK_CODE_FIXED_ACK AckCode = 9
+	// The fixed policy's NAK payload.
+	AckCode_ACK_CODE_FIXED_NAK AckCode = 10
+)
+
+// Enum value maps for AckCode.
+var (
+	AckCode_name = map[int32]string{
+		0:  "ACK_CODE_UNSPECIFIED",
+		1:  "ACK_CODE_AA",
+		2:  "ACK_CODE_AE",
+		3:  "ACK_CODE_AR",
+		4:  "ACK_CODE_CA",
+		5:  "ACK_CODE_CE",
+		6:  "ACK_CODE_CR",
+		7:  "ACK_CODE_BYTE_ACK",
+		8:  "ACK_CODE_BYTE_NAK",
+		9:  "ACK_CODE_FIXED_ACK",
+		10: "ACK_CODE_FIXED_NAK",
+	}
+	AckCode_value = map[string]int32{
+		"ACK_CODE_UNSPECIFIED": 0,
+		"ACK_CODE_AA":          1,
+		"ACK_CODE_AE":          2,
+		"ACK_CODE_AR":          3,
+		"ACK_CODE_CA":          4,
+		"ACK_CODE_CE":          5,
+		"ACK_CODE_CR":          6,
+		"ACK_CODE_BYTE_ACK":    7,
+		"ACK_CODE_BYTE_NAK":    8,
+		"ACK_CODE_FIXED_ACK":   9,
+		"ACK_CODE_FIXED_NAK":   10,
+	}
+)
+
+func (x AckCode) Enum() *AckCode {
+	p := new(AckCode)
+	*p = x
+	return p
+}
+
+func (x AckCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AckCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[4].Descriptor()
+}
+
+func (AckCode) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[4]
+}
+
+func (x AckCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AckCode.Descriptor instead.
+func (AckCode) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{4}
+}
+
+// SendOutcome is what Switchboard concluded about a sent message that the
+// peer answered. (A message in doubt or not sent is an error status, never a
+// response; see Send.)
+type SendOutcome int32
+
+const (
+	// Not used.
+	SendOutcome_SEND_OUTCOME_UNSPECIFIED SendOutcome = 0
+	// The peer acknowledged the message positively (AA, CA, 0x06, the fixed
+	// ACK).
+	SendOutcome_SEND_OUTCOME_ACCEPTED SendOutcome = 1
+	// The peer has the message and answered negatively (AE, AR, CE, CR, 0x15,
+	// the fixed NAK); ack.code says which.
+	SendOutcome_SEND_OUTCOME_REJECTED SendOutcome = 2
+	// The policy expects no acknowledgement: the message was written.
+	SendOutcome_SEND_OUTCOME_WRITTEN SendOutcome = 3
+)
+
+// Enum value maps for SendOutcome.
+var (
+	SendOutcome_name = map[int32]string{
+		0: "SEND_OUTCOME_UNSPECIFIED",
+		1: "SEND_OUTCOME_ACCEPTED",
+		2: "SEND_OUTCOME_REJECTED",
+		3: "SEND_OUTCOME_WRITTEN",
+	}
+	SendOutcome_value = map[string]int32{
+		"SEND_OUTCOME_UNSPECIFIED": 0,
+		"SEND_OUTCOME_ACCEPTED":    1,
+		"SEND_OUTCOME_REJECTED":    2,
+		"SEND_OUTCOME_WRITTEN":     3,
+	}
+)
+
+func (x SendOutcome) Enum() *SendOutcome {
+	p := new(SendOutcome)
+	*p = x
+	return p
+}
+
+func (x SendOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SendOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[5].Descriptor()
+}
+
+func (SendOutcome) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[5]
+}
+
+func (x SendOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SendOutcome.Descriptor instead.
+func (SendOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{5}
+}
+
+// SendFailureCause says why a Send ended without a trustworthy answer.
+type SendFailureCause int32
+
+const (
+	// Not used.
+	SendFailureCause_SEND_FAILURE_CAUSE_UNSPECIFIED SendFailureCause = 0
+	// The connection is not open (closed, or closing).
+	SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN SendFailureCause = 1
+	// The call's deadline passed while it waited behind other Sends.
+	SendFailureCause_SEND_FAILURE_CAUSE_QUEUE_TIMEOUT SendFailureCause = 2
+	// The caller cancelled the call.
+	SendFailureCause_SEND_FAILURE_CAUSE_CANCELLED SendFailureCause = 3
+	// No acknowledgement within the timeout or the call's deadline.
+	SendFailureCause_SEND_FAILURE_CAUSE_ACK_TIMEOUT SendFailureCause = 4
+	// The write failed or did not finish in time.
+	SendFailureCause_SEND_FAILURE_CAUSE_WRITE_FAILED SendFailureCause = 5
+	// The connection was lost while the Send waited.
+	SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_LOST SendFailureCause = 6
+	// The reply acknowledged another message (HL7 MSA-2 is not the sent
+	// MSH-10).
+	SendFailureCause_SEND_FAILURE_CAUSE_ACK_MISMATCH SendFailureCause = 7
+	// The reply could not be read as an acknowledgement under the policy.
+	SendFailureCause_SEND_FAILURE_CAUSE_ACK_UNREADABLE SendFailureCause = 8
+)
+
+// Enum value maps for SendFailureCause.
+var (
+	SendFailureCause_name = map[int32]string{
+		0: "SEND_FAILURE_CAUSE_UNSPECIFIED",
+		1: "SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN",
+		2: "SEND_FAILURE_CAUSE_QUEUE_TIMEOUT",
+		3: "SEND_FAILURE_CAUSE_CANCELLED",
+		4: "SEND_FAILURE_CAUSE_ACK_TIMEOUT",
+		5: "SEND_FAILURE_CAUSE_WRITE_FAILED",
+		6: "SEND_FAILURE_CAUSE_CONNECTION_LOST",
+		7: "SEND_FAILURE_CAUSE_ACK_MISMATCH",
+		8: "SEND_FAILURE_CAUSE_ACK_UNREADABLE",
+	}
+	SendFailureCause_value = map[string]int32{
+		"SEND_FAILURE_CAUSE_UNSPECIFIED":         0,
+		"SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN": 1,
+		"SEND_FAILURE_CAUSE_QUEUE_TIMEOUT":       2,
+		"SEND_FAILURE_CAUSE_CANCELLED":           3,
+		"SEND_FAILURE_CAUSE_ACK_TIMEOUT":         4,
+		"SEND_FAILURE_CAUSE_WRITE_FAILED":        5,
+		"SEND_FAILURE_CAUSE_CONNECTION_LOST":     6,
+		"SEND_FAILURE_CAUSE_ACK_MISMATCH":        7,
+		"SEND_FAILURE_CAUSE_ACK_UNREADABLE":      8,
+	}
+)
+
+func (x SendFailureCause) Enum() *SendFailureCause {
+	p := new(SendFailureCause)
+	*p = x
+	return p
+}
+
+func (x SendFailureCause) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SendFailureCause) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[6].Descriptor()
+}
+
+func (SendFailureCause) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[6]
+}
+
+func (x SendFailureCause) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SendFailureCause.Descriptor instead.
+func (SendFailureCause) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{6}
+}
+
+// ErrorReason is the google.rpc.ErrorInfo reason of Switchboard's errors,
+// written as the value name without "ERROR_REASON_" (for example
+// "IN_DOUBT").
+type ErrorReason int32
+
+const (
+	// Not used.
+	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
+	// Send: the message was written and no trustworthy acknowledgement came;
+	// its outcome is unknown and the connection was reset.
+	ErrorReason_ERROR_REASON_IN_DOUBT ErrorReason = 1
+	// Send: nothing was written; retrying is safe.
+	ErrorReason_ERROR_REASON_NOT_SENT ErrorReason = 2
+	// A request field is invalid (details in google.rpc.BadRequest).
+	ErrorReason_ERROR_REASON_INVALID_ARGUMENT ErrorReason = 3
+	// The listener or connection does not exist.
+	ErrorReason_ERROR_REASON_NOT_FOUND ErrorReason = 4
+	// The id exists with a different config.
+	ErrorReason_ERROR_REASON_CONFIG_CONFLICT ErrorReason = 5
+	// The listener is stopping.
+	ErrorReason_ERROR_REASON_STOPPING ErrorReason = 6
+	// The listen address cannot be bound on this host.
+	ErrorReason_ERROR_REASON_ADDRESS_NOT_BINDABLE ErrorReason = 7
+	// Connect could not reach the peer.
+	ErrorReason_ERROR_REASON_CONNECT_FAILED ErrorReason = 8
+	// The server is shutting down.
+	ErrorReason_ERROR_REASON_SHUTTING_DOWN ErrorReason = 9
+	// The journal cannot be read or written now.
+	ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE ErrorReason = 10
+	// An unexpected server error; the cause is in the server's log.
+	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 11
+)
+
+// Enum value maps for ErrorReason.
+var (
+	ErrorReason_name = map[int32]string{
+		0:  "ERROR_REASON_UNSPECIFIED",
+		1:  "ERROR_REASON_IN_DOUBT",
+		2:  "ERROR_REASON_NOT_SENT",
+		3:  "ERROR_REASON_INVALID_ARGUMENT",
+		4:  "ERROR_REASON_NOT_FOUND",
+		5:  "ERROR_REASON_CONFIG_CONFLICT",
+		6:  "ERROR_REASON_STOPPING",
+		7:  "ERROR_REASON_ADDRESS_NOT_BINDABLE",
+		8:  "ERROR_REASON_CONNECT_FAILED",
+		9:  "ERROR_REASON_SHUTTING_DOWN",
+		10: "ERROR_REASON_JOURNAL_UNAVAILABLE",
+		11: "ERROR_REASON_INTERNAL",
+	}
+	ErrorReason_value = map[string]int32{
+		"ERROR_REASON_UNSPECIFIED":          0,
+		"ERROR_REASON_IN_DOUBT":             1,
+		"ERROR_REASON_NOT_SENT":             2,
+		"ERROR_REASON_INVALID_ARGUMENT":     3,
+		"ERROR_REASON_NOT_FOUND":            4,
+		"ERROR_REASON_CONFIG_CONFLICT":      5,
+		"ERROR_REASON_STOPPING":             6,
+		"ERROR_REASON_ADDRESS_NOT_BINDABLE": 7,
+		"ERROR_REASON_CONNECT_FAILED":       8,
+		"ERROR_REASON_SHUTTING_DOWN":        9,
+		"ERROR_REASON_JOURNAL_UNAVAILABLE":  10,
+		"ERROR_REASON_INTERNAL":             11,
+	}
+)
+
+func (x ErrorReason) Enum() *ErrorReason {
+	p := new(ErrorReason)
+	*p = x
+	return p
+}
+
+func (x ErrorReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[7].Descriptor()
+}
+
+func (ErrorReason) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[7]
+}
+
+func (x ErrorReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorReason.Descriptor instead.
+func (ErrorReason) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{7}
+}
+
+// RecordKind says what a journaled record is.
+type RecordKind int32
+
+const (
+	// Not used; in a filter it means any kind.
+	RecordKind_RECORD_KIND_UNSPECIFIED RecordKind = 0
+	// A message from a peer. It was acknowledged to the peer once stored.
+	RecordKind_RECORD_KIND_MESSAGE RecordKind = 1
+	// An acknowledgement from a peer that no Send was waiting for, such as an
+	// HL7 application ACK arriving after its Send ended. Never answered.
+	RecordKind_RECORD_KIND_ACK RecordKind = 2
+)
+
+// Enum value maps for RecordKind.
+var (
+	RecordKind_name = map[int32]string{
+		0: "RECORD_KIND_UNSPECIFIED",
+		1: "RECORD_KIND_MESSAGE",
+		2: "RECORD_KIND_ACK",
+	}
+	RecordKind_value = map[string]int32{
+		"RECORD_KIND_UNSPECIFIED": 0,
+		"RECORD_KIND_MESSAGE":     1,
+		"RECORD_KIND_ACK":         2,
+	}
+)
+
+func (x RecordKind) Enum() *RecordKind {
+	p := new(RecordKind)
+	*p = x
+	return p
+}
+
+func (x RecordKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RecordKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[8].Descriptor()
+}
+
+func (RecordKind) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[8]
+}
+
+func (x RecordKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RecordKind.Descriptor instead.
+func (RecordKind) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{8}
 }
 
 // Framing selects how messages are delimited on a TCP stream. When no kind is
@@ -497,7 +898,8 @@ func (*LengthPrefixFraming) Descriptor() ([]byte, []int) {
 // skipped and counted as junk.
 type DelimiterFraming struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The delimiter, for example "\n" (base64 "Cg==") or "\r\n" ("DQo=").
+	// The delimiter, for example "\n" (base64 "Cg==") or "\r\n" ("DQo="). At
+	// most 16 bytes.
 	Delimiter     []byte `protobuf:"bytes,1,opt,name=delimiter,proto3" json:"delimiter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -543,9 +945,9 @@ func (x *DelimiterFraming) GetDelimiter() []byte {
 // StartEndFraming wraps each payload in custom start and end byte sequences.
 type StartEndFraming struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Bytes that open a frame, for example 0x02 (STX).
+	// Bytes that open a frame, for example 0x02 (STX). At most 16 bytes.
 	Start []byte `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
-	// Bytes that close a frame, for example 0x03 (ETX).
+	// Bytes that close a frame, for example 0x03 (ETX). At most 16 bytes.
 	End []byte `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
 	// Reject bytes outside frames instead of skipping and counting them.
 	Strict        bool `protobuf:"varint,3,opt,name=strict,proto3" json:"strict,omitempty"`
@@ -750,7 +1152,15 @@ func (*AckPolicy_None) isAckPolicy_Kind() {}
 // message's MSH-10. In enhanced mode (MSH-15 or MSH-16 present) it answers
 // CA/CE/CR and honours MSH-15 (AL, NE, ER, SU); otherwise AA/AE/AR.
 // Unparsable messages get AR (CR in enhanced mode) built from whatever could
-// be read. A Send expects an HL7 ACK whose MSA-2 equals the sent MSH-10.
+// be read.
+//
+// A received frame is an acknowledgement, and is not answered, when its MSH-9
+// message code is ACK, or when it is the reply to a Send waiting on the
+// connection (its MSA-2 is the sent MSH-10, as for a query response). Any
+// other message is answered, even when it carries an MSA segment. An ACK
+// that arrives with no Send waiting is journaled with kind ACK.
+//
+// A Send expects an HL7 ACK whose MSA-2 equals the sent MSH-10.
 type Hl7AckPolicy struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -966,21 +1376,29 @@ type ListenerConfig struct {
 	Framing *Framing `protobuf:"bytes,2,opt,name=framing,proto3" json:"framing,omitempty"`
 	// How received frames are acknowledged. Default: HL7.
 	AckPolicy *AckPolicy `protobuf:"bytes,3,opt,name=ack_policy,json=ackPolicy,proto3" json:"ack_policy,omitempty"`
-	// Largest frame payload accepted, in bytes. Default 4 MiB, at most 64 MiB.
-	// A larger frame is answered with a negative acknowledgement when one can
-	// be built, then the connection is closed.
-	MaxFrameBytes uint32 `protobuf:"varint,4,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
+	// Largest frame payload accepted, in bytes. Unset or zero: 4 MiB. At most
+	// 64 MiB. A larger frame is answered with a negative acknowledgement when
+	// one can be built, then the connection is closed.
+	MaxFrameBytes int32 `protobuf:"varint,4,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
 	// Most connections open at once. Excess connections are closed at once
-	// and counted. Default 1024.
-	MaxConnections uint32 `protobuf:"varint,5,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
-	// Close a connection that sends nothing for this long. Unset or zero: never.
+	// and counted. Unset or zero: 1024. At most 1,000,000.
+	MaxConnections int32 `protobuf:"varint,5,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
+	// Close a connection that completes no frame for this long (bytes outside
+	// frames do not count as activity). Unset or zero: never.
 	IdleTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
 	// Once a frame has started, it must be complete within this time or the
 	// connection is closed (a slow sender cannot hold a frame open forever).
 	// Unset: 30 s.
 	FrameTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=frame_timeout,json=frameTimeout,proto3" json:"frame_timeout,omitempty"`
 	// TCP keepalive period. Unset: 30 s. Zero: keepalive off.
-	Keepalive     *durationpb.Duration `protobuf:"bytes,8,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
+	Keepalive *durationpb.Duration `protobuf:"bytes,8,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
+	// Most connections open at once from one peer IP address, so one
+	// misbehaving host cannot take every slot. Unset or zero: half of
+	// max_connections, but at least 8 (or max_connections, if smaller).
+	MaxConnectionsPerSource int32 `protobuf:"varint,9,opt,name=max_connections_per_source,json=maxConnectionsPerSource,proto3" json:"max_connections_per_source,omitempty"`
+	// Most bytes outside frames in a row (lenient framing skips and counts
+	// them) before the connection is closed. Unset or zero: 64 KiB.
+	MaxJunkBytes  int32 `protobuf:"varint,10,opt,name=max_junk_bytes,json=maxJunkBytes,proto3" json:"max_junk_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1036,14 +1454,14 @@ func (x *ListenerConfig) GetAckPolicy() *AckPolicy {
 	return nil
 }
 
-func (x *ListenerConfig) GetMaxFrameBytes() uint32 {
+func (x *ListenerConfig) GetMaxFrameBytes() int32 {
 	if x != nil {
 		return x.MaxFrameBytes
 	}
 	return 0
 }
 
-func (x *ListenerConfig) GetMaxConnections() uint32 {
+func (x *ListenerConfig) GetMaxConnections() int32 {
 	if x != nil {
 		return x.MaxConnections
 	}
@@ -1071,27 +1489,31 @@ func (x *ListenerConfig) GetKeepalive() *durationpb.Duration {
 	return nil
 }
 
-// Listener is a running TCP listener.
+func (x *ListenerConfig) GetMaxConnectionsPerSource() int32 {
+	if x != nil {
+		return x.MaxConnectionsPerSource
+	}
+	return 0
+}
+
+func (x *ListenerConfig) GetMaxJunkBytes() int32 {
+	if x != nil {
+		return x.MaxJunkBytes
+	}
+	return 0
+}
+
+// Listener is a TCP listener: what it was asked to be and what it is now.
 type Listener struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The listener's id.
 	ListenerId string `protobuf:"bytes,1,opt,name=listener_id,json=listenerId,proto3" json:"listener_id,omitempty"`
-	// The configuration it was started with.
+	// The configuration it was started with, exactly as given.
 	Config *ListenerConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
-	// The address actually bound (resolves port 0).
-	BoundAddress string `protobuf:"bytes,3,opt,name=bound_address,json=boundAddress,proto3" json:"bound_address,omitempty"`
-	// Lifecycle state.
-	State ListenerState `protobuf:"varint,4,opt,name=state,proto3,enum=switchboard.v1.ListenerState" json:"state,omitempty"`
-	// When the listener started.
-	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// Connections open now.
-	ActiveConnections uint32 `protobuf:"varint,6,opt,name=active_connections,json=activeConnections,proto3" json:"active_connections,omitempty"`
-	// Connections accepted since start.
-	AcceptedConnections uint64 `protobuf:"varint,7,opt,name=accepted_connections,json=acceptedConnections,proto3" json:"accepted_connections,omitempty"`
-	// Connections closed at once because max_connections was reached.
-	RejectedConnections uint64 `protobuf:"varint,8,opt,name=rejected_connections,json=rejectedConnections,proto3" json:"rejected_connections,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// What is true now. Output only.
+	Status        *ListenerStatus `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Listener) Reset() {
@@ -1138,54 +1560,129 @@ func (x *Listener) GetConfig() *ListenerConfig {
 	return nil
 }
 
-func (x *Listener) GetBoundAddress() string {
+func (x *Listener) GetStatus() *ListenerStatus {
 	if x != nil {
-		return x.BoundAddress
+		return x.Status
 	}
-	return ""
+	return nil
 }
 
-func (x *Listener) GetState() ListenerState {
+// ListenerStatus is the observed state of a listener.
+type ListenerStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lifecycle state.
+	State ListenerState `protobuf:"varint,1,opt,name=state,proto3,enum=switchboard.v1.ListenerState" json:"state,omitempty"`
+	// The address actually bound (resolves port 0).
+	BoundAddress string `protobuf:"bytes,2,opt,name=bound_address,json=boundAddress,proto3" json:"bound_address,omitempty"`
+	// When the listener was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Connections open now.
+	OpenConnectionCount int64 `protobuf:"varint,4,opt,name=open_connection_count,json=openConnectionCount,proto3" json:"open_connection_count,omitempty"`
+	// Connections accepted since the listener was created.
+	AcceptedConnectionCount int64 `protobuf:"varint,5,opt,name=accepted_connection_count,json=acceptedConnectionCount,proto3" json:"accepted_connection_count,omitempty"`
+	// Connections closed at once because max_connections was reached.
+	RejectedConnectionCount int64 `protobuf:"varint,6,opt,name=rejected_connection_count,json=rejectedConnectionCount,proto3" json:"rejected_connection_count,omitempty"`
+	// Connections closed at once because max_connections_per_source was
+	// reached for their peer's address.
+	SourceRejectedConnectionCount int64 `protobuf:"varint,8,opt,name=source_rejected_connection_count,json=sourceRejectedConnectionCount,proto3" json:"source_rejected_connection_count,omitempty"`
+	// What happened on every connection the listener accepted, open and
+	// closed, added up. These totals never go down.
+	ConnectionTotals *ConnectionCounters `protobuf:"bytes,7,opt,name=connection_totals,json=connectionTotals,proto3" json:"connection_totals,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ListenerStatus) Reset() {
+	*x = ListenerStatus{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListenerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListenerStatus) ProtoMessage() {}
+
+func (x *ListenerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListenerStatus.ProtoReflect.Descriptor instead.
+func (*ListenerStatus) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListenerStatus) GetState() ListenerState {
 	if x != nil {
 		return x.State
 	}
 	return ListenerState_LISTENER_STATE_UNSPECIFIED
 }
 
-func (x *Listener) GetStartTime() *timestamppb.Timestamp {
+func (x *ListenerStatus) GetBoundAddress() string {
 	if x != nil {
-		return x.StartTime
+		return x.BoundAddress
+	}
+	return ""
+}
+
+func (x *ListenerStatus) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
 	}
 	return nil
 }
 
-func (x *Listener) GetActiveConnections() uint32 {
+func (x *ListenerStatus) GetOpenConnectionCount() int64 {
 	if x != nil {
-		return x.ActiveConnections
+		return x.OpenConnectionCount
 	}
 	return 0
 }
 
-func (x *Listener) GetAcceptedConnections() uint64 {
+func (x *ListenerStatus) GetAcceptedConnectionCount() int64 {
 	if x != nil {
-		return x.AcceptedConnections
+		return x.AcceptedConnectionCount
 	}
 	return 0
 }
 
-func (x *Listener) GetRejectedConnections() uint64 {
+func (x *ListenerStatus) GetRejectedConnectionCount() int64 {
 	if x != nil {
-		return x.RejectedConnections
+		return x.RejectedConnectionCount
 	}
 	return 0
+}
+
+func (x *ListenerStatus) GetSourceRejectedConnectionCount() int64 {
+	if x != nil {
+		return x.SourceRejectedConnectionCount
+	}
+	return 0
+}
+
+func (x *ListenerStatus) GetConnectionTotals() *ConnectionCounters {
+	if x != nil {
+		return x.ConnectionTotals
+	}
+	return nil
 }
 
 // StartListenerRequest is the request of StartListener.
 type StartListenerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Optional caller-chosen id. Repeating StartListener with the same id and
-	// the same config returns the existing listener. Empty: the server picks
-	// one.
+	// Optional caller-chosen id: 1 to 64 letters, digits, '.', '_' or '-',
+	// starting with a letter or digit. Empty: the server picks one.
 	ListenerId string `protobuf:"bytes,1,opt,name=listener_id,json=listenerId,proto3" json:"listener_id,omitempty"`
 	// The listener's configuration.
 	Config        *ListenerConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
@@ -1195,7 +1692,7 @@ type StartListenerRequest struct {
 
 func (x *StartListenerRequest) Reset() {
 	*x = StartListenerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1704,7 @@ func (x *StartListenerRequest) String() string {
 func (*StartListenerRequest) ProtoMessage() {}
 
 func (x *StartListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1717,7 @@ func (x *StartListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartListenerRequest.ProtoReflect.Descriptor instead.
 func (*StartListenerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StartListenerRequest) GetListenerId() string {
@@ -1248,7 +1745,7 @@ type StartListenerResponse struct {
 
 func (x *StartListenerResponse) Reset() {
 	*x = StartListenerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1757,7 @@ func (x *StartListenerResponse) String() string {
 func (*StartListenerResponse) ProtoMessage() {}
 
 func (x *StartListenerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1770,7 @@ func (x *StartListenerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartListenerResponse.ProtoReflect.Descriptor instead.
 func (*StartListenerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StartListenerResponse) GetListener() *Listener {
@@ -1289,7 +1786,7 @@ type StopListenerRequest struct {
 	// The listener to stop.
 	ListenerId string `protobuf:"bytes,1,opt,name=listener_id,json=listenerId,proto3" json:"listener_id,omitempty"`
 	// How long in-flight frames may take to finish and be acknowledged before
-	// connections are closed anyway. Unset: 5 s.
+	// connections are closed anyway. Unset: 10 s. At most 300 s.
 	DrainTimeout  *durationpb.Duration `protobuf:"bytes,2,opt,name=drain_timeout,json=drainTimeout,proto3" json:"drain_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1297,7 +1794,7 @@ type StopListenerRequest struct {
 
 func (x *StopListenerRequest) Reset() {
 	*x = StopListenerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1806,7 @@ func (x *StopListenerRequest) String() string {
 func (*StopListenerRequest) ProtoMessage() {}
 
 func (x *StopListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1819,7 @@ func (x *StopListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopListenerRequest.ProtoReflect.Descriptor instead.
 func (*StopListenerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StopListenerRequest) GetListenerId() string {
@@ -1342,7 +1839,7 @@ func (x *StopListenerRequest) GetDrainTimeout() *durationpb.Duration {
 // StopListenerResponse is the response of StopListener.
 type StopListenerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The listener's final state and counters.
+	// The listener's final status and counters.
 	Listener      *Listener `protobuf:"bytes,1,opt,name=listener,proto3" json:"listener,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1350,7 +1847,7 @@ type StopListenerResponse struct {
 
 func (x *StopListenerResponse) Reset() {
 	*x = StopListenerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1859,7 @@ func (x *StopListenerResponse) String() string {
 func (*StopListenerResponse) ProtoMessage() {}
 
 func (x *StopListenerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1872,7 @@ func (x *StopListenerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopListenerResponse.ProtoReflect.Descriptor instead.
 func (*StopListenerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{16}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StopListenerResponse) GetListener() *Listener {
@@ -1396,7 +1893,7 @@ type GetListenerRequest struct {
 
 func (x *GetListenerRequest) Reset() {
 	*x = GetListenerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1905,7 @@ func (x *GetListenerRequest) String() string {
 func (*GetListenerRequest) ProtoMessage() {}
 
 func (x *GetListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1918,7 @@ func (x *GetListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetListenerRequest.ProtoReflect.Descriptor instead.
 func (*GetListenerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{17}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetListenerRequest) GetListenerId() string {
@@ -1442,7 +1939,7 @@ type GetListenerResponse struct {
 
 func (x *GetListenerResponse) Reset() {
 	*x = GetListenerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1951,7 @@ func (x *GetListenerResponse) String() string {
 func (*GetListenerResponse) ProtoMessage() {}
 
 func (x *GetListenerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1964,7 @@ func (x *GetListenerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetListenerResponse.ProtoReflect.Descriptor instead.
 func (*GetListenerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{18}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetListenerResponse) GetListener() *Listener {
@@ -1479,14 +1976,18 @@ func (x *GetListenerResponse) GetListener() *Listener {
 
 // ListListenersRequest is the request of ListListeners.
 type ListListenersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most listeners to return. Unset or zero: 100. At most 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListListenersRequest) Reset() {
 	*x = ListListenersRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1999,7 @@ func (x *ListListenersRequest) String() string {
 func (*ListListenersRequest) ProtoMessage() {}
 
 func (x *ListListenersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,21 +2012,37 @@ func (x *ListListenersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListListenersRequest.ProtoReflect.Descriptor instead.
 func (*ListListenersRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{19}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListListenersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListListenersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
 }
 
 // ListListenersResponse is the response of ListListeners.
 type ListListenersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Every running listener, ordered by id.
-	Listeners     []*Listener `protobuf:"bytes,1,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	// Listeners ordered by id.
+	Listeners []*Listener `protobuf:"bytes,1,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListListenersResponse) Reset() {
 	*x = ListListenersResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +2054,7 @@ func (x *ListListenersResponse) String() string {
 func (*ListListenersResponse) ProtoMessage() {}
 
 func (x *ListListenersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +2067,7 @@ func (x *ListListenersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListListenersResponse.ProtoReflect.Descriptor instead.
 func (*ListListenersResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{20}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListListenersResponse) GetListeners() []*Listener {
@@ -1558,6 +2075,13 @@ func (x *ListListenersResponse) GetListeners() []*Listener {
 		return x.Listeners
 	}
 	return nil
+}
+
+func (x *ListListenersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // ConnectionConfig is everything an outbound connection is opened with.
@@ -1572,10 +2096,12 @@ type ConnectionConfig struct {
 	AckPolicy *AckPolicy `protobuf:"bytes,3,opt,name=ack_policy,json=ackPolicy,proto3" json:"ack_policy,omitempty"`
 	// How long to wait for the TCP connection. Unset: 10 s.
 	ConnectTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
-	// Default time Send waits for the peer's acknowledgement. Unset: 10 s.
+	// Default time a Send may take to write its message and get the peer's
+	// acknowledgement. Unset: 10 s.
 	AckTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=ack_timeout,json=ackTimeout,proto3" json:"ack_timeout,omitempty"`
-	// Largest frame accepted from the peer. Default 4 MiB, at most 64 MiB.
-	MaxFrameBytes uint32 `protobuf:"varint,6,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
+	// Largest frame accepted from the peer. Unset or zero: 4 MiB. At most
+	// 64 MiB.
+	MaxFrameBytes int32 `protobuf:"varint,6,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
 	// TCP keepalive period. Unset: 30 s. Zero: keepalive off.
 	Keepalive     *durationpb.Duration `protobuf:"bytes,7,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1584,7 +2110,7 @@ type ConnectionConfig struct {
 
 func (x *ConnectionConfig) Reset() {
 	*x = ConnectionConfig{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +2122,7 @@ func (x *ConnectionConfig) String() string {
 func (*ConnectionConfig) ProtoMessage() {}
 
 func (x *ConnectionConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +2135,7 @@ func (x *ConnectionConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionConfig.ProtoReflect.Descriptor instead.
 func (*ConnectionConfig) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{21}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConnectionConfig) GetAddress() string {
@@ -1647,7 +2173,7 @@ func (x *ConnectionConfig) GetAckTimeout() *durationpb.Duration {
 	return nil
 }
 
-func (x *ConnectionConfig) GetMaxFrameBytes() uint32 {
+func (x *ConnectionConfig) GetMaxFrameBytes() int32 {
 	if x != nil {
 		return x.MaxFrameBytes
 	}
@@ -1661,48 +2187,104 @@ func (x *ConnectionConfig) GetKeepalive() *durationpb.Duration {
 	return nil
 }
 
+// AckCount is how many acknowledgements with one code were sent or received.
+type AckCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The code.
+	Code AckCode `protobuf:"varint,1,opt,name=code,proto3,enum=switchboard.v1.AckCode" json:"code,omitempty"`
+	// How many.
+	Count         int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckCount) Reset() {
+	*x = AckCount{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckCount) ProtoMessage() {}
+
+func (x *AckCount) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckCount.ProtoReflect.Descriptor instead.
+func (*AckCount) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AckCount) GetCode() AckCode {
+	if x != nil {
+		return x.Code
+	}
+	return AckCode_ACK_CODE_UNSPECIFIED
+}
+
+func (x *AckCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // ConnectionCounters count what happened on a connection.
 type ConnectionCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Frames received.
-	FramesIn uint64 `protobuf:"varint,1,opt,name=frames_in,json=framesIn,proto3" json:"frames_in,omitempty"`
+	ReceivedFrameCount int64 `protobuf:"varint,1,opt,name=received_frame_count,json=receivedFrameCount,proto3" json:"received_frame_count,omitempty"`
 	// Payload bytes received in frames.
-	BytesIn uint64 `protobuf:"varint,2,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	ReceivedBytes int64 `protobuf:"varint,2,opt,name=received_bytes,json=receivedBytes,proto3" json:"received_bytes,omitempty"`
 	// Frames written (messages and acknowledgements).
-	FramesOut uint64 `protobuf:"varint,3,opt,name=frames_out,json=framesOut,proto3" json:"frames_out,omitempty"`
+	SentFrameCount int64 `protobuf:"varint,3,opt,name=sent_frame_count,json=sentFrameCount,proto3" json:"sent_frame_count,omitempty"`
 	// Payload bytes written in frames.
-	BytesOut uint64 `protobuf:"varint,4,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
-	// Acknowledgements sent, by code: "AA", "AE", "AR", "CA", "CE", "CR",
-	// "ACK" and "NAK" (single byte and MLLP commit), "FIXED_ACK", "FIXED_NAK".
-	AcksSent map[string]uint64 `protobuf:"bytes,5,rep,name=acks_sent,json=acksSent,proto3" json:"acks_sent,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	// Acknowledgements received for Sends, by the same codes.
-	AcksReceived map[string]uint64 `protobuf:"bytes,6,rep,name=acks_received,json=acksReceived,proto3" json:"acks_received,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	SentBytes int64 `protobuf:"varint,4,opt,name=sent_bytes,json=sentBytes,proto3" json:"sent_bytes,omitempty"`
+	// Acknowledgements sent, by code (codes never sent are left out).
+	SentAcks []*AckCount `protobuf:"bytes,5,rep,name=sent_acks,json=sentAcks,proto3" json:"sent_acks,omitempty"`
+	// Acknowledgements received for Sends, by code.
+	ReceivedAcks []*AckCount `protobuf:"bytes,6,rep,name=received_acks,json=receivedAcks,proto3" json:"received_acks,omitempty"`
 	// Bytes skipped outside frames (lenient framing).
-	JunkBytes uint64 `protobuf:"varint,7,opt,name=junk_bytes,json=junkBytes,proto3" json:"junk_bytes,omitempty"`
+	JunkBytes int64 `protobuf:"varint,7,opt,name=junk_bytes,json=junkBytes,proto3" json:"junk_bytes,omitempty"`
 	// Partial frames dropped because a new frame started before they ended.
-	DiscardedPartialFrames uint64 `protobuf:"varint,8,opt,name=discarded_partial_frames,json=discardedPartialFrames,proto3" json:"discarded_partial_frames,omitempty"`
+	DiscardedPartialFrameCount int64 `protobuf:"varint,8,opt,name=discarded_partial_frame_count,json=discardedPartialFrameCount,proto3" json:"discarded_partial_frame_count,omitempty"`
 	// MLLP frames accepted without the final CR.
-	MissingTrailers uint64 `protobuf:"varint,9,opt,name=missing_trailers,json=missingTrailers,proto3" json:"missing_trailers,omitempty"`
-	// Framing violations that closed the connection (strict framing, oversized
-	// frames, frame timeouts).
-	FramingErrors uint64 `protobuf:"varint,10,opt,name=framing_errors,json=framingErrors,proto3" json:"framing_errors,omitempty"`
+	MissingTrailerCount int64 `protobuf:"varint,9,opt,name=missing_trailer_count,json=missingTrailerCount,proto3" json:"missing_trailer_count,omitempty"`
+	// Framing violations that closed the connection: strict framing,
+	// oversized frames, frame timeouts, too much junk, a peer that closed or
+	// reset mid-frame.
+	FramingErrorCount int64 `protobuf:"varint,10,opt,name=framing_error_count,json=framingErrorCount,proto3" json:"framing_error_count,omitempty"`
 	// Frames that could not be journaled (answered negatively).
-	JournalErrors uint64 `protobuf:"varint,11,opt,name=journal_errors,json=journalErrors,proto3" json:"journal_errors,omitempty"`
+	JournalErrorCount int64 `protobuf:"varint,11,opt,name=journal_error_count,json=journalErrorCount,proto3" json:"journal_error_count,omitempty"`
 	// Unparsable HL7 messages (answered with a negative acknowledgement).
-	InvalidMessages uint64 `protobuf:"varint,12,opt,name=invalid_messages,json=invalidMessages,proto3" json:"invalid_messages,omitempty"`
+	InvalidMessageCount int64 `protobuf:"varint,12,opt,name=invalid_message_count,json=invalidMessageCount,proto3" json:"invalid_message_count,omitempty"`
 	// Sends whose acknowledgement did not arrive in time (in doubt).
-	SendTimeouts uint64 `protobuf:"varint,13,opt,name=send_timeouts,json=sendTimeouts,proto3" json:"send_timeouts,omitempty"`
-	// Acknowledgements that did not match the sent message.
-	AckMismatches uint64 `protobuf:"varint,14,opt,name=ack_mismatches,json=ackMismatches,proto3" json:"ack_mismatches,omitempty"`
+	AckTimeoutCount int64 `protobuf:"varint,13,opt,name=ack_timeout_count,json=ackTimeoutCount,proto3" json:"ack_timeout_count,omitempty"`
+	// Replies that did not match the sent message or could not be read
+	// (in doubt).
+	AckMismatchCount int64 `protobuf:"varint,14,opt,name=ack_mismatch_count,json=ackMismatchCount,proto3" json:"ack_mismatch_count,omitempty"`
 	// Acknowledgements received with no Send waiting for them.
-	UnsolicitedAcks uint64 `protobuf:"varint,15,opt,name=unsolicited_acks,json=unsolicitedAcks,proto3" json:"unsolicited_acks,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	UnsolicitedAckCount int64 `protobuf:"varint,15,opt,name=unsolicited_ack_count,json=unsolicitedAckCount,proto3" json:"unsolicited_ack_count,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ConnectionCounters) Reset() {
 	*x = ConnectionCounters{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +2296,7 @@ func (x *ConnectionCounters) String() string {
 func (*ConnectionCounters) ProtoMessage() {}
 
 func (x *ConnectionCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,110 +2309,110 @@ func (x *ConnectionCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionCounters.ProtoReflect.Descriptor instead.
 func (*ConnectionCounters) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{22}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
 }
 
-func (x *ConnectionCounters) GetFramesIn() uint64 {
+func (x *ConnectionCounters) GetReceivedFrameCount() int64 {
 	if x != nil {
-		return x.FramesIn
+		return x.ReceivedFrameCount
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetBytesIn() uint64 {
+func (x *ConnectionCounters) GetReceivedBytes() int64 {
 	if x != nil {
-		return x.BytesIn
+		return x.ReceivedBytes
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetFramesOut() uint64 {
+func (x *ConnectionCounters) GetSentFrameCount() int64 {
 	if x != nil {
-		return x.FramesOut
+		return x.SentFrameCount
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetBytesOut() uint64 {
+func (x *ConnectionCounters) GetSentBytes() int64 {
 	if x != nil {
-		return x.BytesOut
+		return x.SentBytes
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetAcksSent() map[string]uint64 {
+func (x *ConnectionCounters) GetSentAcks() []*AckCount {
 	if x != nil {
-		return x.AcksSent
+		return x.SentAcks
 	}
 	return nil
 }
 
-func (x *ConnectionCounters) GetAcksReceived() map[string]uint64 {
+func (x *ConnectionCounters) GetReceivedAcks() []*AckCount {
 	if x != nil {
-		return x.AcksReceived
+		return x.ReceivedAcks
 	}
 	return nil
 }
 
-func (x *ConnectionCounters) GetJunkBytes() uint64 {
+func (x *ConnectionCounters) GetJunkBytes() int64 {
 	if x != nil {
 		return x.JunkBytes
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetDiscardedPartialFrames() uint64 {
+func (x *ConnectionCounters) GetDiscardedPartialFrameCount() int64 {
 	if x != nil {
-		return x.DiscardedPartialFrames
+		return x.DiscardedPartialFrameCount
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetMissingTrailers() uint64 {
+func (x *ConnectionCounters) GetMissingTrailerCount() int64 {
 	if x != nil {
-		return x.MissingTrailers
+		return x.MissingTrailerCount
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetFramingErrors() uint64 {
+func (x *ConnectionCounters) GetFramingErrorCount() int64 {
 	if x != nil {
-		return x.FramingErrors
+		return x.FramingErrorCount
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetJournalErrors() uint64 {
+func (x *ConnectionCounters) GetJournalErrorCount() int64 {
 	if x != nil {
-		return x.JournalErrors
+		return x.JournalErrorCount
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetInvalidMessages() uint64 {
+func (x *ConnectionCounters) GetInvalidMessageCount() int64 {
 	if x != nil {
-		return x.InvalidMessages
+		return x.InvalidMessageCount
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetSendTimeouts() uint64 {
+func (x *ConnectionCounters) GetAckTimeoutCount() int64 {
 	if x != nil {
-		return x.SendTimeouts
+		return x.AckTimeoutCount
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetAckMismatches() uint64 {
+func (x *ConnectionCounters) GetAckMismatchCount() int64 {
 	if x != nil {
-		return x.AckMismatches
+		return x.AckMismatchCount
 	}
 	return 0
 }
 
-func (x *ConnectionCounters) GetUnsolicitedAcks() uint64 {
+func (x *ConnectionCounters) GetUnsolicitedAckCount() int64 {
 	if x != nil {
-		return x.UnsolicitedAcks
+		return x.UnsolicitedAckCount
 	}
 	return 0
 }
@@ -1842,29 +2424,22 @@ type Connection struct {
 	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// Who opened it.
 	Direction Direction `protobuf:"varint,2,opt,name=direction,proto3,enum=switchboard.v1.Direction" json:"direction,omitempty"`
-	// For inbound connections, the listener that accepted it.
-	ListenerId string `protobuf:"bytes,3,opt,name=listener_id,json=listenerId,proto3" json:"listener_id,omitempty"`
-	// Our end of the connection.
-	LocalAddress string `protobuf:"bytes,4,opt,name=local_address,json=localAddress,proto3" json:"local_address,omitempty"`
-	// The peer's end of the connection.
-	RemoteAddress string `protobuf:"bytes,5,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
-	// Lifecycle state.
-	State ConnectionState `protobuf:"varint,6,opt,name=state,proto3,enum=switchboard.v1.ConnectionState" json:"state,omitempty"`
-	// When the connection was established.
-	OpenTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=open_time,json=openTime,proto3" json:"open_time,omitempty"`
-	// When a byte was last read or written.
-	LastActivityTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_activity_time,json=lastActivityTime,proto3" json:"last_activity_time,omitempty"`
-	// What happened on it so far.
-	Counters *ConnectionCounters `protobuf:"bytes,9,opt,name=counters,proto3" json:"counters,omitempty"`
-	// For outbound connections, the configuration given to Connect.
-	Config        *ConnectionConfig `protobuf:"bytes,10,opt,name=config,proto3" json:"config,omitempty"`
+	// Where it comes from.
+	//
+	// Types that are valid to be assigned to Origin:
+	//
+	//	*Connection_ListenerId
+	//	*Connection_Config
+	Origin isConnection_Origin `protobuf_oneof:"origin"`
+	// What is true now. Output only.
+	Status        *ConnectionStatus `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2451,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2464,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Connection) GetConnectionId() string {
@@ -1906,58 +2481,170 @@ func (x *Connection) GetDirection() Direction {
 	return Direction_DIRECTION_UNSPECIFIED
 }
 
+func (x *Connection) GetOrigin() isConnection_Origin {
+	if x != nil {
+		return x.Origin
+	}
+	return nil
+}
+
 func (x *Connection) GetListenerId() string {
 	if x != nil {
-		return x.ListenerId
+		if x, ok := x.Origin.(*Connection_ListenerId); ok {
+			return x.ListenerId
+		}
 	}
 	return ""
 }
 
-func (x *Connection) GetLocalAddress() string {
+func (x *Connection) GetConfig() *ConnectionConfig {
 	if x != nil {
-		return x.LocalAddress
+		if x, ok := x.Origin.(*Connection_Config); ok {
+			return x.Config
+		}
 	}
-	return ""
+	return nil
 }
 
-func (x *Connection) GetRemoteAddress() string {
+func (x *Connection) GetStatus() *ConnectionStatus {
 	if x != nil {
-		return x.RemoteAddress
+		return x.Status
 	}
-	return ""
+	return nil
 }
 
-func (x *Connection) GetState() ConnectionState {
+type isConnection_Origin interface {
+	isConnection_Origin()
+}
+
+type Connection_ListenerId struct {
+	// Inbound: the listener that accepted it.
+	ListenerId string `protobuf:"bytes,3,opt,name=listener_id,json=listenerId,proto3,oneof"`
+}
+
+type Connection_Config struct {
+	// Outbound: the configuration given to Connect, exactly as given.
+	Config *ConnectionConfig `protobuf:"bytes,4,opt,name=config,proto3,oneof"`
+}
+
+func (*Connection_ListenerId) isConnection_Origin() {}
+
+func (*Connection_Config) isConnection_Origin() {}
+
+// ConnectionStatus is the observed state of a connection.
+type ConnectionStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lifecycle state.
+	State ConnectionState `protobuf:"varint,1,opt,name=state,proto3,enum=switchboard.v1.ConnectionState" json:"state,omitempty"`
+	// Our end of the connection.
+	LocalAddress string `protobuf:"bytes,2,opt,name=local_address,json=localAddress,proto3" json:"local_address,omitempty"`
+	// The peer's end of the connection.
+	RemoteAddress string `protobuf:"bytes,3,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
+	// When the TCP connection was established.
+	OpenTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=open_time,json=openTime,proto3" json:"open_time,omitempty"`
+	// When a byte was last read or written.
+	LastActivityTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_activity_time,json=lastActivityTime,proto3" json:"last_activity_time,omitempty"`
+	// What happened on it so far.
+	Counters *ConnectionCounters `protobuf:"bytes,6,opt,name=counters,proto3" json:"counters,omitempty"`
+	// Why it closed; unset while open.
+	CloseReason CloseReason `protobuf:"varint,7,opt,name=close_reason,json=closeReason,proto3,enum=switchboard.v1.CloseReason" json:"close_reason,omitempty"`
+	// The cause in words (for example the I/O error), when there is one.
+	CloseDetail string `protobuf:"bytes,8,opt,name=close_detail,json=closeDetail,proto3" json:"close_detail,omitempty"`
+	// When it closed.
+	CloseTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=close_time,json=closeTime,proto3" json:"close_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectionStatus) Reset() {
+	*x = ConnectionStatus{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectionStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectionStatus) ProtoMessage() {}
+
+func (x *ConnectionStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectionStatus.ProtoReflect.Descriptor instead.
+func (*ConnectionStatus) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ConnectionStatus) GetState() ConnectionState {
 	if x != nil {
 		return x.State
 	}
 	return ConnectionState_CONNECTION_STATE_UNSPECIFIED
 }
 
-func (x *Connection) GetOpenTime() *timestamppb.Timestamp {
+func (x *ConnectionStatus) GetLocalAddress() string {
+	if x != nil {
+		return x.LocalAddress
+	}
+	return ""
+}
+
+func (x *ConnectionStatus) GetRemoteAddress() string {
+	if x != nil {
+		return x.RemoteAddress
+	}
+	return ""
+}
+
+func (x *ConnectionStatus) GetOpenTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.OpenTime
 	}
 	return nil
 }
 
-func (x *Connection) GetLastActivityTime() *timestamppb.Timestamp {
+func (x *ConnectionStatus) GetLastActivityTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LastActivityTime
 	}
 	return nil
 }
 
-func (x *Connection) GetCounters() *ConnectionCounters {
+func (x *ConnectionStatus) GetCounters() *ConnectionCounters {
 	if x != nil {
 		return x.Counters
 	}
 	return nil
 }
 
-func (x *Connection) GetConfig() *ConnectionConfig {
+func (x *ConnectionStatus) GetCloseReason() CloseReason {
 	if x != nil {
-		return x.Config
+		return x.CloseReason
+	}
+	return CloseReason_CLOSE_REASON_UNSPECIFIED
+}
+
+func (x *ConnectionStatus) GetCloseDetail() string {
+	if x != nil {
+		return x.CloseDetail
+	}
+	return ""
+}
+
+func (x *ConnectionStatus) GetCloseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CloseTime
 	}
 	return nil
 }
@@ -1965,9 +2652,8 @@ func (x *Connection) GetConfig() *ConnectionConfig {
 // ConnectRequest is the request of Connect.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Optional caller-chosen id. Repeating Connect with the same id and the
-	// same config returns the existing connection while it is open. Empty: the
-	// server picks one.
+	// Optional caller-chosen id, with the same rules as listener ids. Empty:
+	// the server picks one.
 	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// The connection's configuration.
 	Config        *ConnectionConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
@@ -1977,7 +2663,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2675,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2688,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConnectRequest) GetConnectionId() string {
@@ -2030,7 +2716,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2728,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2741,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConnectResponse) GetConnection() *Connection {
@@ -2076,7 +2762,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2774,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2787,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DisconnectRequest) GetConnectionId() string {
@@ -2114,7 +2800,7 @@ func (x *DisconnectRequest) GetConnectionId() string {
 // DisconnectResponse is the response of Disconnect.
 type DisconnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The connection's final state and counters.
+	// The connection's final status and counters.
 	Connection    *Connection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2122,7 +2808,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2134,7 +2820,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2147,7 +2833,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DisconnectResponse) GetConnection() *Connection {
@@ -2168,7 +2854,7 @@ type GetConnectionRequest struct {
 
 func (x *GetConnectionRequest) Reset() {
 	*x = GetConnectionRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2866,7 @@ func (x *GetConnectionRequest) String() string {
 func (*GetConnectionRequest) ProtoMessage() {}
 
 func (x *GetConnectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2879,7 @@ func (x *GetConnectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConnectionRequest.ProtoReflect.Descriptor instead.
 func (*GetConnectionRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetConnectionRequest) GetConnectionId() string {
@@ -2214,7 +2900,7 @@ type GetConnectionResponse struct {
 
 func (x *GetConnectionResponse) Reset() {
 	*x = GetConnectionResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2912,7 @@ func (x *GetConnectionResponse) String() string {
 func (*GetConnectionResponse) ProtoMessage() {}
 
 func (x *GetConnectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2925,7 @@ func (x *GetConnectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConnectionResponse.ProtoReflect.Descriptor instead.
 func (*GetConnectionResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetConnectionResponse) GetConnection() *Connection {
@@ -2255,14 +2941,19 @@ type ListConnectionsRequest struct {
 	// Only connections accepted by this listener. Empty: any.
 	ListenerId string `protobuf:"bytes,1,opt,name=listener_id,json=listenerId,proto3" json:"listener_id,omitempty"`
 	// Only connections in this direction. Unspecified: any.
-	Direction     Direction `protobuf:"varint,2,opt,name=direction,proto3,enum=switchboard.v1.Direction" json:"direction,omitempty"`
+	Direction Direction `protobuf:"varint,2,opt,name=direction,proto3,enum=switchboard.v1.Direction" json:"direction,omitempty"`
+	// Most connections to return. Unset or zero: 100. At most 1000.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page. The
+	// filters must be the same as for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListConnectionsRequest) Reset() {
 	*x = ListConnectionsRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2965,7 @@ func (x *ListConnectionsRequest) String() string {
 func (*ListConnectionsRequest) ProtoMessage() {}
 
 func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2978,7 @@ func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListConnectionsRequest) GetListenerId() string {
@@ -2304,18 +2995,34 @@ func (x *ListConnectionsRequest) GetDirection() Direction {
 	return Direction_DIRECTION_UNSPECIFIED
 }
 
+func (x *ListConnectionsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListConnectionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 // ListConnectionsResponse is the response of ListConnections.
 type ListConnectionsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Open connections, ordered by id.
-	Connections   []*Connection `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	// Connections ordered by id.
+	Connections []*Connection `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListConnectionsResponse) Reset() {
 	*x = ListConnectionsResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +3034,7 @@ func (x *ListConnectionsResponse) String() string {
 func (*ListConnectionsResponse) ProtoMessage() {}
 
 func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +3047,7 @@ func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListConnectionsResponse) GetConnections() []*Connection {
@@ -2348,6 +3055,13 @@ func (x *ListConnectionsResponse) GetConnections() []*Connection {
 		return x.Connections
 	}
 	return nil
+}
+
+func (x *ListConnectionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // SendRequest is the request of Send.
@@ -2358,9 +3072,9 @@ type SendRequest struct {
 	// The message, without framing. With the HL7 policy it must carry an MSH
 	// with a non-empty MSH-10, the id the acknowledgement is matched on.
 	Payload []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
-	// How long to wait for the acknowledgement once the message is written.
-	// Unset: the connection's ack_timeout (10 s for inbound connections). The
-	// call's own deadline also applies.
+	// How long the write and the wait for the acknowledgement may take
+	// together. Unset: the connection's ack_timeout (10 s for inbound
+	// connections). The call's own deadline also applies.
 	AckTimeout    *durationpb.Duration `protobuf:"bytes,3,opt,name=ack_timeout,json=ackTimeout,proto3" json:"ack_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2368,7 +3082,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +3094,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +3107,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SendRequest) GetConnectionId() string {
@@ -2417,31 +3131,98 @@ func (x *SendRequest) GetAckTimeout() *durationpb.Duration {
 	return nil
 }
 
-// SendResponse is the response of Send.
+// PeerAck is an acknowledgement exactly as the peer sent it. Its string
+// fields follow the UTF-8 rule of ReceivedMessage.
+type PeerAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The code it carries. Unspecified when it could not be read.
+	Code AckCode `protobuf:"varint,1,opt,name=code,proto3,enum=switchboard.v1.AckCode" json:"code,omitempty"`
+	// The acknowledgement as received, without framing.
+	Payload []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	// HL7: MSA-2, the control id it acknowledges.
+	ControlId string `protobuf:"bytes,3,opt,name=control_id,json=controlId,proto3" json:"control_id,omitempty"`
+	// HL7: MSA-3, the text, verbatim.
+	Text          string `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerAck) Reset() {
+	*x = PeerAck{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerAck) ProtoMessage() {}
+
+func (x *PeerAck) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerAck.ProtoReflect.Descriptor instead.
+func (*PeerAck) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *PeerAck) GetCode() AckCode {
+	if x != nil {
+		return x.Code
+	}
+	return AckCode_ACK_CODE_UNSPECIFIED
+}
+
+func (x *PeerAck) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *PeerAck) GetControlId() string {
+	if x != nil {
+		return x.ControlId
+	}
+	return ""
+}
+
+func (x *PeerAck) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// SendResponse is the response of Send: the peer answered this message.
 type SendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// What the peer said.
-	Outcome AckOutcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=switchboard.v1.AckOutcome" json:"outcome,omitempty"`
-	// The acknowledgement exactly as received, without framing.
-	AckPayload []byte `protobuf:"bytes,2,opt,name=ack_payload,json=ackPayload,proto3" json:"ack_payload,omitempty"`
-	// HL7: the MSH-10 of the sent message.
+	// What Switchboard concluded: ACCEPTED, REJECTED or WRITTEN.
+	Outcome SendOutcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=switchboard.v1.SendOutcome" json:"outcome,omitempty"`
+	// What the peer said. Unset for WRITTEN.
+	Ack *PeerAck `protobuf:"bytes,2,opt,name=ack,proto3" json:"ack,omitempty"`
+	// HL7: the MSH-10 of the sent message (UTF-8 rule of ReceivedMessage).
 	SentControlId string `protobuf:"bytes,3,opt,name=sent_control_id,json=sentControlId,proto3" json:"sent_control_id,omitempty"`
-	// HL7: the MSA-2 of the acknowledgement (the control id it acknowledges).
-	AckControlId string `protobuf:"bytes,4,opt,name=ack_control_id,json=ackControlId,proto3" json:"ack_control_id,omitempty"`
-	// HL7: the MSA-3 text of the acknowledgement, verbatim.
-	AckText string `protobuf:"bytes,5,opt,name=ack_text,json=ackText,proto3" json:"ack_text,omitempty"`
 	// Time from the end of the write to the acknowledgement.
-	RoundTrip *durationpb.Duration `protobuf:"bytes,6,opt,name=round_trip,json=roundTrip,proto3" json:"round_trip,omitempty"`
-	// True when the connection was closed because the acknowledgement could
-	// not be trusted (MISMATCH, INVALID).
-	ConnectionReset bool `protobuf:"varint,7,opt,name=connection_reset,json=connectionReset,proto3" json:"connection_reset,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	RoundTrip     *durationpb.Duration `protobuf:"bytes,4,opt,name=round_trip,json=roundTrip,proto3" json:"round_trip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2453,7 +3234,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2466,19 +3247,19 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{37}
 }
 
-func (x *SendResponse) GetOutcome() AckOutcome {
+func (x *SendResponse) GetOutcome() SendOutcome {
 	if x != nil {
 		return x.Outcome
 	}
-	return AckOutcome_ACK_OUTCOME_UNSPECIFIED
+	return SendOutcome_SEND_OUTCOME_UNSPECIFIED
 }
 
-func (x *SendResponse) GetAckPayload() []byte {
+func (x *SendResponse) GetAck() *PeerAck {
 	if x != nil {
-		return x.AckPayload
+		return x.Ack
 	}
 	return nil
 }
@@ -2490,20 +3271,6 @@ func (x *SendResponse) GetSentControlId() string {
 	return ""
 }
 
-func (x *SendResponse) GetAckControlId() string {
-	if x != nil {
-		return x.AckControlId
-	}
-	return ""
-}
-
-func (x *SendResponse) GetAckText() string {
-	if x != nil {
-		return x.AckText
-	}
-	return ""
-}
-
 func (x *SendResponse) GetRoundTrip() *durationpb.Duration {
 	if x != nil {
 		return x.RoundTrip
@@ -2511,30 +3278,108 @@ func (x *SendResponse) GetRoundTrip() *durationpb.Duration {
 	return nil
 }
 
-func (x *SendResponse) GetConnectionReset() bool {
+// SendFailure is the error detail of a Send that ended with an error status.
+type SendFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the message was written, at least in part: its outcome is
+	// unknown (reason IN_DOUBT). False: nothing was written (reason NOT_SENT).
+	Written bool `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
+	// Why the Send ended.
+	Cause SendFailureCause `protobuf:"varint,2,opt,name=cause,proto3,enum=switchboard.v1.SendFailureCause" json:"cause,omitempty"`
+	// The connection it was sent on.
+	ConnectionId string `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// HL7: the MSH-10 of the message.
+	SentControlId string `protobuf:"bytes,4,opt,name=sent_control_id,json=sentControlId,proto3" json:"sent_control_id,omitempty"`
+	// The reply that could not be trusted (ACK_MISMATCH, ACK_UNREADABLE).
+	Ack           *PeerAck `protobuf:"bytes,5,opt,name=ack,proto3" json:"ack,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendFailure) Reset() {
+	*x = SendFailure{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendFailure) ProtoMessage() {}
+
+func (x *SendFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
 	if x != nil {
-		return x.ConnectionReset
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendFailure.ProtoReflect.Descriptor instead.
+func (*SendFailure) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SendFailure) GetWritten() bool {
+	if x != nil {
+		return x.Written
 	}
 	return false
+}
+
+func (x *SendFailure) GetCause() SendFailureCause {
+	if x != nil {
+		return x.Cause
+	}
+	return SendFailureCause_SEND_FAILURE_CAUSE_UNSPECIFIED
+}
+
+func (x *SendFailure) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *SendFailure) GetSentControlId() string {
+	if x != nil {
+		return x.SentControlId
+	}
+	return ""
+}
+
+func (x *SendFailure) GetAck() *PeerAck {
+	if x != nil {
+		return x.Ack
+	}
+	return nil
 }
 
 // ReceiveRequest is the request of Receive.
 type ReceiveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Deliver from this journal sequence (1 replays everything retained).
-	// Unset: only messages received after the call.
+	// Unset: only records stored after the call.
 	StartSequence *uint64 `protobuf:"varint,1,opt,name=start_sequence,json=startSequence,proto3,oneof" json:"start_sequence,omitempty"`
-	// Only messages from these listeners. Empty: all.
+	// Only records from these listeners. Empty: all.
 	ListenerIds []string `protobuf:"bytes,2,rep,name=listener_ids,json=listenerIds,proto3" json:"listener_ids,omitempty"`
-	// Only messages from these connections. Empty: all.
+	// Only records from these connections. Empty: all.
 	ConnectionIds []string `protobuf:"bytes,3,rep,name=connection_ids,json=connectionIds,proto3" json:"connection_ids,omitempty"`
+	// Only records of these kinds. Empty: every kind (check kind on each).
+	Kinds         []RecordKind `protobuf:"varint,4,rep,packed,name=kinds,proto3,enum=switchboard.v1.RecordKind" json:"kinds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +3391,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +3404,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReceiveRequest) GetStartSequence() uint64 {
@@ -2583,6 +3428,13 @@ func (x *ReceiveRequest) GetConnectionIds() []string {
 	return nil
 }
 
+func (x *ReceiveRequest) GetKinds() []RecordKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
 // ReceiveResponse carries one or more messages in sequence order. Messages
 // are batched when the stream has fallen behind.
 type ReceiveResponse struct {
@@ -2595,7 +3447,7 @@ type ReceiveResponse struct {
 
 func (x *ReceiveResponse) Reset() {
 	*x = ReceiveResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +3459,7 @@ func (x *ReceiveResponse) String() string {
 func (*ReceiveResponse) ProtoMessage() {}
 
 func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +3472,7 @@ func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReceiveResponse) GetMessages() []*ReceivedMessage {
@@ -2631,6 +3483,12 @@ func (x *ReceiveResponse) GetMessages() []*ReceivedMessage {
 }
 
 // ReceivedMessage is one frame received from a peer and journaled.
+//
+// String fields taken from the message (message_type, control_id) are the
+// message's bytes when those are valid UTF-8; otherwise each byte is read as
+// ISO-8859-1 (the commonest HL7 v2 charset after ASCII), so the field is
+// always valid UTF-8 and Latin-1 text reads right. The exact bytes are
+// always in payload.
 type ReceivedMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Journal sequence: ascending, gap-free across the journal (filters skip
@@ -2650,14 +3508,16 @@ type ReceivedMessage struct {
 	// HL7: MSH-9, the message type (for example "ADT^A01^ADT_A01").
 	MessageType string `protobuf:"bytes,7,opt,name=message_type,json=messageType,proto3" json:"message_type,omitempty"`
 	// HL7: MSH-10, the message control id.
-	ControlId     string `protobuf:"bytes,8,opt,name=control_id,json=controlId,proto3" json:"control_id,omitempty"`
+	ControlId string `protobuf:"bytes,8,opt,name=control_id,json=controlId,proto3" json:"control_id,omitempty"`
+	// What the record is: a message, or an acknowledgement nobody waited for.
+	Kind          RecordKind `protobuf:"varint,9,opt,name=kind,proto3,enum=switchboard.v1.RecordKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReceivedMessage) Reset() {
 	*x = ReceivedMessage{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +3529,7 @@ func (x *ReceivedMessage) String() string {
 func (*ReceivedMessage) ProtoMessage() {}
 
 func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +3542,7 @@ func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedMessage.ProtoReflect.Descriptor instead.
 func (*ReceivedMessage) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReceivedMessage) GetSequence() uint64 {
@@ -2741,6 +3601,13 @@ func (x *ReceivedMessage) GetControlId() string {
 	return ""
 }
 
+func (x *ReceivedMessage) GetKind() RecordKind {
+	if x != nil {
+		return x.Kind
+	}
+	return RecordKind_RECORD_KIND_UNSPECIFIED
+}
+
 var File_switchboard_v1_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_switchboard_proto_rawDesc = "" +
@@ -2776,31 +3643,37 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x0eFixedAckPolicy\x12\x1d\n" +
 	"\x03ack\x18\x01 \x01(\fB\v\xbaH\bz\x06\x10\x01\x18\x80\x80\x04R\x03ack\x12\x1b\n" +
 	"\x03nak\x18\x02 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x03nak\"\r\n" +
-	"\vNoAckPolicy\"\xe5\x03\n" +
+	"\vNoAckPolicy\"\xe7\x04\n" +
 	"\x0eListenerConfig\x12$\n" +
 	"\aaddress\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xac\x02R\aaddress\x121\n" +
 	"\aframing\x18\x02 \x01(\v2\x17.switchboard.v1.FramingR\aframing\x128\n" +
 	"\n" +
-	"ack_policy\x18\x03 \x01(\v2\x19.switchboard.v1.AckPolicyR\tackPolicy\x122\n" +
-	"\x0fmax_frame_bytes\x18\x04 \x01(\rB\n" +
-	"\xbaH\a*\x05\x18\x80\x80\x80 R\rmaxFrameBytes\x122\n" +
-	"\x0fmax_connections\x18\x05 \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=R\x0emaxConnections\x12F\n" +
+	"ack_policy\x18\x03 \x01(\v2\x19.switchboard.v1.AckPolicyR\tackPolicy\x124\n" +
+	"\x0fmax_frame_bytes\x18\x04 \x01(\x05B\f\xbaH\t\x1a\a\x18\x80\x80\x80 (\x00R\rmaxFrameBytes\x124\n" +
+	"\x0fmax_connections\x18\x05 \x01(\x05B\v\xbaH\b\x1a\x06\x18\xc0\x84=(\x00R\x0emaxConnections\x12F\n" +
 	"\fidle_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\vidleTimeout\x12M\n" +
 	"\rframe_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
 	"\xaa\x01\a\"\x03\b\x90\x1c*\x00R\fframeTimeout\x12A\n" +
-	"\tkeepalive\x18\b \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\tkeepalive\"\x8d\x03\n" +
+	"\tkeepalive\x18\b \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\tkeepalive\x12H\n" +
+	"\x1amax_connections_per_source\x18\t \x01(\x05B\v\xbaH\b\x1a\x06\x18\xc0\x84=(\x00R\x17maxConnectionsPerSource\x122\n" +
+	"\x0emax_junk_bytes\x18\n" +
+	" \x01(\x05B\f\xbaH\t\x1a\a\x18\x80\x80\x80 (\x00R\fmaxJunkBytes\"\x9b\x01\n" +
 	"\bListener\x12\x1f\n" +
 	"\vlistener_id\x18\x01 \x01(\tR\n" +
 	"listenerId\x126\n" +
-	"\x06config\x18\x02 \x01(\v2\x1e.switchboard.v1.ListenerConfigR\x06config\x12#\n" +
-	"\rbound_address\x18\x03 \x01(\tR\fboundAddress\x123\n" +
-	"\x05state\x18\x04 \x01(\x0e2\x1d.switchboard.v1.ListenerStateR\x05state\x129\n" +
-	"\n" +
-	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12-\n" +
-	"\x12active_connections\x18\x06 \x01(\rR\x11activeConnections\x121\n" +
-	"\x14accepted_connections\x18\a \x01(\x04R\x13acceptedConnections\x121\n" +
-	"\x14rejected_connections\x18\b \x01(\x04R\x13rejectedConnections\"\xa4\x01\n" +
+	"\x06config\x18\x02 \x01(\v2\x1e.switchboard.v1.ListenerConfigR\x06config\x126\n" +
+	"\x06status\x18\x03 \x01(\v2\x1e.switchboard.v1.ListenerStatusR\x06status\"\xed\x03\n" +
+	"\x0eListenerStatus\x123\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1d.switchboard.v1.ListenerStateR\x05state\x12#\n" +
+	"\rbound_address\x18\x02 \x01(\tR\fboundAddress\x12;\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x122\n" +
+	"\x15open_connection_count\x18\x04 \x01(\x03R\x13openConnectionCount\x12:\n" +
+	"\x19accepted_connection_count\x18\x05 \x01(\x03R\x17acceptedConnectionCount\x12:\n" +
+	"\x19rejected_connection_count\x18\x06 \x01(\x03R\x17rejectedConnectionCount\x12G\n" +
+	" source_rejected_connection_count\x18\b \x01(\x03R\x1dsourceRejectedConnectionCount\x12O\n" +
+	"\x11connection_totals\x18\a \x01(\v2\".switchboard.v1.ConnectionCountersR\x10connectionTotals\"\xa4\x01\n" +
 	"\x14StartListenerRequest\x12L\n" +
 	"\vlistener_id\x18\x01 \x01(\tB+\xbaH(r&2$^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$R\n" +
 	"listenerId\x12>\n" +
@@ -2818,10 +3691,15 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\vlistener_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\n" +
 	"listenerId\"K\n" +
 	"\x13GetListenerResponse\x124\n" +
-	"\blistener\x18\x01 \x01(\v2\x18.switchboard.v1.ListenerR\blistener\"\x16\n" +
-	"\x14ListListenersRequest\"O\n" +
+	"\blistener\x18\x01 \x01(\v2\x18.switchboard.v1.ListenerR\blistener\"h\n" +
+	"\x14ListListenersRequest\x12'\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\tpageToken\"w\n" +
 	"\x15ListListenersResponse\x126\n" +
-	"\tlisteners\x18\x01 \x03(\v2\x18.switchboard.v1.ListenerR\tlisteners\"\xba\x03\n" +
+	"\tlisteners\x18\x01 \x03(\v2\x18.switchboard.v1.ListenerR\tlisteners\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbc\x03\n" +
 	"\x10ConnectionConfig\x12$\n" +
 	"\aaddress\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xac\x02R\aaddress\x121\n" +
@@ -2832,49 +3710,51 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\xaa\x01\a\"\x03\b\xac\x02*\x00R\x0econnectTimeout\x12I\n" +
 	"\vack_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
 	"\xaa\x01\a\"\x03\b\x90\x1c*\x00R\n" +
-	"ackTimeout\x122\n" +
-	"\x0fmax_frame_bytes\x18\x06 \x01(\rB\n" +
-	"\xbaH\a*\x05\x18\x80\x80\x80 R\rmaxFrameBytes\x12A\n" +
-	"\tkeepalive\x18\a \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\tkeepalive\"\xa4\x06\n" +
-	"\x12ConnectionCounters\x12\x1b\n" +
-	"\tframes_in\x18\x01 \x01(\x04R\bframesIn\x12\x19\n" +
-	"\bbytes_in\x18\x02 \x01(\x04R\abytesIn\x12\x1d\n" +
+	"ackTimeout\x124\n" +
+	"\x0fmax_frame_bytes\x18\x06 \x01(\x05B\f\xbaH\t\x1a\a\x18\x80\x80\x80 (\x00R\rmaxFrameBytes\x12A\n" +
+	"\tkeepalive\x18\a \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\tkeepalive\"M\n" +
+	"\bAckCount\x12+\n" +
+	"\x04code\x18\x01 \x01(\x0e2\x17.switchboard.v1.AckCodeR\x04code\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\xe4\x05\n" +
+	"\x12ConnectionCounters\x120\n" +
+	"\x14received_frame_count\x18\x01 \x01(\x03R\x12receivedFrameCount\x12%\n" +
+	"\x0ereceived_bytes\x18\x02 \x01(\x03R\rreceivedBytes\x12(\n" +
+	"\x10sent_frame_count\x18\x03 \x01(\x03R\x0esentFrameCount\x12\x1d\n" +
 	"\n" +
-	"frames_out\x18\x03 \x01(\x04R\tframesOut\x12\x1b\n" +
-	"\tbytes_out\x18\x04 \x01(\x04R\bbytesOut\x12M\n" +
-	"\tacks_sent\x18\x05 \x03(\v20.switchboard.v1.ConnectionCounters.AcksSentEntryR\backsSent\x12Y\n" +
-	"\racks_received\x18\x06 \x03(\v24.switchboard.v1.ConnectionCounters.AcksReceivedEntryR\facksReceived\x12\x1d\n" +
+	"sent_bytes\x18\x04 \x01(\x03R\tsentBytes\x125\n" +
+	"\tsent_acks\x18\x05 \x03(\v2\x18.switchboard.v1.AckCountR\bsentAcks\x12=\n" +
+	"\rreceived_acks\x18\x06 \x03(\v2\x18.switchboard.v1.AckCountR\freceivedAcks\x12\x1d\n" +
 	"\n" +
-	"junk_bytes\x18\a \x01(\x04R\tjunkBytes\x128\n" +
-	"\x18discarded_partial_frames\x18\b \x01(\x04R\x16discardedPartialFrames\x12)\n" +
-	"\x10missing_trailers\x18\t \x01(\x04R\x0fmissingTrailers\x12%\n" +
-	"\x0eframing_errors\x18\n" +
-	" \x01(\x04R\rframingErrors\x12%\n" +
-	"\x0ejournal_errors\x18\v \x01(\x04R\rjournalErrors\x12)\n" +
-	"\x10invalid_messages\x18\f \x01(\x04R\x0finvalidMessages\x12#\n" +
-	"\rsend_timeouts\x18\r \x01(\x04R\fsendTimeouts\x12%\n" +
-	"\x0eack_mismatches\x18\x0e \x01(\x04R\rackMismatches\x12)\n" +
-	"\x10unsolicited_acks\x18\x0f \x01(\x04R\x0funsolicitedAcks\x1a;\n" +
-	"\rAcksSentEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a?\n" +
-	"\x11AcksReceivedEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x8b\x04\n" +
+	"junk_bytes\x18\a \x01(\x03R\tjunkBytes\x12A\n" +
+	"\x1ddiscarded_partial_frame_count\x18\b \x01(\x03R\x1adiscardedPartialFrameCount\x122\n" +
+	"\x15missing_trailer_count\x18\t \x01(\x03R\x13missingTrailerCount\x12.\n" +
+	"\x13framing_error_count\x18\n" +
+	" \x01(\x03R\x11framingErrorCount\x12.\n" +
+	"\x13journal_error_count\x18\v \x01(\x03R\x11journalErrorCount\x122\n" +
+	"\x15invalid_message_count\x18\f \x01(\x03R\x13invalidMessageCount\x12*\n" +
+	"\x11ack_timeout_count\x18\r \x01(\x03R\x0fackTimeoutCount\x12,\n" +
+	"\x12ack_mismatch_count\x18\x0e \x01(\x03R\x10ackMismatchCount\x122\n" +
+	"\x15unsolicited_ack_count\x18\x0f \x01(\x03R\x13unsolicitedAckCount\"\x8d\x02\n" +
 	"\n" +
 	"Connection\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x127\n" +
-	"\tdirection\x18\x02 \x01(\x0e2\x19.switchboard.v1.DirectionR\tdirection\x12\x1f\n" +
-	"\vlistener_id\x18\x03 \x01(\tR\n" +
-	"listenerId\x12#\n" +
-	"\rlocal_address\x18\x04 \x01(\tR\flocalAddress\x12%\n" +
-	"\x0eremote_address\x18\x05 \x01(\tR\rremoteAddress\x125\n" +
-	"\x05state\x18\x06 \x01(\x0e2\x1f.switchboard.v1.ConnectionStateR\x05state\x127\n" +
-	"\topen_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bopenTime\x12H\n" +
-	"\x12last_activity_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x10lastActivityTime\x12>\n" +
-	"\bcounters\x18\t \x01(\v2\".switchboard.v1.ConnectionCountersR\bcounters\x128\n" +
-	"\x06config\x18\n" +
-	" \x01(\v2 .switchboard.v1.ConnectionConfigR\x06config\"\xa4\x01\n" +
+	"\tdirection\x18\x02 \x01(\x0e2\x19.switchboard.v1.DirectionR\tdirection\x12!\n" +
+	"\vlistener_id\x18\x03 \x01(\tH\x00R\n" +
+	"listenerId\x12:\n" +
+	"\x06config\x18\x04 \x01(\v2 .switchboard.v1.ConnectionConfigH\x00R\x06config\x128\n" +
+	"\x06status\x18\x05 \x01(\v2 .switchboard.v1.ConnectionStatusR\x06statusB\b\n" +
+	"\x06origin\"\xf6\x03\n" +
+	"\x10ConnectionStatus\x125\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1f.switchboard.v1.ConnectionStateR\x05state\x12#\n" +
+	"\rlocal_address\x18\x02 \x01(\tR\flocalAddress\x12%\n" +
+	"\x0eremote_address\x18\x03 \x01(\tR\rremoteAddress\x127\n" +
+	"\topen_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bopenTime\x12H\n" +
+	"\x12last_activity_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastActivityTime\x12>\n" +
+	"\bcounters\x18\x06 \x01(\v2\".switchboard.v1.ConnectionCountersR\bcounters\x12>\n" +
+	"\fclose_reason\x18\a \x01(\x0e2\x1b.switchboard.v1.CloseReasonR\vcloseReason\x12!\n" +
+	"\fclose_detail\x18\b \x01(\tR\vcloseDetail\x129\n" +
+	"\n" +
+	"close_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcloseTime\"\xa4\x01\n" +
 	"\x0eConnectRequest\x12P\n" +
 	"\rconnection_id\x18\x01 \x01(\tB+\xbaH(r&2$^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$R\fconnectionId\x12@\n" +
 	"\x06config\x18\x02 \x01(\v2 .switchboard.v1.ConnectionConfigB\x06\xbaH\x03\xc8\x01\x01R\x06config\"M\n" +
@@ -2893,36 +3773,51 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x15GetConnectionResponse\x12:\n" +
 	"\n" +
 	"connection\x18\x01 \x01(\v2\x1a.switchboard.v1.ConnectionR\n" +
-	"connection\"|\n" +
+	"connection\"\xce\x01\n" +
 	"\x16ListConnectionsRequest\x12\x1f\n" +
 	"\vlistener_id\x18\x01 \x01(\tR\n" +
 	"listenerId\x12A\n" +
-	"\tdirection\x18\x02 \x01(\x0e2\x19.switchboard.v1.DirectionB\b\xbaH\x05\x82\x01\x02\x10\x01R\tdirection\"W\n" +
+	"\tdirection\x18\x02 \x01(\x0e2\x19.switchboard.v1.DirectionB\b\xbaH\x05\x82\x01\x02\x10\x01R\tdirection\x12'\n" +
+	"\tpage_size\x18\x03 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\tpageToken\"\x7f\n" +
 	"\x17ListConnectionsResponse\x12<\n" +
-	"\vconnections\x18\x01 \x03(\v2\x1a.switchboard.v1.ConnectionR\vconnections\"\xae\x01\n" +
+	"\vconnections\x18\x01 \x03(\v2\x1a.switchboard.v1.ConnectionR\vconnections\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xae\x01\n" +
 	"\vSendRequest\x12,\n" +
 	"\rconnection_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\fconnectionId\x12&\n" +
 	"\apayload\x18\x02 \x01(\fB\f\xbaH\tz\a\x10\x01\x18\x80\x80\x80 R\apayload\x12I\n" +
 	"\vack_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
 	"\xaa\x01\a\"\x03\b\x90\x1c*\x00R\n" +
-	"ackTimeout\"\xb3\x02\n" +
-	"\fSendResponse\x124\n" +
-	"\aoutcome\x18\x01 \x01(\x0e2\x1a.switchboard.v1.AckOutcomeR\aoutcome\x12\x1f\n" +
-	"\vack_payload\x18\x02 \x01(\fR\n" +
-	"ackPayload\x12&\n" +
-	"\x0fsent_control_id\x18\x03 \x01(\tR\rsentControlId\x12$\n" +
-	"\x0eack_control_id\x18\x04 \x01(\tR\fackControlId\x12\x19\n" +
-	"\back_text\x18\x05 \x01(\tR\aackText\x128\n" +
+	"ackTimeout\"\x83\x01\n" +
+	"\aPeerAck\x12+\n" +
+	"\x04code\x18\x01 \x01(\x0e2\x17.switchboard.v1.AckCodeR\x04code\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
 	"\n" +
-	"round_trip\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\troundTrip\x12)\n" +
-	"\x10connection_reset\x18\a \x01(\bR\x0fconnectionReset\"\xaf\x01\n" +
+	"control_id\x18\x03 \x01(\tR\tcontrolId\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"\xd2\x01\n" +
+	"\fSendResponse\x125\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2\x1b.switchboard.v1.SendOutcomeR\aoutcome\x12)\n" +
+	"\x03ack\x18\x02 \x01(\v2\x17.switchboard.v1.PeerAckR\x03ack\x12&\n" +
+	"\x0fsent_control_id\x18\x03 \x01(\tR\rsentControlId\x128\n" +
+	"\n" +
+	"round_trip\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\troundTrip\"\xd7\x01\n" +
+	"\vSendFailure\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\bR\awritten\x126\n" +
+	"\x05cause\x18\x02 \x01(\x0e2 .switchboard.v1.SendFailureCauseR\x05cause\x12#\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12&\n" +
+	"\x0fsent_control_id\x18\x04 \x01(\tR\rsentControlId\x12)\n" +
+	"\x03ack\x18\x05 \x01(\v2\x17.switchboard.v1.PeerAckR\x03ack\"\xf2\x01\n" +
 	"\x0eReceiveRequest\x12*\n" +
 	"\x0estart_sequence\x18\x01 \x01(\x04H\x00R\rstartSequence\x88\x01\x01\x12,\n" +
 	"\flistener_ids\x18\x02 \x03(\tB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\vlistenerIds\x120\n" +
-	"\x0econnection_ids\x18\x03 \x03(\tB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\rconnectionIdsB\x11\n" +
+	"\x0econnection_ids\x18\x03 \x03(\tB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\rconnectionIds\x12A\n" +
+	"\x05kinds\x18\x04 \x03(\x0e2\x1a.switchboard.v1.RecordKindB\x0f\xbaH\f\x92\x01\t\x10\n" +
+	"\"\x05\x82\x01\x02\x10\x01R\x05kindsB\x11\n" +
 	"\x0f_start_sequence\"N\n" +
 	"\x0fReceiveResponse\x12;\n" +
-	"\bmessages\x18\x01 \x03(\v2\x1f.switchboard.v1.ReceivedMessageR\bmessages\"\xb5\x02\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1f.switchboard.v1.ReceivedMessageR\bmessages\"\xe5\x02\n" +
 	"\x0fReceivedMessage\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1f\n" +
 	"\vlistener_id\x18\x02 \x01(\tR\n" +
@@ -2933,7 +3828,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\apayload\x18\x06 \x01(\fR\apayload\x12!\n" +
 	"\fmessage_type\x18\a \x01(\tR\vmessageType\x12\x1d\n" +
 	"\n" +
-	"control_id\x18\b \x01(\tR\tcontrolId*\x86\x01\n" +
+	"control_id\x18\b \x01(\tR\tcontrolId\x12.\n" +
+	"\x04kind\x18\t \x01(\x0e2\x1a.switchboard.v1.RecordKindR\x04kind*\x86\x01\n" +
 	"\rListenerState\x12\x1e\n" +
 	"\x1aLISTENER_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18LISTENER_STATE_LISTENING\x10\x01\x12\x1b\n" +
@@ -2947,22 +3843,76 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x1cCONNECTION_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CONNECTION_STATE_OPEN\x10\x01\x12\x1d\n" +
 	"\x19CONNECTION_STATE_DRAINING\x10\x02\x12\x1b\n" +
-	"\x17CONNECTION_STATE_CLOSED\x10\x03*\xda\x02\n" +
+	"\x17CONNECTION_STATE_CLOSED\x10\x03*\x85\x05\n" +
+	"\vCloseReason\x12\x1c\n" +
+	"\x18CLOSE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bCLOSE_REASON_CLOSED_LOCALLY\x10\x01\x12\x1c\n" +
+	"\x18CLOSE_REASON_PEER_CLOSED\x10\x02\x12&\n" +
+	"\"CLOSE_REASON_PEER_CLOSED_MID_FRAME\x10\x03\x12\x1b\n" +
+	"\x17CLOSE_REASON_PEER_RESET\x10\x04\x12\x1d\n" +
+	"\x19CLOSE_REASON_IDLE_TIMEOUT\x10\x05\x12\x1e\n" +
+	"\x1aCLOSE_REASON_FRAME_TIMEOUT\x10\x06\x12\x1e\n" +
+	"\x1aCLOSE_REASON_FRAMING_ERROR\x10\a\x12 \n" +
+	"\x1cCLOSE_REASON_FRAME_TOO_LARGE\x10\b\x12\x1b\n" +
+	"\x17CLOSE_REASON_JUNK_LIMIT\x10\t\x12\x1d\n" +
+	"\x19CLOSE_REASON_MEMORY_LIMIT\x10\n" +
+	"\x12\x18\n" +
+	"\x14CLOSE_REASON_DRAINED\x10\v\x12\x1e\n" +
+	"\x1aCLOSE_REASON_DRAIN_TIMEOUT\x10\f\x12\x1c\n" +
+	"\x18CLOSE_REASON_ACK_TIMEOUT\x10\r\x12\x1d\n" +
+	"\x19CLOSE_REASON_ACK_MISMATCH\x10\x0e\x12\x1f\n" +
+	"\x1bCLOSE_REASON_SEND_CANCELLED\x10\x0f\x12\"\n" +
+	"\x1eCLOSE_REASON_SEND_WRITE_FAILED\x10\x10\x12!\n" +
+	"\x1dCLOSE_REASON_ACK_WRITE_FAILED\x10\x11\x12\x1b\n" +
+	"\x17CLOSE_REASON_NOT_STORED\x10\x12\x12\x1b\n" +
+	"\x17CLOSE_REASON_READ_ERROR\x10\x13*\xe7\x01\n" +
+	"\aAckCode\x12\x18\n" +
+	"\x14ACK_CODE_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vACK_CODE_AA\x10\x01\x12\x0f\n" +
+	"\vACK_CODE_AE\x10\x02\x12\x0f\n" +
+	"\vACK_CODE_AR\x10\x03\x12\x0f\n" +
+	"\vACK_CODE_CA\x10\x04\x12\x0f\n" +
+	"\vACK_CODE_CE\x10\x05\x12\x0f\n" +
+	"\vACK_CODE_CR\x10\x06\x12\x15\n" +
+	"\x11ACK_CODE_BYTE_ACK\x10\a\x12\x15\n" +
+	"\x11ACK_CODE_BYTE_NAK\x10\b\x12\x16\n" +
+	"\x12ACK_CODE_FIXED_ACK\x10\t\x12\x16\n" +
+	"\x12ACK_CODE_FIXED_NAK\x10\n" +
+	"*{\n" +
+	"\vSendOutcome\x12\x1c\n" +
+	"\x18SEND_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15SEND_OUTCOME_ACCEPTED\x10\x01\x12\x19\n" +
+	"\x15SEND_OUTCOME_REJECTED\x10\x02\x12\x18\n" +
+	"\x14SEND_OUTCOME_WRITTEN\x10\x03*\xe7\x02\n" +
+	"\x10SendFailureCause\x12\"\n" +
+	"\x1eSEND_FAILURE_CAUSE_UNSPECIFIED\x10\x00\x12*\n" +
+	"&SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN\x10\x01\x12$\n" +
+	" SEND_FAILURE_CAUSE_QUEUE_TIMEOUT\x10\x02\x12 \n" +
+	"\x1cSEND_FAILURE_CAUSE_CANCELLED\x10\x03\x12\"\n" +
+	"\x1eSEND_FAILURE_CAUSE_ACK_TIMEOUT\x10\x04\x12#\n" +
+	"\x1fSEND_FAILURE_CAUSE_WRITE_FAILED\x10\x05\x12&\n" +
+	"\"SEND_FAILURE_CAUSE_CONNECTION_LOST\x10\x06\x12#\n" +
+	"\x1fSEND_FAILURE_CAUSE_ACK_MISMATCH\x10\a\x12%\n" +
+	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\x86\x03\n" +
+	"\vErrorReason\x12\x1c\n" +
+	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ERROR_REASON_IN_DOUBT\x10\x01\x12\x19\n" +
+	"\x15ERROR_REASON_NOT_SENT\x10\x02\x12!\n" +
+	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x03\x12\x1a\n" +
+	"\x16ERROR_REASON_NOT_FOUND\x10\x04\x12 \n" +
+	"\x1cERROR_REASON_CONFIG_CONFLICT\x10\x05\x12\x19\n" +
+	"\x15ERROR_REASON_STOPPING\x10\x06\x12%\n" +
+	"!ERROR_REASON_ADDRESS_NOT_BINDABLE\x10\a\x12\x1f\n" +
+	"\x1bERROR_REASON_CONNECT_FAILED\x10\b\x12\x1e\n" +
+	"\x1aERROR_REASON_SHUTTING_DOWN\x10\t\x12$\n" +
+	" ERROR_REASON_JOURNAL_UNAVAILABLE\x10\n" +
+	"\x12\x19\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\v*W\n" +
 	"\n" +
-	"AckOutcome\x12\x1b\n" +
-	"\x17ACK_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n" +
-	"\x14ACK_OUTCOME_ACCEPTED\x10\x01\x12\x15\n" +
-	"\x11ACK_OUTCOME_ERROR\x10\x02\x12\x18\n" +
-	"\x14ACK_OUTCOME_REJECTED\x10\x03\x12\x1f\n" +
-	"\x1bACK_OUTCOME_COMMIT_ACCEPTED\x10\x04\x12\x1c\n" +
-	"\x18ACK_OUTCOME_COMMIT_ERROR\x10\x05\x12\x1f\n" +
-	"\x1bACK_OUTCOME_COMMIT_REJECTED\x10\x06\x12\x18\n" +
-	"\x14ACK_OUTCOME_BYTE_ACK\x10\a\x12\x18\n" +
-	"\x14ACK_OUTCOME_BYTE_NAK\x10\b\x12\x1d\n" +
-	"\x19ACK_OUTCOME_NONE_EXPECTED\x10\t\x12\x18\n" +
-	"\x14ACK_OUTCOME_MISMATCH\x10\n" +
-	"\x12\x17\n" +
-	"\x13ACK_OUTCOME_INVALID\x10\v2\xf7\x06\n" +
+	"RecordKind\x12\x1b\n" +
+	"\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13RECORD_KIND_MESSAGE\x10\x01\x12\x13\n" +
+	"\x0fRECORD_KIND_ACK\x10\x022\xf7\x06\n" +
 	"\x12SwitchboardService\x12\\\n" +
 	"\rStartListener\x12$.switchboard.v1.StartListenerRequest\x1a%.switchboard.v1.StartListenerResponse\x12Y\n" +
 	"\fStopListener\x12#.switchboard.v1.StopListenerRequest\x1a$.switchboard.v1.StopListenerResponse\x12V\n" +
@@ -2989,128 +3939,148 @@ func file_switchboard_v1_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_switchboard_proto_rawDescData
 }
 
-var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_switchboard_v1_switchboard_proto_goTypes = []any{
 	(ListenerState)(0),              // 0: switchboard.v1.ListenerState
 	(Direction)(0),                  // 1: switchboard.v1.Direction
 	(ConnectionState)(0),            // 2: switchboard.v1.ConnectionState
-	(AckOutcome)(0),                 // 3: switchboard.v1.AckOutcome
-	(*Framing)(nil),                 // 4: switchboard.v1.Framing
-	(*MllpFraming)(nil),             // 5: switchboard.v1.MllpFraming
-	(*LengthPrefixFraming)(nil),     // 6: switchboard.v1.LengthPrefixFraming
-	(*DelimiterFraming)(nil),        // 7: switchboard.v1.DelimiterFraming
-	(*StartEndFraming)(nil),         // 8: switchboard.v1.StartEndFraming
-	(*AckPolicy)(nil),               // 9: switchboard.v1.AckPolicy
-	(*Hl7AckPolicy)(nil),            // 10: switchboard.v1.Hl7AckPolicy
-	(*SingleByteAckPolicy)(nil),     // 11: switchboard.v1.SingleByteAckPolicy
-	(*MllpCommitAckPolicy)(nil),     // 12: switchboard.v1.MllpCommitAckPolicy
-	(*FixedAckPolicy)(nil),          // 13: switchboard.v1.FixedAckPolicy
-	(*NoAckPolicy)(nil),             // 14: switchboard.v1.NoAckPolicy
-	(*ListenerConfig)(nil),          // 15: switchboard.v1.ListenerConfig
-	(*Listener)(nil),                // 16: switchboard.v1.Listener
-	(*StartListenerRequest)(nil),    // 17: switchboard.v1.StartListenerRequest
-	(*StartListenerResponse)(nil),   // 18: switchboard.v1.StartListenerResponse
-	(*StopListenerRequest)(nil),     // 19: switchboard.v1.StopListenerRequest
-	(*StopListenerResponse)(nil),    // 20: switchboard.v1.StopListenerResponse
-	(*GetListenerRequest)(nil),      // 21: switchboard.v1.GetListenerRequest
-	(*GetListenerResponse)(nil),     // 22: switchboard.v1.GetListenerResponse
-	(*ListListenersRequest)(nil),    // 23: switchboard.v1.ListListenersRequest
-	(*ListListenersResponse)(nil),   // 24: switchboard.v1.ListListenersResponse
-	(*ConnectionConfig)(nil),        // 25: switchboard.v1.ConnectionConfig
-	(*ConnectionCounters)(nil),      // 26: switchboard.v1.ConnectionCounters
-	(*Connection)(nil),              // 27: switchboard.v1.Connection
-	(*ConnectRequest)(nil),          // 28: switchboard.v1.ConnectRequest
-	(*ConnectResponse)(nil),         // 29: switchboard.v1.ConnectResponse
-	(*DisconnectRequest)(nil),       // 30: switchboard.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),      // 31: switchboard.v1.DisconnectResponse
-	(*GetConnectionRequest)(nil),    // 32: switchboard.v1.GetConnectionRequest
-	(*GetConnectionResponse)(nil),   // 33: switchboard.v1.GetConnectionResponse
-	(*ListConnectionsRequest)(nil),  // 34: switchboard.v1.ListConnectionsRequest
-	(*ListConnectionsResponse)(nil), // 35: switchboard.v1.ListConnectionsResponse
-	(*SendRequest)(nil),             // 36: switchboard.v1.SendRequest
-	(*SendResponse)(nil),            // 37: switchboard.v1.SendResponse
-	(*ReceiveRequest)(nil),          // 38: switchboard.v1.ReceiveRequest
-	(*ReceiveResponse)(nil),         // 39: switchboard.v1.ReceiveResponse
-	(*ReceivedMessage)(nil),         // 40: switchboard.v1.ReceivedMessage
-	nil,                             // 41: switchboard.v1.ConnectionCounters.AcksSentEntry
-	nil,                             // 42: switchboard.v1.ConnectionCounters.AcksReceivedEntry
-	(*durationpb.Duration)(nil),     // 43: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 44: google.protobuf.Timestamp
+	(CloseReason)(0),                // 3: switchboard.v1.CloseReason
+	(AckCode)(0),                    // 4: switchboard.v1.AckCode
+	(SendOutcome)(0),                // 5: switchboard.v1.SendOutcome
+	(SendFailureCause)(0),           // 6: switchboard.v1.SendFailureCause
+	(ErrorReason)(0),                // 7: switchboard.v1.ErrorReason
+	(RecordKind)(0),                 // 8: switchboard.v1.RecordKind
+	(*Framing)(nil),                 // 9: switchboard.v1.Framing
+	(*MllpFraming)(nil),             // 10: switchboard.v1.MllpFraming
+	(*LengthPrefixFraming)(nil),     // 11: switchboard.v1.LengthPrefixFraming
+	(*DelimiterFraming)(nil),        // 12: switchboard.v1.DelimiterFraming
+	(*StartEndFraming)(nil),         // 13: switchboard.v1.StartEndFraming
+	(*AckPolicy)(nil),               // 14: switchboard.v1.AckPolicy
+	(*Hl7AckPolicy)(nil),            // 15: switchboard.v1.Hl7AckPolicy
+	(*SingleByteAckPolicy)(nil),     // 16: switchboard.v1.SingleByteAckPolicy
+	(*MllpCommitAckPolicy)(nil),     // 17: switchboard.v1.MllpCommitAckPolicy
+	(*FixedAckPolicy)(nil),          // 18: switchboard.v1.FixedAckPolicy
+	(*NoAckPolicy)(nil),             // 19: switchboard.v1.NoAckPolicy
+	(*ListenerConfig)(nil),          // 20: switchboard.v1.ListenerConfig
+	(*Listener)(nil),                // 21: switchboard.v1.Listener
+	(*ListenerStatus)(nil),          // 22: switchboard.v1.ListenerStatus
+	(*StartListenerRequest)(nil),    // 23: switchboard.v1.StartListenerRequest
+	(*StartListenerResponse)(nil),   // 24: switchboard.v1.StartListenerResponse
+	(*StopListenerRequest)(nil),     // 25: switchboard.v1.StopListenerRequest
+	(*StopListenerResponse)(nil),    // 26: switchboard.v1.StopListenerResponse
+	(*GetListenerRequest)(nil),      // 27: switchboard.v1.GetListenerRequest
+	(*GetListenerResponse)(nil),     // 28: switchboard.v1.GetListenerResponse
+	(*ListListenersRequest)(nil),    // 29: switchboard.v1.ListListenersRequest
+	(*ListListenersResponse)(nil),   // 30: switchboard.v1.ListListenersResponse
+	(*ConnectionConfig)(nil),        // 31: switchboard.v1.ConnectionConfig
+	(*AckCount)(nil),                // 32: switchboard.v1.AckCount
+	(*ConnectionCounters)(nil),      // 33: switchboard.v1.ConnectionCounters
+	(*Connection)(nil),              // 34: switchboard.v1.Connection
+	(*ConnectionStatus)(nil),        // 35: switchboard.v1.ConnectionStatus
+	(*ConnectRequest)(nil),          // 36: switchboard.v1.ConnectRequest
+	(*ConnectResponse)(nil),         // 37: switchboard.v1.ConnectResponse
+	(*DisconnectRequest)(nil),       // 38: switchboard.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),      // 39: switchboard.v1.DisconnectResponse
+	(*GetConnectionRequest)(nil),    // 40: switchboard.v1.GetConnectionRequest
+	(*GetConnectionResponse)(nil),   // 41: switchboard.v1.GetConnectionResponse
+	(*ListConnectionsRequest)(nil),  // 42: switchboard.v1.ListConnectionsRequest
+	(*ListConnectionsResponse)(nil), // 43: switchboard.v1.ListConnectionsResponse
+	(*SendRequest)(nil),             // 44: switchboard.v1.SendRequest
+	(*PeerAck)(nil),                 // 45: switchboard.v1.PeerAck
+	(*SendResponse)(nil),            // 46: switchboard.v1.SendResponse
+	(*SendFailure)(nil),             // 47: switchboard.v1.SendFailure
+	(*ReceiveRequest)(nil),          // 48: switchboard.v1.ReceiveRequest
+	(*ReceiveResponse)(nil),         // 49: switchboard.v1.ReceiveResponse
+	(*ReceivedMessage)(nil),         // 50: switchboard.v1.ReceivedMessage
+	(*durationpb.Duration)(nil),     // 51: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 52: google.protobuf.Timestamp
 }
 var file_switchboard_v1_switchboard_proto_depIdxs = []int32{
-	5,  // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
-	6,  // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
-	7,  // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
-	8,  // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
-	10, // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
-	11, // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
-	12, // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
-	13, // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
-	14, // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
-	4,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
-	9,  // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	43, // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
-	43, // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
-	43, // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
-	15, // 14: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
-	0,  // 15: switchboard.v1.Listener.state:type_name -> switchboard.v1.ListenerState
-	44, // 16: switchboard.v1.Listener.start_time:type_name -> google.protobuf.Timestamp
-	15, // 17: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
-	16, // 18: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
-	43, // 19: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
-	16, // 20: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
-	16, // 21: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
-	16, // 22: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
-	4,  // 23: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
-	9,  // 24: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	43, // 25: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
-	43, // 26: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
-	43, // 27: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
-	41, // 28: switchboard.v1.ConnectionCounters.acks_sent:type_name -> switchboard.v1.ConnectionCounters.AcksSentEntry
-	42, // 29: switchboard.v1.ConnectionCounters.acks_received:type_name -> switchboard.v1.ConnectionCounters.AcksReceivedEntry
-	1,  // 30: switchboard.v1.Connection.direction:type_name -> switchboard.v1.Direction
-	2,  // 31: switchboard.v1.Connection.state:type_name -> switchboard.v1.ConnectionState
-	44, // 32: switchboard.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
-	44, // 33: switchboard.v1.Connection.last_activity_time:type_name -> google.protobuf.Timestamp
-	26, // 34: switchboard.v1.Connection.counters:type_name -> switchboard.v1.ConnectionCounters
-	25, // 35: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
-	25, // 36: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
-	27, // 37: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
-	27, // 38: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
-	27, // 39: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
-	1,  // 40: switchboard.v1.ListConnectionsRequest.direction:type_name -> switchboard.v1.Direction
-	27, // 41: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
-	43, // 42: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
-	3,  // 43: switchboard.v1.SendResponse.outcome:type_name -> switchboard.v1.AckOutcome
-	43, // 44: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
-	40, // 45: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
-	44, // 46: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
-	17, // 47: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
-	19, // 48: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
-	21, // 49: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
-	23, // 50: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
-	28, // 51: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
-	30, // 52: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
-	32, // 53: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
-	34, // 54: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
-	36, // 55: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
-	38, // 56: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
-	18, // 57: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
-	20, // 58: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
-	22, // 59: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
-	24, // 60: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
-	29, // 61: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
-	31, // 62: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
-	33, // 63: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
-	35, // 64: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
-	37, // 65: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
-	39, // 66: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
-	57, // [57:67] is the sub-list for method output_type
-	47, // [47:57] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	10, // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
+	11, // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
+	12, // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
+	13, // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
+	15, // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
+	16, // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
+	17, // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
+	18, // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
+	19, // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
+	9,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
+	14, // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	51, // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
+	51, // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
+	51, // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
+	20, // 14: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
+	22, // 15: switchboard.v1.Listener.status:type_name -> switchboard.v1.ListenerStatus
+	0,  // 16: switchboard.v1.ListenerStatus.state:type_name -> switchboard.v1.ListenerState
+	52, // 17: switchboard.v1.ListenerStatus.create_time:type_name -> google.protobuf.Timestamp
+	33, // 18: switchboard.v1.ListenerStatus.connection_totals:type_name -> switchboard.v1.ConnectionCounters
+	20, // 19: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
+	21, // 20: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
+	51, // 21: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
+	21, // 22: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
+	21, // 23: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
+	21, // 24: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
+	9,  // 25: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
+	14, // 26: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	51, // 27: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
+	51, // 28: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
+	51, // 29: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
+	4,  // 30: switchboard.v1.AckCount.code:type_name -> switchboard.v1.AckCode
+	32, // 31: switchboard.v1.ConnectionCounters.sent_acks:type_name -> switchboard.v1.AckCount
+	32, // 32: switchboard.v1.ConnectionCounters.received_acks:type_name -> switchboard.v1.AckCount
+	1,  // 33: switchboard.v1.Connection.direction:type_name -> switchboard.v1.Direction
+	31, // 34: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
+	35, // 35: switchboard.v1.Connection.status:type_name -> switchboard.v1.ConnectionStatus
+	2,  // 36: switchboard.v1.ConnectionStatus.state:type_name -> switchboard.v1.ConnectionState
+	52, // 37: switchboard.v1.ConnectionStatus.open_time:type_name -> google.protobuf.Timestamp
+	52, // 38: switchboard.v1.ConnectionStatus.last_activity_time:type_name -> google.protobuf.Timestamp
+	33, // 39: switchboard.v1.ConnectionStatus.counters:type_name -> switchboard.v1.ConnectionCounters
+	3,  // 40: switchboard.v1.ConnectionStatus.close_reason:type_name -> switchboard.v1.CloseReason
+	52, // 41: switchboard.v1.ConnectionStatus.close_time:type_name -> google.protobuf.Timestamp
+	31, // 42: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
+	34, // 43: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
+	34, // 44: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
+	34, // 45: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
+	1,  // 46: switchboard.v1.ListConnectionsRequest.direction:type_name -> switchboard.v1.Direction
+	34, // 47: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
+	51, // 48: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
+	4,  // 49: switchboard.v1.PeerAck.code:type_name -> switchboard.v1.AckCode
+	5,  // 50: switchboard.v1.SendResponse.outcome:type_name -> switchboard.v1.SendOutcome
+	45, // 51: switchboard.v1.SendResponse.ack:type_name -> switchboard.v1.PeerAck
+	51, // 52: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
+	6,  // 53: switchboard.v1.SendFailure.cause:type_name -> switchboard.v1.SendFailureCause
+	45, // 54: switchboard.v1.SendFailure.ack:type_name -> switchboard.v1.PeerAck
+	8,  // 55: switchboard.v1.ReceiveRequest.kinds:type_name -> switchboard.v1.RecordKind
+	50, // 56: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
+	52, // 57: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
+	8,  // 58: switchboard.v1.ReceivedMessage.kind:type_name -> switchboard.v1.RecordKind
+	23, // 59: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
+	25, // 60: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
+	27, // 61: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
+	29, // 62: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
+	36, // 63: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
+	38, // 64: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
+	40, // 65: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
+	42, // 66: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
+	44, // 67: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
+	48, // 68: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
+	24, // 69: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
+	26, // 70: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
+	28, // 71: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
+	30, // 72: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
+	37, // 73: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
+	39, // 74: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
+	41, // 75: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
+	43, // 76: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
+	46, // 77: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
+	49, // 78: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
+	69, // [69:79] is the sub-list for method output_type
+	59, // [59:69] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_switchboard_proto_init() }
@@ -3131,14 +4101,18 @@ func file_switchboard_v1_switchboard_proto_init() {
 		(*AckPolicy_Fixed)(nil),
 		(*AckPolicy_None)(nil),
 	}
-	file_switchboard_v1_switchboard_proto_msgTypes[34].OneofWrappers = []any{}
+	file_switchboard_v1_switchboard_proto_msgTypes[25].OneofWrappers = []any{
+		(*Connection_ListenerId)(nil),
+		(*Connection_Config)(nil),
+	}
+	file_switchboard_v1_switchboard_proto_msgTypes[39].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_switchboard_proto_rawDesc), len(file_switchboard_v1_switchboard_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   39,
+			NumEnums:      9,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

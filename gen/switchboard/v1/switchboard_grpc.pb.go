@@ -40,52 +40,110 @@ const (
 // waits for the peer's acknowledgement, and streams every message received on
 // its listeners from a durable journal. A peer's message is acknowledged only
 // after it has been written to the journal and synced to disk.
+//
+// Listeners and outbound connections are resources: each has a config (what
+// the caller asked for) and a status (what is true now). They are identified
+// by caller-chosen ids (the id is the whole name; there is no REST mapping,
+// so no "listeners/{id}" resource names), and they live until they are
+// stopped or disconnected, independently of their sockets.
+//
+// Errors carry a google.rpc.ErrorInfo whose domain is
+// "github.com/switchboard-dev/switchboard" and whose reason is an
+// ErrorReason value name without its prefix (for example "IN_DOUBT"), plus
+// google.rpc.ResourceInfo for unknown or conflicting ids and
+// google.rpc.BadRequest for invalid fields.
 type SwitchboardServiceClient interface {
-	// StartListener binds a TCP listener and starts accepting connections.
-	// Frames received on its connections are journaled, then acknowledged
-	// according to the ACK policy. Repeating the call with the same listener_id
-	// and the same config returns the existing listener; a different config
-	// for that id fails with ALREADY_EXISTS. An address already in use fails
-	// with FAILED_PRECONDITION.
+	// StartListener creates a listener and binds its address. Frames received
+	// on its connections are journaled, then acknowledged according to its ACK
+	// policy.
+	//
+	// It is idempotent by id: repeating it with the same listener_id and the
+	// same config returns the existing listener, whatever its state, so a
+	// caller that lost the response can simply retry; this is why there is no
+	// request_id (AIP-155) and why a repeat is not ALREADY_EXISTS (AIP-133).
+	// The same id with a different config is ALREADY_EXISTS (reason
+	// CONFIG_CONFLICT); stop the listener first. With an empty id the server
+	// picks one and every call creates a new listener, so choose the id when
+	// you may retry. A listener that is stopping is FAILED_PRECONDITION
+	// (reason STOPPING) until StopListener returns.
+	//
+	// An address that cannot be bound on this host (in use, not a local
+	// address, a privileged port, a host name that does not resolve) is
+	// FAILED_PRECONDITION (reason ADDRESS_NOT_BINDABLE) and nothing is
+	// created. Once created, a listener is desired state: when desired state
+	// becomes durable it will be bound again after a restart, retrying with
+	// backoff while its address is taken, until StopListener removes it.
 	StartListener(ctx context.Context, in *StartListenerRequest, opts ...grpc.CallOption) (*StartListenerResponse, error)
-	// StopListener stops accepting, lets frames already being received finish
-	// and be acknowledged (bounded by drain_timeout), then closes the
-	// listener's connections.
+	// StopListener removes a listener: it stops accepting, lets frames already
+	// being received finish and be acknowledged (bounded by drain_timeout),
+	// closes its connections and returns the listener's final status. Calls
+	// made while it drains wait for the same result.
 	StopListener(ctx context.Context, in *StopListenerRequest, opts ...grpc.CallOption) (*StopListenerResponse, error)
-	// GetListener returns one listener with its counters.
+	// GetListener returns one listener with its status and counters.
 	GetListener(ctx context.Context, in *GetListenerRequest, opts ...grpc.CallOption) (*GetListenerResponse, error)
-	// ListListeners returns every running listener.
+	// ListListeners returns listeners ordered by id, a page at a time.
 	ListListeners(ctx context.Context, in *ListListenersRequest, opts ...grpc.CallOption) (*ListListenersResponse, error)
-	// Connect opens an outbound TCP connection to a peer. A refused connection
-	// or a DNS failure is UNAVAILABLE and a connect timeout is
-	// DEADLINE_EXCEEDED, with the cause in the message.
+	// Connect creates an outbound connection and opens its TCP connection to
+	// the peer. A refused connection or a host name that does not resolve is
+	// UNAVAILABLE (reason CONNECT_FAILED) and a connect timeout is
+	// DEADLINE_EXCEEDED, with the cause in the message; nothing is created
+	// then.
+	//
+	// It is idempotent by id like StartListener: the same connection_id and
+	// config returns the existing connection, and if that connection has
+	// closed (the peer hung up, or it was reset after an acknowledgement timed
+	// out) it is opened again. A different config is ALREADY_EXISTS (reason
+	// CONFIG_CONFLICT); Disconnect first. A closed outbound connection stays
+	// listed, with its close reason, until Disconnect removes it; once desired
+	// state is durable and reconnection lands, it will reconnect by itself.
 	Connect(ctx context.Context, in *ConnectRequest, opts ...grpc.CallOption) (*ConnectResponse, error)
-	// Disconnect closes an outbound connection or kills an inbound one. A Send
-	// waiting on it fails with UNAVAILABLE (its message is in doubt if it was
-	// written).
+	// Disconnect closes a connection. An outbound connection is removed; an
+	// inbound one is closed (its peer may connect again). A Send waiting on it
+	// fails: NOT_SENT if its message was not written yet, IN_DOUBT if it was.
 	Disconnect(ctx context.Context, in *DisconnectRequest, opts ...grpc.CallOption) (*DisconnectResponse, error)
-	// GetConnection returns one inbound or outbound connection with its
-	// counters.
+	// GetConnection returns one inbound or outbound connection with its status
+	// and counters.
 	GetConnection(ctx context.Context, in *GetConnectionRequest, opts ...grpc.CallOption) (*GetConnectionResponse, error)
-	// ListConnections returns open connections, optionally filtered.
+	// ListConnections returns connections ordered by id, a page at a time:
+	// open inbound ones and every outbound one, optionally filtered.
 	ListConnections(ctx context.Context, in *ListConnectionsRequest, opts ...grpc.CallOption) (*ListConnectionsResponse, error)
-	// Send writes one message on a connection (outbound, or inbound to answer a
-	// peer that connected to us) and waits for the peer's acknowledgement.
-	// Concurrent Sends on one connection are queued in arrival order with one
-	// in flight. A negative acknowledgement is a successful call reporting a
-	// negative outcome. No acknowledgement within the timeout is
-	// DEADLINE_EXCEEDED; its ErrorInfo says whether the message was written
-	// (metadata "written" = "true": the outcome is unknown, the message is in
-	// doubt) and the connection is reset so a late acknowledgement can never
-	// be credited to the next message. When the call's own deadline is what
-	// runs out, the server answers slightly before it (at most 200 ms early)
-	// so these details reach the caller.
+	// Send writes one message on a connection (outbound, or inbound to answer
+	// a peer that connected to us) and waits for the peer's acknowledgement.
+	//
+	// A response means the peer answered this message: ACCEPTED or REJECTED,
+	// with the acknowledgement as received (a negative acknowledgement is a
+	// successful call), or WRITTEN when the policy expects no answer. Every
+	// other end is an error status, so it cannot be mistaken for a delivery:
+	//
+	//   - reason NOT_SENT: nothing was written; retrying is safe. The code is
+	//     UNAVAILABLE (connection not open), DEADLINE_EXCEEDED (still queued
+	//     behind other Sends at the deadline) or CANCELLED.
+	//   - reason IN_DOUBT: the message was written (at least in part) and no
+	//     trustworthy acknowledgement came, so its outcome is unknown. The
+	//     code is DEADLINE_EXCEEDED (no acknowledgement in time, or a write
+	//     that did not finish in time), UNAVAILABLE (the connection was lost),
+	//     CANCELLED, or UNKNOWN (the reply was for another message or could not
+	//     be read). The connection is reset, so a late acknowledgement can
+	//     never be credited to the next message.
+	//
+	// Both carry a SendFailure detail with the cause and the sent control id.
+	// When the call's own deadline is what runs out, the server answers
+	// slightly before it (at most 200 ms early) so these details reach the
+	// caller. ack_timeout (or the connection's) bounds the write and the wait
+	// for the acknowledgement together.
+	//
+	// Sends on one connection are written one at a time, each waiting for its
+	// acknowledgement before the next is written, in the order they reach the
+	// server's connection queue. Calls that are concurrent on the client have
+	// no defined order; a client that needs an order sends the next message
+	// after the previous call returned.
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
-	// Receive streams messages received on listeners, read from the journal in
-	// sequence order: only new ones by default, or everything from
-	// start_sequence. A client that resumes at its last sequence + 1 after a
-	// disconnect sees no gap and no duplicate. The stream ends with UNAVAILABLE
-	// when the server shuts down.
+	// Receive streams records received on listeners and connections, read from
+	// the journal in sequence order: only new ones by default, or everything
+	// from start_sequence. A client that resumes at its last sequence + 1
+	// after a disconnect sees no gap and no duplicate. The stream ends with
+	// UNAVAILABLE when the server shuts down or the journal fails, with the
+	// sequence to resume from in the message.
 	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReceiveResponse], error)
 }
 
@@ -215,52 +273,110 @@ type SwitchboardService_ReceiveClient = grpc.ServerStreamingClient[ReceiveRespon
 // waits for the peer's acknowledgement, and streams every message received on
 // its listeners from a durable journal. A peer's message is acknowledged only
 // after it has been written to the journal and synced to disk.
+//
+// Listeners and outbound connections are resources: each has a config (what
+// the caller asked for) and a status (what is true now). They are identified
+// by caller-chosen ids (the id is the whole name; there is no REST mapping,
+// so no "listeners/{id}" resource names), and they live until they are
+// stopped or disconnected, independently of their sockets.
+//
+// Errors carry a google.rpc.ErrorInfo whose domain is
+// "github.com/switchboard-dev/switchboard" and whose reason is an
+// ErrorReason value name without its prefix (for example "IN_DOUBT"), plus
+// google.rpc.ResourceInfo for unknown or conflicting ids and
+// google.rpc.BadRequest for invalid fields.
 type SwitchboardServiceServer interface {
-	// StartListener binds a TCP listener and starts accepting connections.
-	// Frames received on its connections are journaled, then acknowledged
-	// according to the ACK policy. Repeating the call with the same listener_id
-	// and the same config returns the existing listener; a different config
-	// for that id fails with ALREADY_EXISTS. An address already in use fails
-	// with FAILED_PRECONDITION.
+	// StartListener creates a listener and binds its address. Frames received
+	// on its connections are journaled, then acknowledged according to its ACK
+	// policy.
+	//
+	// It is idempotent by id: repeating it with the same listener_id and the
+	// same config returns the existing listener, whatever its state, so a
+	// caller that lost the response can simply retry; this is why there is no
+	// request_id (AIP-155) and why a repeat is not ALREADY_EXISTS (AIP-133).
+	// The same id with a different config is ALREADY_EXISTS (reason
+	// CONFIG_CONFLICT); stop the listener first. With an empty id the server
+	// picks one and every call creates a new listener, so choose the id when
+	// you may retry. A listener that is stopping is FAILED_PRECONDITION
+	// (reason STOPPING) until StopListener returns.
+	//
+	// An address that cannot be bound on this host (in use, not a local
+	// address, a privileged port, a host name that does not resolve) is
+	// FAILED_PRECONDITION (reason ADDRESS_NOT_BINDABLE) and nothing is
+	// created. Once created, a listener is desired state: when desired state
+	// becomes durable it will be bound again after a restart, retrying with
+	// backoff while its address is taken, until StopListener removes it.
 	StartListener(context.Context, *StartListenerRequest) (*StartListenerResponse, error)
-	// StopListener stops accepting, lets frames already being received finish
-	// and be acknowledged (bounded by drain_timeout), then closes the
-	// listener's connections.
+	// StopListener removes a listener: it stops accepting, lets frames already
+	// being received finish and be acknowledged (bounded by drain_timeout),
+	// closes its connections and returns the listener's final status. Calls
+	// made while it drains wait for the same result.
 	StopListener(context.Context, *StopListenerRequest) (*StopListenerResponse, error)
-	// GetListener returns one listener with its counters.
+	// GetListener returns one listener with its status and counters.
 	GetListener(context.Context, *GetListenerRequest) (*GetListenerResponse, error)
-	// ListListeners returns every running listener.
+	// ListListeners returns listeners ordered by id, a page at a time.
 	ListListeners(context.Context, *ListListenersRequest) (*ListListenersResponse, error)
-	// Connect opens an outbound TCP connection to a peer. A refused connection
-	// or a DNS failure is UNAVAILABLE and a connect timeout is
-	// DEADLINE_EXCEEDED, with the cause in the message.
+	// Connect creates an outbound connection and opens its TCP connection to
+	// the peer. A refused connection or a host name that does not resolve is
+	// UNAVAILABLE (reason CONNECT_FAILED) and a connect timeout is
+	// DEADLINE_EXCEEDED, with the cause in the message; nothing is created
+	// then.
+	//
+	// It is idempotent by id like StartListener: the same connection_id and
+	// config returns the existing connection, and if that connection has
+	// closed (the peer hung up, or it was reset after an acknowledgement timed
+	// out) it is opened again. A different config is ALREADY_EXISTS (reason
+	// CONFIG_CONFLICT); Disconnect first. A closed outbound connection stays
+	// listed, with its close reason, until Disconnect removes it; once desired
+	// state is durable and reconnection lands, it will reconnect by itself.
 	Connect(context.Context, *ConnectRequest) (*ConnectResponse, error)
-	// Disconnect closes an outbound connection or kills an inbound one. A Send
-	// waiting on it fails with UNAVAILABLE (its message is in doubt if it was
-	// written).
+	// Disconnect closes a connection. An outbound connection is removed; an
+	// inbound one is closed (its peer may connect again). A Send waiting on it
+	// fails: NOT_SENT if its message was not written yet, IN_DOUBT if it was.
 	Disconnect(context.Context, *DisconnectRequest) (*DisconnectResponse, error)
-	// GetConnection returns one inbound or outbound connection with its
-	// counters.
+	// GetConnection returns one inbound or outbound connection with its status
+	// and counters.
 	GetConnection(context.Context, *GetConnectionRequest) (*GetConnectionResponse, error)
-	// ListConnections returns open connections, optionally filtered.
+	// ListConnections returns connections ordered by id, a page at a time:
+	// open inbound ones and every outbound one, optionally filtered.
 	ListConnections(context.Context, *ListConnectionsRequest) (*ListConnectionsResponse, error)
-	// Send writes one message on a connection (outbound, or inbound to answer a
-	// peer that connected to us) and waits for the peer's acknowledgement.
-	// Concurrent Sends on one connection are queued in arrival order with one
-	// in flight. A negative acknowledgement is a successful call reporting a
-	// negative outcome. No acknowledgement within the timeout is
-	// DEADLINE_EXCEEDED; its ErrorInfo says whether the message was written
-	// (metadata "written" = "true": the outcome is unknown, the message is in
-	// doubt) and the connection is reset so a late acknowledgement can never
-	// be credited to the next message. When the call's own deadline is what
-	// runs out, the server answers slightly before it (at most 200 ms early)
-	// so these details reach the caller.
+	// Send writes one message on a connection (outbound, or inbound to answer
+	// a peer that connected to us) and waits for the peer's acknowledgement.
+	//
+	// A response means the peer answered this message: ACCEPTED or REJECTED,
+	// with the acknowledgement as received (a negative acknowledgement is a
+	// successful call), or WRITTEN when the policy expects no answer. Every
+	// other end is an error status, so it cannot be mistaken for a delivery:
+	//
+	//   - reason NOT_SENT: nothing was written; retrying is safe. The code is
+	//     UNAVAILABLE (connection not open), DEADLINE_EXCEEDED (still queued
+	//     behind other Sends at the deadline) or CANCELLED.
+	//   - reason IN_DOUBT: the message was written (at least in part) and no
+	//     trustworthy acknowledgement came, so its outcome is unknown. The
+	//     code is DEADLINE_EXCEEDED (no acknowledgement in time, or a write
+	//     that did not finish in time), UNAVAILABLE (the connection was lost),
+	//     CANCELLED, or UNKNOWN (the reply was for another message or could not
+	//     be read). The connection is reset, so a late acknowledgement can
+	//     never be credited to the next message.
+	//
+	// Both carry a SendFailure detail with the cause and the sent control id.
+	// When the call's own deadline is what runs out, the server answers
+	// slightly before it (at most 200 ms early) so these details reach the
+	// caller. ack_timeout (or the connection's) bounds the write and the wait
+	// for the acknowledgement together.
+	//
+	// Sends on one connection are written one at a time, each waiting for its
+	// acknowledgement before the next is written, in the order they reach the
+	// server's connection queue. Calls that are concurrent on the client have
+	// no defined order; a client that needs an order sends the next message
+	// after the previous call returned.
 	Send(context.Context, *SendRequest) (*SendResponse, error)
-	// Receive streams messages received on listeners, read from the journal in
-	// sequence order: only new ones by default, or everything from
-	// start_sequence. A client that resumes at its last sequence + 1 after a
-	// disconnect sees no gap and no duplicate. The stream ends with UNAVAILABLE
-	// when the server shuts down.
+	// Receive streams records received on listeners and connections, read from
+	// the journal in sequence order: only new ones by default, or everything
+	// from start_sequence. A client that resumes at its last sequence + 1
+	// after a disconnect sees no gap and no duplicate. The stream ends with
+	// UNAVAILABLE when the server shuts down or the journal fails, with the
+	// sequence to resume from in the message.
 	Receive(*ReceiveRequest, grpc.ServerStreamingServer[ReceiveResponse]) error
 	mustEmbedUnimplementedSwitchboardServiceServer()
 }

@@ -1,0 +1,46 @@
+package transport
+
+import "time"
+
+// Defaults and limits: the one place they are written. A zero value in a
+// config struct of this package means "the default" (negative turns an
+// optional feature off where the field says so). The API's validation rules
+// and comments state the same numbers; service tests check that the two
+// agree.
+const (
+	// DefaultMaxFrameBytes is the payload size limit when
+	// Framing.MaxFrameBytes is 0.
+	DefaultMaxFrameBytes = 4 << 20
+	// MaxFrameBytesLimit is the largest accepted Framing.MaxFrameBytes, and
+	// the largest payload Send takes.
+	MaxFrameBytesLimit = 64 << 20
+	// DefaultMaxJunkBytes is how many bytes outside frames in a row a
+	// lenient connection may send before it is closed, when
+	// Framing.MaxJunkBytes is 0.
+	DefaultMaxJunkBytes = 64 << 10
+	// MaxMarkerBytes bounds Framing.Start, End and Delimiter; longer markers
+	// are almost certainly configuration mistakes.
+	MaxMarkerBytes = 16
+
+	// DefaultAckTimeout bounds a Send (write plus acknowledgement) when
+	// neither the call nor ConnConfig.AckTimeout gives a timeout.
+	DefaultAckTimeout = 10 * time.Second
+	// DefaultFrameTimeout bounds how long a started frame may take to
+	// complete.
+	DefaultFrameTimeout = 30 * time.Second
+	// DefaultWriteTimeout bounds one write of an acknowledgement, so a peer
+	// that stops reading cannot block the read loop forever.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultKeepalive is the TCP keepalive period.
+	DefaultKeepalive = 30 * time.Second
+	// DefaultConnectTimeout bounds Dial.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultDrainTimeout is how long stopping a listener or shutting down
+	// lets in-flight frames finish when the caller gives no deadline.
+	DefaultDrainTimeout = 10 * time.Second
+
+	// DefaultMaxConnections caps a listener's open connections.
+	DefaultMaxConnections = 1024
+	// MaxConnectionsLimit is the largest accepted MaxConnections.
+	MaxConnectionsLimit = 1_000_000
+)

@@ -1,0 +1,51 @@
+package transport
+
+// Observer holds optional callbacks on connection events, so metrics,
+// event streams and traces can watch transport without transport importing
+// them. Nil fields are skipped; a new event is a new field, so observers
+// never break when one is added.
+//
+// Callbacks run synchronously on the connection's own goroutines (its read
+// loop or the goroutine calling Send), never with a lock held. They must be
+// quick and must not block: a slow observer would slow a TCP peer.
+type Observer struct {
+	// ConnOpened: a connection was accepted or dialed.
+	ConnOpened func(c *Conn)
+	// FrameReceived: a frame arrived and, when it is stored, was appended
+	// (seq is 0 when it was not stored).
+	FrameReceived func(c *Conn, in *Frame, class FrameClass)
+	// AckSent: an acknowledgement was written to the peer.
+	AckSent func(c *Conn, code AckCode)
+	// SendDone: a Send ended, with a result or an error (*SendError or
+	// wrapping ErrInvalidPayload).
+	SendDone func(c *Conn, res SendResult, err error)
+	// FramingError: a framing violation or a refused frame is about to
+	// close the connection.
+	FramingError func(c *Conn, err error)
+	// ConnClosed: the connection closed; info is its final snapshot.
+	ConnClosed func(c *Conn, info ConnInfo)
+	// ConnRejected: a listener closed a new connection at once because a
+	// limit was reached.
+	ConnRejected func(listenerID, remoteAddr string, reason RejectReason)
+}
+
+// RejectReason says why a listener turned a connection away.
+type RejectReason int
+
+// Rejection reasons.
+const (
+	// RejectMaxConnections: the listener's connection limit was reached.
+	RejectMaxConnections RejectReason = iota + 1
+	// RejectPerSource: the limit for the peer's address was reached.
+	RejectPerSource
+)
+
+func (r RejectReason) String() string {
+	switch r {
+	case RejectMaxConnections:
+		return "max connections"
+	case RejectPerSource:
+		return "max connections per source"
+	}
+	return "RejectReason(?)"
+}

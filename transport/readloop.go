@@ -1,0 +1,276 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/hl7"
+)
+
+// run is the read loop: read a frame, hand it on, answer it; repeat.
+func (c *Conn) run() {
+	defer c.finish()
+	for {
+		if c.draining.Load() && !c.dec.Ready() && !c.dec.InFrame() {
+			c.closeWith(CloseDrained, nil)
+			return
+		}
+		payload, err := c.dec.Next()
+		c.syncDecoderStats()
+		if err != nil {
+			if c.readFailed(err) {
+				continue
+			}
+			return
+		}
+		if !c.handleFrame(payload) {
+			return
+		}
+	}
+}
+
+var errDrained = errors.New("drained")
+
+// readFailed handles an error from the decoder. It reports whether the loop
+// should go on reading.
+func (c *Conn) readFailed(err error) bool {
+	var ne net.Error
+	var fe *FrameError
+	inFrame := c.dec.InFrame()
+	switch {
+	case errors.Is(err, errDrained):
+		c.closeWith(CloseDrained, nil)
+	case errors.As(err, &ne) && ne.Timeout():
+		switch {
+		case c.draining.Load():
+			if !inFrame {
+				c.closeWith(CloseDrained, nil)
+			} else if time.Now().UnixNano() < c.drainDeadline.Load() {
+				return true
+			} else {
+				c.closeWith(CloseDrainTimeout, nil)
+			}
+		case inFrame:
+			c.framingError(CloseFrameTimeout, fmt.Errorf("frame not completed within %v", c.cfg.FrameTimeout))
+		case c.cfg.IdleTimeout > 0:
+			c.closeWith(CloseIdleTimeout, nil)
+		default:
+			return true // a stale deadline; nothing expired
+		}
+	case errors.Is(err, io.EOF):
+		c.closeWith(ClosePeerClosed, nil)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		c.framingError(ClosePeerClosedMidFrame, errors.New("peer closed in the middle of a frame; partial frame dropped"))
+	case errors.As(err, &fe):
+		switch {
+		case errors.Is(fe, ErrFrameTooLarge):
+			c.refuse(fe.Partial, tooLargeError{limit: c.cfg.Framing.MaxFrameBytes})
+			c.framingError(CloseFrameTooLarge, fe)
+		case errors.Is(fe, ErrNoMemory):
+			c.refuse(fe.Partial, noMemoryError{})
+			c.framingError(CloseMemoryLimit, fe)
+		case errors.Is(fe, ErrTooMuchJunk):
+			c.framingError(CloseJunkLimit, fe)
+		default:
+			c.framingError(CloseFramingError, fe)
+		}
+	case errors.Is(err, syscall.ECONNRESET):
+		if inFrame {
+			c.framingError(ClosePeerReset, fmt.Errorf("reset in the middle of a frame; partial frame dropped: %w", err))
+		} else {
+			c.closeWith(ClosePeerReset, err)
+		}
+	default:
+		// Also the error of a read that Close interrupted: closeWith keeps
+		// the reason Close gave.
+		c.closeWith(CloseReadError, err)
+	}
+	return false
+}
+
+// framingError counts a framing violation and closes the connection for it.
+func (c *Conn) framingError(reason CloseReason, err error) {
+	c.stats.framingErrors.Add(1)
+	if f := c.obs.FramingError; f != nil {
+		f(c, err)
+	}
+	c.closeWith(reason, err)
+}
+
+// tooLargeError is ErrFrameTooLarge with the limit, worded for the peer.
+type tooLargeError struct{ limit int }
+
+func (e tooLargeError) Error() string {
+	return fmt.Sprintf("message exceeds the %d-byte frame limit", e.limit)
+}
+
+func (e tooLargeError) Is(target error) bool { return target == ErrFrameTooLarge }
+
+// noMemoryError is ErrNoMemory worded for the peer.
+type noMemoryError struct{}
+
+func (noMemoryError) Error() string {
+	return "the receiver has no memory left for messages right now, resend later"
+}
+
+func (noMemoryError) Is(target error) bool { return target == ErrNoMemory }
+
+// refuse answers a frame that will not be stored negatively, when the
+// policy can say so from the part of it that was read.
+func (c *Conn) refuse(partial []byte, why error) {
+	in := &c.in
+	*in = Frame{Payload: partial, Time: time.Now(), StoreErr: why, NewControlID: c.newID}
+	in.Header, in.HeaderErr = hl7.ParseHeader(partial)
+	r := c.cfg.Ack.Reply(c.ctx, c.ackBuf[:0], in)
+	if r.Payload != nil && c.writeFrame(r.Payload, time.Now().Add(c.cfg.WriteTimeout)) == nil {
+		c.ackSent(r.Code)
+	}
+}
+
+// handleFrame deals with one received frame. It reports whether the
+// connection stays open.
+func (c *Conn) handleFrame(payload []byte) bool {
+	now := time.Now()
+	c.lastFrame = now
+	c.stats.framesIn.Add(1)
+	c.stats.bytesIn.Add(int64(len(payload)))
+	in := &c.in
+	*in = Frame{Payload: payload, Time: now, NewControlID: c.newID}
+	in.Header, in.HeaderErr = hl7.ParseHeader(payload)
+
+	exp, waiting := c.pendingExpectation()
+	var class FrameClass
+	if waiting {
+		class = c.cfg.Ack.Classify(in, &exp)
+		if class == FrameReply && c.deliverReply(payload, now) {
+			c.observeFrame(in, class)
+			return true
+		}
+	}
+	if !waiting || class == FrameReply { // nobody waits (any more)
+		class = c.cfg.Ack.Classify(in, nil)
+	}
+	switch class {
+	case FrameIgnored:
+		c.stats.unsolicitedAcks.Add(1)
+		c.log.Debug("acknowledgement with no send waiting; ignored", "bytes", len(payload))
+		c.observeFrame(in, class)
+		return true
+	case FrameAck:
+		c.stats.unsolicitedAcks.Add(1)
+	}
+
+	// One Message per connection, reused: it escapes to the Sink.
+	m := &c.msg
+	*m = Message{
+		ListenerID:   c.listenerID,
+		ConnectionID: c.id,
+		RemoteAddr:   c.remoteAddr,
+		Time:         now,
+		Class:        class,
+		Payload:      payload,
+	}
+	if in.HeaderErr == nil {
+		m.MessageType, m.ControlID = in.Header.MessageType, in.Header.ControlID
+	}
+	seq, err := c.sink.Append(c.ctx, m)
+	if err != nil {
+		if c.ctx.Err() != nil {
+			// Closing: the frame may or may not be stored; say nothing.
+			return false
+		}
+		c.stats.journalErrors.Add(1)
+		in.StoreErr = err
+	}
+	in.Seq = seq
+	c.observeFrame(in, class)
+	if class == FrameAck {
+		return true // an acknowledgement is never answered
+	}
+	return c.answer(in, c.cfg.Ack.Reply(c.ctx, c.ackBuf[:0], in))
+}
+
+func (c *Conn) observeFrame(in *Frame, class FrameClass) {
+	if f := c.obs.FrameReceived; f != nil {
+		f(c, in, class)
+	}
+}
+
+// answer writes the reply the policy decided for a received message. It
+// reports whether the connection stays open.
+func (c *Conn) answer(in *Frame, r Reply) bool {
+	if r.Invalid {
+		c.stats.invalidMessages.Add(1)
+	}
+	if r.Payload != nil {
+		c.ackBuf = r.Payload[:0]
+		if err := c.writeFrame(r.Payload, time.Now().Add(c.cfg.WriteTimeout)); err != nil {
+			c.closeWith(CloseAckWriteFailed, err)
+			return false
+		}
+		c.ackSent(r.Code)
+	}
+	switch {
+	case r.Negative != "" || in.StoreErr != nil:
+		// Sampled: a failing journal refuses every frame, and garbage can
+		// arrive as fast as a peer can send it. Both are counted.
+		if ok, suppressed := c.logs.negative.allow(); ok {
+			c.log.Warn("frame answered negatively", "control_id", c.msg.ControlID, "ack_code", r.Code.String(),
+				"reason", r.Negative, "err", in.StoreErr, "bytes", len(in.Payload), "suppressed", suppressed)
+		}
+	case c.log.Enabled(context.Background(), slog.LevelDebug): // the arguments would allocate
+		c.log.Debug("frame stored", "seq", in.Seq, "control_id", c.msg.ControlID, "bytes", len(in.Payload))
+	}
+	if r.Close {
+		c.closeWith(CloseNotStored, in.StoreErr)
+		return false
+	}
+	return true
+}
+
+func (c *Conn) ackSent(code AckCode) {
+	c.stats.acksSent[code].Add(1)
+	if f := c.obs.AckSent; f != nil {
+		f(c, code)
+	}
+}
+
+// pendingExpectation returns a copy of what the Send in flight expects, if
+// one waits for its acknowledgement. A copy, because the Send may give up
+// and the next one reuse its slot while the frame is being classified.
+func (c *Conn) pendingExpectation() (Expectation, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending == nil {
+		return Expectation{}, false
+	}
+	return c.pending.exp, true
+}
+
+// deliverReply hands an acknowledgement to the Send waiting for it.
+func (c *Conn) deliverReply(payload []byte, at time.Time) bool {
+	c.mu.Lock()
+	p := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.at = at
+	p.reply <- bytes.Clone(payload)
+	return true
+}
+
+func (c *Conn) syncDecoderStats() {
+	s := c.dec.Stats()
+	c.stats.junk.Store(s.JunkBytes)
+	c.stats.discarded.Store(s.DiscardedPartials)
+	c.stats.missingTrailers.Store(s.MissingTrailers)
+}

@@ -1,0 +1,183 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/hl7"
+)
+
+// Send writes payload as one frame and waits for the peer's acknowledgement.
+// timeout (zero: the connection's AckTimeout) bounds the write and the wait
+// together, and so does ctx. Sends on one connection run one at a time, in
+// the order they reach the connection. A negative acknowledgement is a
+// result, not an error.
+//
+// Errors are *SendError (Written tells whether the message is in doubt; if
+// it is, the connection has been reset so a late acknowledgement can never
+// be credited to the next message) or wrap ErrInvalidPayload (nothing
+// written).
+func (c *Conn) Send(ctx context.Context, payload []byte, timeout time.Duration) (SendResult, error) {
+	res, err := c.send1(ctx, payload, timeout)
+	if f := c.obs.SendDone; f != nil {
+		f(c, res, err)
+	}
+	return res, err
+}
+
+func (c *Conn) send1(ctx context.Context, payload []byte, timeout time.Duration) (SendResult, error) {
+	exp, err := c.expect(payload)
+	if err != nil {
+		return SendResult{}, err
+	}
+	sentID := exp.ControlID
+	notSent := func(cause SendCause, err error) (SendResult, error) {
+		return SendResult{}, &SendError{Cause: cause, ControlID: sentID, Err: err}
+	}
+	if timeout <= 0 {
+		timeout = c.cfg.AckTimeout
+	}
+	select {
+	case c.sendSlot <- struct{}{}:
+	case <-ctx.Done():
+		return notSent(ctxCause(ctx, CauseQueueTimeout), ctx.Err())
+	case <-c.done:
+		return notSent(CauseNotOpen, ErrClosed)
+	}
+	defer func() { <-c.sendSlot }()
+
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	p := &c.send
+	p.exp, p.at = exp, time.Time{}
+	c.mu.Lock()
+	if c.state != StateOpen {
+		c.mu.Unlock()
+		return notSent(CauseNotOpen, ErrClosed)
+	}
+	if !exp.NoReply {
+		c.pending = p
+	}
+	c.mu.Unlock()
+
+	// The Send's own deadline bounds the write too: a peer that stops
+	// reading must not hold a Send for WriteTimeout. A call with no
+	// deadline can still be cancelled in the middle of a blocked write;
+	// only those pay for the context callback.
+	var stop func() bool
+	if _, ok := ctx.Deadline(); !ok && ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { _ = c.nc.SetWriteDeadline(time.Now()) })
+	}
+	n, err := c.writeFrameN(payload, deadline)
+	if stop != nil {
+		stop()
+	}
+	if err != nil {
+		c.takePending(p)
+		cause, reason := CauseWriteFailed, CloseSendWriteFailed
+		switch {
+		case ctx.Err() != nil:
+			cause, err = ctxCause(ctx, CauseAckTimeout), ctx.Err()
+		case !time.Now().Before(deadline):
+			cause, err = CauseAckTimeout, fmt.Errorf("%w: the write did not finish in time: %w", ErrAckTimeout, err)
+		}
+		if n > 0 {
+			c.log.Warn("send failed while writing; message in doubt, resetting connection", "control_id", sentID, "bytes", n, "err", err)
+		}
+		c.reset(reason, err)
+		return SendResult{}, &SendError{Written: n > 0, Cause: cause, ControlID: sentID, Err: err}
+	}
+	sent := time.Now()
+	if exp.NoReply {
+		return SendResult{Outcome: OutcomeWritten, SentControlID: sentID}, nil
+	}
+
+	t := c.sendTimer
+	t.Reset(time.Until(deadline))
+	defer t.Stop()
+	var reply []byte
+	cause := CauseAckTimeout
+	select {
+	case reply = <-p.reply:
+	case <-t.C:
+		err = ErrAckTimeout
+	case <-ctx.Done():
+		cause, err = ctxCause(ctx, CauseAckTimeout), ctx.Err()
+	case <-c.done:
+		cause, err = CauseConnectionLost, ErrClosed
+	}
+	if err != nil {
+		if !c.takePending(p) {
+			// The reply was delivered while we gave up: it is ours.
+			reply, err = <-p.reply, nil
+		} else {
+			reason := CloseAckTimeout
+			switch cause {
+			case CauseAckTimeout:
+				c.stats.ackTimeouts.Add(1)
+			case CauseCancelled:
+				reason = CloseSendCancelled
+			}
+			c.log.Warn("no acknowledgement; message in doubt, resetting connection", "control_id", sentID, "cause", cause.String())
+			c.reset(reason, err)
+			return SendResult{}, &SendError{Written: true, Cause: cause, ControlID: sentID, Err: err}
+		}
+	}
+	outcome, ack, err := c.cfg.Ack.Match(reply, &p.exp)
+	if ack.Code != 0 {
+		c.stats.acksReceived[ack.Code].Add(1)
+	}
+	if err != nil {
+		c.stats.ackMismatches.Add(1)
+		cause := CauseAckUnreadable
+		if errors.Is(err, ErrAckMismatch) {
+			cause = CauseAckMismatch
+		}
+		c.log.Warn("reply cannot be trusted; message in doubt, resetting connection",
+			"control_id", sentID, "ack_control_id", ack.ControlID, "cause", cause.String())
+		c.reset(CloseAckMismatch, err)
+		return SendResult{}, &SendError{Written: true, Cause: cause, ControlID: sentID, Ack: &ack, Err: err}
+	}
+	return SendResult{Outcome: outcome, Ack: ack, SentControlID: sentID, RoundTrip: max(p.at.Sub(sent), 0)}, nil
+}
+
+// ctxCause says why ctx ended: cancelled by the caller, or its deadline
+// (reported as ifDeadline).
+func ctxCause(ctx context.Context, ifDeadline SendCause) SendCause {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return CauseCancelled
+	}
+	return ifDeadline
+}
+
+// takePending removes p if it is still waiting. It reports false when the
+// read loop already delivered a reply to it.
+func (c *Conn) takePending(p *pendingSend) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending == p {
+		c.pending = nil
+		return true
+	}
+	return false
+}
+
+// expect validates a payload before anything is written and asks the
+// policy what its acknowledgement must match.
+func (c *Conn) expect(payload []byte) (Expectation, error) {
+	if len(payload) == 0 {
+		return Expectation{}, fmt.Errorf("%w: empty", ErrInvalidPayload)
+	}
+	if len(payload) > MaxFrameBytesLimit {
+		return Expectation{}, fmt.Errorf("%w: larger than %d bytes", ErrInvalidPayload, MaxFrameBytesLimit)
+	}
+	if err := c.cfg.Framing.CheckPayload(payload); err != nil {
+		return Expectation{}, fmt.Errorf("%w: %w", ErrInvalidPayload, err)
+	}
+	h, herr := hl7.ParseHeader(payload)
+	return c.cfg.Ack.Expect(payload, &h, herr)
+}
