@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -142,6 +143,14 @@ func TestReceiveEndsOnShutdown(t *testing.T) {
 	if _, err := stream.Header(); err != nil {
 		t.Fatal(err)
 	}
+	// A health Watch must end too, or a graceful stop would wait for it.
+	watch, err := healthpb.NewHealthClient(s.cc).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first Watch answer = %v, %v; want SERVING", resp, err)
+	}
 	go func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -150,6 +159,16 @@ func TestReceiveEndsOnShutdown(t *testing.T) {
 	_, err = stream.Recv()
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("Recv during shutdown = %v, want Unavailable", err)
+	}
+	for {
+		_, err := watch.Recv()
+		if err == nil {
+			continue // NOT_SERVING may be streamed first
+		}
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("health Watch at shutdown ended with %v, want Unavailable", err)
+		}
+		break
 	}
 	if _, err := s.client.StartListener(ctx, &switchboardv1.StartListenerRequest{Config: &switchboardv1.ListenerConfig{Address: "127.0.0.1:0"}}); status.Code(err) != codes.Unavailable {
 		t.Errorf("StartListener after shutdown = %v, want Unavailable", err)

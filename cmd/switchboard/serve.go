@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/service"
+	"github.com/switchboard-dev/switchboard/transport"
 )
 
 type serveFlags struct {
@@ -31,6 +32,7 @@ type serveFlags struct {
 	shutdownTimeout time.Duration
 	noFsync         bool
 	pprofAddr       string
+	maxBuffered     int64
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
@@ -41,9 +43,10 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.dataDir, "data-dir", "switchboard-data", "directory of the durable journal (created if missing)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
-	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on shutdown, how long listeners and connections may take to finish in-flight frames and acknowledgements")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", transport.DefaultDrainTimeout, "on shutdown, how long listeners and connections may take to finish in-flight frames and acknowledgements")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Second, "on shutdown, how long gRPC calls may take to finish after draining before they are cut")
 	fs.BoolVar(&f.noFsync, "no-fsync", false, "UNSAFE: acknowledge frames once written to the OS, without fsync; a power loss can lose acknowledged messages (benchmarks and labs only)")
+	fs.Int64Var(&f.maxBuffered, "max-buffered-bytes", service.DefaultMaxBufferedBytes, "memory all connections together may hold for messages being received; a message that cannot get memory is refused (negative ACK, resend later)")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -100,7 +103,7 @@ func serve(args []string, stderr io.Writer) error {
 		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 	}
 
-	svc, err := service.New(service.Config{Journal: j, Logger: logger})
+	svc, err := service.New(service.Config{Journal: j, Logger: logger, MaxBufferedBytes: f.maxBuffered})
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,10 @@ const (
 // Registry is the set of live resources. It is safe for concurrent use.
 type Registry struct {
 	log *slog.Logger
+	// listen and dial are transport.Listen and transport.Dial; tests
+	// replace them to hold an I/O step open.
+	listen func(context.Context, transport.ListenerConfig) (*transport.Listener, error)
+	dial   func(context.Context, transport.DialConfig) (*transport.Conn, error)
 
 	mu        sync.Mutex
 	listeners map[string]*listener
@@ -102,6 +106,8 @@ func New(logger *slog.Logger) *Registry {
 	}
 	return &Registry{
 		log:       logger,
+		listen:    transport.Listen,
+		dial:      transport.Dial,
 		listeners: make(map[string]*listener),
 		conns:     make(map[string]*connection),
 	}
@@ -208,7 +214,7 @@ func (r *Registry) bind(ctx context.Context, e *listener, cfg transport.Listener
 	cfg.ID = e.id
 	cfg.OnOpen = r.opened
 	cfg.OnClose = r.closed
-	l, err := transport.Listen(ctx, cfg)
+	l, err := r.listen(ctx, cfg)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer close(e.ready)
@@ -342,7 +348,7 @@ func (r *Registry) Connect(ctx context.Context, id string, spec *switchboardv1.C
 			e = &connection{id: id, spec: proto.CloneOf(spec), dial: cfg, dialing: make(chan struct{})}
 			r.conns[id] = e
 			r.mu.Unlock()
-			return r.dial(ctx, e, true)
+			return r.open(ctx, e, true)
 		case e.spec == nil || !proto.Equal(e.spec, spec):
 			r.mu.Unlock()
 			return ConnectionView{}, &ResourceError{TypeConnection, id, ErrConflict}
@@ -358,17 +364,17 @@ func (r *Registry) Connect(ctx context.Context, id string, spec *switchboardv1.C
 		case e.final != nil: // the last session closed: open a new one
 			e.dialing = make(chan struct{})
 			r.mu.Unlock()
-			return r.dial(ctx, e, false)
+			return r.open(ctx, e, false)
 		}
 		defer r.mu.Unlock()
 		return e.view(), nil
 	}
 }
 
-// dial opens a session for e without the lock, then commits. A failed first
+// open opens a session for e without the lock, then commits. A failed first
 // dial removes the resource; a failed redial keeps the closed one.
-func (r *Registry) dial(ctx context.Context, e *connection, first bool) (ConnectionView, error) {
-	c, err := transport.Dial(ctx, e.dial)
+func (r *Registry) open(ctx context.Context, e *connection, first bool) (ConnectionView, error) {
+	c, err := r.dial(ctx, e.dial)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer func() { close(e.dialing); e.dialing = nil }()
