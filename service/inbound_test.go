@@ -214,9 +214,16 @@ func TestStartListenerRules(t *testing.T) {
 	if status.Code(err) != codes.AlreadyExists {
 		t.Errorf("StartListener with another config: %v, want AlreadyExists", err)
 	}
-	_, err = s.client.StartListener(ctx, &switchboardv1.StartListenerRequest{Config: &switchboardv1.ListenerConfig{Address: addr(first)}})
-	if status.Code(err) != codes.FailedPrecondition {
-		t.Errorf("StartListener on a bound address: %v, want FailedPrecondition", err)
+	// One rule for "this address cannot be bound here".
+	for name, a := range map[string]string{
+		"in use":       addr(first),
+		"not local":    "192.0.2.1:2575", // TEST-NET-1, never an address of this host
+		"unresolvable": "no-such-host.invalid:2575",
+	} {
+		_, err = s.client.StartListener(ctx, &switchboardv1.StartListenerRequest{Config: &switchboardv1.ListenerConfig{Address: a}})
+		if status.Code(err) != codes.FailedPrecondition || errorInfo(err).GetReason() != "ADDRESS_NOT_BINDABLE" {
+			t.Errorf("StartListener on an address %s: %v, want FailedPrecondition ADDRESS_NOT_BINDABLE", name, err)
+		}
 	}
 	for name, c := range map[string]*switchboardv1.ListenerConfig{
 		"no address":       {},

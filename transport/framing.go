@@ -91,6 +91,20 @@ func (e *FrameError) Error() string {
 // Unwrap returns e.Err.
 func (e *FrameError) Unwrap() error { return e.Err }
 
+func (k FramingKind) String() string {
+	switch k {
+	case FramingMLLP:
+		return "mllp"
+	case FramingLengthPrefix:
+		return "length-prefix"
+	case FramingDelimiter:
+		return "delimiter"
+	case FramingStartEnd:
+		return "start-end"
+	}
+	return fmt.Sprintf("FramingKind(%d)", int(k))
+}
+
 // Framing describes a wire framing. The zero value is not valid until
 // WithDefaults makes it lenient MLLP; see Validate.
 type Framing struct {
@@ -174,18 +188,13 @@ func (f Framing) WithDefaults() Framing {
 // "mllp(strict)", "length-prefix", `delimiter("\n")` or
 // "start-end(0x02,0x03)". A non-default MaxFrameBytes is appended as max=N.
 func (f Framing) String() string {
-	var name string
+	name := f.Kind.String()
 	var args []string
 	switch f.Kind {
-	case FramingMLLP:
-		name = "mllp"
-	case FramingLengthPrefix:
-		name = "length-prefix"
+	case FramingMLLP, FramingLengthPrefix:
 	case FramingDelimiter:
-		name = "delimiter"
 		args = append(args, strconv.Quote(string(f.Delimiter)))
 	case FramingStartEnd:
-		name = "start-end"
 		args = append(args, "0x"+hex.EncodeToString(f.Start), "0x"+hex.EncodeToString(f.End))
 	default:
 		return fmt.Sprintf("framing(%d)", int(f.Kind))
