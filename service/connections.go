@@ -41,20 +41,14 @@ func (s *Service) GetConnection(ctx context.Context, req *switchboardv1.GetConne
 
 // ListConnections returns a page of connections, ordered by id.
 func (s *Service) ListConnections(ctx context.Context, req *switchboardv1.ListConnectionsRequest) (*switchboardv1.ListConnectionsResponse, error) {
-	after, err := decodePageToken(req.GetPageToken())
+	filter := registry.ConnFilter{ListenerID: req.GetListenerId(), Direction: directionFromProto(req.GetDirection())}
+	list := func(after string, n int) ([]registry.ConnectionView, bool) { return s.reg.Connections(filter, after, n) }
+	cs, next, err := page(req.GetPageToken(), req.GetPageSize(), list,
+		func(v registry.ConnectionView) string { return v.ID }, connToProto)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	filter := registry.ConnFilter{ListenerID: req.GetListenerId(), Direction: directionFromProto(req.GetDirection())}
-	views, more := s.reg.Connections(filter, after, pageSize(req.GetPageSize()))
-	resp := &switchboardv1.ListConnectionsResponse{Connections: make([]*switchboardv1.Connection, 0, len(views))}
-	for _, v := range views {
-		resp.Connections = append(resp.Connections, connToProto(v))
-	}
-	if more {
-		resp.NextPageToken = encodePageToken(views[len(views)-1].ID)
-	}
-	return resp, nil
+	return &switchboardv1.ListConnectionsResponse{Connections: cs, NextPageToken: next}, nil
 }
 
 // sendDeadlineMargin is the most a Send ends before the caller's deadline.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
@@ -43,17 +44,10 @@ func (s *Service) GetListener(ctx context.Context, req *switchboardv1.GetListene
 
 // ListListeners returns a page of listeners, ordered by id.
 func (s *Service) ListListeners(ctx context.Context, req *switchboardv1.ListListenersRequest) (*switchboardv1.ListListenersResponse, error) {
-	after, err := decodePageToken(req.GetPageToken())
+	ls, next, err := page(req.GetPageToken(), req.GetPageSize(), s.reg.Listeners,
+		func(v registry.ListenerView) string { return v.ID }, listenerToProto)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	views, more := s.reg.Listeners(after, pageSize(req.GetPageSize()))
-	resp := &switchboardv1.ListListenersResponse{Listeners: make([]*switchboardv1.Listener, 0, len(views))}
-	for _, v := range views {
-		resp.Listeners = append(resp.Listeners, listenerToProto(v))
-	}
-	if more {
-		resp.NextPageToken = encodePageToken(views[len(views)-1].ID)
-	}
-	return resp, nil
+	return &switchboardv1.ListListenersResponse{Listeners: ls, NextPageToken: next}, nil
 }

@@ -2,6 +2,7 @@ package service
 
 import "encoding/base64"
 
+
 // Page sizes of the List RPCs (the API validates the upper bound too).
 const (
 	defaultPageSize = 100
@@ -34,4 +35,23 @@ func decodePageToken(tok string) (string, error) {
 		return "", errInvalid{field: "page_token", msg: "not a page token this server issued"}
 	}
 	return string(b[len(pageTokenVersion):]), nil
+}
+
+// page runs one page of a List: it decodes the token, lists up to a page
+// of views after it, converts them and makes the next token.
+func page[V, P any](token string, size int32, list func(after string, n int) ([]V, bool), id func(V) string, conv func(V) P) ([]P, string, error) {
+	after, err := decodePageToken(token)
+	if err != nil {
+		return nil, "", err
+	}
+	views, more := list(after, pageSize(size))
+	out := make([]P, 0, len(views))
+	for _, v := range views {
+		out = append(out, conv(v))
+	}
+	var next string
+	if more {
+		next = encodePageToken(id(views[len(views)-1]))
+	}
+	return out, next, nil
 }
