@@ -42,7 +42,9 @@ func (s *Service) GetConnection(ctx context.Context, req *switchboardv1.GetConne
 // ListConnections returns a page of connections, ordered by id.
 func (s *Service) ListConnections(ctx context.Context, req *switchboardv1.ListConnectionsRequest) (*switchboardv1.ListConnectionsResponse, error) {
 	filter := registry.ConnFilter{ListenerID: req.GetListenerId(), Direction: directionFromProto(req.GetDirection())}
-	list := func(after string, n int) ([]registry.ConnectionView, bool) { return s.reg.Connections(filter, after, n) }
+	list := func(after string, n int) ([]registry.ConnectionView, bool) {
+		return s.reg.Connections(filter, after, n)
+	}
 	cs, next, err := page(req.GetPageToken(), req.GetPageSize(), list,
 		func(v registry.ConnectionView) string { return v.ID }, connToProto)
 	if err != nil {

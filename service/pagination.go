@@ -2,7 +2,6 @@ package service
 
 import "encoding/base64"
 
-
 // Page sizes of the List RPCs (the API validates the upper bound too).
 const (
 	defaultPageSize = 100
