@@ -18,12 +18,13 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 )
 
 // Prefill appends n records of size bytes to the journal in dir (which no
 // process may have open), from many writers so it is quick.
 func Prefill(ctx context.Context, dir string, n, size int) error {
-	j, err := journal.Open(dir, journal.Options{})
+	j, err := pebblejournal.Open(dir, pebblejournal.Options{})
 	if err != nil {
 		return err
 	}

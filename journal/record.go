@@ -18,42 +18,17 @@ type Record struct {
 	Payload      []byte
 }
 
-// Key layout: one prefix byte, then the sequence number as 8 big-endian
-// bytes, so Pebble's byte order is sequence order. Prefixes other than
-// prefixRecord are reserved for future data in the same store (for example
-// subscriber cursors), which therefore never interleaves with records.
-const (
-	prefixRecord byte = 0x01
-	keyLen            = 1 + 8
-)
-
 // recordVersion is the first byte of every stored value. Bump it when the
-// layout changes; decodeRecord rejects versions it does not know.
+// layout changes; DecodeRecord rejects versions it does not know.
 const recordVersion byte = 1
 
-// maxRecordBytes bounds one encoded record. Pebble panics on batches of 4 GiB
-// or more, and no sane HL7 frame comes close, so reject such records early.
-const maxRecordBytes = 1 << 30
-
-// errMalformed is returned for stored values that do not decode. It signals
+// ErrMalformedRecord is returned for stored values that do not decode. It signals
 // corruption or a newer writer; it is never expected in normal operation.
-var errMalformed = errors.New("malformed record value")
+var ErrMalformedRecord = errors.New("malformed record value")
 
-func recordKey(dst []byte, seq uint64) []byte {
-	dst = append(dst, prefixRecord)
-	return binary.BigEndian.AppendUint64(dst, seq)
-}
-
-func keySeq(key []byte) (uint64, bool) {
-	if len(key) != keyLen || key[0] != prefixRecord {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(key[1:]), true
-}
-
-// encodedLen returns the exact size appendRecord produces for r, so the
+// RecordLen returns the exact size AppendRecord produces for r, so the
 // value can be encoded straight into the Pebble batch without a scratch copy.
-func encodedLen(r *Record) int {
+func RecordLen(r *Record) int {
 	n := 1 + varintLen(r.Time.Unix()) + uvarintLen(uint64(r.Time.Nanosecond()))
 	for _, s := range [...]string{r.ListenerID, r.ConnectionID, r.RemoteAddr, r.MessageType, r.ControlID} {
 		n += uvarintLen(uint64(len(s))) + len(s)
@@ -61,14 +36,14 @@ func encodedLen(r *Record) int {
 	return n + uvarintLen(uint64(len(r.Payload))) + len(r.Payload)
 }
 
-// appendRecord encodes every field of r except Seq (which is the key):
+// AppendRecord encodes every field of r except Seq (which is the key):
 //
 //	version byte | varint unix seconds | uvarint nanoseconds |
 //	5 × (uvarint length | string) | uvarint length | payload
 //
 // Seconds plus nanoseconds rather than UnixNano so that any time.Time,
 // including the zero value, survives the round trip.
-func appendRecord(dst []byte, r *Record) []byte {
+func AppendRecord(dst []byte, r *Record) []byte {
 	dst = append(dst, recordVersion)
 	dst = binary.AppendVarint(dst, r.Time.Unix())
 	dst = binary.AppendUvarint(dst, uint64(r.Time.Nanosecond()))
@@ -80,12 +55,12 @@ func appendRecord(dst []byte, r *Record) []byte {
 	return append(dst, r.Payload...)
 }
 
-// decodeRecord parses a value written by appendRecord. Strings and payload
+// DecodeRecord parses a value written by AppendRecord. Strings and payload
 // are copied, so the result does not alias b (Pebble reuses its buffers).
-func decodeRecord(seq uint64, b []byte) (Record, error) {
+func DecodeRecord(seq uint64, b []byte) (Record, error) {
 	d := decoder{b: b}
 	if v := d.byte(); v != recordVersion {
-		return Record{}, errMalformed
+		return Record{}, ErrMalformedRecord
 	}
 	sec := d.varint()
 	nsec := d.uvarint()
@@ -101,7 +76,7 @@ func decodeRecord(seq uint64, b []byte) (Record, error) {
 		r.Payload = append([]byte(nil), p...)
 	}
 	if d.bad || len(d.b) != 0 || nsec >= uint64(time.Second) {
-		return Record{}, errMalformed
+		return Record{}, ErrMalformedRecord
 	}
 	r.Time = time.Unix(sec, int64(nsec)).UTC()
 	return r, nil

@@ -21,24 +21,8 @@ func sameRecord(t *testing.T, got, want *Record) {
 	}
 }
 
-func TestRecordKeyOrder(t *testing.T) {
-	seqs := []uint64{1, 2, 255, 256, 1 << 32, 1<<64 - 1}
-	for i := 1; i < len(seqs); i++ {
-		a, b := recordKey(nil, seqs[i-1]), recordKey(nil, seqs[i])
-		if bytes.Compare(a, b) >= 0 {
-			t.Errorf("key(%d) >= key(%d)", seqs[i-1], seqs[i])
-		}
-		if got, ok := keySeq(b); !ok || got != seqs[i] {
-			t.Errorf("keySeq(key(%d)) = %d, %v", seqs[i], got, ok)
-		}
-	}
-	if _, ok := keySeq([]byte{0x02, 0, 0, 0, 0, 0, 0, 0, 1}); ok {
-		t.Error("keySeq accepted a foreign prefix")
-	}
-}
-
 func TestDecodeRejectsMalformed(t *testing.T) {
-	good := appendRecord(nil, &Record{Time: time.Unix(1, 2), ControlID: "c", Payload: []byte("p")})
+	good := AppendRecord(nil, &Record{Time: time.Unix(1, 2), ControlID: "c", Payload: []byte("p")})
 	cases := map[string][]byte{
 		"empty":           nil,
 		"version":         append([]byte{2}, good[1:]...),
@@ -49,7 +33,7 @@ func TestDecodeRejectsMalformed(t *testing.T) {
 		"varint too long": {recordVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 	}
 	for name, b := range cases {
-		if _, err := decodeRecord(1, b); err == nil {
+		if _, err := DecodeRecord(1, b); err == nil {
 			t.Errorf("%s: decode succeeded", name)
 		}
 	}
@@ -63,13 +47,13 @@ func FuzzDecodeRecord(f *testing.F) {
 		"mllp-1", "conn-7", "10.0.0.1:5000", "ADT^A01", "MSG0001", []byte("MSH|^~\\&|\r"))
 	f.Add([]byte{recordVersion, 0xff, 0xff}, int64(-62135596800), int64(999999999),
 		"l", "c", "[::1]:1", "ORU^R01", "x", []byte{0x0b, 0x00, 0xff, 0xfe, 0x1c, 0x0d})
-	f.Add(appendRecord(nil, &Record{Time: time.Unix(5, 6), Payload: []byte{1, 2, 3}}),
+	f.Add(AppendRecord(nil, &Record{Time: time.Unix(5, 6), Payload: []byte{1, 2, 3}}),
 		int64(1<<62), int64(0), "é", "\x00", "\xff", "", "", []byte(nil))
 	f.Fuzz(func(t *testing.T, data []byte, sec, nsec int64, listener, conn, remote, msgType, controlID string, payload []byte) {
 		// Arbitrary bytes: must not panic; anything accepted must re-encode
 		// to something that decodes to the same record.
-		if r, err := decodeRecord(9, data); err == nil {
-			again, err := decodeRecord(9, appendRecord(nil, &r))
+		if r, err := DecodeRecord(9, data); err == nil {
+			again, err := DecodeRecord(9, AppendRecord(nil, &r))
 			if err != nil {
 				t.Fatalf("re-decode: %v", err)
 			}
@@ -86,11 +70,11 @@ func FuzzDecodeRecord(f *testing.F) {
 			ControlID:    controlID,
 			Payload:      payload,
 		}
-		enc := appendRecord(nil, &want)
-		if len(enc) != encodedLen(&want) {
-			t.Fatalf("encodedLen = %d, encoding is %d bytes", encodedLen(&want), len(enc))
+		enc := AppendRecord(nil, &want)
+		if len(enc) != RecordLen(&want) {
+			t.Fatalf("RecordLen = %d, encoding is %d bytes", RecordLen(&want), len(enc))
 		}
-		got, err := decodeRecord(42, enc)
+		got, err := DecodeRecord(42, enc)
 		if err != nil {
 			t.Fatalf("decode(encode(r)): %v", err)
 		}

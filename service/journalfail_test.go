@@ -8,8 +8,8 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
-	"github.com/switchboard-dev/switchboard/journal"
-	"github.com/switchboard-dev/switchboard/journal/journaltest"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal/pebbletest"
 	"github.com/switchboard-dev/switchboard/service"
 )
 
@@ -19,8 +19,8 @@ import (
 // readable.
 func TestJournalFailureNeverAcks(t *testing.T) {
 	ctx := testCtx(t)
-	fs := &journaltest.FaultFS{FS: vfs.Default}
-	j, err := journal.Open(t.TempDir(), journal.Options{FS: fs})
+	fs := &pebbletest.FaultFS{FS: vfs.Default}
+	j, err := pebblejournal.Open(t.TempDir(), pebblejournal.Options{FS: fs})
 	if err != nil {
 		t.Fatal(err)
 	}

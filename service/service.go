@@ -25,7 +25,7 @@ import (
 // Config configures a Service.
 type Config struct {
 	// Journal is where received frames are made durable (the embedded
-	// Pebble journal.Log, or any other journal.Journal). Required. The
+	// pebblejournal.Journal, or any other journal.Journal). Required. The
 	// Service uses it but does not close it: close it after Shutdown.
 	Journal journal.Journal
 	// Logger receives lifecycle and error logs. Nil discards them.

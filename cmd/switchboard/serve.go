@@ -18,7 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/service"
 )
 
@@ -91,7 +91,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	j, err := journal.Open(f.dataDir, journal.Options{NoSync: f.noFsync, Logger: logger.With("component", "journal")})
+	j, err := pebblejournal.Open(f.dataDir, pebblejournal.Options{NoSync: f.noFsync, Logger: logger.With("component", "journal")})
 	if err != nil {
 		return fmt.Errorf("open journal: %w", err)
 	}
@@ -161,7 +161,7 @@ func serve(args []string, stderr io.Writer) error {
 // a commit stuck on a hung disk would otherwise keep the process from ever
 // exiting. Exiting then is safe: no record whose commit did not return was
 // acknowledged.
-func closeJournal(j *journal.Log, timeout time.Duration, logger *slog.Logger) {
+func closeJournal(j *pebblejournal.Journal, timeout time.Duration, logger *slog.Logger) {
 	done := make(chan error, 1)
 	go func() { done <- j.Close() }()
 	select {

@@ -1,4 +1,4 @@
-package journal
+package pebblejournal
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/switchboard-dev/switchboard/journal"
 )
 
 // Run with, for example:
@@ -28,12 +30,12 @@ func benchCases(b *testing.B, fn func(b *testing.B, payloadSize, writers int)) {
 	}
 }
 
-func benchRecord(payloadSize int) Record {
+func benchRecord(payloadSize int) journal.Record {
 	p := make([]byte, payloadSize)
 	for i := range p {
 		p[i] = byte('A' + i%26)
 	}
-	return Record{
+	return journal.Record{
 		Time:         time.Now(),
 		ListenerID:   "listener-1",
 		ConnectionID: "conn-12345",
@@ -75,7 +77,7 @@ func BenchmarkAppend(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer l.Close()
-		recs := make([]Record, writers) // one each: Append sets r.Seq
+		recs := make([]journal.Record, writers) // one each: Append sets r.Seq
 		for i := range recs {
 			recs[i] = benchRecord(size)
 		}
@@ -100,7 +102,7 @@ func BenchmarkPebbleSyncedSet(b *testing.B) {
 		}
 		defer db.Close()
 		rec := benchRecord(size)
-		value := appendRecord(nil, &rec)
+		value := journal.AppendRecord(nil, &rec)
 		var seq atomic.Uint64
 		keys := make([][]byte, writers)
 		runWriters(b, writers, func(w int) error {

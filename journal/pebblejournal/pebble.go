@@ -1,4 +1,4 @@
-package journal
+package pebblejournal
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 // calls Logger.Fatalf("pebble: fatal commit error: ...") and, if Fatalf
 // returns, reports success. Fatalf must therefore never return. Its default
 // exits the process; ours panics with this value so the committer can
-// recover it, fail the batch and mark the Log unusable. Anywhere else (Pebble
+// recover it, fail the batch and mark the Journal unusable. Anywhere else (Pebble
 // background goroutines) the panic is unrecovered and ends the process,
 // exactly like Pebble's default.
 type pebbleFatal struct {

@@ -1,4 +1,4 @@
-package journal
+package pebblejournal
 
 import (
 	"bytes"
@@ -15,7 +15,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/goleak"
 
-	"github.com/switchboard-dev/switchboard/journal/journaltest"
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal/pebbletest"
 )
 
 func TestMain(m *testing.M) {
@@ -25,7 +26,7 @@ func TestMain(m *testing.M) {
 // phiMarker is embedded in test payloads; it must never show up in logs.
 const phiMarker = "PATIENT^SECRET"
 
-func openLog(t *testing.T, dir string, opts Options) *Log {
+func openLog(t *testing.T, dir string, opts Options) *Journal {
 	t.Helper()
 	l, err := Open(dir, opts)
 	if err != nil {
@@ -35,8 +36,8 @@ func openLog(t *testing.T, dir string, opts Options) *Log {
 	return l
 }
 
-func testRecord(i int) *Record {
-	return &Record{
+func testRecord(i int) *journal.Record {
+	return &journal.Record{
 		Time:         time.Unix(1700000000+int64(i), int64(i)),
 		ListenerID:   "lst-1",
 		ConnectionID: fmt.Sprintf("conn-%d", i%7),
@@ -47,7 +48,7 @@ func testRecord(i int) *Record {
 	}
 }
 
-func mustAppend(t *testing.T, l *Log, r *Record) uint64 {
+func mustAppend(t *testing.T, l *Journal, r *journal.Record) uint64 {
 	t.Helper()
 	seq, err := l.Append(context.Background(), r)
 	if err != nil {
@@ -58,9 +59,9 @@ func mustAppend(t *testing.T, l *Log, r *Record) uint64 {
 
 // readAll reads [from, LastSeq] in pages and checks the sequences are
 // contiguous.
-func readAll(t *testing.T, l *Log, from uint64) []Record {
+func readAll(t *testing.T, l *Journal, from uint64) []journal.Record {
 	t.Helper()
-	var out []Record
+	var out []journal.Record
 	for {
 		page, err := l.Read(from, 1000, 1<<20)
 		if err != nil {
@@ -86,7 +87,7 @@ func TestAppendReadRoundTrip(t *testing.T) {
 		big[i] = byte(i*7 + i>>8)
 	}
 	binary := []byte{0x0b, 0x00, 0xff, 0xfe, 0xc3, 0x28, 0x1c, 0x0d}
-	recs := []*Record{
+	recs := []*journal.Record{
 		{
 			Time:         time.Date(2024, 2, 29, 23, 59, 59, 123456789, time.FixedZone("CET", 3600)),
 			ListenerID:   "listener-a",
@@ -218,7 +219,7 @@ func TestRestart(t *testing.T) {
 func TestNoSync(t *testing.T) {
 	dir := t.TempDir()
 	// Two records fit under MaxBatchBytes, so every commit holds at most two.
-	size := encodedLen(testRecord(10))
+	size := journal.RecordLen(testRecord(10))
 	l, err := Open(dir, Options{NoSync: true, MaxBatchRecords: 3, MaxBatchBytes: 2*size + 2})
 	if err != nil {
 		t.Fatal(err)
@@ -276,11 +277,11 @@ func TestWait(t *testing.T) {
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := <-errc; !errors.Is(err, ErrClosed) {
-			t.Fatalf("Wait after Close = %v, want ErrClosed", err)
+		if err := <-errc; !errors.Is(err, journal.ErrClosed) {
+			t.Fatalf("Wait after Close = %v, want journal.ErrClosed", err)
 		}
-		if err := l.Wait(context.Background(), 0); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Wait on closed log = %v, want ErrClosed", err)
+		if err := l.Wait(context.Background(), 0); !errors.Is(err, journal.ErrClosed) {
+			t.Fatalf("Wait on closed log = %v, want journal.ErrClosed", err)
 		}
 	})
 }
@@ -289,9 +290,9 @@ func TestReadPaging(t *testing.T) {
 	l := openLog(t, t.TempDir(), Options{})
 	sizes := []int{100, 100, 100, 5000, 100, 0, 100}
 	for i, n := range sizes {
-		mustAppend(t, l, &Record{ControlID: fmt.Sprint(i), Payload: bytes.Repeat([]byte{byte(i)}, n)})
+		mustAppend(t, l, &journal.Record{ControlID: fmt.Sprint(i), Payload: bytes.Repeat([]byte{byte(i)}, n)})
 	}
-	seqsOf := func(recs []Record) []uint64 {
+	seqsOf := func(recs []journal.Record) []uint64 {
 		var s []uint64
 		for _, r := range recs {
 			s = append(s, r.Seq)
@@ -349,7 +350,7 @@ func TestFaultInjection(t *testing.T) {
 	for _, mode := range []string{"sync", "write"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			fs := &journaltest.FaultFS{FS: vfs.Default}
+			fs := &pebbletest.FaultFS{FS: vfs.Default}
 			var logs lockedBuffer
 			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			l, err := Open(dir, Options{FS: fs, Logger: logger})
@@ -400,14 +401,14 @@ func TestFaultInjection(t *testing.T) {
 				t.Fatal("no Append failed while the WAL was failing")
 			}
 			for _, err := range errs {
-				if !errors.Is(err, journaltest.ErrInjected) || !strings.HasPrefix(err.Error(), "journal: commit: ") {
+				if !errors.Is(err, pebbletest.ErrInjected) || !strings.HasPrefix(err.Error(), "journal: commit: ") {
 					t.Fatalf("Append error = %v; want a wrapped injected error", err)
 				}
 			}
 			if got := l.LastSeq(); got != before {
 				t.Fatalf("LastSeq moved from %d to %d across a failed commit", before, got)
 			}
-			if err := l.Err(); !errors.Is(err, journaltest.ErrInjected) {
+			if err := l.Err(); !errors.Is(err, pebbletest.ErrInjected) {
 				t.Fatalf("Err() = %v, want the injected error", err)
 			}
 
@@ -415,10 +416,10 @@ func TestFaultInjection(t *testing.T) {
 			// not, so appends keep failing rather than risking a false ACK.
 			fs.FailSyncs.Store(false)
 			fs.FailWrites.Store(false)
-			if _, err := l.Append(context.Background(), testRecord(0)); !errors.Is(err, journaltest.ErrInjected) {
+			if _, err := l.Append(context.Background(), testRecord(0)); !errors.Is(err, pebbletest.ErrInjected) {
 				t.Fatalf("Append after failure = %v, want the persistent error", err)
 			}
-			if err := l.Wait(context.Background(), l.LastSeq()); !errors.Is(err, journaltest.ErrInjected) {
+			if err := l.Wait(context.Background(), l.LastSeq()); !errors.Is(err, pebbletest.ErrInjected) {
 				t.Fatalf("Wait on failed log = %v, want the persistent error", err)
 			}
 			if got := readAll(t, l, 1); uint64(len(got)) != before {
@@ -454,7 +455,7 @@ func TestFaultInjection(t *testing.T) {
 }
 
 func TestCloseWithBlockedAppenders(t *testing.T) {
-	fs := &journaltest.FaultFS{FS: vfs.Default}
+	fs := &pebbletest.FaultFS{FS: vfs.Default}
 	l := openLog(t, t.TempDir(), Options{FS: fs})
 	mustAppend(t, l, testRecord(0))
 
@@ -485,8 +486,8 @@ func TestCloseWithBlockedAppenders(t *testing.T) {
 	go func() { closed <- l.Close() }()
 	// Queued appends fail at once, even though the fsync is still held.
 	for range queued {
-		if err := <-queuedErrs; !errors.Is(err, ErrClosed) {
-			t.Fatalf("queued Append = %v, want ErrClosed", err)
+		if err := <-queuedErrs; !errors.Is(err, journal.ErrClosed) {
+			t.Fatalf("queued Append = %v, want journal.ErrClosed", err)
 		}
 	}
 	release()
@@ -499,16 +500,16 @@ func TestCloseWithBlockedAppenders(t *testing.T) {
 	if got := l.LastSeq(); got != 2 {
 		t.Fatalf("LastSeq = %d, want 2", got)
 	}
-	if _, err := l.Append(context.Background(), testRecord(99)); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Append after Close = %v, want ErrClosed", err)
+	if _, err := l.Append(context.Background(), testRecord(99)); !errors.Is(err, journal.ErrClosed) {
+		t.Fatalf("Append after Close = %v, want journal.ErrClosed", err)
 	}
-	if _, err := l.Read(1, 10, 1<<20); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Read after Close = %v, want ErrClosed", err)
+	if _, err := l.Read(1, 10, 1<<20); !errors.Is(err, journal.ErrClosed) {
+		t.Fatalf("Read after Close = %v, want journal.ErrClosed", err)
 	}
 }
 
 func TestAppendContext(t *testing.T) {
-	fs := &journaltest.FaultFS{FS: vfs.Default}
+	fs := &pebbletest.FaultFS{FS: vfs.Default}
 	l := openLog(t, t.TempDir(), Options{FS: fs})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -561,7 +562,7 @@ func TestReadReportsDamage(t *testing.T) {
 	for i := range 3 {
 		mustAppend(t, l, testRecord(i))
 	}
-	// Damage the store behind the Log's back: Read must refuse rather than
+	// Damage the store behind the Journal's back: Read must refuse rather than
 	// skip a message or return garbage.
 	if err := l.db.Delete(recordKey(nil, 2), nil); err != nil {
 		t.Fatal(err)
@@ -569,10 +570,41 @@ func TestReadReportsDamage(t *testing.T) {
 	if _, err := l.Read(1, 10, 1<<20); err == nil || !strings.Contains(err.Error(), "record 2 missing") {
 		t.Fatalf("Read over a missing record = %v, want a 'missing' error", err)
 	}
-	if err := l.db.Set(recordKey(nil, 3), []byte{recordVersion, 0x80}, nil); err != nil {
+	if err := l.db.Set(recordKey(nil, 3), []byte{1, 0x80}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Read(3, 10, 1<<20); !errors.Is(err, errMalformed) {
-		t.Fatalf("Read of a malformed value = %v, want errMalformed", err)
+	if _, err := l.Read(3, 10, 1<<20); !errors.Is(err, journal.ErrMalformedRecord) {
+		t.Fatalf("Read of a malformed value = %v, want ErrMalformedRecord", err)
+	}
+}
+
+// sameRecord fails t unless got equals want field by field (time in UTC).
+func sameRecord(t *testing.T, got, want *journal.Record) {
+	t.Helper()
+	if got.Seq != want.Seq ||
+		!got.Time.Equal(want.Time) || got.Time.Location() != time.UTC ||
+		got.ListenerID != want.ListenerID ||
+		got.ConnectionID != want.ConnectionID ||
+		got.RemoteAddr != want.RemoteAddr ||
+		got.MessageType != want.MessageType ||
+		got.ControlID != want.ControlID ||
+		!bytes.Equal(got.Payload, want.Payload) {
+		t.Fatalf("record mismatch:\n got %+v\nwant %+v", *got, *want)
+	}
+}
+
+func TestRecordKeyOrder(t *testing.T) {
+	seqs := []uint64{1, 2, 255, 256, 1 << 32, 1<<64 - 1}
+	for i := 1; i < len(seqs); i++ {
+		a, b := recordKey(nil, seqs[i-1]), recordKey(nil, seqs[i])
+		if bytes.Compare(a, b) >= 0 {
+			t.Errorf("key(%d) >= key(%d)", seqs[i-1], seqs[i])
+		}
+		if got, ok := keySeq(b); !ok || got != seqs[i] {
+			t.Errorf("keySeq(key(%d)) = %d, %v", seqs[i], got, ok)
+		}
+	}
+	if _, ok := keySeq([]byte{0x02, 0, 0, 0, 0, 0, 0, 0, 1}); ok {
+		t.Error("keySeq accepted a foreign prefix")
 	}
 }

@@ -1,7 +1,7 @@
-// Package journaltest injects storage faults under a journal, for tests of
+// Package pebbletest injects storage faults under a Pebble journal, for tests of
 // what Switchboard does when the disk fails. It is never used by production
 // code.
-package journaltest
+package pebbletest
 
 import (
 	"errors"
