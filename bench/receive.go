@@ -35,7 +35,7 @@ func Prefill(ctx context.Context, dir string, n, size int) error {
 	for w := range writers {
 		wg.Go(func() {
 			for i := w; i < n; i += writers {
-				r := journal.Record{Time: time.Now(), ListenerID: "prefill", ConnectionID: "c-prefill", MessageType: "ADT^A01^ADT_A01", ControlID: strconv.Itoa(i), Payload: msg}
+				r := journal.Record{Kind: journal.KindMessage, Time: time.Now(), ListenerID: "prefill", ConnectionID: "c-prefill", MessageType: "ADT^A01^ADT_A01", ControlID: strconv.Itoa(i), Payload: msg}
 				if _, err := j.Append(ctx, &r); err != nil {
 					errs <- err
 					return

@@ -52,7 +52,7 @@ func JournalAppend(ctx context.Context, cfg StorageConfig) (Result, error) {
 	defer j.Close()
 	value, _ := Message(cfg.Size)
 	return storageLoop(ctx, res, cfg, func() error {
-		r := journal.Record{Time: time.Now(), ListenerID: "bench", ConnectionID: "c-bench", MessageType: "ADT^A01^ADT_A01", ControlID: "W0000N0000000000", Payload: value}
+		r := journal.Record{Kind: journal.KindMessage, Time: time.Now(), ListenerID: "bench", ConnectionID: "c-bench", MessageType: "ADT^A01^ADT_A01", ControlID: "W0000N0000000000", Payload: value}
 		_, err := j.Append(ctx, &r)
 		return err
 	})

@@ -168,6 +168,7 @@ type journalSink struct {
 
 func (j journalSink) Append(ctx context.Context, m *transport.Message) (uint64, error) {
 	seq, err := j.log.Append(ctx, &journal.Record{
+		Kind:         journal.KindMessage,
 		Time:         m.Time,
 		ListenerID:   m.ListenerID,
 		ConnectionID: m.ConnectionID,

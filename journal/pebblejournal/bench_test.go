@@ -36,6 +36,7 @@ func benchRecord(payloadSize int) journal.Record {
 		p[i] = byte('A' + i%26)
 	}
 	return journal.Record{
+		Kind:         journal.KindMessage,
 		Time:         time.Now(),
 		ListenerID:   "listener-1",
 		ConnectionID: "conn-12345",

@@ -176,9 +176,12 @@ func (l *Journal) Append(ctx context.Context, r *journal.Record) (uint64, error)
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	if r.Kind == journal.KindUnspecified {
+		return 0, fmt.Errorf("%w: no kind", journal.ErrInvalidRecord)
+	}
 	size := journal.RecordLen(r)
 	if size > maxRecordBytes {
-		return 0, fmt.Errorf("journal: record of %d bytes exceeds the %d byte limit", size, maxRecordBytes)
+		return 0, fmt.Errorf("%w: %d bytes exceeds the %d byte limit", journal.ErrInvalidRecord, size, maxRecordBytes)
 	}
 
 	l.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,7 @@ func openLog(t *testing.T, dir string, opts Options) *Journal {
 
 func testRecord(i int) *journal.Record {
 	return &journal.Record{
+		Kind:         journal.KindMessage,
 		Time:         time.Unix(1700000000+int64(i), int64(i)),
 		ListenerID:   "lst-1",
 		ConnectionID: fmt.Sprintf("conn-%d", i%7),
@@ -89,6 +91,7 @@ func TestAppendReadRoundTrip(t *testing.T) {
 	binary := []byte{0x0b, 0x00, 0xff, 0xfe, 0xc3, 0x28, 0x1c, 0x0d}
 	recs := []*journal.Record{
 		{
+			Kind:         journal.KindMessage,
 			Time:         time.Date(2024, 2, 29, 23, 59, 59, 123456789, time.FixedZone("CET", 3600)),
 			ListenerID:   "listener-a",
 			ConnectionID: "conn-1",
@@ -97,9 +100,9 @@ func TestAppendReadRoundTrip(t *testing.T) {
 			ControlID:    "MSG00001",
 			Payload:      binary,
 		},
-		{Time: time.Unix(0, 1), ListenerID: "b", Payload: []byte{}},
-		{Payload: big, ControlID: "big"},
-		{}, // every field empty, zero time
+		{Kind: journal.KindAck, Time: time.Unix(0, 1), InstanceID: "sb-2", ListenerID: "b", Payload: []byte{}},
+		{Kind: journal.KindMessage, Payload: big, ControlID: "big"},
+		{Kind: journal.KindMessage}, // every other field empty, zero time
 	}
 	for i, r := range recs {
 		if seq := mustAppend(t, l, r); seq != uint64(i+1) || r.Seq != seq {
@@ -290,7 +293,7 @@ func TestReadPaging(t *testing.T) {
 	l := openLog(t, t.TempDir(), Options{})
 	sizes := []int{100, 100, 100, 5000, 100, 0, 100}
 	for i, n := range sizes {
-		mustAppend(t, l, &journal.Record{ControlID: fmt.Sprint(i), Payload: bytes.Repeat([]byte{byte(i)}, n)})
+		mustAppend(t, l, &journal.Record{Kind: journal.KindMessage, ControlID: fmt.Sprint(i), Payload: bytes.Repeat([]byte{byte(i)}, n)})
 	}
 	seqsOf := func(recs []journal.Record) []uint64 {
 		var s []uint64
@@ -581,7 +584,7 @@ func TestReadReportsDamage(t *testing.T) {
 // sameRecord fails t unless got equals want field by field (time in UTC).
 func sameRecord(t *testing.T, got, want *journal.Record) {
 	t.Helper()
-	if got.Seq != want.Seq ||
+	if got.Seq != want.Seq || got.Kind != want.Kind || got.InstanceID != want.InstanceID ||
 		!got.Time.Equal(want.Time) || got.Time.Location() != time.UTC ||
 		got.ListenerID != want.ListenerID ||
 		got.ConnectionID != want.ConnectionID ||
@@ -607,4 +610,56 @@ func TestRecordKeyOrder(t *testing.T) {
 	if _, ok := keySeq([]byte{0x02, 0, 0, 0, 0, 0, 0, 0, 1}); ok {
 		t.Error("keySeq accepted a foreign prefix")
 	}
+}
+
+// TestOpensVersion1Directory opens a data directory written by Switchboard
+// before record kinds (format version 1, made by journal/record.go at
+// 8a692d1: two records flushed to an sstable, two only in the WAL). Every
+// record reads back as a message with no instance id, and new records are
+// appended after them.
+func TestOpensVersion1Directory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("testdata/v1-datadir")); err != nil {
+		t.Fatal(err)
+	}
+	want := []journal.Record{
+		{Time: time.Date(2025, 3, 1, 12, 30, 45, 123456789, time.UTC), ListenerID: "adt", ConnectionID: "c-1", RemoteAddr: "10.0.0.7:40001", MessageType: "ADT^A01^ADT_A01", ControlID: "MSG0001", Payload: []byte("MSH|^~\\&|LAB|HOSP|EHR|HOSP|20250301123045||ADT^A01^ADT_A01|MSG0001|P|2.5\r")},
+		{Time: time.Date(2025, 3, 1, 12, 30, 46, 0, time.UTC), ListenerID: "adt", ConnectionID: "c-1", RemoteAddr: "10.0.0.7:40001", MessageType: "ORU^R01", ControlID: "MSG0002", Payload: []byte{0x0b, 0x00, 0xff, 0xfe, 0xc3, 0x28, 0x1c, 0x0d}},
+		{},
+		{Time: time.Unix(0, 1).UTC(), ListenerID: "lab", ConnectionID: "c-2", RemoteAddr: "[2001:db8::1]:2575", ControlID: "\xe9t\xe9", Payload: []byte("MSH|^~\\&|\r")},
+	}
+	for i := range want {
+		want[i].Seq, want[i].Kind = uint64(i+1), journal.KindMessage
+	}
+	check := func(l *Journal) {
+		t.Helper()
+		got := readAll(t, l, 1)
+		if len(got) < len(want) {
+			t.Fatalf("read %d records from the version 1 directory, want at least %d", len(got), len(want))
+		}
+		for i := range want {
+			sameRecord(t, &got[i], &want[i])
+		}
+	}
+
+	l, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(l)
+	next := testRecord(9)
+	next.InstanceID = "sb-1"
+	if seq := mustAppend(t, l, next); seq != uint64(len(want)+1) {
+		t.Fatalf("first new record got seq %d, want %d", seq, len(want)+1)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = openLog(t, dir, Options{})
+	check(l)
+	got := readAll(t, l, uint64(len(want)+1))
+	if len(got) != 1 {
+		t.Fatalf("after reopen: %d new records, want 1", len(got))
+	}
+	sameRecord(t, &got[0], next)
 }
