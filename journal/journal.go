@@ -9,18 +9,66 @@ import (
 // calls that were still queued when Close was called.
 var ErrClosed = errors.New("journal: closed")
 
+// ErrUnavailable is wrapped by the error that stops appends while the
+// storage fails (Health returns it, and so does every Append it refuses),
+// together with the cause. The journal may recover by itself; Health says
+// when. Callers map it to "try again later" (an HL7 AE or AR to the peer,
+// gRPC UNAVAILABLE).
+var ErrUnavailable = errors.New("journal: unavailable")
+
 // ErrInvalidRecord is returned by Append for a record no backend may store:
 // one without a Kind, or one larger than the backend's limit.
 var ErrInvalidRecord = errors.New("journal: invalid record")
 
-// Journal is the contract the rest of Switchboard depends on, described in
-// the package documentation. pebblejournal.Journal implements it on Pebble;
-// another backend (for example NATS JetStream) must keep the same promises.
+// Journal is the contract the rest of Switchboard depends on; the package
+// documentation states its promises. pebblejournal.Journal implements it on
+// Pebble; another backend (for example NATS JetStream) must keep the same
+// promises, which journaltest.Run checks. A Journal is safe for concurrent
+// use.
 type Journal interface {
+	// Append stores r and returns its sequence number, which it also sets
+	// in r.Seq. It returns nil only once r is durable. r is not retained.
 	Append(ctx context.Context, r *Record) (uint64, error)
-	LastSeq() uint64
-	Read(from uint64, maxRecords, maxBytes int) ([]Record, error)
+	// LastSeq returns the highest committed sequence number, 0 when empty.
+	LastSeq(ctx context.Context) (uint64, error)
+	// Read returns committed records with Seq >= from, in sequence order:
+	// at most maxRecords (at least 1), stopping before the payloads' total
+	// would exceed maxBytes, but always at least one record when one is
+	// available, however large. No records when from > LastSeq.
+	Read(ctx context.Context, from uint64, maxRecords, maxBytes int) ([]Record, error)
+	// Wait blocks until LastSeq > after. It wakes on commit and never
+	// polls. It returns early only when ctx is done or the journal closes;
+	// a storage failure does not end it, since the journal may recover.
 	Wait(ctx context.Context, after uint64) error
-	Err() error
+	// Health returns nil while appends work, else the failure that stops
+	// them (wrapping ErrUnavailable), and a channel that is closed at the
+	// next change (failure, recovery or Close). After Close it returns
+	// ErrClosed and a nil channel: there is no next change.
+	Health() (err error, changed <-chan struct{})
+	// Stats returns counters since the journal was opened.
+	Stats() Stats
+	// Close releases the journal. Queued appends fail with ErrClosed; an
+	// append whose commit is already under way gets that commit's result.
+	// Later calls return the first call's result.
 	Close() error
+}
+
+// Stats are counters every backend keeps, for metrics and tests.
+type Stats struct {
+	// Appends counts Append calls that returned a sequence number.
+	Appends uint64
+	// Refused counts Append calls that failed because storage failed: the
+	// ones in the commit that failed, and every one refused after it while
+	// the journal was unavailable.
+	Refused uint64
+	// Commits counts durable commits (one fsync each, unless the backend
+	// runs without sync). With group commit, several records share one.
+	Commits uint64
+	// Records counts records in those commits. It can exceed Appends: a
+	// record whose Append gave up on its context may still commit.
+	Records uint64
+	// Failures and Recoveries count the changes of Health to a failure and
+	// back to nil.
+	Failures   uint64
+	Recoveries uint64
 }

@@ -94,6 +94,16 @@ func (s *server) stop() {
 	}
 }
 
+// lastSeq is the journal's last sequence number.
+func (s *server) lastSeq() uint64 {
+	s.t.Helper()
+	seq, err := s.j.LastSeq(context.Background())
+	if err != nil {
+		s.t.Fatalf("journal LastSeq: %v", err)
+	}
+	return seq
+}
+
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	t.Cleanup(cancel)

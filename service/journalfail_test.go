@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -8,15 +9,15 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
+	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal/pebbletest"
-	"github.com/switchboard-dev/switchboard/service"
 )
 
 // TestJournalFailureNeverAcks: when the disk under the journal fails (WAL
 // syncs fail), peers get AR, never AA, for that message and every later one;
-// the failure is reported for health; what was acknowledged before stays
-// readable.
+// the journal's Health reports the failure; what was acknowledged before
+// stays readable.
 func TestJournalFailureNeverAcks(t *testing.T) {
 	ctx := testCtx(t)
 	fs := &pebbletest.FaultFS{FS: vfs.Default}
@@ -24,15 +25,13 @@ func TestJournalFailureNeverAcks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	failures := make(chan error, 10)
-	s := startServerWith(t, j, func(c *service.Config) {
-		c.OnJournalFailure = func(err error) { failures <- err }
-	})
+	s := startServerWith(t, j)
 	l := s.startListener(ctx, "adt", nil)
 	p := dialPeer(t, l.GetBoundAddress())
 	p.write(mllp.AppendFrame(nil, hl7Message("GOOD")))
 	checkAck(t, hl7Message("GOOD"), p.readFrame())
 
+	_, changed := j.Health()
 	fs.FailSyncs.Store(true)
 	s.journalBroken = true
 	for _, id := range []string{"LOST-1", "LOST-2"} {
@@ -42,15 +41,20 @@ func TestJournalFailureNeverAcks(t *testing.T) {
 			t.Fatalf("answer while the disk fails = %+v, %v; want AR for %s", a, err, id)
 		}
 	}
-	if err := <-failures; err == nil {
-		t.Error("OnJournalFailure got a nil error")
+	select {
+	case <-changed:
+	default:
+		t.Error("the failure did not signal Health watchers")
+	}
+	if err, _ := j.Health(); !errors.Is(err, journal.ErrUnavailable) {
+		t.Errorf("journal Health = %v, want ErrUnavailable", err)
 	}
 	fs.FailSyncs.Store(false) // the disk recovers; the journal stays failed (fail closed)
 	p.write(mllp.AppendFrame(nil, hl7Message("AFTER")))
 	if a, _ := hl7.ParseAck(p.readFrame()); a.Code != hl7.AR {
 		t.Errorf("answer after the disk recovered = %s, want AR until the journal is reopened", a.Code)
 	}
-	if got := s.j.LastSeq(); got != 1 {
+	if got := s.lastSeq(); got != 1 {
 		t.Errorf("LastSeq = %d, want 1", got)
 	}
 	stream, err := s.client.Receive(ctx, &switchboardv1.ReceiveRequest{StartSequence: proto.Uint64(1)})

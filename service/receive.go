@@ -24,7 +24,7 @@ const (
 // Receive streams journaled messages in sequence order. It reads the
 // journal at the client's pace, so a slow client never holds up a TCP peer.
 func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv1.SwitchboardService_ReceiveServer) error {
-	next := s.journal.LastSeq() + 1
+	var next uint64
 	if req.StartSequence != nil {
 		next = max(req.GetStartSequence(), 1)
 	}
@@ -50,7 +50,7 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 		if errors.Is(err, journal.ErrClosed) {
 			return status.Errorf(codes.Unavailable, "journal closed; resume with start_sequence %d", next)
 		}
-		if s.journal.Err() != nil {
+		if herr, _ := s.journal.Health(); herr != nil {
 			s.log.Error("receive stream ended: journal failed", "err", err)
 			return status.Errorf(codes.Unavailable, "journal failed; resume with start_sequence %d once it is back", next)
 		}
@@ -59,6 +59,14 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 		}
 		s.log.Error("receive stream failed", "err", err)
 		return status.Error(codes.Internal, "internal error")
+	}
+
+	if req.StartSequence == nil {
+		last, err := s.journal.LastSeq(ctx)
+		if err != nil {
+			return ended(fmt.Errorf("journal last sequence: %w", err))
+		}
+		next = last + 1
 	}
 
 	// Headers now, so the client knows the subscription is live before the
@@ -71,7 +79,7 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 		if ctx.Err() != nil {
 			return ended(ctx.Err())
 		}
-		recs, err := s.journal.Read(next, receiveBatchRecords, receiveBatchBytes)
+		recs, err := s.journal.Read(ctx, next, receiveBatchRecords, receiveBatchBytes)
 		if err != nil {
 			return ended(fmt.Errorf("read journal: %w", err))
 		}

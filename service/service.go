@@ -30,9 +30,6 @@ type Config struct {
 	Journal journal.Journal
 	// Logger receives lifecycle and error logs. Nil discards them.
 	Logger *slog.Logger
-	// OnJournalFailure is called (possibly many times) when the journal
-	// reports a persistent failure, so health can say NOT_SERVING.
-	OnJournalFailure func(error)
 }
 
 // Service implements switchboardv1.SwitchboardServiceServer.
@@ -78,7 +75,7 @@ func New(cfg Config) (*Service, error) {
 	return &Service{
 		log:       cfg.Logger,
 		journal:   cfg.Journal,
-		sink:      journalSink{log: cfg.Journal, onFailure: cfg.OnJournalFailure},
+		sink:      journalSink{j: cfg.Journal},
 		listeners: make(map[string]*listenerEntry),
 		conns:     make(map[string]*connEntry),
 		dialing:   make(map[string]bool),
@@ -160,14 +157,15 @@ func (s *Service) listener(id string) (*listenerEntry, error) {
 	return e, nil
 }
 
-// journalSink makes received frames durable in the journal.
+// journalSink makes received frames durable in the journal. Health reports
+// a journal failure once (the caller watches journal.Journal.Health), so
+// nothing here repeats it per frame.
 type journalSink struct {
-	log       journal.Journal
-	onFailure func(error)
+	j journal.Journal
 }
 
-func (j journalSink) Append(ctx context.Context, m *transport.Message) (uint64, error) {
-	seq, err := j.log.Append(ctx, &journal.Record{
+func (s journalSink) Append(ctx context.Context, m *transport.Message) (uint64, error) {
+	return s.j.Append(ctx, &journal.Record{
 		Kind:         journal.KindMessage,
 		Time:         m.Time,
 		ListenerID:   m.ListenerID,
@@ -177,10 +175,4 @@ func (j journalSink) Append(ctx context.Context, m *transport.Message) (uint64, 
 		ControlID:    m.ControlID,
 		Payload:      m.Payload,
 	})
-	if err != nil && j.onFailure != nil {
-		if ferr := j.log.Err(); ferr != nil {
-			j.onFailure(ferr)
-		}
-	}
-	return seq, err
 }

@@ -17,7 +17,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/service"
 )
@@ -75,7 +79,8 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 // serve runs the service until SIGINT or SIGTERM, then shuts down in order:
 // health NOT_SERVING, listeners and connections drain, Receive streams end
-// with UNAVAILABLE, gRPC stops (bounded), the journal closes.
+// with UNAVAILABLE, gRPC stops (bounded), the journal closes. While it
+// serves, health follows the journal (followJournalHealth).
 func serve(args []string, stderr io.Writer) error {
 	f, err := parseServeFlags(args, stderr)
 	if err != nil {
@@ -100,18 +105,7 @@ func serve(args []string, stderr io.Writer) error {
 		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 	}
 
-	notServing := make(chan struct{}, 1)
-	svc, err := service.New(service.Config{
-		Journal: j,
-		Logger:  logger,
-		OnJournalFailure: func(err error) {
-			logger.Error("journal failed; health is NOT_SERVING", "err", err)
-			select {
-			case notServing <- struct{}{}:
-			default:
-			}
-		},
-	})
+	svc, err := service.New(service.Config{Journal: j, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -133,21 +127,28 @@ func serve(args []string, stderr io.Writer) error {
 		defer ps.Close()
 		logger.Info("pprof enabled", "pprof_addr", f.pprofAddr)
 	}
+	hctx, stopHealth := context.WithCancel(context.Background())
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		followJournalHealth(hctx, j, hs, logger)
+	}()
+	// Stopped before hs.Shutdown below, so it cannot report SERVING again.
+	defer func() { stopHealth(); <-healthDone }()
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
-	logger.Info("switchboard serving", "grpc_addr", lis.Addr().String(), "data_dir", f.dataDir, "last_seq", j.LastSeq())
+	last, _ := j.LastSeq(ctx)
+	logger.Info("switchboard serving", "grpc_addr", lis.Addr().String(), "data_dir", f.dataDir, "last_seq", last)
 
-	for running := true; running; {
-		select {
-		case <-ctx.Done():
-			running = false
-		case <-notServing:
-			hs.Shutdown()
-		case err := <-serveErr:
-			return fmt.Errorf("gRPC server: %w", err)
-		}
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("gRPC server: %w", err)
 	}
 	logger.Info("shutting down")
+	stopHealth()
+	<-healthDone
 	hs.Shutdown()
 	dctx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
 	svc.Shutdown(dctx)
@@ -157,11 +158,45 @@ func serve(args []string, stderr io.Writer) error {
 	return nil
 }
 
+// followJournalHealth keeps the gRPC health status in step with the
+// journal: NOT_SERVING while it cannot store messages, SERVING again once it
+// recovers. Each change is logged once, however many frames the journal
+// refuses meanwhile. It returns when ctx ends or the journal closes.
+func followJournalHealth(ctx context.Context, j journal.Journal, hs *health.Server, logger *slog.Logger) {
+	failed := false
+	for {
+		err, changed := j.Health()
+		if errors.Is(err, journal.ErrClosed) {
+			return
+		}
+		switch {
+		case err != nil && !failed:
+			logger.Error("journal unavailable; health is NOT_SERVING until it recovers", "err", err)
+			setServing(hs, healthpb.HealthCheckResponse_NOT_SERVING)
+		case err == nil && failed:
+			logger.Info("journal recovered; health is SERVING")
+			setServing(hs, healthpb.HealthCheckResponse_SERVING)
+		}
+		failed = err != nil
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// setServing sets the overall status and Switchboard's own.
+func setServing(hs *health.Server, st healthpb.HealthCheckResponse_ServingStatus) {
+	hs.SetServingStatus("", st)
+	hs.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, st)
+}
+
 // closeJournal closes the journal, but does not wait longer than timeout:
 // a commit stuck on a hung disk would otherwise keep the process from ever
 // exiting. Exiting then is safe: no record whose commit did not return was
 // acknowledged.
-func closeJournal(j *pebblejournal.Journal, timeout time.Duration, logger *slog.Logger) {
+func closeJournal(j journal.Journal, timeout time.Duration, logger *slog.Logger) {
 	done := make(chan error, 1)
 	go func() { done <- j.Close() }()
 	select {

@@ -133,13 +133,13 @@ func BenchmarkRead(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	last := l.LastSeq()
+	last := l.lastSeq.Load()
 
 	b.ResetTimer()
 	start := time.Now()
 	from, n := uint64(1), 0
 	for n < b.N {
-		recs, err := l.Read(from, 1000, 4<<20)
+		recs, err := l.Read(context.Background(), from, 1000, 4<<20)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -26,7 +26,7 @@
 //     counts, the directory and errors reach the Logger. Pebble's own
 //     messages can mention keys, which are only sequence numbers.
 //   - Never retry a failed commit. Pebble's WAL errors are sticky (see below),
-//     so the log fails closed instead.
+//     so the journal fails closed instead.
 //
 // # Failure
 //
@@ -34,14 +34,14 @@
 // calls its logger's Fatalf (whose default exits the process) and, should
 // Fatalf return, reports success. Its WAL writer then keeps failing, even
 // after the disk recovers, and a later commit can panic inside Pebble with
-// its commit lock held, after which the DB cannot even be closed. So the Log
-// installs a Fatalf that panics, recovers that panic in the committer, and
-// fails closed: the Append calls of the failed batch get
-// "journal: commit: ...", LastSeq does not advance, queued and later appends
-// get the same error without touching Pebble again, Wait returns it, and Err
-// reports it so the service can go NOT_SERVING. Records committed earlier
-// stay readable, and Close still works. There is no in-process recovery:
-// Close the Log and Open it again, or restart the process.
+// its commit lock held, after which the DB cannot even be closed. So the
+// Journal installs a Fatalf that panics, recovers that panic in the
+// committer, and fails closed: the Append calls of the failed batch get
+// "journal: unavailable: commit: ...", LastSeq does not advance, queued and
+// later appends get the same error without touching Pebble again, and
+// Health reports it so the service can go NOT_SERVING. Records committed
+// earlier stay readable, and Close still works. There is no in-process
+// recovery yet: Close the Journal and Open it again, or restart the process.
 //
 // A record whose Append failed may still have reached the disk (a write can
 // succeed where the fsync fails) and then reappears after a restart with the

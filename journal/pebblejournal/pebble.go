@@ -48,7 +48,9 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 			break
 		}
 	}
-	p.log.Error("journal: pebble fatal error", "component", "pebble", "err", f.msg)
+	// Debug only: a recovered commit failure is logged once by the journal,
+	// and an unrecovered panic prints this message as it ends the process.
+	p.logf(slog.LevelDebug, format, args)
 	panic(f)
 }
 
