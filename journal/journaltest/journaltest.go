@@ -60,6 +60,7 @@ func Run(t *testing.T, b Backend) {
 		{"Contexts", testContexts},
 		{"Close", testClose},
 		{"Health", testHealth},
+		{"FailureAndRecovery", testFailureAndRecovery},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, b) })

@@ -342,3 +342,105 @@ func testHealth(t *testing.T, b Backend) {
 		t.Fatalf("Stats of a working journal = %+v, want no failures", st)
 	}
 }
+
+// testFailureAndRecovery, for backends that implement Faults: while storage
+// fails, appends fail with ErrUnavailable (none succeeds for a record that
+// was not committed), Health says so, and Wait keeps waiting; once storage
+// works again the journal recovers by itself, numbering continues without
+// a gap, and everything acknowledged is there.
+func testFailureAndRecovery(t *testing.T, b Backend) {
+	f, ok := b.(Faults)
+	if !ok {
+		t.Skip("the backend cannot inject faults")
+	}
+	store := b.NewStore(t)
+	j := open(t, b, store)
+	acked := map[uint64]*journal.Record{}
+	for i := range 20 {
+		r := Message(i)
+		acked[MustAppend(t, j, r)] = r
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- j.Wait(context.Background(), 20) }()
+
+	_, changed := j.Health()
+	f.Break(t, store)
+	var (
+		mu      sync.Mutex
+		refused int
+		wg      sync.WaitGroup
+	)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 10 {
+				r := Message(100 + w*10 + i)
+				seq, err := j.Append(context.Background(), r)
+				mu.Lock()
+				if err == nil {
+					// A backend may take a moment to notice; what it
+					// acknowledged must still be there at the end.
+					acked[seq] = r
+				} else if errors.Is(err, journal.ErrUnavailable) {
+					refused++
+				} else {
+					t.Errorf("Append while storage fails = %v, want ErrUnavailable", err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if refused == 0 {
+		t.Fatal("no Append failed while storage was broken")
+	}
+	select {
+	case <-changed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Health's channel did not signal the failure")
+	}
+	herr, changed := j.Health()
+	if !errors.Is(herr, journal.ErrUnavailable) {
+		t.Fatalf("Health while storage fails = %v, want ErrUnavailable", herr)
+	}
+	if _, err := j.Append(context.Background(), Message(999)); !errors.Is(err, journal.ErrUnavailable) {
+		t.Fatalf("Append while unavailable = %v, want ErrUnavailable", err)
+	}
+	refused++
+	if st := j.Stats(); st.Refused != uint64(refused) || st.Failures != 1 {
+		t.Fatalf("Stats = %+v; want %d refused and 1 failure", st, refused)
+	}
+	select {
+	case err := <-waited:
+		t.Fatalf("Wait ended with %v during a storage failure; it must keep waiting", err)
+	default:
+	}
+
+	f.Repair(t, store)
+	select {
+	case <-changed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Health's channel did not signal the recovery")
+	}
+	healthy(t, j)
+	last := LastSeq(t, j)
+	r := Message(1000)
+	seq := MustAppend(t, j, r)
+	if seq != last+1 {
+		t.Fatalf("first Append after recovery got seq %d, want %d", seq, last+1)
+	}
+	acked[seq] = r
+	if err := <-waited; err != nil {
+		t.Fatalf("Wait across the failure = %v, want nil once records arrive", err)
+	}
+	recs := ReadAll(t, j, 1)
+	if uint64(len(recs)) != seq {
+		t.Fatalf("read %d records after recovery, want %d (gap-free up to %d)", len(recs), seq, seq)
+	}
+	for s, want := range acked {
+		want.Seq = s
+		CheckRecord(t, &recs[s-1], want)
+	}
+	if st := j.Stats(); st.Recoveries != 1 || st.Failures != 1 {
+		t.Fatalf("Stats after recovery = %+v; want 1 failure and 1 recovery", st)
+	}
+}

@@ -3,6 +3,7 @@ package pebblejournal
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -193,14 +194,20 @@ func (j *Journal) popGroup() *group {
 }
 
 // fail makes the journal unavailable after a commit of the records
-// [first, first+n) failed with cause, and returns the error appends now get.
-// It logs once per failure, not once per refused append. j.mu must be held.
+// [first, first+n) failed with cause, hands over to recoverLoop, and returns
+// the error appends now get. It logs once per failure, not once per refused
+// append. j.mu must be held.
 func (j *Journal) fail(cause error, first uint64, n int) error {
 	err := fmt.Errorf("%w: commit: %w", journal.ErrUnavailable, cause)
 	j.logger.Error("journal: commit failed; appends are refused until the journal recovers",
 		"err", cause, "first_seq", first, "records", n)
 	j.failures.Add(1)
+	j.failedAt = time.Now()
 	j.setHealth(err)
+	select {
+	case j.failed <- struct{}{}:
+	default:
+	}
 	// The failed sequences are free again: nothing is committed after a
 	// failure, and numbering resumes after whatever the disk really holds.
 	j.nextSeq = j.lastSeq.Load() + 1

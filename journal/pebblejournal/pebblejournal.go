@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -34,16 +35,25 @@ type Options struct {
 	MaxBatchBytes int
 	// Logger receives the Journal's and Pebble's logging; nil discards it.
 	Logger *slog.Logger
+	// RetryMin and RetryMax bound the wait between attempts to recover
+	// after a failure: the first comes RetryMin after it, each later one
+	// twice as long after the previous, up to RetryMax. Defaults 100 ms and
+	// 5 s.
+	RetryMin, RetryMax time.Duration
 }
 
 // Journal is a durable, ordered log of journal.Records stored in Pebble. It
 // is safe for concurrent use.
 type Journal struct {
-	dir     string
-	wo      *pebble.WriteOptions
-	logger  *slog.Logger
-	maxRecs int
-	maxSize int
+	dir      string
+	fs       vfs.FS
+	lock     *pebble.Lock // held from Open to Close, across reopens
+	wo       *pebble.WriteOptions
+	logger   *slog.Logger
+	maxRecs  int
+	maxSize  int
+	retryMin time.Duration
+	retryMax time.Duration
 
 	lastSeq atomic.Uint64 // highest committed sequence
 
@@ -51,20 +61,25 @@ type Journal struct {
 	appends, refused, commits, records, failures, recoveries atomic.Uint64
 
 	mu       sync.Mutex
-	db       *pebble.DB    // Append takes batches from it under mu
+	db       *pebble.DB    // nil while recovery has none open; Append takes batches from it under mu
 	work     sync.Cond     // signalled when queue becomes non-empty or the Journal closes
 	queue    []*group      // groups waiting to commit, oldest first; the last one is open
 	nextSeq  uint64        // sequence for the next appended record
 	notify   chan struct{} // closed and replaced after every commit and at Close
 	health   error         // the failure that stops appends; nil while healthy
 	healthCh chan struct{} // closed and replaced whenever health changes, and at Close
+	failedAt time.Time     // when health last turned to a failure
 	closed   bool
 
-	stopped   chan struct{} // closed when the committer exits
-	closeOnce sync.Once
-	closeErr  error
+	failed      chan struct{} // fail signals recoverLoop (buffered, one slot)
+	stop        chan struct{} // closed by Close to stop recoverLoop
+	recoverDone chan struct{} // closed when recoverLoop exits
+	stopped     chan struct{} // closed when the committer exits
+	closeOnce   sync.Once
+	closeErr    error
 
-	// dbMu keeps Read from using the DB while Close closes it.
+	// dbMu keeps Read from using the DB while Close or recovery closes it.
+	// Taken before mu when both are needed.
 	dbMu     sync.RWMutex
 	dbClosed bool
 }
@@ -83,39 +98,73 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	db, err := pebble.Open(dir, pebbleOptions(opts.FS, opts.Logger))
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = 100 * time.Millisecond
+	}
+	if opts.RetryMax < opts.RetryMin {
+		opts.RetryMax = max(opts.RetryMin, 5*time.Second)
+	}
+	j := &Journal{
+		dir:         dir,
+		fs:          opts.FS,
+		logger:      opts.Logger,
+		wo:          pebble.Sync,
+		maxRecs:     opts.MaxBatchRecords,
+		maxSize:     opts.MaxBatchBytes,
+		retryMin:    opts.RetryMin,
+		retryMax:    opts.RetryMax,
+		notify:      make(chan struct{}),
+		healthCh:    make(chan struct{}),
+		failed:      make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		recoverDone: make(chan struct{}),
+		stopped:     make(chan struct{}),
+	}
+	if opts.NoSync {
+		j.wo = pebble.NoSync
+		opts.Logger.Warn("journal: NoSync is set; acknowledged records can be lost on power failure")
+	}
+	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
+	}
+	// The journal holds the directory lock itself, so no other process can
+	// take the directory while recovery reopens the database.
+	lock, err := pebble.LockDirectory(dir, opts.FS)
 	if err != nil {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("journal: open %s: the directory is locked by another process (another switchboard using the same data directory?): %w", dir, err)
 		}
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
-	last, err := lastStoredSeq(db)
+	j.lock = lock
+	db, last, err := j.openDB()
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), db.Close())
+		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), lock.Close())
 	}
-	wo := pebble.Sync
-	if opts.NoSync {
-		wo = pebble.NoSync
-		opts.Logger.Warn("journal: NoSync is set; acknowledged records can be lost on power failure")
-	}
-	j := &Journal{
-		dir:      dir,
-		db:       db,
-		wo:       wo,
-		logger:   opts.Logger,
-		maxRecs:  opts.MaxBatchRecords,
-		maxSize:  opts.MaxBatchBytes,
-		nextSeq:  last + 1,
-		notify:   make(chan struct{}),
-		healthCh: make(chan struct{}),
-		stopped:  make(chan struct{}),
-	}
-	j.work.L = &j.mu
+	j.db = db
+	j.nextSeq = last + 1
 	j.lastSeq.Store(last)
+	j.work.L = &j.mu
 	go j.commitLoop()
+	go j.recoverLoop()
 	opts.Logger.Info("journal: opened", "dir", dir, "last_seq", last)
 	return j, nil
+}
+
+// openDB opens the Pebble database in j.dir and returns it with the last
+// stored sequence number.
+func (j *Journal) openDB() (*pebble.DB, uint64, error) {
+	po := pebbleOptions(j.fs, j.logger)
+	po.Lock = j.lock
+	db, err := pebble.Open(j.dir, po)
+	if err != nil {
+		return nil, 0, err
+	}
+	last, err := lastStoredSeq(db)
+	if err != nil {
+		return nil, 0, errors.Join(err, db.Close())
+	}
+	return db, last, nil
 }
 
 // pebbleOptions is shared with the benchmarks so the bare-Pebble baseline
@@ -209,6 +258,11 @@ func (j *Journal) Read(ctx context.Context, from uint64, maxRecords, maxBytes in
 	if j.dbClosed {
 		return nil, journal.ErrClosed
 	}
+	if j.db == nil {
+		// Recovery closed the failed database and could not open it again
+		// yet; the cause is in Health.
+		return nil, fmt.Errorf("journal: read: no database open while the journal recovers")
+	}
 	last := j.lastSeq.Load()
 	from = max(from, 1)
 	if from > last {
@@ -300,15 +354,26 @@ func (j *Journal) close() error {
 	close(j.healthCh)
 	j.work.Broadcast()
 	j.mu.Unlock()
+	close(j.stop)
+	<-j.recoverDone
 	<-j.stopped
 
 	j.dbMu.Lock()
 	defer j.dbMu.Unlock()
 	j.dbClosed = true
-	if err := j.db.Close(); err != nil {
-		// Expected after a commit failure: Pebble reports its sticky WAL error.
-		return fmt.Errorf("journal: close: %w", err)
+	var err error
+	if j.db != nil {
+		if err = j.db.Close(); err != nil {
+			// Expected after a commit failure: Pebble reports its sticky
+			// WAL error.
+			err = fmt.Errorf("journal: close: %w", err)
+		}
 	}
-	j.logger.Info("journal: closed", "last_seq", j.lastSeq.Load())
-	return nil
+	if lerr := j.lock.Close(); lerr != nil && err == nil {
+		err = fmt.Errorf("journal: close: unlock: %w", lerr)
+	}
+	if err == nil {
+		j.logger.Info("journal: closed", "last_seq", j.lastSeq.Load())
+	}
+	return err
 }

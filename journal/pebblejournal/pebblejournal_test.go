@@ -25,16 +25,36 @@ func TestMain(m *testing.M) {
 }
 
 // backend runs the conformance suite on real Pebble in temporary
-// directories.
-type backend struct{}
-
-func (backend) NewStore(t *testing.T) string { return t.TempDir() }
-
-func (backend) Open(t *testing.T, dir string) (journal.Journal, error) {
-	return Open(dir, Options{})
+// directories, each under a FaultFS the suite can break.
+type backend struct {
+	mu  sync.Mutex
+	fss map[string]*pebbletest.FaultFS
 }
 
-func TestConformance(t *testing.T) { journaltest.Run(t, backend{}) }
+func (b *backend) NewStore(t *testing.T) string {
+	dir := t.TempDir()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fss[dir] = &pebbletest.FaultFS{FS: vfs.Default}
+	return dir
+}
+
+func (b *backend) fs(dir string) *pebbletest.FaultFS {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fss[dir]
+}
+
+func (b *backend) Open(t *testing.T, dir string) (journal.Journal, error) {
+	return Open(dir, Options{FS: b.fs(dir), RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond})
+}
+
+func (b *backend) Break(t *testing.T, dir string)  { b.fs(dir).FailSyncs.Store(true) }
+func (b *backend) Repair(t *testing.T, dir string) { b.fs(dir).FailSyncs.Store(false) }
+
+func TestConformance(t *testing.T) {
+	journaltest.Run(t, &backend{fss: map[string]*pebbletest.FaultFS{}})
+}
 
 var (
 	testRecord = journaltest.Message
@@ -107,36 +127,85 @@ func TestNoSync(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log output from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// countingHandler counts log records by level and keeps their text, to
+// check what the journal logs and how often.
+type countingHandler struct {
+	mu     sync.Mutex
+	counts map[slog.Level]int
+	text   bytes.Buffer
+	inner  slog.Handler
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
+func newCountingHandler() *countingHandler {
+	h := &countingHandler{counts: map[slog.Level]int{}}
+	h.inner = slog.NewTextHandler(&h.text, &slog.HandlerOptions{Level: slog.LevelDebug})
+	return h
 }
 
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.counts[r.Level]++
+	return h.inner.Handle(ctx, r)
 }
 
-func TestFaultInjection(t *testing.T) {
-	for _, mode := range []string{"sync", "write"} {
+// lines returns how many records were logged at level or above.
+func (h *countingHandler) lines(level slog.Level) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for l, c := range h.counts {
+		if l >= level {
+			n += c
+		}
+	}
+	return n
+}
+
+func (h *countingHandler) String() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.text.String()
+}
+
+// waitHealthy waits, bounded, for j's Health to be nil.
+func waitHealthy(t *testing.T, j *Journal) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		err, changed := j.Health()
+		if err == nil {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("the journal did not recover: Health = %v", err)
+		}
+	}
+}
+
+// TestRecovery (F9): a WAL write or sync failure, or a full disk, makes the
+// journal unavailable: the failing batch and every later Append fail fast,
+// nothing is acknowledged that was not committed, committed records stay
+// readable, and the failure is logged once however many appends are
+// refused (F7). Once the disk works again the journal recovers in-process,
+// without a restart: numbering continues after what the disk holds, every
+// acknowledged record is there, and the recovery is logged once.
+func TestRecovery(t *testing.T) {
+	faults := map[string]func(fs *pebbletest.FaultFS, on bool){
+		"sync":  func(fs *pebbletest.FaultFS, on bool) { fs.FailSyncs.Store(on) },
+		"write": func(fs *pebbletest.FaultFS, on bool) { fs.FailWrites.Store(on) },
+		"full":  func(fs *pebbletest.FaultFS, on bool) { fs.Full.Store(on) },
+	}
+	for mode, fault := range faults {
 		t.Run(mode, func(t *testing.T) {
-			dir := t.TempDir()
 			fs := &pebbletest.FaultFS{FS: vfs.Default}
-			var logs lockedBuffer
-			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			j, err := Open(dir, Options{FS: fs, Logger: logger})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer j.Close()
+			logs := newCountingHandler()
+			j := openJournal(t, t.TempDir(), Options{FS: fs, Logger: slog.New(logs), RetryMin: time.Millisecond, RetryMax: 20 * time.Millisecond})
 
 			var durable sync.Map // seq -> record index, for every Append that returned nil
 			var next atomic.Int64
@@ -169,20 +238,17 @@ func TestFaultInjection(t *testing.T) {
 			if err, _ := j.Health(); before != 160 || err != nil {
 				t.Fatalf("LastSeq = %d, Health = %v; want 160, nil", before, err)
 			}
+			quiet := logs.lines(slog.LevelWarn)
 
 			_, changed := j.Health()
-			if mode == "sync" {
-				fs.FailSyncs.Store(true)
-			} else {
-				fs.FailWrites.Store(true)
-			}
-			errs := appendSome(8, 20)
+			fault(fs, true)
+			errs := appendSome(8, 50)
 			if len(errs) == 0 {
-				t.Fatal("no Append failed while the WAL was failing")
+				t.Fatal("no Append failed while the disk was failing")
 			}
 			for _, err := range errs {
-				if !errors.Is(err, pebbletest.ErrInjected) || !errors.Is(err, journal.ErrUnavailable) {
-					t.Fatalf("Append error = %v; want the injected error, wrapped with ErrUnavailable", err)
+				if !errors.Is(err, journal.ErrUnavailable) {
+					t.Fatalf("Append error = %v; want it wrapped with ErrUnavailable", err)
 				}
 			}
 			if got := lastSeq(t, j); got != before {
@@ -193,29 +259,46 @@ func TestFaultInjection(t *testing.T) {
 			default:
 				t.Fatal("the failure did not signal Health watchers")
 			}
-			if err, _ := j.Health(); !errors.Is(err, pebbletest.ErrInjected) {
-				t.Fatalf("Health = %v, want the injected error", err)
+			herr, changed := j.Health()
+			if herr == nil {
+				t.Fatal("Health is nil while the disk fails")
+			}
+			if got := readAll(t, j, 1); uint64(len(got)) != before {
+				t.Fatalf("read %d committed records while failing, want %d", len(got), before)
 			}
 			st := j.Stats()
 			if st.Refused != uint64(len(errs)) || st.Failures != 1 || st.Appends != 160 {
 				t.Fatalf("Stats = %+v; want %d refused, 1 failure, 160 appends", st, len(errs))
 			}
-			if got := readAll(t, j, 1); uint64(len(got)) != before {
-				t.Fatalf("read %d committed records from the failed journal, want %d", len(got), before)
-			}
-			if err := j.Close(); err == nil {
-				t.Log("Close after failure returned nil")
-			}
-			if strings.Contains(logs.String(), journaltest.PHIMarker) {
-				t.Fatal("payload bytes reached the logger")
+			if n := logs.lines(slog.LevelWarn) - quiet; n != 1 {
+				t.Errorf("%d warnings and errors logged for one failure and %d refused appends, want 1:\n%s", n, len(errs), logs)
 			}
 
-			// Reopen on a healthy FS: every record reported durable is there,
-			// sequences are gap-free, and appends continue after the last one.
-			j2 := openJournal(t, dir, Options{})
-			recs := readAll(t, j2, 1)
-			if last := lastSeq(t, j2); uint64(len(recs)) != last || last < before {
-				t.Fatalf("after reopen: %d records, LastSeq %d, want >= %d and equal", len(recs), last, before)
+			start := time.Now()
+			fault(fs, false)
+			waitHealthy(t, j)
+			select {
+			case <-changed:
+			default:
+				t.Fatal("the recovery did not signal Health watchers")
+			}
+			took := time.Since(start).Round(time.Millisecond)
+
+			// Every record reported durable is there, sequences are gap-free,
+			// and appends continue after the last stored one.
+			last := lastSeq(t, j)
+			t.Logf("%s: %d durable, %d refused (%d ERROR/WARN lines), healthy %v after the disk recovered, LastSeq %d",
+				mode, before, len(errs), logs.lines(slog.LevelWarn)-quiet, took, last)
+			if last < before {
+				t.Fatalf("LastSeq after recovery = %d, want >= %d", last, before)
+			}
+			seq := mustAppend(t, j, testRecord(0))
+			if seq != last+1 {
+				t.Fatalf("Append after recovery got seq %d, want %d", seq, last+1)
+			}
+			recs := readAll(t, j, 1)
+			if uint64(len(recs)) != seq {
+				t.Fatalf("read %d records after recovery, want %d", len(recs), seq)
 			}
 			durable.Range(func(k, v any) bool {
 				seq, i := k.(uint64), v.(int)
@@ -224,11 +307,48 @@ func TestFaultInjection(t *testing.T) {
 				sameRecord(t, &recs[seq-1], want)
 				return true
 			})
-			t.Logf("%d durable, %d failed, %d present after reopen", before, len(errs), len(recs))
-			if seq := mustAppend(t, j2, testRecord(0)); seq != uint64(len(recs))+1 {
-				t.Fatalf("Append after reopen got seq %d, want %d", seq, len(recs)+1)
+			if st := j.Stats(); st.Recoveries != 1 {
+				t.Fatalf("Stats after recovery = %+v, want 1 recovery", st)
+			}
+			if n := logs.lines(slog.LevelWarn) - quiet; n != 1 {
+				t.Errorf("%d warnings and errors logged for one failure and its recovery, want 1:\n%s", n, logs)
+			}
+			if !strings.Contains(logs.String(), "journal: recovered") {
+				t.Errorf("the recovery was not logged:\n%s", logs)
+			}
+			if strings.Contains(logs.String(), journaltest.PHIMarker) {
+				t.Fatal("payload bytes reached the logger")
+			}
+
+			// The recovered journal survives a restart like any other.
+			if err := j.Close(); err != nil {
+				t.Fatalf("Close after recovery: %v", err)
+			}
+			j2 := openJournal(t, j.dir, Options{})
+			if got := lastSeq(t, j2); got != seq {
+				t.Fatalf("LastSeq after restart = %d, want %d", got, seq)
 			}
 		})
+	}
+}
+
+// TestCloseWhileFailed: Close works while the journal is unavailable and
+// recovery keeps failing, and leaves no goroutine behind (goleak).
+func TestCloseWhileFailed(t *testing.T) {
+	fs := &pebbletest.FaultFS{FS: vfs.Default}
+	j, err := Open(t.TempDir(), Options{FS: fs, RetryMin: time.Millisecond, RetryMax: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, j, testRecord(1))
+	fs.FailSyncs.Store(true)
+	if _, err := j.Append(context.Background(), testRecord(2)); !errors.Is(err, journal.ErrUnavailable) {
+		t.Fatalf("Append on a failing disk = %v, want ErrUnavailable", err)
+	}
+	waitFor(t, func() bool { return j.Stats().Refused >= 1 })
+	_ = j.Close() // Pebble may report the sticky WAL error
+	if _, err := j.Append(context.Background(), testRecord(3)); !errors.Is(err, journal.ErrClosed) {
+		t.Fatalf("Append after Close = %v, want ErrClosed", err)
 	}
 }
 

@@ -1,28 +1,38 @@
-// Package pebbletest injects storage faults under a Pebble journal, for tests of
-// what Switchboard does when the disk fails. It is never used by production
-// code.
+// Package pebbletest injects storage faults under a Pebble journal, for tests
+// of what Switchboard does when the disk fails. It is never used by
+// production code.
 package pebbletest
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// FaultFS wraps a vfs.FS so tests can make WAL (*.log) writes or syncs fail,
-// or hold WAL syncs until released, at runtime. Only WAL files are affected
-// because that is what a commit touches; failing MANIFEST writes would send
-// Pebble to Fatalf in a background goroutine, which ends the process.
+// FaultFS wraps a vfs.FS so tests can make file writes or syncs fail, fill
+// the disk, or hold WAL syncs until released, at runtime.
+//
+// Faults hit the files whose failure Pebble reports or retries: the WAL
+// (*.log, what a commit touches), sstables (flushes and compactions) and
+// anything else written into the directory, such as the journal's own
+// probe files. They never hit the MANIFEST, OPTIONS, CURRENT, marker, LOCK
+// or temporary files, or directories: Pebble answers a failure there with
+// Fatalf in a background goroutine, which ends the process.
 type FaultFS struct {
 	vfs.FS
-	// FailWrites makes WAL writes fail with ErrInjected.
+	// FailWrites makes writes fail with ErrInjected.
 	FailWrites atomic.Bool
-	// FailSyncs makes WAL syncs fail with ErrInjected.
+	// FailSyncs makes syncs fail with ErrInjected.
 	FailSyncs atomic.Bool
-	hold      atomic.Pointer[syncHold]
+	// Full makes the disk full: writes, syncs and preallocations fail with
+	// ENOSPC, and GetDiskUsage reports nothing available.
+	Full atomic.Bool
+	hold atomic.Pointer[syncHold]
 }
 
 type syncHold struct {
@@ -30,7 +40,7 @@ type syncHold struct {
 	release chan struct{} // closed to let held syncs proceed
 }
 
-// ErrInjected is the error injected faults return.
+// ErrInjected is the error FailWrites and FailSyncs inject.
 var ErrInjected = errors.New("injected I/O error")
 
 // HoldSyncs makes WAL syncs block until the returned release func is called.
@@ -46,11 +56,21 @@ func (fs *FaultFS) HoldSyncs() (entered <-chan struct{}, release func()) {
 	}
 }
 
+// spared reports whether faults must leave the file alone (see FaultFS).
+func spared(base string) bool {
+	for _, p := range [...]string{"MANIFEST-", "OPTIONS-", "CURRENT", "marker.", "LOCK"} {
+		if strings.HasPrefix(base, p) {
+			return true
+		}
+	}
+	return strings.HasSuffix(base, ".dbtmp")
+}
+
 func (fs *FaultFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
-	if err != nil || !strings.HasSuffix(name, ".log") {
+	if err != nil || spared(fs.PathBase(name)) {
 		return f, err
 	}
-	return &faultFile{File: f, fs: fs}, nil
+	return &faultFile{File: f, fs: fs, name: name, wal: strings.HasSuffix(name, ".log")}, nil
 }
 
 func (fs *FaultFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
@@ -68,34 +88,64 @@ func (fs *FaultFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...v
 	return fs.wrap(name, f, err)
 }
 
+// GetDiskUsage reports a full disk while Full is set.
+func (fs *FaultFS) GetDiskUsage(path string) (vfs.DiskUsage, error) {
+	u, err := fs.FS.GetDiskUsage(path)
+	if err == nil && fs.Full.Load() {
+		u.UsedBytes += u.AvailBytes
+		u.AvailBytes = 0
+	}
+	return u, err
+}
+
+// Unwrap returns the wrapped FS.
+func (fs *FaultFS) Unwrap() vfs.FS { return fs.FS }
+
 type faultFile struct {
 	vfs.File
-	fs *FaultFS
+	fs   *FaultFS
+	name string
+	wal  bool
+}
+
+// fault returns the error a write-like operation op gets now, or nil.
+func (f *faultFile) fault(op string, inject *atomic.Bool) error {
+	if f.fs.Full.Load() {
+		return &os.PathError{Op: op, Path: f.name, Err: syscall.ENOSPC}
+	}
+	if inject.Load() {
+		return ErrInjected
+	}
+	return nil
 }
 
 func (f *faultFile) Write(p []byte) (int, error) {
-	if f.fs.FailWrites.Load() {
-		return 0, ErrInjected
+	if err := f.fault("write", &f.fs.FailWrites); err != nil {
+		return 0, err
 	}
 	return f.File.Write(p)
 }
 
 func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
-	if f.fs.FailWrites.Load() {
-		return 0, ErrInjected
+	if err := f.fault("write", &f.fs.FailWrites); err != nil {
+		return 0, err
 	}
 	return f.File.WriteAt(p, off)
 }
 
+func (f *faultFile) Preallocate(off, n int64) error {
+	if f.fs.Full.Load() {
+		return &os.PathError{Op: "fallocate", Path: f.name, Err: syscall.ENOSPC}
+	}
+	return f.File.Preallocate(off, n)
+}
+
 func (f *faultFile) sync() error {
-	if h := f.fs.hold.Load(); h != nil {
+	if h := f.fs.hold.Load(); h != nil && f.wal {
 		h.entered <- struct{}{}
 		<-h.release
 	}
-	if f.fs.FailSyncs.Load() {
-		return ErrInjected
-	}
-	return nil
+	return f.fault("sync", &f.fs.FailSyncs)
 }
 
 func (f *faultFile) Sync() error {
