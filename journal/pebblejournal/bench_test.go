@@ -97,7 +97,7 @@ func BenchmarkAppend(b *testing.B) {
 // own WAL group commit across concurrent writers.
 func BenchmarkPebbleSyncedSet(b *testing.B) {
 	benchCases(b, func(b *testing.B, size, writers int) {
-		db, err := pebble.Open(b.TempDir(), pebbleOptions(vfs.Default, slog.New(slog.DiscardHandler)))
+		db, err := pebble.Open(b.TempDir(), pebbleOptions(vfs.Default, &events{logger: slog.New(slog.DiscardHandler)}))
 		if err != nil {
 			b.Fatal(err)
 		}

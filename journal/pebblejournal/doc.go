@@ -66,6 +66,25 @@
 // gap-free either way: a failed batch is the last thing written before the
 // failure, and numbering resumes after whatever the WAL actually holds.
 //
+// # Opening on a full disk
+//
+// Pebble flushes everything its WAL holds before pebble.Open returns (the
+// replayed memtables are marked flushForced at open.go:896, and Open waits
+// for the flush at open.go:535), and it retries a failed flush at once and
+// for ever (compaction.go:1483). On a full disk Open therefore never
+// returned, and each of thousands of retries a second was logged. So before
+// every open, at start and in recovery, the journal reserves the space that
+// flush needs in a file beside the database (journal.reserve, preallocated;
+// its size is that of the WAL files, or, when that much is not free, of a
+// read-only replay, which writes nothing). If the space cannot be had, Open
+// returns at once with "journal: open DIR: disk full while replaying the
+// write-ahead log (about N MiB must be written ...); free space and start
+// again", and recovery keeps the failed database open and tries again
+// later. If a flush runs out of space anyway (the disk filled up after the
+// check), the reservation is released so that the retry finds room; it is
+// removed once the database is open. Any other failing flush is logged once
+// and retried with backoff (10 ms, doubling, at most 1 s), not at once.
+//
 // Pebble panics or calls Fatalf on a few other unrecoverable paths, for
 // example a failing MANIFEST sync in a background goroutine, or any WAL
 // failure in NoSync mode (which Pebble does not report until it panics).

@@ -61,29 +61,6 @@ func (p pebbleLogger) logf(level slog.Level, format string, args []any) {
 	}
 }
 
-// eventListener reports the Pebble events an operator should see. Pebble's
-// default turns DataCorruption into Fatalf (process exit); a log is more
-// useful here because the failing read or compaction also returns the error.
-func eventListener(log *slog.Logger) *pebble.EventListener {
-	return &pebble.EventListener{
-		BackgroundError: func(err error) {
-			log.Error("journal: pebble background error", "err", err)
-		},
-		DataCorruption: func(info pebble.DataCorruptionInfo) {
-			log.Error("journal: data corruption", "path", info.Path, "err", info.Details)
-		},
-		DiskSlow: func(info pebble.DiskSlowInfo) {
-			log.Warn("journal: slow disk operation", "path", info.Path, "op", info.OpType.String(), "duration", info.Duration)
-		},
-		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
-			log.Warn("journal: write stall", "reason", info.Reason)
-		},
-		WriteStallEnd: func() {
-			log.Info("journal: write stall ended")
-		},
-	}
-}
-
 // applyBatch commits b, converting Pebble's fatal-commit panic into an error.
 // Only pebbleFatal is recovered: it is raised after Pebble's commit pipeline
 // has released its locks (DB.Close still works, verified by the fault tests).

@@ -50,6 +50,7 @@ type Journal struct {
 	lock     *pebble.Lock // held from Open to Close, across reopens
 	wo       *pebble.WriteOptions
 	logger   *slog.Logger
+	events   *events
 	maxRecs  int
 	maxSize  int
 	retryMin time.Duration
@@ -108,6 +109,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 		dir:         dir,
 		fs:          opts.FS,
 		logger:      opts.Logger,
+		events:      &events{logger: opts.Logger},
 		wo:          pebble.Sync,
 		maxRecs:     opts.MaxBatchRecords,
 		maxSize:     opts.MaxBatchBytes,
@@ -137,7 +139,11 @@ func Open(dir string, opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
 	j.lock = lock
-	db, last, err := j.openDB()
+	r, err := j.reserveForOpen(j.replayBytes)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), lock.Close())
+	}
+	db, last, err := j.openReserved(r)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), lock.Close())
 	}
@@ -151,12 +157,14 @@ func Open(dir string, opts Options) (*Journal, error) {
 	return j, nil
 }
 
-// openDB opens the Pebble database in j.dir and returns it with the last
-// stored sequence number.
-func (j *Journal) openDB() (*pebble.DB, uint64, error) {
-	po := pebbleOptions(j.fs, j.logger)
-	po.Lock = j.lock
-	db, err := pebble.Open(j.dir, po)
+// openReserved opens the Pebble database in j.dir, with space r reserved
+// for the flush of its WAL (see reserveForOpen), and returns it with the
+// last stored sequence number.
+func (j *Journal) openReserved(r *reservation) (*pebble.DB, uint64, error) {
+	j.events.reserve(r)
+	db, err := pebble.Open(j.dir, j.pebbleOptions())
+	j.events.reserve(nil)
+	r.release()
 	if err != nil {
 		return nil, 0, err
 	}
@@ -167,9 +175,16 @@ func (j *Journal) openDB() (*pebble.DB, uint64, error) {
 	return db, last, nil
 }
 
+// pebbleOptions is the configuration of every database the journal opens.
+func (j *Journal) pebbleOptions() *pebble.Options {
+	po := pebbleOptions(j.fs, j.events)
+	po.Lock = j.lock
+	return po
+}
+
 // pebbleOptions is shared with the benchmarks so the bare-Pebble baseline
 // runs on an identically configured engine.
-func pebbleOptions(fs vfs.FS, log *slog.Logger) *pebble.Options {
+func pebbleOptions(fs vfs.FS, ev *events) *pebble.Options {
 	return &pebble.Options{
 		FS: fs,
 		// Pinned rather than FormatNewest so a Pebble upgrade never ratchets
@@ -178,8 +193,8 @@ func pebbleOptions(fs vfs.FS, log *slog.Logger) *pebble.Options {
 		FormatMajorVersion: pebble.FormatWALSyncChunks,
 		// A large memtable means fewer flushes for a write-heavy log.
 		MemTableSize:  64 << 20,
-		Logger:        pebbleLogger{log},
-		EventListener: eventListener(log),
+		Logger:        pebbleLogger{ev.logger},
+		EventListener: ev.listener(),
 	}
 }
 

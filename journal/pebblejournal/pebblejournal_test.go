@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -529,4 +530,146 @@ func TestOpensVersion1Directory(t *testing.T) {
 		t.Fatalf("after reopen: %d new records, want 1", len(got))
 	}
 	sameRecord(t, &got[0], next)
+}
+
+// TestOpenOnFullDisk (F2): opening a directory whose WAL holds records that
+// must be flushed, on a full disk, returns a clear error in bounded time
+// and with bounded logging (before: Pebble retried the flush thousands of
+// times a second, logging each, and Open never returned). Once space is
+// freed, Open succeeds and every record is there.
+func TestOpenOnFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	j := openJournal(t, dir, Options{})
+	for i := range 200 {
+		mustAppend(t, j, testRecord(i))
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	fs := &pebbletest.FaultFS{FS: vfs.Default}
+	fs.Full.Store(true)
+	logs := newCountingHandler()
+	opened := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		j, err := Open(dir, Options{FS: fs, Logger: slog.New(logs)})
+		if err == nil {
+			err = errors.Join(errors.New("Open succeeded on a full disk"), j.Close())
+		}
+		opened <- err
+	}()
+	var err error
+	select {
+	case err = <-opened:
+	case <-time.After(10 * time.Second):
+		n := logs.lines(slog.LevelWarn)
+		fs.Full.Store(false) // let the stuck Open finish, so nothing leaks
+		<-opened
+		t.Fatalf("Open on a full disk did not return in 10 s; %d warnings and errors logged", n)
+	}
+	took := time.Since(start)
+	t.Logf("Open on a full disk: %v after %v, %d log lines (%d warnings and errors)",
+		err, took.Round(time.Millisecond), logs.lines(slog.LevelDebug), logs.lines(slog.LevelWarn))
+	if !strings.Contains(err.Error(), "disk full while replaying the write-ahead log") || !strings.Contains(err.Error(), dir) {
+		t.Errorf("Open on a full disk = %v; want it to say the disk is full and where", err)
+	}
+	if n := logs.lines(slog.LevelWarn); n > 2 {
+		t.Errorf("%d warnings and errors logged by a failed Open, want at most 2:\n%s", n, logs)
+	}
+
+	fs.Full.Store(false)
+	j = openJournal(t, dir, Options{FS: fs})
+	if got := len(readAll(t, j, 1)); got != 200 {
+		t.Fatalf("after freeing space: %d records, want 200", got)
+	}
+}
+
+// sstFS fails the creation of sstables (flush output) while failing
+// reports true, and records when the journal's space reservation is
+// removed.
+type sstFS struct {
+	vfs.FS
+	err      error
+	failing  func(*sstFS) bool
+	attempts atomic.Int64 // sstable creations refused
+	released atomic.Bool  // the reservation was removed
+}
+
+func (fs *sstFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	if strings.HasSuffix(name, ".sst") && fs.failing(fs) {
+		fs.attempts.Add(1)
+		return nil, &os.PathError{Op: "create", Path: name, Err: fs.err}
+	}
+	return fs.FS.Create(name, c)
+}
+
+func (fs *sstFS) Remove(name string) error {
+	if fs.PathBase(name) == reserveFile {
+		fs.released.Store(true)
+	}
+	return fs.FS.Remove(name)
+}
+
+// closedWithWAL returns a directory whose WAL holds n records that the
+// next Open must flush.
+func closedWithWAL(t *testing.T, n int) string {
+	dir := t.TempDir()
+	j := openJournal(t, dir, Options{})
+	for i := range n {
+		mustAppend(t, j, testRecord(i))
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestOpenUsesReservedSpace: when the disk fills up between the space check
+// and the flush Pebble runs while opening, the journal gives that flush the
+// space it reserved, and Open succeeds instead of retrying for ever.
+func TestOpenUsesReservedSpace(t *testing.T) {
+	dir := closedWithWAL(t, 100)
+	fs := &sstFS{FS: vfs.Default, err: syscall.ENOSPC, failing: func(fs *sstFS) bool { return !fs.released.Load() }}
+	logs := newCountingHandler()
+	j := openJournal(t, dir, Options{FS: fs, Logger: slog.New(logs)})
+	if got := len(readAll(t, j, 1)); got != 100 {
+		t.Fatalf("read %d records, want 100", got)
+	}
+	if n := fs.attempts.Load(); n != 1 {
+		t.Errorf("%d flushes failed for want of space, want 1 (then the reservation is released)", n)
+	}
+	if n := logs.lines(slog.LevelWarn); n != 1 || !strings.Contains(logs.String(), "released the space reserved") {
+		t.Errorf("%d warnings and errors, want the one about the reservation:\n%s", n, logs)
+	}
+}
+
+// TestFlushFailureBackoff: a flush that keeps failing is retried with
+// backoff and logged once, not thousands of times a second; when it works
+// again that is logged once too.
+func TestFlushFailureBackoff(t *testing.T) {
+	dir := closedWithWAL(t, 100)
+	var allow atomic.Bool
+	defer allow.Store(true) // so Open ends even if the test fails early
+	fs := &sstFS{FS: vfs.Default, err: syscall.EIO, failing: func(*sstFS) bool { return !allow.Load() }}
+	logs := newCountingHandler()
+	opened := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		j, err := Open(dir, Options{FS: fs, Logger: slog.New(logs)})
+		if err == nil {
+			err = j.Close()
+		}
+		opened <- err
+	}()
+	waitFor(t, func() bool { return fs.attempts.Load() >= 4 })
+	failing := time.Since(start)
+	allow.Store(true)
+	if err := <-opened; err != nil {
+		t.Fatalf("Open once flushing works again: %v", err)
+	}
+	t.Logf("%d failed flushes in %v", fs.attempts.Load(), failing.Round(time.Millisecond))
+	if e := logs.lines(slog.LevelError); e != 1 || !strings.Contains(logs.String(), "flushing to disk works again") {
+		t.Errorf("%d errors logged for one failing flush, want 1, and its end:\n%s", e, logs)
+	}
 }

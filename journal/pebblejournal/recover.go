@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Keys under prefixInternal are the journal's own, never records: they sort
@@ -16,11 +15,6 @@ const prefixInternal byte = 0xf0
 // probeKey is overwritten by every recovery to prove that a synced write
 // goes through the reopened database before appends are accepted again.
 var probeKey = []byte{prefixInternal, 'p', 'r', 'o', 'b', 'e'}
-
-// probeFile is written and synced beside the failed database to see whether
-// the disk takes writes again before that database is closed. Its name is
-// none of Pebble's (Pebble ignores it).
-const probeFile = "journal.probe"
 
 // recoverLoop owns recovery. After each failure (signalled by fail) it
 // tries to recover, with exponential backoff between attempts, until the
@@ -61,9 +55,16 @@ func (j *Journal) recoverLoop() {
 // restores every committed record (and perhaps the failed batch, if it
 // reached the disk), and numbering resumes after what is really stored.
 func (j *Journal) tryRecover() error {
-	// Until the disk takes writes again the failed database stays open, so
-	// Read keeps serving what was committed before the failure.
-	if err := probeDisk(j.fs, j.dir); err != nil {
+	// Until the disk takes writes again, and has room for the flush that
+	// opening it will run, the failed database stays open, so Read keeps
+	// serving what was committed before the failure.
+	exact := j.replayBytes
+	if j.db != nil { // only this goroutine changes j.db while the journal is open
+		db := j.db
+		exact = func() (uint64, error) { return db.Metrics().WAL.Size, nil }
+	}
+	r, err := j.reserveForOpen(exact)
+	if err != nil {
 		return fmt.Errorf("disk check: %w", err)
 	}
 
@@ -78,7 +79,7 @@ func (j *Journal) tryRecover() error {
 		j.db = nil
 		j.mu.Unlock()
 	}
-	db, last, err := j.openDB()
+	db, last, err := j.openReserved(r)
 	if err != nil {
 		return fmt.Errorf("reopen: %w", err)
 	}
@@ -117,18 +118,4 @@ func (j *Journal) probeDB(db *pebble.DB, last uint64) error {
 		return fmt.Errorf("probe write: %w", err)
 	}
 	return nil
-}
-
-// probeDisk writes and syncs a small file in dir and removes it again.
-func probeDisk(fs vfs.FS, dir string) error {
-	name := fs.PathJoin(dir, probeFile)
-	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(make([]byte, 4096))
-	if err == nil {
-		err = f.Sync()
-	}
-	return errors.Join(err, f.Close(), fs.Remove(name))
 }
