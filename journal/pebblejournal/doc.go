@@ -6,8 +6,11 @@
 //
 //   - Append returns nil only after the record is committed to Pebble's
 //     write-ahead log and that log is fsynced, so a nil error means the
-//     record survives a crash or power loss. Options.NoSync weakens this
-//     for benchmarks and labs only.
+//     record survives a crash or power loss: TestPowerLoss cuts power at
+//     random moments under concurrent appends (vfs.NewCrashableMem, whose
+//     CrashClone keeps only what was synced) and finds every acknowledged
+//     record afterwards, gap-free. Options.NoSync weakens this for
+//     benchmarks and labs only, and TestPowerLossNoSync shows the loss.
 //   - Sequence numbers are the keys (one prefix byte, then the sequence
 //     number big-endian), assigned in commit order, gap-free, and recovered
 //     from the last stored key on Open and after a recovery.
