@@ -2,6 +2,7 @@ package pebblejournal
 
 import (
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 
@@ -111,7 +112,7 @@ func (e *events) flushEnd(info pebble.FlushInfo) {
 
 func (e *events) backgroundError(err error) {
 	e.mu.Lock()
-	if err == e.flushErr { // just reported by flushEnd
+	if sameError(err, e.flushErr) { // just reported by flushEnd
 		e.mu.Unlock()
 		return
 	}
@@ -125,4 +126,10 @@ func (e *events) backgroundError(err error) {
 	e.bgLogged, e.bgSuppressed = now, 0
 	e.mu.Unlock()
 	e.logger.Error("journal: pebble background error", "err", err, "suppressed", suppressed)
+}
+
+// sameError reports whether a and b are the same error value. Comparing
+// interfaces whose dynamic type is not comparable would panic.
+func sameError(a, b error) bool {
+	return a != nil && b != nil && reflect.TypeOf(a) == reflect.TypeOf(b) && reflect.TypeOf(a).Comparable() && a == b
 }

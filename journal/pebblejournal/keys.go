@@ -11,6 +11,11 @@ const (
 	keyLen            = 1 + 8
 )
 
+// Keys under prefixInternal are the journal's own (the recovery probe),
+// never records: they sort after every record key, and lastStoredSeq never
+// sees them.
+const prefixInternal byte = 0xf0
+
 // maxRecordBytes bounds one encoded record. Pebble panics on batches of 4 GiB
 // or more, and no sane HL7 frame comes close, so reject such records early.
 const maxRecordBytes = 1 << 30

@@ -242,10 +242,14 @@ func (j *Journal) Health() (error, <-chan struct{}) {
 	return j.health, j.healthCh
 }
 
-// setHealth records a change of health and wakes Health watchers. j.mu must
-// be held.
+// setHealth records a change of health and wakes Health watchers. After
+// Close there are none: Close closed the channel for good. j.mu must be
+// held.
 func (j *Journal) setHealth(err error) {
 	j.health = err
+	if j.closed {
+		return
+	}
 	close(j.healthCh)
 	j.healthCh = make(chan struct{})
 }
@@ -276,7 +280,7 @@ func (j *Journal) Read(ctx context.Context, from uint64, maxRecords, maxBytes in
 	if j.db == nil {
 		// Recovery closed the failed database and could not open it again
 		// yet; the cause is in Health.
-		return nil, fmt.Errorf("journal: read: no database open while the journal recovers")
+		return nil, fmt.Errorf("%w: read: no database open while the journal recovers", journal.ErrUnavailable)
 	}
 	last := j.lastSeq.Load()
 	from = max(from, 1)

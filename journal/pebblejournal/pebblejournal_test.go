@@ -673,3 +673,63 @@ func TestFlushFailureBackoff(t *testing.T) {
 		t.Errorf("%d errors logged for one failing flush, want 1, and its end:\n%s", e, logs)
 	}
 }
+
+// TestCloseDuringFailureOrRecovery: Close may come while a commit is about
+// to fail or while a recovery is about to succeed; either finishes after
+// Close without harm (no panic, no goroutine left), and the journal stays
+// closed.
+func TestCloseDuringFailureOrRecovery(t *testing.T) {
+	closing := func(t *testing.T, j *Journal) <-chan error {
+		closed := make(chan error, 1)
+		go func() { closed <- j.Close() }()
+		waitFor(t, func() bool {
+			j.mu.Lock()
+			defer j.mu.Unlock()
+			return j.closed
+		})
+		return closed
+	}
+	t.Run("failing commit", func(t *testing.T) {
+		fs := &pebbletest.FaultFS{FS: vfs.Default}
+		j := openJournal(t, t.TempDir(), Options{FS: fs})
+		entered, release := fs.HoldSyncs()
+		defer release()
+		fs.FailSyncs.Store(true)
+		appended := make(chan error, 1)
+		go func() {
+			_, err := j.Append(context.Background(), testRecord(1))
+			appended <- err
+		}()
+		<-entered
+		closed := closing(t, j)
+		release()
+		if err := <-appended; !errors.Is(err, journal.ErrUnavailable) {
+			t.Errorf("Append whose sync failed during Close = %v, want ErrUnavailable", err)
+		}
+		<-closed
+		if err, _ := j.Health(); !errors.Is(err, journal.ErrClosed) {
+			t.Errorf("Health after Close = %v, want ErrClosed", err)
+		}
+	})
+	t.Run("recovery", func(t *testing.T) {
+		fs := &pebbletest.FaultFS{FS: vfs.Default}
+		j := openJournal(t, t.TempDir(), Options{FS: fs, RetryMin: time.Millisecond, RetryMax: time.Millisecond})
+		mustAppend(t, j, testRecord(1))
+		fs.FailSyncs.Store(true)
+		if _, err := j.Append(context.Background(), testRecord(2)); !errors.Is(err, journal.ErrUnavailable) {
+			t.Fatalf("Append on a failing disk = %v, want ErrUnavailable", err)
+		}
+		entered, release := fs.HoldSyncs()
+		defer release()
+		fs.FailSyncs.Store(false)
+		<-entered // recovery is reopening: its WAL sync is held
+		closed := closing(t, j)
+		release()
+		if err := <-closed; err != nil {
+			t.Errorf("Close during recovery: %v", err)
+		}
+		if _, err := j.Append(context.Background(), testRecord(3)); !errors.Is(err, journal.ErrClosed) {
+			t.Errorf("Append after Close = %v, want ErrClosed", err)
+		}
+	})
+}

@@ -8,10 +8,6 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// Keys under prefixInternal are the journal's own, never records: they sort
-// after every record key and lastStoredSeq never sees them.
-const prefixInternal byte = 0xf0
-
 // probeKey is overwritten by every recovery to prove that a synced write
 // goes through the reopened database before appends are accepted again.
 var probeKey = []byte{prefixInternal, 'p', 'r', 'o', 'b', 'e'}
