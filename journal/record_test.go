@@ -1,32 +1,36 @@
-package journal
+package journal_test
 
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/journaltest"
 )
 
-func sameRecord(t *testing.T, got, want *Record) {
-	t.Helper()
-	if got.Seq != want.Seq || got.Kind != want.Kind ||
-		!got.Time.Equal(want.Time) || got.Time.Location() != time.UTC ||
-		got.InstanceID != want.InstanceID ||
-		got.ListenerID != want.ListenerID ||
-		got.ConnectionID != want.ConnectionID ||
-		got.RemoteAddr != want.RemoteAddr ||
-		got.MessageType != want.MessageType ||
-		got.ControlID != want.ControlID ||
-		!bytes.Equal(got.Payload, want.Payload) {
-		t.Fatalf("record mismatch:\n got %+v\nwant %+v", *got, *want)
-	}
-}
+// Format versions and field numbers are written out here, not taken from
+// the package, so a change to the stored format fails these tests.
+const (
+	recordV1 byte = 1
+	recordV2 byte = 2
+
+	fieldKind       protowire.Number = 1
+	fieldNanos      protowire.Number = 3
+	fieldListenerID protowire.Number = 5
+	fieldControlID  protowire.Number = 9
+	fieldPayload    protowire.Number = 10
+)
+
+var sameRecord = journaltest.CheckRecord
 
 // appendV1 writes format version 1 exactly as Switchboard did before record
 // kinds (journal/record.go at 8a692d1), so old values stay readable.
-func appendV1(dst []byte, r *Record) []byte {
+func appendV1(dst []byte, r *journal.Record) []byte {
 	dst = append(dst, recordV1)
 	dst = binary.AppendVarint(dst, r.Time.Unix())
 	dst = binary.AppendUvarint(dst, uint64(r.Time.Nanosecond()))
@@ -38,10 +42,10 @@ func appendV1(dst []byte, r *Record) []byte {
 	return append(dst, r.Payload...)
 }
 
-func sampleRecords() []Record {
-	return []Record{
+func sampleRecords() []journal.Record {
+	return []journal.Record{
 		{
-			Kind:         KindMessage,
+			Kind:         journal.KindMessage,
 			Time:         time.Date(2024, 2, 29, 23, 59, 59, 123456789, time.FixedZone("CET", 3600)),
 			InstanceID:   "sb-2",
 			ListenerID:   "listener-a",
@@ -51,19 +55,19 @@ func sampleRecords() []Record {
 			ControlID:    "MSG00001",
 			Payload:      []byte{0x0b, 0x00, 0xff, 0xfe, 0xc3, 0x28, 0x1c, 0x0d},
 		},
-		{Kind: KindAck, Time: time.Unix(0, 1), ListenerID: "b", Payload: []byte{}},
-		{Kind: KindMessage, Time: time.Unix(-62135596800, 0), ControlID: "\xe9t\xe9"},
+		{Kind: journal.KindAck, Time: time.Unix(0, 1), ListenerID: "b", Payload: []byte{}},
+		{Kind: journal.KindMessage, Time: time.Unix(-62135596800, 0), ControlID: "\xe9t\xe9"},
 		{}, // every field empty, zero time
 	}
 }
 
 func TestRecordRoundTrip(t *testing.T) {
 	for i, r := range sampleRecords() {
-		enc := AppendRecord(nil, &r)
-		if len(enc) != RecordLen(&r) {
-			t.Fatalf("record %d: RecordLen = %d, encoding is %d bytes", i, RecordLen(&r), len(enc))
+		enc := journal.AppendRecord(nil, &r)
+		if len(enc) != journal.RecordLen(&r) {
+			t.Fatalf("record %d: journal.RecordLen = %d, encoding is %d bytes", i, journal.RecordLen(&r), len(enc))
 		}
-		got, err := DecodeRecord(7, enc)
+		got, err := journal.DecodeRecord(7, enc)
 		if err != nil {
 			t.Fatalf("record %d: %v", i, err)
 		}
@@ -75,16 +79,36 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRecordGolden pins the stored bytes of a record: a change to the
+// format must be deliberate (and keep old values readable).
+func TestRecordGolden(t *testing.T) {
+	r := sampleRecords()[0]
+	const want = "02" + // format version 2, then protobuf fields:
+		"0801" + // 1 kind: message
+		"10deb188de0c" + // 2 time_seconds (zigzag)
+		"18959aef3a" + // 3 time_nanos
+		"2204" + "73622d32" + // 4 instance_id "sb-2"
+		"2a0a" + "6c697374656e65722d61" + // 5 listener_id
+		"3206" + "636f6e6e2d31" + // 6 connection_id
+		"3a12" + "5b323030313a6462383a3a315d3a32353735" + // 7 remote_addr
+		"420f" + "4f52555e5230315e4f52555f523031" + // 8 message_type
+		"4a08" + "4d53473030303031" + // 9 control_id
+		"5208" + "0b00fffec3281c0d" // 10 payload
+	if got := hex.EncodeToString(journal.AppendRecord(nil, &r)); got != want {
+		t.Fatalf("stored form changed:\n got %s\nwant %s", got, want)
+	}
+}
+
 // TestDecodeVersion1: values stored by the code before record kinds still
 // decode, as messages with no instance id.
 func TestDecodeVersion1(t *testing.T) {
 	for i, r := range sampleRecords() {
-		got, err := DecodeRecord(3, appendV1(nil, &r))
+		got, err := journal.DecodeRecord(3, appendV1(nil, &r))
 		if err != nil {
 			t.Fatalf("record %d: %v", i, err)
 		}
 		want := r
-		want.Seq, want.Kind, want.InstanceID = 3, KindMessage, ""
+		want.Seq, want.Kind, want.InstanceID = 3, journal.KindMessage, ""
 		if len(want.Payload) == 0 {
 			want.Payload = nil
 		}
@@ -96,7 +120,7 @@ func TestDecodeVersion1(t *testing.T) {
 // this reader, and a repeated field keeps its last value, as in protobuf.
 func TestDecodeSkipsUnknownFields(t *testing.T) {
 	r := sampleRecords()[0]
-	enc := AppendRecord(nil, &r)
+	enc := journal.AppendRecord(nil, &r)
 	enc = protowire.AppendTag(enc, 11, protowire.BytesType)
 	enc = protowire.AppendString(enc, "CN=lab.example.org")
 	enc = protowire.AppendTag(enc, 12, protowire.VarintType)
@@ -107,7 +131,7 @@ func TestDecodeSkipsUnknownFields(t *testing.T) {
 	enc = protowire.AppendFixed32(enc, 42)
 	enc = protowire.AppendTag(enc, fieldControlID, protowire.BytesType)
 	enc = protowire.AppendString(enc, "MSG00002")
-	got, err := DecodeRecord(1, enc)
+	got, err := journal.DecodeRecord(1, enc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +140,8 @@ func TestDecodeSkipsUnknownFields(t *testing.T) {
 }
 
 func TestDecodeRejectsMalformed(t *testing.T) {
-	v1 := appendV1(nil, &Record{Time: time.Unix(1, 2), ControlID: "c", Payload: []byte("p")})
-	v2 := AppendRecord(nil, &Record{Kind: KindMessage, Time: time.Unix(1, 2), ControlID: "c", Payload: []byte("p")})
+	v1 := appendV1(nil, &journal.Record{Time: time.Unix(1, 2), ControlID: "c", Payload: []byte("p")})
+	v2 := journal.AppendRecord(nil, &journal.Record{Kind: journal.KindMessage, Time: time.Unix(1, 2), ControlID: "c", Payload: []byte("p")})
 	tagged := func(num protowire.Number, typ protowire.Type, rest ...byte) []byte {
 		return append(protowire.AppendTag([]byte{recordV2}, num, typ), rest...)
 	}
@@ -141,14 +165,14 @@ func TestDecodeRejectsMalformed(t *testing.T) {
 		"v2 end group":         tagged(99, protowire.EndGroupType),
 	}
 	for name, b := range cases {
-		if _, err := DecodeRecord(1, b); err == nil {
+		if _, err := journal.DecodeRecord(1, b); err == nil {
 			t.Errorf("%s: decode succeeded", name)
 		}
 	}
 }
 
 func TestKindString(t *testing.T) {
-	for k, want := range map[Kind]string{KindUnspecified: "unspecified", KindMessage: "message", KindAck: "ack", 9: "Kind(9)"} {
+	for k, want := range map[journal.Kind]string{journal.KindUnspecified: "unspecified", journal.KindMessage: "message", journal.KindAck: "ack", 9: "Kind(9)"} {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q, want %q", uint32(k), got, want)
 		}
@@ -164,23 +188,23 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte{recordV2, 0xff, 0xff}, uint32(2), int64(-62135596800), int64(999999999),
 		"", "l", "c", "[::1]:1", "ORU^R01", "x", []byte{0x0b, 0x00, 0xff, 0xfe, 0x1c, 0x0d})
 	for _, r := range sampleRecords() {
-		f.Add(AppendRecord(nil, &r), uint32(7), int64(1<<62), int64(0), "é", "\x00", "\xff", "", "", "", []byte(nil))
+		f.Add(journal.AppendRecord(nil, &r), uint32(7), int64(1<<62), int64(0), "é", "\x00", "\xff", "", "", "", []byte(nil))
 		f.Add(appendV1(nil, &r), uint32(0), int64(5), int64(6), "", "", "", "", "", "", []byte{1, 2, 3})
 	}
 	f.Fuzz(func(t *testing.T, data []byte, kind uint32, sec, nsec int64, instance, listener, conn, remote, msgType, controlID string, payload []byte) {
 		// Arbitrary bytes: must not panic; anything accepted must re-encode
 		// to something that decodes to the same record.
-		if r, err := DecodeRecord(9, data); err == nil {
-			again, err := DecodeRecord(9, AppendRecord(nil, &r))
+		if r, err := journal.DecodeRecord(9, data); err == nil {
+			again, err := journal.DecodeRecord(9, journal.AppendRecord(nil, &r))
 			if err != nil {
 				t.Fatalf("re-decode: %v", err)
 			}
 			sameRecord(t, &again, &r)
 		}
 
-		want := Record{
+		want := journal.Record{
 			Seq:          42,
-			Kind:         Kind(kind),
+			Kind:         journal.Kind(kind),
 			Time:         time.Unix(sec, nsec%int64(time.Second)).In(time.FixedZone("X", 3600)),
 			InstanceID:   instance,
 			ListenerID:   listener,
@@ -190,11 +214,11 @@ func FuzzDecodeRecord(f *testing.F) {
 			ControlID:    controlID,
 			Payload:      payload,
 		}
-		enc := AppendRecord(nil, &want)
-		if len(enc) != RecordLen(&want) {
-			t.Fatalf("RecordLen = %d, encoding is %d bytes", RecordLen(&want), len(enc))
+		enc := journal.AppendRecord(nil, &want)
+		if len(enc) != journal.RecordLen(&want) {
+			t.Fatalf("journal.RecordLen = %d, encoding is %d bytes", journal.RecordLen(&want), len(enc))
 		}
-		got, err := DecodeRecord(42, enc)
+		got, err := journal.DecodeRecord(42, enc)
 		if err != nil {
 			t.Fatalf("decode(encode(r)): %v", err)
 		}
@@ -208,21 +232,11 @@ func FuzzDecodeRecord(f *testing.F) {
 	})
 }
 
-func benchRecord() Record {
-	p := make([]byte, 1024)
-	for i := range p {
-		p[i] = byte('A' + i%26)
-	}
-	return Record{
-		Kind:         KindMessage,
-		Time:         time.Now(),
-		ListenerID:   "listener-1",
-		ConnectionID: "conn-12345",
-		RemoteAddr:   "10.20.30.40:51234",
-		MessageType:  "ADT^A01",
-		ControlID:    "MSG000123456",
-		Payload:      p,
-	}
+// benchRecord is a message with every field set and a 1 KiB payload.
+func benchRecord() journal.Record {
+	r := *journaltest.Message(123456)
+	r.Payload = bytes.Repeat([]byte("ABCDEFGHIJKLMNOP"), 64)
+	return r
 }
 
 // BenchmarkEncode compares this format with version 1 on a 1 KiB message:
@@ -233,7 +247,7 @@ func BenchmarkEncode(b *testing.B) {
 	b.Run("v2", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			buf = AppendRecord(buf[:0:RecordLen(&r)], &r)
+			buf = journal.AppendRecord(buf[:0:journal.RecordLen(&r)], &r)
 		}
 	})
 	b.Run("v1", func(b *testing.B) {
@@ -246,7 +260,7 @@ func BenchmarkEncode(b *testing.B) {
 
 func BenchmarkDecode(b *testing.B) {
 	r := benchRecord()
-	v2, v1 := AppendRecord(nil, &r), appendV1(nil, &r)
+	v2, v1 := journal.AppendRecord(nil, &r), appendV1(nil, &r)
 	for _, c := range []struct {
 		name string
 		enc  []byte
@@ -254,7 +268,7 @@ func BenchmarkDecode(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := DecodeRecord(1, c.enc); err != nil {
+				if _, err := journal.DecodeRecord(1, c.enc); err != nil {
 					b.Fatal(err)
 				}
 			}

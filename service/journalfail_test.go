@@ -10,6 +10,7 @@ import (
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/journaltest"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal/pebbletest"
 )
@@ -63,17 +64,7 @@ func TestJournalFailureNeverAcks(t *testing.T) {
 	}
 
 	fs.FailSyncs.Store(false) // the disk recovers, and so does the journal
-	for {
-		err, changed := j.Health()
-		if err == nil {
-			break
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			t.Fatalf("the journal did not recover: %v", err)
-		}
-	}
+	journaltest.WaitHealthy(t, j)
 	p.write(mllp.AppendFrame(nil, hl7Message("AFTER")))
 	checkAck(t, hl7Message("AFTER"), p.readFrame())
 	// The stream stayed open across the failure and gets AFTER next; a

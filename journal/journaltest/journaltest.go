@@ -157,8 +157,9 @@ func open(t *testing.T, b Backend, store string) journal.Journal {
 	return j
 }
 
-// healthy waits, bounded, for j's Health to be nil.
-func healthy(t *testing.T, j journal.Journal) {
+// WaitHealthy waits, bounded, for j's Health to be nil, and fails t if it
+// is not within 20 s.
+func WaitHealthy(t testing.TB, j journal.Journal) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -12,6 +12,23 @@ import (
 	"github.com/switchboard-dev/switchboard/journal"
 )
 
+// holds fails t unless j holds exactly n records, each Message(index(seq)).
+func holds(t *testing.T, j journal.Journal, n int, index func(seq uint64) int) {
+	t.Helper()
+	if got := LastSeq(t, j); got != uint64(n) {
+		t.Fatalf("LastSeq = %d, want %d", got, n)
+	}
+	recs := ReadAll(t, j, 1)
+	if len(recs) != n {
+		t.Fatalf("read %d records, want %d", len(recs), n)
+	}
+	for _, r := range recs {
+		want := Message(index(r.Seq))
+		want.Seq = r.Seq
+		CheckRecord(t, &r, want)
+	}
+}
+
 // testRoundTrip: every field survives, whatever the bytes, and Read hands
 // out copies.
 func testRoundTrip(t *testing.T, b Backend) {
@@ -126,18 +143,7 @@ func testConcurrentAppend(t *testing.T, b Backend) {
 			owner[seq] = w*perWriter + i + 1
 		}
 	}
-	if got := LastSeq(t, j); got != total {
-		t.Fatalf("LastSeq = %d, want %d", got, total)
-	}
-	recs := ReadAll(t, j, 1)
-	if len(recs) != total {
-		t.Fatalf("read %d records, want %d", len(recs), total)
-	}
-	for _, r := range recs {
-		want := Message(owner[r.Seq] - 1)
-		want.Seq = r.Seq
-		CheckRecord(t, &r, want)
-	}
+	holds(t, j, total, func(seq uint64) int { return owner[seq] - 1 })
 	st := j.Stats()
 	if st.Appends != total || st.Records != total || st.Commits == 0 || st.Commits > st.Records || st.Refused != 0 {
 		t.Fatalf("Stats = %+v; want %d appends and records in 1..%[2]d commits, none refused", st, total)
@@ -164,18 +170,7 @@ func testRestart(t *testing.T, b Backend) {
 	}
 
 	j = open(t, b, store)
-	if got := LastSeq(t, j); got != n {
-		t.Fatalf("LastSeq after reopen = %d, want %d", got, n)
-	}
-	recs := ReadAll(t, j, 1)
-	if len(recs) != n {
-		t.Fatalf("read %d records after reopen, want %d", len(recs), n)
-	}
-	for i, r := range recs {
-		want := Message(i)
-		want.Seq = uint64(i + 1)
-		CheckRecord(t, &r, want)
-	}
+	holds(t, j, n, func(seq uint64) int { return int(seq) - 1 })
 	if seq := MustAppend(t, j, Message(n)); seq != n+1 {
 		t.Fatalf("first Append after reopen got seq %d, want %d", seq, n+1)
 	}
@@ -421,7 +416,7 @@ func testFailureAndRecovery(t *testing.T, b Backend) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Health's channel did not signal the recovery")
 	}
-	healthy(t, j)
+	WaitHealthy(t, j)
 	last := LastSeq(t, j)
 	r := Message(1000)
 	seq := MustAppend(t, j, r)

@@ -172,23 +172,6 @@ func (h *countingHandler) String() string {
 	return h.text.String()
 }
 
-// waitHealthy waits, bounded, for j's Health to be nil.
-func waitHealthy(t *testing.T, j *Journal) {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		err, changed := j.Health()
-		if err == nil {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline:
-			t.Fatalf("the journal did not recover: Health = %v", err)
-		}
-	}
-}
-
 // TestRecovery (F9): a WAL write or sync failure, or a full disk, makes the
 // journal unavailable: the failing batch and every later Append fail fast,
 // nothing is acknowledged that was not committed, committed records stay
@@ -277,7 +260,7 @@ func TestRecovery(t *testing.T) {
 
 			start := time.Now()
 			fault(fs, false)
-			waitHealthy(t, j)
+			journaltest.WaitHealthy(t, j)
 			select {
 			case <-changed:
 			default:
@@ -532,33 +515,32 @@ func TestOpensVersion1Directory(t *testing.T) {
 	sameRecord(t, &got[0], next)
 }
 
+// openAndClose opens dir in the background, closes the journal if that
+// worked, and sends Open's (or else Close's) error.
+func openAndClose(dir string, opts Options) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		j, err := Open(dir, opts)
+		if err == nil {
+			err = j.Close()
+		}
+		done <- err
+	}()
+	return done
+}
+
 // TestOpenOnFullDisk (F2): opening a directory whose WAL holds records that
 // must be flushed, on a full disk, returns a clear error in bounded time
 // and with bounded logging (before: Pebble retried the flush thousands of
 // times a second, logging each, and Open never returned). Once space is
 // freed, Open succeeds and every record is there.
 func TestOpenOnFullDisk(t *testing.T) {
-	dir := t.TempDir()
-	j := openJournal(t, dir, Options{})
-	for i := range 200 {
-		mustAppend(t, j, testRecord(i))
-	}
-	if err := j.Close(); err != nil {
-		t.Fatal(err)
-	}
-
+	dir := closedWithWAL(t, 200)
 	fs := &pebbletest.FaultFS{FS: vfs.Default}
 	fs.Full.Store(true)
 	logs := newCountingHandler()
-	opened := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		j, err := Open(dir, Options{FS: fs, Logger: slog.New(logs)})
-		if err == nil {
-			err = errors.Join(errors.New("Open succeeded on a full disk"), j.Close())
-		}
-		opened <- err
-	}()
+	opened := openAndClose(dir, Options{FS: fs, Logger: slog.New(logs)})
 	var err error
 	select {
 	case err = <-opened:
@@ -571,7 +553,7 @@ func TestOpenOnFullDisk(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("Open on a full disk: %v after %v, %d log lines (%d warnings and errors)",
 		err, took.Round(time.Millisecond), logs.lines(slog.LevelDebug), logs.lines(slog.LevelWarn))
-	if !strings.Contains(err.Error(), "disk full while replaying the write-ahead log") || !strings.Contains(err.Error(), dir) {
+	if err == nil || !strings.Contains(err.Error(), "disk full while replaying the write-ahead log") || !strings.Contains(err.Error(), dir) {
 		t.Errorf("Open on a full disk = %v; want it to say the disk is full and where", err)
 	}
 	if n := logs.lines(slog.LevelWarn); n > 2 {
@@ -579,7 +561,7 @@ func TestOpenOnFullDisk(t *testing.T) {
 	}
 
 	fs.Full.Store(false)
-	j = openJournal(t, dir, Options{FS: fs})
+	j := openJournal(t, dir, Options{FS: fs})
 	if got := len(readAll(t, j, 1)); got != 200 {
 		t.Fatalf("after freeing space: %d records, want 200", got)
 	}
@@ -653,15 +635,8 @@ func TestFlushFailureBackoff(t *testing.T) {
 	defer allow.Store(true) // so Open ends even if the test fails early
 	fs := &sstFS{FS: vfs.Default, err: syscall.EIO, failing: func(*sstFS) bool { return !allow.Load() }}
 	logs := newCountingHandler()
-	opened := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		j, err := Open(dir, Options{FS: fs, Logger: slog.New(logs)})
-		if err == nil {
-			err = j.Close()
-		}
-		opened <- err
-	}()
+	opened := openAndClose(dir, Options{FS: fs, Logger: slog.New(logs)})
 	waitFor(t, func() bool { return fs.attempts.Load() >= 4 })
 	failing := time.Since(start)
 	allow.Store(true)
