@@ -102,9 +102,10 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if opts.RetryMin <= 0 {
 		opts.RetryMin = 100 * time.Millisecond
 	}
-	if opts.RetryMax < opts.RetryMin {
-		opts.RetryMax = max(opts.RetryMin, 5*time.Second)
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 5 * time.Second
 	}
+	opts.RetryMax = max(opts.RetryMax, opts.RetryMin)
 	j := &Journal{
 		dir:         dir,
 		fs:          opts.FS,
