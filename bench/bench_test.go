@@ -10,7 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/switchboard-dev/switchboard/hl7"
-	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -120,7 +120,7 @@ func TestReceive(t *testing.T) {
 	if err := Prefill(t.Context(), dir, 300, 1024); err != nil {
 		t.Fatal(err)
 	}
-	j, err := journal.Open(dir, journal.Options{})
+	j, err := pebblejournal.Open(dir, pebblejournal.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

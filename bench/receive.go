@@ -18,12 +18,13 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 )
 
 // Prefill appends n records of size bytes to the journal in dir (which no
 // process may have open), from many writers so it is quick.
 func Prefill(ctx context.Context, dir string, n, size int) error {
-	j, err := journal.Open(dir, journal.Options{})
+	j, err := pebblejournal.Open(dir, pebblejournal.Options{})
 	if err != nil {
 		return err
 	}
@@ -34,7 +35,7 @@ func Prefill(ctx context.Context, dir string, n, size int) error {
 	for w := range writers {
 		wg.Go(func() {
 			for i := w; i < n; i += writers {
-				r := journal.Record{Time: time.Now(), ListenerID: "prefill", ConnectionID: "c-prefill", MessageType: "ADT^A01^ADT_A01", ControlID: strconv.Itoa(i), Payload: msg}
+				r := journal.Record{Kind: journal.KindMessage, Time: time.Now(), ListenerID: "prefill", ConnectionID: "c-prefill", MessageType: "ADT^A01^ADT_A01", ControlID: strconv.Itoa(i), Payload: msg}
 				if _, err := j.Append(ctx, &r); err != nil {
 					errs <- err
 					return

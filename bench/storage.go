@@ -11,6 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 )
 
 // StorageConfig describes a synced-write measurement in dir with Writers
@@ -44,14 +45,14 @@ func PebbleSync(ctx context.Context, cfg StorageConfig) (Result, error) {
 // JournalAppend measures journal.Append (group commit) with the same load.
 func JournalAppend(ctx context.Context, cfg StorageConfig) (Result, error) {
 	res := Result{Group: "storage", Target: "journal-append", Conns: cfg.Writers, Size: cfg.Size}
-	j, err := journal.Open(cfg.Dir, journal.Options{})
+	j, err := pebblejournal.Open(cfg.Dir, pebblejournal.Options{})
 	if err != nil {
 		return res, err
 	}
 	defer j.Close()
 	value, _ := Message(cfg.Size)
 	return storageLoop(ctx, res, cfg, func() error {
-		r := journal.Record{Time: time.Now(), ListenerID: "bench", ConnectionID: "c-bench", MessageType: "ADT^A01^ADT_A01", ControlID: "W0000N0000000000", Payload: value}
+		r := journal.Record{Kind: journal.KindMessage, Time: time.Now(), ListenerID: "bench", ConnectionID: "c-bench", MessageType: "ADT^A01^ADT_A01", ControlID: "W0000N0000000000", Payload: value}
 		_, err := j.Append(ctx, &r)
 		return err
 	})

@@ -91,7 +91,7 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_CONNECT_FAILED, nil)
 	case errors.Is(err, registry.ErrShuttingDown):
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN, nil)
-	case errors.Is(err, journal.ErrClosed):
+	case errors.Is(err, journal.ErrClosed), errors.Is(err, journal.ErrUnavailable):
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE, nil)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
@@ -169,12 +169,17 @@ func (s *Service) streamEnded(ctx context.Context, err error, next uint64) error
 	case errors.Is(err, journal.ErrClosed):
 		return statusOf(codes.Unavailable, "journal closed; resume with start_sequence "+strconv.FormatUint(next, 10),
 			switchboardv1.ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE, resume)
-	case s.journal.Err() != nil:
+	case journalFailed(s.journal):
 		s.log.ErrorContext(ctx, "receive stream ended: journal failed", "err", err)
 		return statusOf(codes.Unavailable, "journal failed; resume with start_sequence "+strconv.FormatUint(next, 10)+" once it is back",
 			switchboardv1.ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE, resume)
 	}
 	return s.toStatus(ctx, err)
+}
+
+func journalFailed(j journal.Journal) bool {
+	err, _ := j.Health()
+	return err != nil
 }
 
 // shuttingDownStatus ends streams that outlive the service.

@@ -16,7 +16,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
-	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 // gRPC server on loopback with the production interceptors.
 type server struct {
 	t      *testing.T
-	j      *journal.Log
+	j      *pebblejournal.Journal
 	svc    *service.Service
 	gs     *grpc.Server
 	cc     *grpc.ClientConn
@@ -41,14 +41,14 @@ type server struct {
 
 func startServer(t *testing.T, dir string) *server {
 	t.Helper()
-	j, err := journal.Open(dir, journal.Options{})
+	j, err := pebblejournal.Open(dir, pebblejournal.Options{})
 	if err != nil {
 		t.Fatalf("journal.Open: %v", err)
 	}
 	return startServerWith(t, j)
 }
 
-func startServerWith(t *testing.T, j *journal.Log, opts ...func(*service.Config)) *server {
+func startServerWith(t *testing.T, j *pebblejournal.Journal, opts ...func(*service.Config)) *server {
 	t.Helper()
 	cfg := service.Config{Journal: j}
 	for _, o := range opts {
@@ -92,6 +92,16 @@ func (s *server) stop() {
 	if err := s.j.Close(); err != nil && !s.journalBroken {
 		s.t.Errorf("journal.Close: %v", err)
 	}
+}
+
+// lastSeq is the journal's last sequence number.
+func (s *server) lastSeq() uint64 {
+	s.t.Helper()
+	seq, err := s.j.LastSeq(context.Background())
+	if err != nil {
+		s.t.Fatalf("journal LastSeq: %v", err)
+	}
+	return seq
 }
 
 func testCtx(t *testing.T) context.Context {

@@ -167,7 +167,7 @@ func TestInboundNegativeAcks(t *testing.T) {
 	// Junk before the start byte (lenient default) is skipped and counted.
 	p.write(append([]byte("garbage\r\n"), mllp.AppendFrame(nil, hl7Message("AFTER-JUNK"))...))
 	checkAck(t, hl7Message("AFTER-JUNK"), p.readFrame())
-	if got := s.j.LastSeq(); got != 5 {
+	if got := s.lastSeq(); got != 5 {
 		t.Errorf("journal LastSeq = %d, want 5 (negative answers are journaled too)", got)
 	}
 	conns, err := s.client.ListConnections(ctx, &switchboardv1.ListConnectionsRequest{})
@@ -194,8 +194,8 @@ func TestInboundOversize(t *testing.T) {
 		t.Errorf("answer = %+v, %v; want AR for TOO-BIG naming the 1024-byte limit", a, err)
 	}
 	p.expectClosed()
-	if s.j.LastSeq() != 0 {
-		t.Errorf("journal has %d records, want 0", s.j.LastSeq())
+	if s.lastSeq() != 0 {
+		t.Errorf("journal has %d records, want 0", s.lastSeq())
 	}
 }
 
@@ -318,8 +318,8 @@ func TestStopListenerDrains(t *testing.T) {
 	if _, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "drain"}); status.Code(err) != codes.NotFound {
 		t.Errorf("GetListener after stop = %v, want NotFound", err)
 	}
-	if s.j.LastSeq() != 2 {
-		t.Errorf("journal LastSeq = %d, want 2", s.j.LastSeq())
+	if s.lastSeq() != 2 {
+		t.Errorf("journal LastSeq = %d, want 2", s.lastSeq())
 	}
 }
 

@@ -281,8 +281,8 @@ func TestSendOnInboundConnection(t *testing.T) {
 	if r.err != nil || r.resp.GetOutcome() != switchboardv1.SendOutcome_SEND_OUTCOME_ACCEPTED || r.resp.GetAck().GetControlId() != "TO-PEER" {
 		t.Fatalf("Send on inbound = %v, %v", r.resp, r.err)
 	}
-	if s.j.LastSeq() != 2 {
-		t.Errorf("journal LastSeq = %d, want 2", s.j.LastSeq())
+	if s.lastSeq() != 2 {
+		t.Errorf("journal LastSeq = %d, want 2", s.lastSeq())
 	}
 }
 

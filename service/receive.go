@@ -21,17 +21,23 @@ const (
 // Receive streams journaled records in sequence order. It reads the journal
 // at the client's pace, so a slow client never holds up a TCP peer.
 func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv1.SwitchboardService_ReceiveServer) error {
-	next := s.journal.LastSeq() + 1
-	if req.StartSequence != nil {
-		next = max(req.GetStartSequence(), 1)
-	}
 	match := receiveFilter(req)
-
 	// The stream ends when the client goes away or the service shuts down.
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	stopWatch := context.AfterFunc(s.ctx, cancel)
 	defer stopWatch()
+
+	var next uint64
+	if req.StartSequence != nil {
+		next = max(req.GetStartSequence(), 1)
+	} else {
+		last, err := s.journal.LastSeq(ctx)
+		if err != nil {
+			return s.streamEnded(stream.Context(), fmt.Errorf("journal last sequence: %w", err), 1)
+		}
+		next = last + 1
+	}
 
 	// Headers now, so the client knows the subscription is live before the
 	// first message.
@@ -43,7 +49,7 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 		if ctx.Err() != nil {
 			return s.streamEnded(stream.Context(), ctx.Err(), next)
 		}
-		recs, err := s.journal.Read(next, receiveBatchRecords, receiveBatchBytes)
+		recs, err := s.journal.Read(ctx, next, receiveBatchRecords, receiveBatchBytes)
 		if err != nil {
 			return s.streamEnded(stream.Context(), fmt.Errorf("read journal at %d: %w", next, err), next)
 		}
@@ -80,16 +86,36 @@ func recordToProto(r *journal.Record) *switchboardv1.ReceivedMessage {
 		Payload:       r.Payload,
 		MessageType:   text(r.MessageType),
 		ControlId:     text(r.ControlID),
-		Kind:          switchboardv1.RecordKind_RECORD_KIND_MESSAGE,
+		Kind:          recordKind(r.Kind),
 	}
+}
+
+func recordKind(k journal.Kind) switchboardv1.RecordKind {
+	switch k {
+	case journal.KindMessage:
+		return switchboardv1.RecordKind_RECORD_KIND_MESSAGE
+	case journal.KindAck:
+		return switchboardv1.RecordKind_RECORD_KIND_ACK
+	}
+	return switchboardv1.RecordKind_RECORD_KIND_UNSPECIFIED
 }
 
 // receiveFilter returns whether a record passes the request's filters.
 func receiveFilter(req *switchboardv1.ReceiveRequest) func(*journal.Record) bool {
 	listeners := toSet(req.GetListenerIds())
 	conns := toSet(req.GetConnectionIds())
+	var kinds map[switchboardv1.RecordKind]bool
+	for _, k := range req.GetKinds() {
+		if k != switchboardv1.RecordKind_RECORD_KIND_UNSPECIFIED {
+			if kinds == nil {
+				kinds = make(map[switchboardv1.RecordKind]bool)
+			}
+			kinds[k] = true
+		}
+	}
 	return func(r *journal.Record) bool {
-		return (listeners == nil || listeners[r.ListenerID]) && (conns == nil || conns[r.ConnectionID])
+		return (listeners == nil || listeners[r.ListenerID]) && (conns == nil || conns[r.ConnectionID]) &&
+			(kinds == nil || kinds[recordKind(r.Kind)])
 	}
 }
 

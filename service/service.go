@@ -30,7 +30,8 @@ const DefaultMaxBufferedBytes = 256 << 20
 
 // Config configures a Service.
 type Config struct {
-	// Journal is where received frames are made durable. Required. The
+	// Journal is where received frames are made durable (the embedded
+	// pebblejournal.Journal, or any other journal.Journal). Required. The
 	// Service uses it but does not close it: close it after Shutdown.
 	Journal journal.Journal
 	// Logger receives lifecycle and error logs. Nil discards them.
@@ -107,11 +108,17 @@ func (s *Service) Shutdown(ctx context.Context) {
 // Done is closed once Shutdown has drained everything.
 func (s *Service) Done() <-chan struct{} { return s.ctx.Done() }
 
-// journalSink makes received frames durable in the journal.
+// journalSink makes received frames durable in the journal. A journal
+// failure is reported once, through journal.Journal.Health, not per frame.
 type journalSink struct{ j journal.Journal }
 
 func (s journalSink) Append(ctx context.Context, m *transport.Message) (uint64, error) {
+	kind := journal.KindMessage
+	if m.Class == transport.FrameAck {
+		kind = journal.KindAck
+	}
 	return s.j.Append(ctx, &journal.Record{
+		Kind:         kind,
 		Time:         m.Time,
 		ListenerID:   m.ListenerID,
 		ConnectionID: m.ConnectionID,

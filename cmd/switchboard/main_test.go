@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,11 +20,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
+	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
@@ -200,5 +205,99 @@ func TestServeSignal(t *testing.T) {
 		exited <- err // for Cleanup
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not exit after SIGTERM")
+	}
+}
+
+// fakeJournal is a journal whose health the test sets.
+type fakeJournal struct {
+	journal.Journal // only Health is used
+	mu              sync.Mutex
+	err             error
+	changed         chan struct{}
+}
+
+func (f *fakeJournal) Health() (error, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if errors.Is(f.err, journal.ErrClosed) {
+		return f.err, nil
+	}
+	return f.err, f.changed
+}
+
+func (f *fakeJournal) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// countingHandler counts log records by level.
+type countingHandler struct {
+	mu     sync.Mutex
+	counts map[slog.Level]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.counts[r.Level]++
+	return nil
+}
+
+func (h *countingHandler) count(l slog.Level) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.counts[l]
+}
+
+// TestHealthFollowsJournal: health is NOT_SERVING while the journal is
+// unavailable and SERVING again once it recovers, for both the overall and
+// the Switchboard service status; each change is logged once however often
+// the journal signals; following stops when the journal closes.
+func TestHealthFollowsJournal(t *testing.T) {
+	j := &fakeJournal{changed: make(chan struct{})}
+	hs := health.NewServer()
+	logs := &countingHandler{counts: map[slog.Level]int{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		followJournalHealth(t.Context(), j, hs, slog.New(logs))
+	}()
+	waitStatus := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for _, svc := range []string{"", switchboardv1.SwitchboardService_ServiceDesc.ServiceName} {
+			for {
+				resp, err := hs.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+				if err == nil && resp.GetStatus() == want {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("health of %q = %v, %v; want %v", svc, resp, err, want)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+
+	disk := errors.Join(journal.ErrUnavailable, errors.New("disk full"))
+	j.set(disk)
+	waitStatus(healthpb.HealthCheckResponse_NOT_SERVING)
+	j.set(disk) // signalled again, still failing: no new log line
+	j.set(nil)
+	waitStatus(healthpb.HealthCheckResponse_SERVING)
+	j.set(disk)
+	waitStatus(healthpb.HealthCheckResponse_NOT_SERVING)
+	j.set(nil)
+	waitStatus(healthpb.HealthCheckResponse_SERVING)
+	j.set(journal.ErrClosed)
+	<-done
+	if e, i := logs.count(slog.LevelError), logs.count(slog.LevelInfo); e != 2 || i != 2 {
+		t.Errorf("logged %d errors and %d infos for two failures and two recoveries; want 2 and 2", e, i)
 	}
 }

@@ -17,8 +17,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -78,7 +82,8 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 // serve runs the service until SIGINT or SIGTERM, then shuts down in order:
 // health NOT_SERVING, listeners and connections drain, Receive streams end
-// with UNAVAILABLE, gRPC stops (bounded), the journal closes.
+// with UNAVAILABLE, gRPC stops (bounded), the journal closes. While it
+// serves, health follows the journal (followJournalHealth).
 func serve(args []string, stderr io.Writer) error {
 	f, err := parseServeFlags(args, stderr)
 	if err != nil {
@@ -94,7 +99,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	j, err := journal.Open(f.dataDir, journal.Options{NoSync: f.noFsync, Logger: logger.With("component", "journal")})
+	j, err := pebblejournal.Open(f.dataDir, pebblejournal.Options{NoSync: f.noFsync, Logger: logger.With("component", "journal")})
 	if err != nil {
 		return fmt.Errorf("open journal: %w", err)
 	}
@@ -125,28 +130,28 @@ func serve(args []string, stderr io.Writer) error {
 		defer ps.Close()
 		logger.Info("pprof enabled", "pprof_addr", f.pprofAddr)
 	}
+	hctx, stopHealth := context.WithCancel(context.Background())
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		followJournalHealth(hctx, j, hs, logger)
+	}()
+	// Stopped before hs.Shutdown below, so it cannot report SERVING again.
+	defer func() { stopHealth(); <-healthDone }()
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
-	logger.Info("switchboard serving", "grpc_addr", lis.Addr().String(), "data_dir", f.dataDir, "last_seq", j.LastSeq())
+	last, _ := j.LastSeq(ctx)
+	logger.Info("switchboard serving", "grpc_addr", lis.Addr().String(), "data_dir", f.dataDir, "last_seq", last)
 
-	// Interim until the journal reports health changes itself.
-	healthTick := time.NewTicker(time.Second)
-	defer healthTick.Stop()
-	for running := true; running; {
-		select {
-		case <-ctx.Done():
-			running = false
-		case <-healthTick.C:
-			if err := j.Err(); err != nil {
-				logger.Error("journal failed; health is NOT_SERVING", "err", err)
-				hs.Shutdown()
-				healthTick.Stop()
-			}
-		case err := <-serveErr:
-			return fmt.Errorf("gRPC server: %w", err)
-		}
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("gRPC server: %w", err)
 	}
 	logger.Info("shutting down")
+	stopHealth()
+	<-healthDone
 	hs.Shutdown()
 	dctx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
 	svc.Shutdown(dctx)
@@ -156,11 +161,45 @@ func serve(args []string, stderr io.Writer) error {
 	return nil
 }
 
+// followJournalHealth keeps the gRPC health status in step with the
+// journal: NOT_SERVING while it cannot store messages, SERVING again once it
+// recovers. Each change is logged once, however many frames the journal
+// refuses meanwhile. It returns when ctx ends or the journal closes.
+func followJournalHealth(ctx context.Context, j journal.Journal, hs *health.Server, logger *slog.Logger) {
+	failed := false
+	for {
+		err, changed := j.Health()
+		if errors.Is(err, journal.ErrClosed) {
+			return
+		}
+		switch {
+		case err != nil && !failed:
+			logger.Error("journal unavailable; health is NOT_SERVING until it recovers", "err", err)
+			setServing(hs, healthpb.HealthCheckResponse_NOT_SERVING)
+		case err == nil && failed:
+			logger.Info("journal recovered; health is SERVING")
+			setServing(hs, healthpb.HealthCheckResponse_SERVING)
+		}
+		failed = err != nil
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// setServing sets the overall status and Switchboard's own.
+func setServing(hs *health.Server, st healthpb.HealthCheckResponse_ServingStatus) {
+	hs.SetServingStatus("", st)
+	hs.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, st)
+}
+
 // closeJournal closes the journal, but does not wait longer than timeout:
 // a commit stuck on a hung disk would otherwise keep the process from ever
 // exiting. Exiting then is safe: no record whose commit did not return was
 // acknowledged.
-func closeJournal(j *journal.Log, timeout time.Duration, logger *slog.Logger) {
+func closeJournal(j journal.Journal, timeout time.Duration, logger *slog.Logger) {
 	done := make(chan error, 1)
 	go func() { done <- j.Close() }()
 	select {

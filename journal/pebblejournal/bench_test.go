@@ -1,4 +1,4 @@
-package journal
+package pebblejournal
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/switchboard-dev/switchboard/journal"
 )
 
 // Run with, for example:
@@ -28,12 +30,13 @@ func benchCases(b *testing.B, fn func(b *testing.B, payloadSize, writers int)) {
 	}
 }
 
-func benchRecord(payloadSize int) Record {
+func benchRecord(payloadSize int) journal.Record {
 	p := make([]byte, payloadSize)
 	for i := range p {
 		p[i] = byte('A' + i%26)
 	}
-	return Record{
+	return journal.Record{
+		Kind:         journal.KindMessage,
 		Time:         time.Now(),
 		ListenerID:   "listener-1",
 		ConnectionID: "conn-12345",
@@ -75,7 +78,7 @@ func BenchmarkAppend(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer l.Close()
-		recs := make([]Record, writers) // one each: Append sets r.Seq
+		recs := make([]journal.Record, writers) // one each: Append sets r.Seq
 		for i := range recs {
 			recs[i] = benchRecord(size)
 		}
@@ -94,13 +97,13 @@ func BenchmarkAppend(b *testing.B) {
 // own WAL group commit across concurrent writers.
 func BenchmarkPebbleSyncedSet(b *testing.B) {
 	benchCases(b, func(b *testing.B, size, writers int) {
-		db, err := pebble.Open(b.TempDir(), pebbleOptions(vfs.Default, slog.New(slog.DiscardHandler)))
+		db, err := pebble.Open(b.TempDir(), pebbleOptions(vfs.Default, &events{logger: slog.New(slog.DiscardHandler)}))
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer db.Close()
 		rec := benchRecord(size)
-		value := appendRecord(nil, &rec)
+		value := journal.AppendRecord(nil, &rec)
 		var seq atomic.Uint64
 		keys := make([][]byte, writers)
 		runWriters(b, writers, func(w int) error {
@@ -130,13 +133,13 @@ func BenchmarkRead(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	last := l.LastSeq()
+	last := l.lastSeq.Load()
 
 	b.ResetTimer()
 	start := time.Now()
 	from, n := uint64(1), 0
 	for n < b.N {
-		recs, err := l.Read(from, 1000, 4<<20)
+		recs, err := l.Read(context.Background(), from, 1000, 4<<20)
 		if err != nil {
 			b.Fatal(err)
 		}

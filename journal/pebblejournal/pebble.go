@@ -1,4 +1,4 @@
-package journal
+package pebblejournal
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 // calls Logger.Fatalf("pebble: fatal commit error: ...") and, if Fatalf
 // returns, reports success. Fatalf must therefore never return. Its default
 // exits the process; ours panics with this value so the committer can
-// recover it, fail the batch and mark the Log unusable. Anywhere else (Pebble
+// recover it, fail the batch and mark the Journal unusable. Anywhere else (Pebble
 // background goroutines) the panic is unrecovered and ends the process,
 // exactly like Pebble's default.
 type pebbleFatal struct {
@@ -48,7 +48,9 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 			break
 		}
 	}
-	p.log.Error("journal: pebble fatal error", "component", "pebble", "err", f.msg)
+	// Debug only: a recovered commit failure is logged once by the journal,
+	// and an unrecovered panic prints this message as it ends the process.
+	p.logf(slog.LevelDebug, format, args)
 	panic(f)
 }
 
@@ -56,29 +58,6 @@ func (p pebbleLogger) logf(level slog.Level, format string, args []any) {
 	ctx := context.Background()
 	if p.log.Enabled(ctx, level) {
 		p.log.Log(ctx, level, fmt.Sprintf(format, args...), "component", "pebble")
-	}
-}
-
-// eventListener reports the Pebble events an operator should see. Pebble's
-// default turns DataCorruption into Fatalf (process exit); a log is more
-// useful here because the failing read or compaction also returns the error.
-func eventListener(log *slog.Logger) *pebble.EventListener {
-	return &pebble.EventListener{
-		BackgroundError: func(err error) {
-			log.Error("journal: pebble background error", "err", err)
-		},
-		DataCorruption: func(info pebble.DataCorruptionInfo) {
-			log.Error("journal: data corruption", "path", info.Path, "err", info.Details)
-		},
-		DiskSlow: func(info pebble.DiskSlowInfo) {
-			log.Warn("journal: slow disk operation", "path", info.Path, "op", info.OpType.String(), "duration", info.Duration)
-		},
-		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
-			log.Warn("journal: write stall", "reason", info.Reason)
-		},
-		WriteStallEnd: func() {
-			log.Info("journal: write stall ended")
-		},
 	}
 }
 

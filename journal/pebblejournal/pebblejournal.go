@@ -1,0 +1,399 @@
+package pebblejournal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/switchboard-dev/switchboard/journal"
+)
+
+var _ journal.Journal = (*Journal)(nil)
+
+// Options configures Open. The zero value is the safe production setting.
+type Options struct {
+	// NoSync commits without fsync. UNSAFE: power loss or an OS crash can
+	// lose records that Append already reported durable, and I/O errors are
+	// not reported until Pebble panics. For benchmarks and labs only.
+	NoSync bool
+	// FS is the filesystem Pebble uses; nil means vfs.Default. Tests use it
+	// to inject faults (pebbletest.FaultFS) or to cut power
+	// (vfs.NewCrashableMem).
+	FS vfs.FS
+	// MaxBatchRecords caps the records in one group commit; default 4096.
+	MaxBatchRecords int
+	// MaxBatchBytes caps the encoded bytes in one group commit; default
+	// 16 MiB. A single larger record is still committed, alone.
+	MaxBatchBytes int
+	// Logger receives the Journal's and Pebble's logging; nil discards it.
+	Logger *slog.Logger
+	// RetryMin and RetryMax bound the wait between attempts to recover
+	// after a failure: the first comes RetryMin after it, each later one
+	// twice as long after the previous, up to RetryMax. Defaults 100 ms and
+	// 5 s.
+	RetryMin, RetryMax time.Duration
+}
+
+// Journal is a durable, ordered log of journal.Records stored in Pebble. It
+// is safe for concurrent use.
+type Journal struct {
+	dir      string
+	fs       vfs.FS
+	lock     *pebble.Lock // held from Open to Close, across reopens
+	wo       *pebble.WriteOptions
+	logger   *slog.Logger
+	events   *events
+	maxRecs  int
+	maxSize  int
+	retryMin time.Duration
+	retryMax time.Duration
+
+	lastSeq atomic.Uint64 // highest committed sequence
+
+	// Counters for Stats.
+	appends, refused, commits, records, failures, recoveries atomic.Uint64
+
+	mu       sync.Mutex
+	db       *pebble.DB    // nil while recovery has none open; Append takes batches from it under mu
+	work     sync.Cond     // signalled when queue becomes non-empty or the Journal closes
+	queue    []*group      // groups waiting to commit, oldest first; the last one is open
+	nextSeq  uint64        // sequence for the next appended record
+	notify   chan struct{} // closed and replaced after every commit and at Close
+	health   error         // the failure that stops appends; nil while healthy
+	healthCh chan struct{} // closed and replaced whenever health changes, and at Close
+	failedAt time.Time     // when health last turned to a failure
+	closed   bool
+
+	failed      chan struct{} // fail signals recoverLoop (buffered, one slot)
+	stop        chan struct{} // closed by Close to stop recoverLoop
+	recoverDone chan struct{} // closed when recoverLoop exits
+	stopped     chan struct{} // closed when the committer exits
+	closeOnce   sync.Once
+	closeErr    error
+
+	// dbMu keeps Read from using the DB while Close or recovery closes it.
+	// Taken before mu when both are needed.
+	dbMu     sync.RWMutex
+	dbClosed bool
+}
+
+// Open opens or creates the journal in dir.
+func Open(dir string, opts Options) (*Journal, error) {
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.MaxBatchRecords <= 0 {
+		opts.MaxBatchRecords = 4096
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = 16 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = 100 * time.Millisecond
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 5 * time.Second
+	}
+	opts.RetryMax = max(opts.RetryMax, opts.RetryMin)
+	j := &Journal{
+		dir:         dir,
+		fs:          opts.FS,
+		logger:      opts.Logger,
+		events:      &events{logger: opts.Logger},
+		wo:          pebble.Sync,
+		maxRecs:     opts.MaxBatchRecords,
+		maxSize:     opts.MaxBatchBytes,
+		retryMin:    opts.RetryMin,
+		retryMax:    opts.RetryMax,
+		notify:      make(chan struct{}),
+		healthCh:    make(chan struct{}),
+		failed:      make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		recoverDone: make(chan struct{}),
+		stopped:     make(chan struct{}),
+	}
+	if opts.NoSync {
+		j.wo = pebble.NoSync
+		opts.Logger.Warn("journal: NoSync is set; acknowledged records can be lost on power failure")
+	}
+	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
+	}
+	// The journal holds the directory lock itself, so no other process can
+	// take the directory while recovery reopens the database.
+	lock, err := pebble.LockDirectory(dir, opts.FS)
+	if err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("journal: open %s: the directory is locked by another process (another switchboard using the same data directory?): %w", dir, err)
+		}
+		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
+	}
+	j.lock = lock
+	r, err := j.reserveForOpen(j.replayBytes)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), lock.Close())
+	}
+	db, last, err := j.openReserved(r)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), lock.Close())
+	}
+	j.db = db
+	j.nextSeq = last + 1
+	j.lastSeq.Store(last)
+	j.work.L = &j.mu
+	go j.commitLoop()
+	go j.recoverLoop()
+	opts.Logger.Info("journal: opened", "dir", dir, "last_seq", last)
+	return j, nil
+}
+
+// openReserved opens the Pebble database in j.dir, with space r reserved
+// for the flush of its WAL (see reserveForOpen), and returns it with the
+// last stored sequence number.
+func (j *Journal) openReserved(r *reservation) (*pebble.DB, uint64, error) {
+	j.events.reserve(r)
+	db, err := pebble.Open(j.dir, j.pebbleOptions())
+	j.events.reserve(nil)
+	r.release()
+	if err != nil {
+		return nil, 0, err
+	}
+	last, err := lastStoredSeq(db)
+	if err != nil {
+		return nil, 0, errors.Join(err, db.Close())
+	}
+	return db, last, nil
+}
+
+// pebbleOptions is the configuration of every database the journal opens.
+func (j *Journal) pebbleOptions() *pebble.Options {
+	po := pebbleOptions(j.fs, j.events)
+	po.Lock = j.lock
+	return po
+}
+
+// pebbleOptions is shared with the benchmarks so the bare-Pebble baseline
+// runs on an identically configured engine.
+func pebbleOptions(fs vfs.FS, ev *events) *pebble.Options {
+	return &pebble.Options{
+		FS: fs,
+		// Pinned rather than FormatNewest so a Pebble upgrade never ratchets
+		// the on-disk format by itself. WAL sync chunks let recovery tell a
+		// torn WAL tail from corruption.
+		FormatMajorVersion: pebble.FormatWALSyncChunks,
+		// A large memtable means fewer flushes for a write-heavy log.
+		MemTableSize:  64 << 20,
+		Logger:        pebbleLogger{ev.logger},
+		EventListener: ev.listener(),
+	}
+}
+
+func lastStoredSeq(db *pebble.DB) (uint64, error) {
+	it, err := db.NewIter(&pebble.IterOptions{
+		LowerBound: []byte{prefixRecord},
+		UpperBound: []byte{prefixRecord + 1},
+	})
+	if err != nil {
+		return 0, err
+	}
+	var last uint64
+	if it.Last() {
+		seq, ok := keySeq(it.Key())
+		if !ok {
+			err = fmt.Errorf("unexpected key %x", it.Key())
+		}
+		last = seq
+	}
+	return last, errors.Join(err, it.Close())
+}
+
+// LastSeq returns the highest committed sequence number, 0 when empty.
+func (j *Journal) LastSeq(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	j.mu.Lock()
+	closed := j.closed
+	j.mu.Unlock()
+	if closed {
+		return 0, journal.ErrClosed
+	}
+	return j.lastSeq.Load(), nil
+}
+
+// Health returns nil while appends work, else the failure that stops them,
+// and a channel closed at the next change. See journal.Journal.
+func (j *Journal) Health() (error, <-chan struct{}) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return journal.ErrClosed, nil
+	}
+	return j.health, j.healthCh
+}
+
+// setHealth records a change of health and wakes Health watchers. After
+// Close there are none: Close closed the channel for good. j.mu must be
+// held.
+func (j *Journal) setHealth(err error) {
+	j.health = err
+	if j.closed {
+		return
+	}
+	close(j.healthCh)
+	j.healthCh = make(chan struct{})
+}
+
+// Stats returns counters since Open.
+func (j *Journal) Stats() journal.Stats {
+	return journal.Stats{
+		Appends:    j.appends.Load(),
+		Refused:    j.refused.Load(),
+		Commits:    j.commits.Load(),
+		Records:    j.records.Load(),
+		Failures:   j.failures.Load(),
+		Recoveries: j.recoveries.Load(),
+	}
+}
+
+// Read returns committed records with Seq >= from; see journal.Journal.
+// Payloads are copies the caller owns.
+func (j *Journal) Read(ctx context.Context, from uint64, maxRecords, maxBytes int) ([]journal.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	j.dbMu.RLock()
+	defer j.dbMu.RUnlock()
+	if j.dbClosed {
+		return nil, journal.ErrClosed
+	}
+	if j.db == nil {
+		// Recovery closed the failed database and could not open it again
+		// yet; the cause is in Health.
+		return nil, fmt.Errorf("%w: read: no database open while the journal recovers", journal.ErrUnavailable)
+	}
+	last := j.lastSeq.Load()
+	from = max(from, 1)
+	if from > last {
+		return nil, nil
+	}
+	maxRecords = max(maxRecords, 1)
+	it, err := j.db.NewIter(&pebble.IterOptions{
+		LowerBound: recordKey(nil, from),
+		UpperBound: recordKey(nil, last+1), // hides records of failed commits
+	})
+	if err != nil {
+		return nil, fmt.Errorf("journal: read: %w", err)
+	}
+	var (
+		out   []journal.Record
+		bytes int
+		want  = from
+	)
+	for ok := it.First(); ok && len(out) < maxRecords; ok = it.Next() {
+		// Keys are dense, so a missing one means corruption; say so rather
+		// than silently skipping a message.
+		if seq, _ := keySeq(it.Key()); seq != want {
+			err = fmt.Errorf("record %d missing (found key %x)", want, it.Key())
+			break
+		}
+		var v []byte
+		if v, err = it.ValueAndErr(); err != nil {
+			break
+		}
+		var r journal.Record
+		if r, err = journal.DecodeRecord(want, v); err != nil {
+			err = fmt.Errorf("record %d: %w", want, err)
+			break
+		}
+		if len(out) > 0 && bytes+len(r.Payload) > maxBytes {
+			break
+		}
+		bytes += len(r.Payload)
+		out = append(out, r)
+		want++
+	}
+	if err = errors.Join(err, it.Close()); err != nil {
+		return nil, fmt.Errorf("journal: read: %w", err)
+	}
+	return out, nil
+}
+
+// Wait blocks until LastSeq > after and returns nil. It returns ctx.Err()
+// when ctx is done first and journal.ErrClosed when the Journal closes. A
+// commit failure does not end it: records arrive again once the journal
+// recovers.
+func (j *Journal) Wait(ctx context.Context, after uint64) error {
+	for {
+		// Take the channel before checking LastSeq: a commit that lands in
+		// between closes this channel, so no wakeup is missed.
+		j.mu.Lock()
+		ch, closed := j.notify, j.closed
+		j.mu.Unlock()
+		switch {
+		case closed:
+			return journal.ErrClosed
+		case j.lastSeq.Load() > after:
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Close fails queued appends with journal.ErrClosed, lets an in-flight
+// commit finish (its appenders get its result), stops the committer and
+// closes Pebble. Later calls return the first call's result.
+func (j *Journal) Close() error {
+	j.closeOnce.Do(func() { j.closeErr = j.close() })
+	return j.closeErr
+}
+
+func (j *Journal) close() error {
+	j.mu.Lock()
+	j.closed = true
+	for _, g := range j.queue {
+		g.finish(journal.ErrClosed)
+	}
+	j.queue = nil
+	j.wake()
+	close(j.healthCh)
+	j.work.Broadcast()
+	j.mu.Unlock()
+	close(j.stop)
+	<-j.recoverDone
+	<-j.stopped
+
+	j.dbMu.Lock()
+	defer j.dbMu.Unlock()
+	j.dbClosed = true
+	var err error
+	if j.db != nil {
+		if err = j.db.Close(); err != nil {
+			// Expected after a commit failure: Pebble reports its sticky
+			// WAL error.
+			err = fmt.Errorf("journal: close: %w", err)
+		}
+	}
+	if lerr := j.lock.Close(); lerr != nil && err == nil {
+		err = fmt.Errorf("journal: close: unlock: %w", lerr)
+	}
+	if err == nil {
+		j.logger.Info("journal: closed", "last_seq", j.lastSeq.Load())
+	}
+	return err
+}
