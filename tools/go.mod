@@ -3,7 +3,8 @@
 //
 // buf stays at v1.74.0, the newest release that works with a released
 // protobuf: v1.75.0 requires an unreleased protobuf commit
-// (v1.36.13-0.20261016172727-e9ee2a76ab8e).
+// (v1.36.13-0.20261016172727-e9ee2a76ab8e). .ci/run fails if this module's
+// protobuf is newer than the main module's.
 module github.com/switchboard-dev/switchboard/tools
 
 go 1.26.8
