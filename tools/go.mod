@@ -1,5 +1,7 @@
 // Code generators for Switchboard, kept out of the product's module graph.
 // Run from the repository root: go tool -modfile=tools/go.mod buf generate
+// Change it from this directory (go get -tool ..., go mod tidy): with
+// -modfile at the root, tidy would take the main module's packages for its own.
 //
 // buf stays at v1.74.0, the newest release that works with a released
 // protobuf: v1.75.0 requires an unreleased protobuf commit
