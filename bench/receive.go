@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -240,19 +239,4 @@ func CPUTime(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
-}
-
-func raiseFileLimit(n uint64) error {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return err
-	}
-	if lim.Cur >= n {
-		return nil
-	}
-	if lim.Max < n {
-		return fmt.Errorf("need %d open files, the hard limit is %d", n, lim.Max)
-	}
-	lim.Cur = n
-	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 }

@@ -1,7 +1,11 @@
 // Command benchchart draws the chart in docs/performance.md from the JSON that
 // `switchboard bench suite --json` writes:
 //
-//	go run ./cmd/benchchart -in results.json -out docs/performance.png
+//	go -C tools/benchchart run . -in "$PWD/results.json" -out "$PWD/docs/performance.png"
+//
+// (from the repository root; benchchart is its own module, so that gonum/plot
+// stays out of the product's module graph, and `go -C` runs it in its
+// directory, hence the absolute paths).
 //
 // The PNG has two panels over the inbound rows: messages/s and p99 ACK
 // latency, each against the connection count, one line per target. Repeated
