@@ -103,21 +103,35 @@ func keepaliveFromProto(d *durationpb.Duration) time.Duration {
 	return d.AsDuration()
 }
 
+// maxTextBytes bounds the strings text returns. A header field can be as
+// long as its frame, and a response holds the payload and its fields again
+// (twice over when read as ISO-8859-1), yet must fit in MaxMessageBytes. No
+// real MSH-9, MSH-10 or MSA-3 comes close.
+const maxTextBytes = 4 << 10
+
 // text makes a string taken from message bytes valid UTF-8, as proto3
 // string fields must be: valid UTF-8 is kept as is, anything else is read
 // byte by byte as ISO-8859-1 (the commonest HL7 v2 charset after ASCII, so
-// Latin-1 names come out right). The exact bytes stay in the payload. A
-// record whose header holds such bytes must never become a message the API
-// cannot deliver.
+// Latin-1 names come out right); either is cut to maxTextBytes at a
+// character boundary. The exact bytes stay in the payload. A record whose
+// header holds such bytes must never become a message the API cannot
+// deliver.
 func text(s string) string {
-	if utf8.ValidString(s) {
-		return s
+	if !utf8.ValidString(s) {
+		b := make([]byte, 0, min(len(s)+len(s)/2, maxTextBytes+utf8.UTFMax))
+		for i := 0; i < len(s) && len(b) < maxTextBytes; i++ {
+			b = utf8.AppendRune(b, rune(s[i]))
+		}
+		s = string(b)
 	}
-	b := make([]byte, 0, len(s)+len(s)/2)
-	for i := 0; i < len(s); i++ {
-		b = utf8.AppendRune(b, rune(s[i]))
+	if len(s) > maxTextBytes {
+		n := maxTextBytes
+		for !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
 	}
-	return string(b)
+	return s
 }
 
 func timestamp(t time.Time) *timestamppb.Timestamp {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
@@ -65,6 +66,37 @@ func TestValidationLimits(t *testing.T) {
 
 func int32Lte(r *validate.FieldRules) int64    { return int64(r.GetInt32().GetLte()) }
 func bytesMaxLen(r *validate.FieldRules) int64 { return int64(r.GetBytes().GetMaxLen()) }
+
+// TestLargestMessagesFit: the largest response the service can build, from
+// a frame of the largest size whose header fields take up all of it in bytes
+// that are not UTF-8 (so each doubles as ISO-8859-1), fits in the gRPC
+// message limit; otherwise such a record would be stored and acknowledged,
+// and then every Receive that reaches it would fail, as in F1.
+func TestLargestMessagesFit(t *testing.T) {
+	if MaxMessageBytes <= transport.MaxFrameBytesLimit {
+		t.Fatalf("MaxMessageBytes %d leaves no room around a %d-byte payload", MaxMessageBytes, transport.MaxFrameBytesLimit)
+	}
+	payload := strings.Repeat("\xe9", transport.MaxFrameBytesLimit)
+	half := payload[:len(payload)/2]
+	id := strings.Repeat("x", 64) // the longest id the API accepts
+	rec := &journal.Record{
+		Seq: 1<<64 - 1, Time: time.Now(), ListenerID: id, ConnectionID: id,
+		RemoteAddr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%interface-name]:65535",
+		Payload:    []byte(payload), MessageType: half, ControlID: half,
+	}
+	recv := &switchboardv1.ReceiveResponse{Messages: []*switchboardv1.ReceivedMessage{recordToProto(rec)}}
+	send := sendResultToProto(transport.SendResult{
+		Outcome:       transport.OutcomeRejected,
+		Ack:           transport.PeerAck{Code: transport.AckAE, Payload: []byte(payload), ControlID: half, Text: half},
+		SentControlID: payload,
+		RoundTrip:     time.Hour,
+	})
+	for name, m := range map[string]proto.Message{"ReceiveResponse": recv, "SendResponse": send} {
+		if n := proto.Size(m); n > MaxMessageBytes {
+			t.Errorf("largest %s is %d bytes, over MaxMessageBytes (%d)", name, n, MaxMessageBytes)
+		}
+	}
+}
 
 // TestStatedDefaults: where a comment in the proto states a default or a
 // limit as a number, it is the number the code uses.
