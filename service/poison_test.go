@@ -14,6 +14,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
+	"github.com/switchboard-dev/switchboard/service"
 )
 
 // latin1 reads b as ISO-8859-1: every byte is the code point of the same
@@ -28,12 +29,18 @@ func latin1(b []byte) string {
 }
 
 // apiText is what the API makes of header bytes: themselves when they are
-// UTF-8, their ISO-8859-1 reading otherwise.
+// UTF-8, their ISO-8859-1 reading otherwise, cut to service.MaxTextBytes at
+// a character boundary.
 func apiText(b []byte) string {
-	if utf8.Valid(b) {
-		return string(b)
+	s := string(b)
+	if !utf8.Valid(b) {
+		s = latin1(b)
 	}
-	return latin1(b)
+	for len(s) > service.MaxTextBytes {
+		_, n := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-n]
+	}
+	return s
 }
 
 // hl7MessageWith returns a small ADT whose MSH-9 and MSH-10 are the given
