@@ -6,7 +6,10 @@ import (
 	"strconv"
 	"strings"
 
+	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	"buf.build/go/protovalidate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
@@ -44,6 +47,8 @@ func statusOf(code codes.Code, msg string, reason switchboardv1.ErrorReason, met
 	all := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reasonName(reason), Domain: ErrorDomain, Metadata: meta}}, details...)
 	withDetails, err := st.WithDetails(all...)
 	if err != nil {
+		// Only details that cannot be marshalled fail here, and every
+		// string in them went through text; keep the code and message.
 		return st.Err()
 	}
 	return withDetails.Err()
@@ -180,6 +185,45 @@ func (s *Service) streamEnded(ctx context.Context, err error, next uint64) error
 func journalFailed(j journal.Journal) bool {
 	err, _ := j.Health()
 	return err != nil
+}
+
+// withValidationDetails gives the protovalidate interceptor's errors the
+// details every Switchboard error carries: ErrorInfo (INVALID_ARGUMENT) and
+// a google.rpc.BadRequest naming each field, keeping protovalidate's own
+// Violations for clients that read them.
+func withValidationDetails(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		return err
+	}
+	var violations *validate.Violations
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			return err // ours already
+		case *validate.Violations:
+			violations = d
+		}
+	}
+	if violations == nil {
+		return err
+	}
+	br := &errdetails.BadRequest{}
+	for _, v := range violations.GetViolations() {
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
+			Field: protovalidate.FieldPathString(v.GetField()), Description: v.GetMessage(),
+		})
+	}
+	return statusOf(codes.InvalidArgument, st.Message(), switchboardv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, nil, br, violations)
+}
+
+func validationDetailsUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	return resp, withValidationDetails(err)
+}
+
+func validationDetailsStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return withValidationDetails(h(srv, ss))
 }
 
 // shuttingDownStatus ends streams that outlive the service.

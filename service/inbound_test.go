@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -227,6 +228,7 @@ func TestStartListenerRules(t *testing.T) {
 	}
 	for name, c := range map[string]*switchboardv1.ListenerConfig{
 		"no address":       {},
+		"too many conns":   {Address: "127.0.0.1:0", MaxConnections: 2_000_000},
 		"frame too large":  {Address: "127.0.0.1:0", MaxFrameBytes: 65 << 20},
 		"commit over LP":   {Address: "127.0.0.1:0", Framing: &switchboardv1.Framing{Kind: &switchboardv1.Framing_LengthPrefix{}}, AckPolicy: &switchboardv1.AckPolicy{Kind: &switchboardv1.AckPolicy_MllpCommit{}}},
 		"empty delimiter":  {Address: "127.0.0.1:0", Framing: &switchboardv1.Framing{Kind: &switchboardv1.Framing_Delimiter{Delimiter: &switchboardv1.DelimiterFraming{}}}},
@@ -235,8 +237,8 @@ func TestStartListenerRules(t *testing.T) {
 		"negative timeout": {Address: "127.0.0.1:0", IdleTimeout: durationpbNew(-time.Second)},
 	} {
 		_, err := s.client.StartListener(ctx, &switchboardv1.StartListenerRequest{Config: c})
-		if code := status.Code(err); code != codes.InvalidArgument {
-			t.Errorf("%s: StartListener = %v, want InvalidArgument", name, err)
+		if code := status.Code(err); code != codes.InvalidArgument || errorInfo(err).GetReason() != "INVALID_ARGUMENT" || badRequestFields(err) == "" {
+			t.Errorf("%s: StartListener = %v, want InvalidArgument with ErrorInfo and BadRequest", name, err)
 		}
 	}
 	got, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "same"})
@@ -337,6 +339,20 @@ func (s *server) lastActivity(ctx context.Context, p *peer) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// badRequestFields returns the fields a BadRequest detail of err names,
+// comma-separated.
+func badRequestFields(err error) string {
+	var fields []string
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	return strings.Join(fields, ",")
 }
 
 func durationpbNew(d time.Duration) *durationpb.Duration { return durationpb.New(d) }

@@ -57,7 +57,8 @@ type ServerOptions struct {
 //	recovery     a panic anywhere below becomes INTERNAL, logged with its stack
 //	logging      one line per call with its code; never payloads
 //	extra        opts.UnaryInterceptors / StreamInterceptors (auth)
-//	validation   protovalidate rules from the proto: INVALID_ARGUMENT
+//	validation   protovalidate rules from the proto: INVALID_ARGUMENT, with
+//	             ErrorInfo and BadRequest added (errors.go)
 //
 // Health starts SERVING for the whole server and for SwitchboardService,
 // and its Watch streams end when svc shuts down; the caller owns Serve,
@@ -98,13 +99,13 @@ func NewGRPCServer(svc *Service, opts ServerOptions) (*grpc.Server, *health.Serv
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(rpcLog, logOpts...), logged),
 	}
 	unary = append(unary, opts.UnaryInterceptors...)
-	unary = append(unary, grpcvalidate.UnaryServerInterceptor(v))
+	unary = append(unary, validationDetailsUnary, grpcvalidate.UnaryServerInterceptor(v))
 	stream := []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(onPanic),
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(rpcLog, logOpts...), logged),
 	}
 	stream = append(stream, opts.StreamInterceptors...)
-	stream = append(stream, grpcvalidate.StreamServerInterceptor(v))
+	stream = append(stream, validationDetailsStream, grpcvalidate.StreamServerInterceptor(v))
 
 	base := []grpc.ServerOption{
 		// Reused handler goroutines keep their grown stacks; a fresh

@@ -43,4 +43,8 @@ const (
 	DefaultMaxConnections = 1024
 	// MaxConnectionsLimit is the largest accepted MaxConnections.
 	MaxConnectionsLimit = 1_000_000
+	// MinDefaultConnectionsPerSource is the least the default
+	// MaxConnectionsPerSource (half of MaxConnections) may be, so small
+	// listeners are not limited by it.
+	MinDefaultConnectionsPerSource = 8
 )

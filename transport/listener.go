@@ -49,7 +49,7 @@ func (cfg ListenerConfig) WithDefaults() ListenerConfig {
 		cfg.MaxConnections = DefaultMaxConnections
 	}
 	if cfg.MaxConnectionsPerSource <= 0 {
-		cfg.MaxConnectionsPerSource = max(cfg.MaxConnections/2, min(cfg.MaxConnections, 8))
+		cfg.MaxConnectionsPerSource = max(cfg.MaxConnections/2, min(cfg.MaxConnections, MinDefaultConnectionsPerSource))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -3487,8 +3487,9 @@ func (x *ReceiveResponse) GetMessages() []*ReceivedMessage {
 // String fields taken from the message (message_type, control_id) are the
 // message's bytes when those are valid UTF-8; otherwise each byte is read as
 // ISO-8859-1 (the commonest HL7 v2 charset after ASCII), so the field is
-// always valid UTF-8 and Latin-1 text reads right. The exact bytes are
-// always in payload.
+// always valid UTF-8 and Latin-1 text reads right. They are cut to 4 KiB (at
+// a character boundary), so no record is too large to deliver. The exact
+// bytes are always in payload.
 type ReceivedMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Journal sequence: ascending, gap-free across the journal (filters skip
