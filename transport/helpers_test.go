@@ -32,7 +32,9 @@ func sizedMsg(id string, size int) []byte {
 	if pad < 0 {
 		panic(fmt.Sprintf("sizedMsg: %d bytes is too small", size))
 	}
-	return append(m, "OBX|1|ED|||"+string(bytes.Repeat([]byte("x"), pad))+"\r"...)
+	m = append(m, "OBX|1|ED|||"...)
+	m = append(m, bytes.Repeat([]byte("x"), pad)...)
+	return append(m, '\r')
 }
 
 // ackOf reads the next frame from p as an HL7 acknowledgement.
