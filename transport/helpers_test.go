@@ -74,10 +74,15 @@ func (p *rawPeer) localAddr() string { return p.nc.LocalAddr().String() }
 // system), skipping the test where src cannot be bound.
 func dialFrom(t *testing.T, l *Listener, src string) *rawPeer {
 	t.Helper()
+	probe, err := net.Listen("tcp", net.JoinHostPort(src, "0"))
+	if err != nil {
+		t.Skipf("%s cannot be bound here: %v", src, err)
+	}
+	probe.Close()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	nc, err := d.Dial("tcp", l.Addr().String())
 	if err != nil {
-		t.Skipf("cannot dial from %s here: %v", src, err)
+		t.Fatalf("dial from %s: %v", src, err)
 	}
 	t.Cleanup(func() { nc.Close() })
 	f := mllpFraming.WithDefaults()
