@@ -39,7 +39,7 @@ func (c *Conn) read(p []byte) (int, error) {
 }
 
 // readDeadline is the deadline for the next read:
-//   - inside a frame, FrameTimeout after the frame began;
+//   - inside a frame, FrameTimeout after the first read made for it;
 //   - between frames, IdleTimeout after the last frame completed (or the
 //     connection opened): bytes outside frames are not activity, so a peer
 //     trickling junk cannot keep a connection open. The deadline does not

@@ -139,6 +139,12 @@ func (c *Conn) refuse(partial []byte, why error) {
 func (c *Conn) handleFrame(payload []byte) bool {
 	now := time.Now()
 	c.lastFrame = now
+	// The next frame's timeout starts from the first read made for it. When
+	// a pipelining peer keeps a backlog, every read ends inside the next
+	// frame, so without this the read deadline would never leave the first
+	// frame's start and a healthy connection would be cut off for a frame
+	// timeout.
+	c.frameStart = time.Time{}
 	c.stats.framesIn.Add(1)
 	c.stats.bytesIn.Add(int64(len(payload)))
 	in := &c.in
