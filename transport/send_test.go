@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchboard-dev/switchboard/hl7"
 )
 
 // stalledPeer accepts one connection, reads its first n bytes, closes read
@@ -102,5 +104,43 @@ func TestSendBlockedWrite(t *testing.T) {
 				t.Errorf("connection %v, closed for %v; want reset for the failed write", info.State, info.CloseReason)
 			}
 		})
+	}
+}
+
+// TestSendWriteGetsItsTimeout: a Send's write may take as long as the
+// Send's timeout allows, even when an acknowledgement written just before
+// it left a shorter write deadline in force. Here the peer reads nothing
+// for longer than WriteTimeout, then reads the message and acknowledges it.
+func TestSendWriteGetsItsTimeout(t *testing.T) {
+	const writeTimeout = 500 * time.Millisecond
+	opened := make(chan *Conn, 1)
+	l := startListener(t, ListenerConfig{Conn: ConnConfig{WriteTimeout: writeTimeout}, Sink: &memSink{},
+		OnOpen: func(c *Conn) { opened <- c }})
+	// More than the socket buffers hold while the peer does not read.
+	payload := sizedMsg("BIG-1", 16<<20)
+	p := dialRaw(t, l, mllpFraming)
+	p.send(adt)
+	p.ackOf() // the server's write deadline is now about WriteTimeout away
+	c := <-opened
+	type result struct {
+		res SendResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := c.Send(context.Background(), payload, 20*time.Second)
+		done <- result{res, err}
+	}()
+	time.Sleep(3 * writeTimeout) // a slow reader, not an assertion
+	big := Framing{Kind: FramingMLLP, MaxFrameBytes: MaxFrameBytesLimit}
+	_ = p.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := NewDecoder(p.nc, big).Next()
+	if err != nil || len(got) != len(payload) {
+		r := <-done
+		t.Fatalf("peer read %d bytes, %v; Send = %v", len(got), err, r.err)
+	}
+	p.send(hl7.AppendAck(nil, mustHeader(t, payload), hl7.AckRequest{Code: hl7.AA, ControlID: "PEER-1", Time: time.Now()}))
+	if r := <-done; r.err != nil || r.res.Outcome != OutcomeAccepted {
+		t.Fatalf("Send = %+v, %v; want accepted", r.res, r.err)
 	}
 }
