@@ -56,3 +56,30 @@ func TestFrameTimeoutPerFrame(t *testing.T) {
 		t.Errorf("sink holds %d, want %d", sink.count(), frames)
 	}
 }
+
+// TestIdleTimeoutAfterAnswer: the idle time runs from when a frame was
+// answered, not from when it arrived. A peer waits for the answer before
+// sending more, so a Sink slower than the idle timeout must not have the
+// connection closed as idle the moment it has been answered.
+func TestIdleTimeoutAfterAnswer(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	closed := newCloseLog()
+	sink := &slowSink{delay: 2 * idle}
+	l := startListener(t, ListenerConfig{Conn: ConnConfig{IdleTimeout: idle}, Sink: sink, OnClose: closed.onClose})
+	p := dialRaw(t, l, mllpFraming)
+	for i := range 2 {
+		p.send(adt)
+		f, err := p.next()
+		if err != nil {
+			p.nc.Close()
+			t.Fatalf("answer %d: %v; the server closed for %v", i, err, closed.next(t).CloseReason)
+		}
+		if a, err := hl7.ParseAck(f); err != nil || a.Code != hl7.AA {
+			t.Fatalf("answer %d: %+v, %v; want AA", i, a, err)
+		}
+	}
+	// Left alone, it is closed as idle all the same.
+	if info := closed.next(t); info.CloseReason != CloseIdleTimeout || sink.count() != 2 {
+		t.Errorf("closed for %v with %d stored; want idle timeout, 2", info.CloseReason, sink.count())
+	}
+}

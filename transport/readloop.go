@@ -33,6 +33,11 @@ func (c *Conn) run() {
 		if !c.handleFrame(payload) {
 			return
 		}
+		// Idle time runs from the answer, not from the frame's arrival: the
+		// peer may wait for the answer before sending more, and a Sink
+		// slower than IdleTimeout must not make the next read's deadline
+		// one that has already passed.
+		c.lastFrame = time.Now()
 	}
 }
 
@@ -138,7 +143,6 @@ func (c *Conn) refuse(partial []byte, why error) {
 // connection stays open.
 func (c *Conn) handleFrame(payload []byte) bool {
 	now := time.Now()
-	c.lastFrame = now
 	// The next frame's timeout starts from the first read made for it. When
 	// a pipelining peer keeps a backlog, every read ends inside the next
 	// frame, so without this the read deadline would never leave the first
