@@ -117,6 +117,12 @@ func TestMemoryBudgetRefusesWhatDoesNotFit(t *testing.T) {
 		}
 	}
 
+	// A connection closed in the middle of a frame gives its memory back.
+	holder := dialRaw(t, l, f)
+	if _, err := holder.nc.Write(frames[again][:initialBufSize+1]); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return budget.Used() == charge })
 	l.Close()
 	if got := budget.Used(); got != 0 {
 		t.Errorf("budget holds %d bytes after every connection closed, want 0", got)
