@@ -16,8 +16,9 @@ func TestFailingSinkLogsSampled(t *testing.T) {
 	const msg = "frame answered negatively"
 	logs := newLogCounter()
 	opened := make(chan *Conn, 1)
+	closed := newCloseLog()
 	l := startListener(t, ListenerConfig{Sink: &memSink{fail: errors.New("disk full")}, Logger: slog.New(logs),
-		OnOpen: func(c *Conn) { opened <- c }})
+		OnOpen: func(c *Conn) { opened <- c }, OnClose: closed.onClose})
 	p := dialRaw(t, l, mllpFraming)
 	exchange := func() {
 		p.send(adt)
@@ -46,6 +47,10 @@ func TestFailingSinkLogsSampled(t *testing.T) {
 		lines, _ := logs.count(msg)
 		return lines >= 2
 	})
+	// A frame's line is logged after its answer is written: once the
+	// connection has closed, every line is in.
+	p.nc.Close()
+	closed.next(t)
 	lines, suppressed := logs.count(msg)
 	t.Logf("%d refused frames, %d log lines, %d suppressed", sent, lines, suppressed)
 	if suppressed == 0 {
