@@ -25,7 +25,7 @@ func (c *Conn) writeFrameN(payload []byte, deadline time.Time, exact bool) (int6
 	// WriteTimeout is good enough, unless it needs an earlier one. Not for a
 	// Send: an acknowledgement's deadline left in force would cut its write
 	// short of its timeout.
-	if exact && !deadline.Equal(c.wdl) || deadline.Before(c.wdl) || time.Until(c.wdl) < c.cfg.WriteTimeout/2 {
+	if (exact && !deadline.Equal(c.wdl)) || deadline.Before(c.wdl) || time.Until(c.wdl) < c.cfg.WriteTimeout/2 {
 		if err := c.nc.SetWriteDeadline(deadline); err != nil {
 			return 0, err
 		}
