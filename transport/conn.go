@@ -67,7 +67,7 @@ type Conn struct {
 	ackBuf      []byte
 	ids         controlIDs
 	newID       func() string
-	lastFrame   time.Time // when the last frame completed (or the connection opened)
+	lastFrame   time.Time // when the last frame was dealt with (or the connection opened)
 	frameStart  time.Time
 	curDeadline time.Time
 	sawDraining bool

@@ -39,11 +39,11 @@ func (c *Conn) read(p []byte) (int, error) {
 }
 
 // readDeadline is the deadline for the next read:
-//   - inside a frame, FrameTimeout after the frame began;
-//   - between frames, IdleTimeout after the last frame completed (or the
-//     connection opened): bytes outside frames are not activity, so a peer
-//     trickling junk cannot keep a connection open. The deadline does not
-//     move with every read, which also spares a timer update per read;
+//   - inside a frame, FrameTimeout after the first read made for it;
+//   - between frames, IdleTimeout after the last frame was answered (or
+//     the connection opened): bytes outside frames are not activity, so a
+//     peer trickling junk cannot keep a connection open. The deadline does
+//     not move with every read, which also spares a timer update per read;
 //   - while draining, no later than the drain deadline.
 func (c *Conn) readDeadline(inFrame, draining bool) time.Time {
 	var dl time.Time

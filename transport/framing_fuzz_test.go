@@ -8,8 +8,24 @@ import (
 	"testing"
 )
 
-// Fuzzing uses small limits so that the oversize paths are reached.
-var fuzzLimits = []int{64, 5}
+// Fuzzing uses small limits so that the oversize and junk-limit paths are
+// reached.
+var (
+	fuzzLimits = []int{64, 5}
+	// fuzzJunkLimits are the MaxJunkBytes tried with lenient framings: the
+	// default (beyond any fuzzed input) and limits that a few bytes of junk,
+	// or one empty frame of a long delimiter, exceed.
+	fuzzJunkLimits = []int{0, 1, 3}
+)
+
+// junkLimits returns the MaxJunkBytes worth trying with f: junk only
+// counts in lenient framings with markers.
+func junkLimits(f Framing) []int {
+	if f.Strict || f.Kind == FramingLengthPrefix {
+		return []int{0}
+	}
+	return fuzzJunkLimits
+}
 
 // fuzzReader serves data in chunks chosen by splits. For each split byte,
 // the low six bits give the chunk size minus one; bit 0x40 makes the read
@@ -153,9 +169,11 @@ func fuzzFramings(f *testing.F, framings []Framing, seeds [][]byte, check func(*
 	}
 	f.Fuzz(func(t *testing.T, data, splits []byte) {
 		for _, fr := range framings {
-			for _, limit := range fuzzLimits {
-				fr.MaxFrameBytes = limit
-				check(t, fr, data, splits)
+			for _, junk := range junkLimits(fr) {
+				for _, limit := range fuzzLimits {
+					fr.MaxFrameBytes, fr.MaxJunkBytes = limit, junk
+					check(t, fr, data, splits)
+				}
 			}
 		}
 	})
@@ -178,6 +196,8 @@ func mllpSeeds() [][]byte {
 		[]byte("\x0b\x1c\x1c\x0d\x0b\x0b\x0d\x1c"),
 		// A nested start just past the limit of 64.
 		[]byte("\x0b" + string(bytes.Repeat([]byte("x"), 65)) + "\x0bA\x1c\x0d"),
+		// Junk runs below, at and over the small junk limits.
+		[]byte("x\x0bA\x1c\x0dxxx\x0bB\x1c\x0d\rxxxx\x0bC\x1c\x0d"),
 	}
 }
 
@@ -214,6 +234,7 @@ func FuzzDecodeDelimiter(f *testing.F) {
 		[]byte("a\nb\n\n\nc"),
 		[]byte("one\r\ntwo\r\r\n\r\nthree\r"),
 		[]byte("xabababyabab\nabab\r\n"),
+		[]byte("a\n\nb\n\n\n\nc\r\n\r\n\r\nabababababab"),
 		[]byte("aaaaaaaa\r\nbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n"),
 	}
 	fuzzFramings(f, framings, seeds, checkBoth)
@@ -232,6 +253,7 @@ func FuzzDecodeStartEnd(f *testing.F) {
 		[]byte("junk<<A>>>><<B<<C>>"),
 		[]byte("xabcaabab aab abaab"),
 		[]byte("{{a}{{b}}{{{c}"),
+		[]byte("x<<A>>xxx<<B>>x<x<x<<C>>aaab<<"),
 		[]byte("<" + string(bytes.Repeat([]byte("<x"), 40)) + ">>"),
 	}
 	fuzzFramings(f, framings, seeds, checkBoth)

@@ -33,6 +33,16 @@ func (c *Conn) run() {
 		if !c.handleFrame(payload) {
 			return
 		}
+		// Both read deadlines restart once a frame is dealt with. Idle time
+		// runs from the answer, not the frame's arrival: the peer may wait
+		// for the answer before sending more, and a Sink slower than
+		// IdleTimeout must not leave the next read a deadline that has
+		// already passed. The next frame's timeout starts from the first
+		// read made for it: while a pipelining peer keeps a backlog every
+		// read ends inside the next frame, and without the reset the
+		// deadline would stay at the first frame's start and cut a healthy
+		// connection off for a frame timeout.
+		c.lastFrame, c.frameStart = time.Now(), time.Time{}
 	}
 }
 
@@ -138,7 +148,6 @@ func (c *Conn) refuse(partial []byte, why error) {
 // connection stays open.
 func (c *Conn) handleFrame(payload []byte) bool {
 	now := time.Now()
-	c.lastFrame = now
 	c.stats.framesIn.Add(1)
 	c.stats.bytesIn.Add(int64(len(payload)))
 	in := &c.in

@@ -72,7 +72,7 @@ func (c *Conn) send1(ctx context.Context, payload []byte, timeout time.Duration)
 	if _, ok := ctx.Deadline(); !ok && ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() { _ = c.nc.SetWriteDeadline(time.Now()) })
 	}
-	n, err := c.writeFrameN(payload, deadline)
+	n, err := c.writeFrameN(payload, deadline, true)
 	if stop != nil {
 		stop()
 	}

@@ -2,9 +2,10 @@ package transport
 
 import "time"
 
-// writeFrame writes one framed payload before deadline.
+// writeFrame writes one framed payload (an acknowledgement) before
+// deadline.
 func (c *Conn) writeFrame(payload []byte, deadline time.Time) error {
-	_, err := c.writeFrameN(payload, deadline)
+	_, err := c.writeFrameN(payload, deadline, false)
 	return err
 }
 
@@ -13,14 +14,18 @@ func (c *Conn) writeFrame(payload []byte, deadline time.Time) error {
 const smallFrame = 16 << 10
 
 // writeFrameN writes one framed payload before deadline and returns how
-// many bytes reached the socket.
-func (c *Conn) writeFrameN(payload []byte, deadline time.Time) (int64, error) {
+// many bytes reached the socket. exact makes deadline the one in force
+// rather than an upper bound: a Send's write may take all of its timeout,
+// which can be longer than WriteTimeout.
+func (c *Conn) writeFrameN(payload []byte, deadline time.Time, exact bool) (int64, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	// Moving the deadline costs a timer update per write; a deadline in
-	// force that still leaves half of WriteTimeout is good enough, unless
-	// the caller needs an earlier one.
-	if deadline.Before(c.wdl) || time.Until(c.wdl) < c.cfg.WriteTimeout/2 {
+	// Moving the deadline costs a timer update per write; for an
+	// acknowledgement, a deadline in force that still leaves half of
+	// WriteTimeout is good enough, unless it needs an earlier one. Not for a
+	// Send: an acknowledgement's deadline left in force would cut its write
+	// short of its timeout.
+	if (exact && !deadline.Equal(c.wdl)) || deadline.Before(c.wdl) || time.Until(c.wdl) < c.cfg.WriteTimeout/2 {
 		if err := c.nc.SetWriteDeadline(deadline); err != nil {
 			return 0, err
 		}
