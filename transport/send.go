@@ -69,12 +69,22 @@ func (c *Conn) send1(ctx context.Context, payload []byte, timeout time.Duration)
 	// deadline can still be cancelled in the middle of a blocked write;
 	// only those pay for the context callback.
 	var stop func() bool
+	var interrupted chan struct{}
 	if _, ok := ctx.Deadline(); !ok && ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = c.nc.SetWriteDeadline(time.Now()) })
+		interrupted = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			_ = c.nc.SetWriteDeadline(time.Now())
+			close(interrupted)
+		})
 	}
 	n, err := c.writeFrameN(payload, deadline, true)
-	if stop != nil {
-		stop()
+	if stop != nil && !stop() {
+		// The cancel came as the write ended: its "now" deadline must not
+		// outlive this write and fail the next acknowledgement.
+		<-interrupted
+		c.wmu.Lock()
+		c.wdl = time.Time{}
+		c.wmu.Unlock()
 	}
 	if err != nil {
 		c.takePending(p)
