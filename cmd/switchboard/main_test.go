@@ -301,3 +301,25 @@ func TestHealthFollowsJournal(t *testing.T) {
 		t.Errorf("logged %d errors and %d infos for two failures and two recoveries; want 2 and 2", e, i)
 	}
 }
+
+// TestMemoryLimit: serve sets a soft memory limit above the buffered-frame
+// budget unless told otherwise, and leaves GOMEMLIMIT to the runtime.
+func TestMemoryLimit(t *testing.T) {
+	f := serveFlags{maxBuffered: 256 << 20, memoryLimit: -1}
+	t.Setenv("GOMEMLIMIT", "")
+	if got := memoryLimit(f); got != 512<<20 {
+		t.Errorf("default memory limit = %d, want the budget + 256 MiB", got)
+	}
+	f.memoryLimit = 0
+	if got := memoryLimit(f); got != 0 {
+		t.Errorf("--memory-limit 0 gives %d, want none", got)
+	}
+	f.memoryLimit = 1 << 30
+	if got := memoryLimit(f); got != 1<<30 {
+		t.Errorf("--memory-limit 1GiB gives %d", got)
+	}
+	t.Setenv("GOMEMLIMIT", "2GiB")
+	if got := memoryLimit(f); got != 0 {
+		t.Errorf("with GOMEMLIMIT set, serve sets %d; want it left to the runtime", got)
+	}
+}

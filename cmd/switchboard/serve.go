@@ -12,6 +12,7 @@ import (
 	_ "net/http/pprof" // served only when --pprof-addr is set
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ type serveFlags struct {
 	noFsync         bool
 	pprofAddr       string
 	maxBuffered     int64
+	memoryLimit     int64
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
@@ -51,6 +53,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Second, "on shutdown, how long gRPC calls may take to finish after draining before they are cut")
 	fs.BoolVar(&f.noFsync, "no-fsync", false, "UNSAFE: acknowledge frames once written to the OS, without fsync; a power loss can lose acknowledged messages (benchmarks and labs only)")
 	fs.Int64Var(&f.maxBuffered, "max-buffered-bytes", service.DefaultMaxBufferedBytes, "memory all connections together may hold for messages being received; a message that cannot get memory is refused (negative ACK, resend later)")
+	fs.Int64Var(&f.memoryLimit, "memory-limit", -1, "Go soft memory limit in bytes (runtime/debug.SetMemoryLimit), so garbage left by growing receive buffers is collected before the process grows far past its live memory; default --max-buffered-bytes + 256 MiB; 0: none; the GOMEMLIMIT environment variable, when set, wins")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -92,6 +95,10 @@ func serve(args []string, stderr io.Writer) error {
 	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
+	}
+	if limit := memoryLimit(f); limit > 0 {
+		debug.SetMemoryLimit(limit)
+		logger.Info("memory limit set", "memory_limit_bytes", limit)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -193,6 +200,21 @@ func followJournalHealth(ctx context.Context, j journal.Journal, hs *health.Serv
 func setServing(hs *health.Server, st healthpb.HealthCheckResponse_ServingStatus) {
 	hs.SetServingStatus("", st)
 	hs.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, st)
+}
+
+// memoryLimit is the soft memory limit serve sets: the buffered-frame
+// budget bounds live frame memory, but each buffer growth leaves the smaller
+// buffer as garbage, and with the default GC pacing the process could reach
+// about twice the budget before collecting it. GOMEMLIMIT, when set, is left
+// to the runtime.
+func memoryLimit(f serveFlags) int64 {
+	switch {
+	case os.Getenv("GOMEMLIMIT") != "":
+		return 0
+	case f.memoryLimit >= 0:
+		return f.memoryLimit
+	}
+	return f.maxBuffered + 256<<20
 }
 
 // closeJournal closes the journal, but does not wait longer than timeout:
