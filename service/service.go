@@ -82,7 +82,7 @@ func New(cfg Config) (*Service, error) {
 		sink:     journalSink{j: cfg.Journal},
 		budget:   transport.NewMemoryBudget(cfg.MaxBufferedBytes),
 		observer: cfg.Observer,
-		reg:      registry.New(cfg.Logger),
+		reg:      registry.New(registry.Config{Logger: cfg.Logger}),
 		ctx:      ctx,
 		cancel:   cancel,
 	}, nil

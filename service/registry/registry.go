@@ -65,6 +65,7 @@ const (
 
 // Registry is the set of live resources. It is safe for concurrent use.
 type Registry struct {
+	cfg Config
 	log *slog.Logger
 	// listen and dial are transport.Listen and transport.Dial; tests
 	// replace them to hold an I/O step open.
@@ -99,12 +100,33 @@ type connection struct {
 	listenerID string                          // inbound only
 }
 
+// Config configures a Registry.
+type Config struct {
+	// Logger receives lifecycle logs; nil discards them.
+	Logger *slog.Logger
+	// State keeps desired state durably; nil keeps it in memory only (it
+	// is lost with the process).
+	State StateStore
+	// ListenerConfig and DialConfig build the transport configuration of a
+	// spec, for resources the registry recreates by itself (after a
+	// restart). Required with State.
+	ListenerConfig func(*switchboardv1.ListenerConfig) transport.ListenerConfig
+	DialConfig     func(*switchboardv1.ConnectionConfig) transport.DialConfig
+	// OutboundChanged is called after an outbound connection resource is
+	// created (by Connect or when restored) and after it is removed
+	// (Disconnect), outside the registry's lock, so the outbox can start
+	// and stop the connection's worker.
+	OutboundChanged func(id string, spec *switchboardv1.ConnectionConfig, removed bool)
+}
+
 // New returns an empty registry.
-func New(logger *slog.Logger) *Registry {
+func New(cfg Config) *Registry {
+	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Registry{
+		cfg:       cfg,
 		log:       logger,
 		listen:    transport.Listen,
 		dial:      transport.Dial,
@@ -439,6 +461,37 @@ func (r *Registry) Conn(id string) (*transport.Conn, error) {
 		return nil, &ResourceError{TypeConnection, id, ErrNotFound}
 	}
 	return e.session, nil
+}
+
+// WaitOpen returns the open session of connection id, waiting (until ctx
+// ends) while the connection is being opened or reconnected. It returns
+// ErrNotFound for an unknown or removed connection.
+//
+// Until reconnection lands, a closed session is returned as it is.
+func (r *Registry) WaitOpen(ctx context.Context, id string) (*transport.Conn, error) {
+	for {
+		r.mu.Lock()
+		e, ok := r.conns[id]
+		var ch chan struct{}
+		var c *transport.Conn
+		if ok {
+			ch, c = e.dialing, e.session
+		}
+		r.mu.Unlock()
+		switch {
+		case !ok:
+			return nil, &ResourceError{TypeConnection, id, ErrNotFound}
+		case c != nil && ch == nil:
+			return c, nil
+		case ch == nil:
+			return nil, &ResourceError{TypeConnection, id, ErrNotFound}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // Connection returns a view of connection id.
