@@ -147,7 +147,7 @@ func listenerToProto(v registry.ListenerView) *switchboardv1.Listener {
 		ListenerId: v.ID,
 		Config:     v.Spec,
 		Status: &switchboardv1.ListenerStatus{
-			State:                         listenerState(info.State),
+			State:                         listenerState(v.State),
 			BoundAddress:                  info.Addr,
 			CreateTime:                    timestamp(v.Created),
 			OpenConnectionCount:           int64(info.Open),
@@ -165,7 +165,7 @@ func connToProto(v registry.ConnectionView) *switchboardv1.Connection {
 		ConnectionId: v.ID,
 		Direction:    direction(info.Direction),
 		Status: &switchboardv1.ConnectionStatus{
-			State:            connState(info.State),
+			State:            connState(v.State),
 			LocalAddress:     info.LocalAddr,
 			RemoteAddress:    info.RemoteAddr,
 			OpenTime:         timestamp(info.OpenTime),
@@ -240,26 +240,32 @@ func sendResultToProto(r transport.SendResult) *switchboardv1.SendResponse {
 // The enum mappings are switches whose default is UNSPECIFIED; a test
 // ranges over every transport value so none falls through unnoticed.
 
-func listenerState(s transport.ListenerState) switchboardv1.ListenerState {
+func listenerState(s registry.ListenerState) switchboardv1.ListenerState {
 	switch s {
-	case transport.ListenerListening:
+	case registry.ListenerListening:
 		return switchboardv1.ListenerState_LISTENER_STATE_LISTENING
-	case transport.ListenerDraining:
+	case registry.ListenerDraining:
 		return switchboardv1.ListenerState_LISTENER_STATE_DRAINING
-	case transport.ListenerStopped:
+	case registry.ListenerStopped:
 		return switchboardv1.ListenerState_LISTENER_STATE_STOPPED
+	case registry.ListenerBackingOff:
+		return switchboardv1.ListenerState_LISTENER_STATE_BACKING_OFF
 	}
 	return switchboardv1.ListenerState_LISTENER_STATE_UNSPECIFIED
 }
 
-func connState(s transport.ConnState) switchboardv1.ConnectionState {
+func connState(s registry.ConnState) switchboardv1.ConnectionState {
 	switch s {
-	case transport.StateOpen:
+	case registry.ConnOpen:
 		return switchboardv1.ConnectionState_CONNECTION_STATE_OPEN
-	case transport.StateDraining:
+	case registry.ConnDraining:
 		return switchboardv1.ConnectionState_CONNECTION_STATE_DRAINING
-	case transport.StateClosed:
+	case registry.ConnClosed:
 		return switchboardv1.ConnectionState_CONNECTION_STATE_CLOSED
+	case registry.ConnConnecting:
+		return switchboardv1.ConnectionState_CONNECTION_STATE_CONNECTING
+	case registry.ConnBackingOff:
+		return switchboardv1.ConnectionState_CONNECTION_STATE_BACKING_OFF
 	}
 	return switchboardv1.ConnectionState_CONNECTION_STATE_UNSPECIFIED
 }

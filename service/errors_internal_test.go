@@ -345,9 +345,12 @@ func TestEnumMappings(t *testing.T) {
 	checkEnum(t, transport.AckCodes(), ackCode)
 	checkEnum(t, transport.Outcomes(), sendOutcome)
 	checkEnum(t, transport.SendCauses(), func(c transport.SendCause) switchboardv1.SendFailureCause { return sendCauses[c] })
-	// transport has no lists of these; they are written out here.
-	checkEnum(t, []transport.ListenerState{transport.ListenerListening, transport.ListenerDraining, transport.ListenerStopped}, listenerState)
-	checkEnum(t, []transport.ConnState{transport.StateOpen, transport.StateDraining, transport.StateClosed}, connState)
+	// A resource's state is the registry's (transport's session states
+	// and the registry's own for retries; registry's tests check that
+	// every transport state has its registry state).
+	checkEnum(t, registry.ListenerStates(), listenerState)
+	checkEnum(t, registry.ConnStates(), connState)
+	// transport has no list of these; they are written out here.
 	checkEnum(t, []transport.Direction{transport.Inbound, transport.Outbound}, direction)
 	checkEnum(t, []journal.Kind{journal.KindMessage, journal.KindAck}, recordKind)
 

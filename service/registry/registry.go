@@ -148,14 +148,16 @@ type ListenerView struct {
 	ID      string
 	Spec    *switchboardv1.ListenerConfig // as given; never modify
 	Created time.Time
+	State   ListenerState
 	Info    transport.ListenerInfo
 }
 
 // ConnectionView is a snapshot of a connection.
 type ConnectionView struct {
-	ID   string
-	Spec *switchboardv1.ConnectionConfig // outbound only; as given; never modify
-	Info transport.ConnInfo
+	ID    string
+	Spec  *switchboardv1.ConnectionConfig // outbound only; as given; never modify
+	State ConnState
+	Info  transport.ConnInfo
 }
 
 func (e *listener) view() ListenerView {
@@ -163,6 +165,7 @@ func (e *listener) view() ListenerView {
 	if e.stopped == nil || !isClosed(e.stopped) {
 		v.Info = e.l.Info()
 	}
+	v.State = boundState(v.Info.State)
 	return v
 }
 
@@ -174,8 +177,9 @@ func (e *connection) view() ConnectionView {
 	case e.session != nil:
 		v.Info = e.session.Info()
 	default: // first dial still running
-		v.Info = transport.ConnInfo{ID: e.id, Direction: transport.Outbound}
+		v.Info = transport.ConnInfo{ID: e.id, Direction: transport.Outbound, State: transport.StateClosed}
 	}
+	v.State = sessionState(v.Info.State)
 	return v
 }
 
@@ -444,7 +448,7 @@ func (r *Registry) Disconnect(ctx context.Context, id string) (ConnectionView, e
 	if c != nil {
 		c.Close()
 	}
-	v := ConnectionView{ID: e.id, Spec: e.spec}
+	v := ConnectionView{ID: e.id, Spec: e.spec, State: ConnClosed}
 	if c != nil {
 		v.Info = c.Info()
 	}
