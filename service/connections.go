@@ -56,10 +56,15 @@ func (s *Service) ListConnections(ctx context.Context, req *switchboardv1.ListCo
 // sendDeadlineMargin is the most a Send ends before the caller's deadline.
 const sendDeadlineMargin = 200 * time.Millisecond
 
-// Send writes one message and waits for the peer's acknowledgement.
+// Send writes one message and waits for the peer's acknowledgement (direct
+// mode). On an outbound connection that is reconnecting it first waits,
+// within the call's deadline, for the connection to open, unless the caller
+// asked to fail fast; it also waits when the session it was given closes
+// before the message could be written.
 func (s *Service) Send(ctx context.Context, req *switchboardv1.SendRequest) (*switchboardv1.SendResponse, error) {
-	c, err := s.reg.Conn(req.GetConnectionId())
-	if err != nil {
+	id, failFast := req.GetConnectionId(), req.GetFailFast()
+	c, err := s.reg.Conn(id)
+	if err != nil && (failFast || !errors.Is(err, registry.ErrReconnecting)) {
 		return nil, s.toStatus(ctx, err)
 	}
 	// Answer a little before the caller's deadline: when the deadline fires
@@ -70,13 +75,31 @@ func (s *Service) Send(ctx context.Context, req *switchboardv1.SendRequest) (*sw
 		ctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Until(d)/5, sendDeadlineMargin)))
 		defer cancel()
 	}
-	res, err := c.Send(ctx, req.GetPayload(), durationOr(req.GetAckTimeout(), 0))
-	if err != nil {
-		var se *transport.SendError
-		if errors.As(err, &se) {
-			return nil, sendStatus(se, req.GetConnectionId())
+	var lost *transport.Conn // a session that closed under this Send
+	for {
+		if errors.Is(err, registry.ErrReconnecting) && !failFast {
+			c, err = s.reg.WaitOpen(ctx, id)
 		}
-		return nil, s.toStatus(ctx, err)
+		if err != nil {
+			// The connection existed when the Send began: whatever ended
+			// the wait, nothing was written.
+			return nil, notSentStatus(err, id)
+		}
+		var res transport.SendResult
+		res, err = c.Send(ctx, req.GetPayload(), durationOr(req.GetAckTimeout(), 0))
+		var se *transport.SendError
+		switch {
+		case err == nil:
+			return sendResultToProto(res), nil
+		case !errors.As(err, &se):
+			return nil, s.toStatus(ctx, err)
+		case se.Cause == transport.CauseNotOpen && !se.Written && !failFast &&
+			c.Direction() == transport.Outbound && c != lost && ctx.Err() == nil:
+			// Lost just before the write: wait for the reconnect.
+			lost = c
+			c, err = s.reg.Conn(id)
+			continue
+		}
+		return nil, sendStatus(se, id)
 	}
-	return sendResultToProto(res), nil
 }

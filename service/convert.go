@@ -134,6 +134,14 @@ func text(s string) string {
 	return s
 }
 
+// errText is an error's text for a status field, empty for none.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return text(err.Error())
+}
+
 func timestamp(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
 		return nil
@@ -155,6 +163,8 @@ func listenerToProto(v registry.ListenerView) *switchboardv1.Listener {
 			RejectedConnectionCount:       info.Rejected,
 			SourceRejectedConnectionCount: info.SourceRejected,
 			ConnectionTotals:              countersToProto(&info.Totals),
+			LastError:                     errText(v.LastError),
+			NextAttemptTime:               timestamp(v.NextAttempt),
 		},
 	}
 }
@@ -165,19 +175,21 @@ func connToProto(v registry.ConnectionView) *switchboardv1.Connection {
 		ConnectionId: v.ID,
 		Direction:    direction(info.Direction),
 		Status: &switchboardv1.ConnectionStatus{
-			State:            connState(v.State),
-			LocalAddress:     info.LocalAddr,
-			RemoteAddress:    info.RemoteAddr,
-			OpenTime:         timestamp(info.OpenTime),
-			LastActivityTime: timestamp(info.LastActivity),
-			Counters:         countersToProto(&info.Counters),
-			CloseReason:      closeReason(info.CloseReason),
-			CloseTime:        timestamp(info.CloseTime),
+			State:              connState(v.State),
+			LocalAddress:       info.LocalAddr,
+			RemoteAddress:      info.RemoteAddr,
+			OpenTime:           timestamp(info.OpenTime),
+			LastActivityTime:   timestamp(info.LastActivity),
+			Counters:           countersToProto(&info.Counters),
+			CloseReason:        closeReason(info.CloseReason),
+			CloseTime:          timestamp(info.CloseTime),
+			LastError:          errText(v.LastError),
+			NextAttemptTime:    timestamp(v.NextAttempt),
+			FailedConnectCount: v.FailedConnects,
+			ReconnectCount:     v.Reconnects,
 		},
 	}
-	if info.CloseErr != nil {
-		c.Status.CloseDetail = text(info.CloseErr.Error())
-	}
+	c.Status.CloseDetail = errText(info.CloseErr)
 	if v.Spec != nil {
 		c.Origin = &switchboardv1.Connection_Config{Config: v.Spec}
 	} else {

@@ -83,6 +83,9 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return statusOf(codes.NotFound, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_FOUND, nil, resource())
 	case errors.As(err, &re) && errors.Is(err, registry.ErrConflict):
 		return statusOf(codes.AlreadyExists, err.Error()+"; remove it first", switchboardv1.ErrorReason_ERROR_REASON_CONFIG_CONFLICT, nil, resource())
+	case errors.As(err, &re) && re.Type == registry.TypeConnection &&
+		(errors.Is(err, registry.ErrNotOpen) || errors.Is(err, registry.ErrReconnecting)):
+		return notSentStatus(err, re.ID)
 	case errors.As(err, &re) && errors.Is(err, registry.ErrStopping):
 		return statusOf(codes.FailedPrecondition, err.Error()+"; retry once StopListener returns", switchboardv1.ErrorReason_ERROR_REASON_STOPPING, nil, resource())
 	case errors.Is(err, transport.ErrAddrNotBindable):
@@ -158,6 +161,18 @@ func sendStatus(se *transport.SendError, connID string) error {
 		failure.Ack = peerAckToProto(se.Ack)
 	}
 	return statusOf(code, se.Error(), reason, meta, failure)
+}
+
+// notSentStatus reports a Send that found no open session, or gave up
+// waiting for one (the connection removed, the server shutting down, the
+// deadline): NOT_SENT, since nothing was written, with cause
+// CONNECTION_NOT_OPEN (CANCELLED when the caller cancelled).
+func notSentStatus(err error, connID string) error {
+	cause := transport.CauseNotOpen
+	if errors.Is(err, context.Canceled) {
+		cause = transport.CauseCancelled
+	}
+	return sendStatus(&transport.SendError{Cause: cause, Err: err}, connID)
 }
 
 // streamEnded is the status a Receive stream ends with: UNAVAILABLE with

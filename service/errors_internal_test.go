@@ -306,6 +306,51 @@ func TestSendStatus(t *testing.T) {
 	}
 }
 
+// TestNotOpenStatus: a Send that finds no open session, or stops waiting
+// for one, is NOT_SENT (nothing was written), UNAVAILABLE with cause
+// CONNECTION_NOT_OPEN, or CANCELLED when the caller cancelled; never
+// NOT_FOUND or INTERNAL.
+func TestNotOpenStatus(t *testing.T) {
+	s := &Service{log: slog.New(slog.DiscardHandler)}
+	conn := func(err error) error {
+		return &registry.ResourceError{Type: registry.TypeConnection, ID: "c-1", Err: err}
+	}
+	for _, tc := range []struct {
+		name  string
+		err   error
+		code  codes.Code
+		cause switchboardv1.SendFailureCause
+	}{
+		{"reconnecting, fail fast", conn(registry.ErrReconnecting), codes.Unavailable, switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN},
+		{"closed, not reconnecting", conn(registry.ErrNotOpen), codes.Unavailable, switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN},
+		{"deadline while waiting", conn(fmt.Errorf("%w: %w", registry.ErrNotOpen, context.DeadlineExceeded)),
+			codes.Unavailable, switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN},
+		{"cancelled while waiting", conn(fmt.Errorf("%w: %w", registry.ErrNotOpen, context.Canceled)),
+			codes.Canceled, switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CANCELLED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := status.Convert(s.toStatus(t.Context(), tc.err))
+			ei, _, _, sf := statusDetails(t, st)
+			want := &switchboardv1.SendFailure{Cause: tc.cause, ConnectionId: "c-1"}
+			if st.Code() != tc.code || ei.GetReason() != "NOT_SENT" || !proto.Equal(sf, want) {
+				t.Errorf("status = %v %v %v, want %v NOT_SENT %v", st.Code(), ei, sf, tc.code, want)
+			}
+		})
+	}
+	// A removal or shutdown that ends the wait is NOT_SENT too, not
+	// NOT_FOUND or SHUTTING_DOWN: the Send found the connection.
+	for _, err := range []error{conn(registry.ErrNotFound), registry.ErrShuttingDown} {
+		if ei := errorInfoOf(t, notSentStatus(err, "c-1")); ei.GetReason() != "NOT_SENT" {
+			t.Errorf("notSentStatus(%v) reason %v, want NOT_SENT", err, ei.GetReason())
+		}
+	}
+}
+
+func errorInfoOf(t *testing.T, err error) *errdetails.ErrorInfo {
+	ei, _, _, _ := statusDetails(t, status.Convert(err))
+	return ei
+}
+
 // TestErrorReasonsUsed: every ErrorReason the API defines is what some error
 // maps to, so none is documented but never sent.
 func TestErrorReasonsUsed(t *testing.T) {

@@ -43,6 +43,11 @@ type Config struct {
 	// Observer receives every connection's events (metrics, event streams);
 	// nil: none.
 	Observer *transport.Observer
+	// State keeps the listeners and outbound connections callers created
+	// (desired state), so that Restore brings them back after a restart:
+	// the embedded one is pebblejournal.Journal.StateStore. Nil keeps them
+	// in memory only.
+	State registry.StateStore
 }
 
 // Service implements switchboardv1.SwitchboardServiceServer.
@@ -76,16 +81,31 @@ func New(cfg Config) (*Service, error) {
 		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{
+	s := &Service{
 		log:      cfg.Logger,
 		journal:  cfg.Journal,
 		sink:     journalSink{j: cfg.Journal},
 		budget:   transport.NewMemoryBudget(cfg.MaxBufferedBytes),
 		observer: cfg.Observer,
-		reg:      registry.New(registry.Config{Logger: cfg.Logger}),
 		ctx:      ctx,
 		cancel:   cancel,
-	}, nil
+	}
+	s.reg = registry.New(registry.Config{
+		Logger:         cfg.Logger,
+		State:          cfg.State,
+		ListenerConfig: s.listenerConfig,
+		DialConfig:     s.dialConfig,
+	})
+	return s, nil
+}
+
+// Restore brings back the listeners and outbound connections recorded in
+// Config.State (see registry.Registry.Restore): call it once, before the
+// server reports SERVING. It returns when every listener has been bound or
+// is backing off and every outbound connection has had a first, short try;
+// the error is the state store's, when it cannot be read.
+func (s *Service) Restore(ctx context.Context) error {
+	return s.reg.Restore(ctx)
 }
 
 // Budget returns the memory budget shared by all connections.
