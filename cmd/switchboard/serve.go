@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/service"
+	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
@@ -83,10 +84,12 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: want text or json, got %q", format)
 }
 
-// serve runs the service until SIGINT or SIGTERM, then shuts down in order:
-// health NOT_SERVING, listeners and connections drain, Receive streams end
-// with UNAVAILABLE, gRPC stops (bounded), the journal closes. While it
-// serves, health follows the journal (followJournalHealth).
+// serve restores the listeners and connections of the last run (health is
+// NOT_SERVING until then), runs the service until SIGINT or SIGTERM, then
+// shuts down in order: health NOT_SERVING, listeners and connections drain,
+// Receive streams end with UNAVAILABLE, gRPC stops (bounded), the journal
+// closes. While it serves, health follows the journal
+// (followJournalHealth).
 func serve(args []string, stderr io.Writer) error {
 	f, err := parseServeFlags(args, stderr)
 	if err != nil {
@@ -115,7 +118,11 @@ func serve(args []string, stderr io.Writer) error {
 		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 	}
 
-	svc, err := service.New(service.Config{Journal: j, Logger: logger, MaxBufferedBytes: f.maxBuffered})
+	state := desiredState(j)
+	if state == nil {
+		logger.Warn("no state store: listeners and connections are not kept across restarts")
+	}
+	svc, err := service.New(service.Config{Journal: j, Logger: logger, MaxBufferedBytes: f.maxBuffered, State: state})
 	if err != nil {
 		return err
 	}
@@ -123,6 +130,10 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// NOT_SERVING until the desired state is back (Restore below): a
+	// balancer or orchestrator must not send work to a server whose
+	// listeners and connections are not up yet.
+	setServing(hs, healthpb.HealthCheckResponse_NOT_SERVING)
 	lis, err := net.Listen("tcp", f.grpcAddr)
 	if err != nil {
 		return fmt.Errorf("gRPC listen: %w", err)
@@ -137,6 +148,13 @@ func serve(args []string, stderr io.Writer) error {
 		defer ps.Close()
 		logger.Info("pprof enabled", "pprof_addr", f.pprofAddr)
 	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
+	if err := restoreThenServe(ctx, svc, hs); err != nil && ctx.Err() == nil {
+		svc.Shutdown(context.Background())
+		gs.Stop()
+		return err
+	}
 	hctx, stopHealth := context.WithCancel(context.Background())
 	healthDone := make(chan struct{})
 	go func() {
@@ -146,8 +164,6 @@ func serve(args []string, stderr io.Writer) error {
 	// Stopped before hs.Shutdown below, so it cannot report SERVING again.
 	defer func() { stopHealth(); <-healthDone }()
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- gs.Serve(lis) }()
 	last, _ := j.LastSeq(ctx)
 	logger.Info("switchboard serving", "grpc_addr", lis.Addr().String(), "data_dir", f.dataDir, "last_seq", last)
 
@@ -167,6 +183,25 @@ func serve(args []string, stderr io.Writer) error {
 	logger.Info("stopped")
 	return nil
 }
+
+// restoreThenServe brings back the last run's listeners and connections,
+// then reports SERVING. Health answers NOT_SERVING meanwhile (gRPC is
+// already serving); Restore is bounded, so a peer that does not answer
+// cannot hold the restart up.
+func restoreThenServe(ctx context.Context, svc interface{ Restore(context.Context) error }, hs *health.Server) error {
+	if err := svc.Restore(ctx); err != nil {
+		return fmt.Errorf("restore listeners and connections: %w", err)
+	}
+	setServing(hs, healthpb.HealthCheckResponse_SERVING)
+	return nil
+}
+
+// desiredState is the store serve keeps desired state in.
+//
+// TODO(sf-storage): return j.StateStore() (the Pebble keyspace beside the
+// journal) once the storage branch lands; until then nil keeps listeners
+// and connections in memory only, and serve logs that at startup.
+func desiredState(*pebblejournal.Journal) registry.StateStore { return nil }
 
 // followJournalHealth keeps the gRPC health status in step with the
 // journal: NOT_SERVING while it cannot store messages, SERVING again once it
