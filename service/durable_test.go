@@ -2,12 +2,14 @@ package service_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -337,4 +339,90 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// BenchmarkRestart measures a restart to SERVING with 100 listeners and 100
+// outbound connections: open the journal, build the service and its gRPC
+// server, Restore (every listener bound, every connection open): ns/op is
+// one restart (the checks and the shutdown after it are not timed). The
+// issue's budget is 5 s.
+func BenchmarkRestart(b *testing.B) {
+	const n = 100
+	dir, st := b.TempDir(), &memState{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Go(func() { // a peer that accepts and holds every connection
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, nc)
+		}
+	})
+	var gs *grpc.Server
+	open := func() (*pebblejournal.Journal, *service.Service) {
+		j, err := pebblejournal.Open(dir, pebblejournal.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		svc, err := service.New(service.Config{Journal: j, State: st})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if gs, _, err = service.NewGRPCServer(svc, service.ServerOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		return j, svc
+	}
+	closeAll := func(j *pebblejournal.Journal, svc *service.Service) {
+		svc.Shutdown(context.Background())
+		gs.Stop()
+		if err := j.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	j, svc := open()
+	for i := range n {
+		id := fmt.Sprintf("l-%03d", i)
+		if _, err := svc.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: id, Config: &switchboardv1.ListenerConfig{Address: "127.0.0.1:0"}}); err != nil {
+			b.Fatal(err)
+		}
+		id = fmt.Sprintf("c-%03d", i)
+		if _, err := svc.Connect(ctx, &switchboardv1.ConnectRequest{ConnectionId: id, Config: &switchboardv1.ConnectionConfig{Address: ln.Addr().String()}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	closeAll(j, svc)
+	b.ResetTimer()
+	for b.Loop() {
+		j, svc := open()
+		if err := svc.Restore(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		cs, err := svc.ListConnections(ctx, &switchboardv1.ListConnectionsRequest{PageSize: 1000})
+		if err != nil || len(cs.GetConnections()) != n {
+			b.Fatalf("restored %d connections, %v", len(cs.GetConnections()), err)
+		}
+		for _, c := range cs.GetConnections() {
+			if c.GetStatus().GetState() != switchboardv1.ConnectionState_CONNECTION_STATE_OPEN {
+				b.Fatalf("connection %s is %v after Restore", c.GetConnectionId(), c.GetStatus().GetState())
+			}
+		}
+		closeAll(j, svc)
+		b.StartTimer()
+	}
 }

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -308,5 +309,46 @@ func TestStartListenerRetriesBackingOff(t *testing.T) {
 	squatter.Close()
 	if v, err := r.StartListener(ctx, "l", s, listenerCfgFor(s)); err != nil || v.State != ListenerListening {
 		t.Errorf("StartListener once the port is free = %v (%v), %v; want it listening", v.State, v.LastError, err)
+	}
+}
+
+// TestRestoreDoesNotWaitForPeers: a restored connection whose peer does not
+// answer (its dial hangs) holds Restore up only for restoreWait, is listed
+// CONNECTING meanwhile, and does not keep the other connection from
+// opening.
+func TestRestoreDoesNotWaitForPeers(t *testing.T) {
+	ctx := testCtx(t)
+	state := newMemState()
+	peer := startTCPPeer(t)
+	first := New(Config{State: state})
+	for _, id := range []string{"hangs", "ok"} {
+		if _, err := first.connectSpec(ctx, id, fastReconnect(peer.addr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first.Shutdown(time.Now())
+
+	r := durableRegistry(t, state, nil)
+	r.restoreWait = 100 * time.Millisecond
+	release := make(chan struct{})
+	defer close(release)
+	r.dial = func(ctx context.Context, cfg transport.DialConfig) (*transport.Conn, error) {
+		if cfg.ID == "hangs" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil, fmt.Errorf("%w: peer never answered", transport.ErrConnectTimeout)
+		}
+		return transport.Dial(ctx, cfg)
+	}
+	if err := r.Restore(ctx); err != nil { // returns while the dial still hangs
+		t.Fatal(err)
+	}
+	if s := connState(r, "hangs"); s != ConnConnecting {
+		t.Errorf("connection whose peer does not answer is %v, want connecting", s)
+	}
+	if s := connState(r, "ok"); s != ConnOpen {
+		t.Errorf("the other connection is %v, want open", s)
 	}
 }
