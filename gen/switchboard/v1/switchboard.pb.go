@@ -2515,7 +2515,11 @@ type ReconnectPolicy struct {
 	// called again (queued messages wait).
 	Disabled bool `protobuf:"varint,1,opt,name=disabled,proto3" json:"disabled,omitempty"`
 	// The wait after the first failed or lost connection; each failed attempt
-	// doubles it, with up to 20% random jitter, up to max_delay. Unset: 1 s.
+	// doubles it, up to max_delay, and up to 20% of each wait is taken off at
+	// random (jitter), so connections that failed together do not retry in
+	// step. A connection lost after staying open for 10 s or more starts
+	// again from this delay; one lost sooner counts as a failed attempt, so a
+	// peer that accepts and hangs up at once is backed off. Unset: 1 s.
 	InitialDelay *durationpb.Duration `protobuf:"bytes,2,opt,name=initial_delay,json=initialDelay,proto3" json:"initial_delay,omitempty"`
 	// The longest wait between attempts. Unset: 60 s.
 	MaxDelay      *durationpb.Duration `protobuf:"bytes,3,opt,name=max_delay,json=maxDelay,proto3" json:"max_delay,omitempty"`
@@ -3038,7 +3042,9 @@ type ConnectionStatus struct {
 	CloseDetail string `protobuf:"bytes,8,opt,name=close_detail,json=closeDetail,proto3" json:"close_detail,omitempty"`
 	// When it closed.
 	CloseTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=close_time,json=closeTime,proto3" json:"close_time,omitempty"`
-	// Outbound: why the last connect failed, while CONNECTING or BACKING_OFF.
+	// Outbound: why the last connect failed or the last session ended, until
+	// a session is open again (CONNECTING, BACKING_OFF, or CLOSED when
+	// reconnection is disabled).
 	LastError string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// Outbound: when the next connect is tried, while BACKING_OFF.
 	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`

@@ -76,13 +76,16 @@ type SwitchboardServiceClient interface {
 	// created. Once created, a listener is desired state, kept in the data
 	// directory: it is bound again after a restart before the server reports
 	// SERVING, and while its address cannot be bound it is shown BACKING_OFF
-	// with the error and retried with backoff, without holding up the others,
-	// until StopListener removes it.
+	// with the error and retried with backoff (1 s doubling to 60 s), without
+	// holding up the others, until StopListener removes it. Repeating
+	// StartListener on a listener that is BACKING_OFF tries the bind at once
+	// (say, after freeing its port) and returns the listener either way.
 	StartListener(ctx context.Context, in *StartListenerRequest, opts ...grpc.CallOption) (*StartListenerResponse, error)
-	// StopListener removes a listener: it stops accepting, lets frames already
-	// being received finish and be acknowledged (bounded by drain_timeout),
-	// closes its connections and returns the listener's final status. Calls
-	// made while it drains wait for the same result.
+	// StopListener removes a listener, with its desired state: it stops
+	// accepting, lets frames already being received finish and be
+	// acknowledged (bounded by drain_timeout), closes its connections and
+	// returns the listener's final status. Calls made while it drains wait for
+	// the same result.
 	StopListener(ctx context.Context, in *StopListenerRequest, opts ...grpc.CallOption) (*StopListenerResponse, error)
 	// GetListener returns one listener with its status and counters.
 	GetListener(ctx context.Context, in *GetListenerRequest, opts ...grpc.CallOption) (*GetListenerResponse, error)
@@ -92,14 +95,21 @@ type SwitchboardServiceClient interface {
 	// the peer. A refused connection or a host name that does not resolve is
 	// UNAVAILABLE (reason CONNECT_FAILED) and a connect timeout is
 	// DEADLINE_EXCEEDED, with the cause in the message; nothing is created
-	// then.
+	// then, so a wrong address is reported at once instead of being retried
+	// for ever. A caller that wants the connection while its peer is briefly
+	// down retries Connect.
 	//
 	// It is idempotent by id like StartListener: the same connection_id and
-	// config returns the existing connection. A different config is
-	// ALREADY_EXISTS (reason CONFIG_CONFLICT); Disconnect first.
+	// config returns the existing connection, whatever its state; one that is
+	// BACKING_OFF (or CLOSED, with reconnection disabled) is first tried again
+	// at once. With reconnection disabled a failed retry is the error, as for
+	// a new connection. A different config is ALREADY_EXISTS (reason
+	// CONFIG_CONFLICT); Disconnect first.
 	//
 	// Once created, the connection is desired state, kept in the data
-	// directory: it is opened again after a restart, and whenever its TCP
+	// directory: it is opened again after a restart (the server gives each
+	// connection a short first try, about a second, before it reports
+	// SERVING, and goes on in the background), and whenever its TCP
 	// connection closes (the peer hung up, or it was reset after an
 	// acknowledgement timed out) it reconnects by itself with exponential
 	// backoff and jitter (see ReconnectPolicy), showing CONNECTING and
@@ -148,8 +158,11 @@ type SwitchboardServiceClient interface {
 	// server's connection queue. Calls that are concurrent on the client have
 	// no defined order; a client that needs an order sends the next message
 	// after the previous call returned. A direct Send on an outbound
-	// connection that is reconnecting waits, within its deadline, until it is
-	// open, or fails at once (NOT_SENT) with fail_fast.
+	// connection that is connecting or backing off waits, within its
+	// deadline, until it is open, or fails at once (NOT_SENT) with fail_fast;
+	// one that does not reconnect by itself (reconnection disabled) fails at
+	// once. A wait that ends without a connection (the deadline, Disconnect,
+	// shutdown) is NOT_SENT, UNAVAILABLE, cause CONNECTION_NOT_OPEN.
 	//
 	// With queued = true the message is instead appended durably to the
 	// connection's outbox and the call returns QUEUED with its message_id
@@ -371,13 +384,16 @@ type SwitchboardServiceServer interface {
 	// created. Once created, a listener is desired state, kept in the data
 	// directory: it is bound again after a restart before the server reports
 	// SERVING, and while its address cannot be bound it is shown BACKING_OFF
-	// with the error and retried with backoff, without holding up the others,
-	// until StopListener removes it.
+	// with the error and retried with backoff (1 s doubling to 60 s), without
+	// holding up the others, until StopListener removes it. Repeating
+	// StartListener on a listener that is BACKING_OFF tries the bind at once
+	// (say, after freeing its port) and returns the listener either way.
 	StartListener(context.Context, *StartListenerRequest) (*StartListenerResponse, error)
-	// StopListener removes a listener: it stops accepting, lets frames already
-	// being received finish and be acknowledged (bounded by drain_timeout),
-	// closes its connections and returns the listener's final status. Calls
-	// made while it drains wait for the same result.
+	// StopListener removes a listener, with its desired state: it stops
+	// accepting, lets frames already being received finish and be
+	// acknowledged (bounded by drain_timeout), closes its connections and
+	// returns the listener's final status. Calls made while it drains wait for
+	// the same result.
 	StopListener(context.Context, *StopListenerRequest) (*StopListenerResponse, error)
 	// GetListener returns one listener with its status and counters.
 	GetListener(context.Context, *GetListenerRequest) (*GetListenerResponse, error)
@@ -387,14 +403,21 @@ type SwitchboardServiceServer interface {
 	// the peer. A refused connection or a host name that does not resolve is
 	// UNAVAILABLE (reason CONNECT_FAILED) and a connect timeout is
 	// DEADLINE_EXCEEDED, with the cause in the message; nothing is created
-	// then.
+	// then, so a wrong address is reported at once instead of being retried
+	// for ever. A caller that wants the connection while its peer is briefly
+	// down retries Connect.
 	//
 	// It is idempotent by id like StartListener: the same connection_id and
-	// config returns the existing connection. A different config is
-	// ALREADY_EXISTS (reason CONFIG_CONFLICT); Disconnect first.
+	// config returns the existing connection, whatever its state; one that is
+	// BACKING_OFF (or CLOSED, with reconnection disabled) is first tried again
+	// at once. With reconnection disabled a failed retry is the error, as for
+	// a new connection. A different config is ALREADY_EXISTS (reason
+	// CONFIG_CONFLICT); Disconnect first.
 	//
 	// Once created, the connection is desired state, kept in the data
-	// directory: it is opened again after a restart, and whenever its TCP
+	// directory: it is opened again after a restart (the server gives each
+	// connection a short first try, about a second, before it reports
+	// SERVING, and goes on in the background), and whenever its TCP
 	// connection closes (the peer hung up, or it was reset after an
 	// acknowledgement timed out) it reconnects by itself with exponential
 	// backoff and jitter (see ReconnectPolicy), showing CONNECTING and
@@ -443,8 +466,11 @@ type SwitchboardServiceServer interface {
 	// server's connection queue. Calls that are concurrent on the client have
 	// no defined order; a client that needs an order sends the next message
 	// after the previous call returned. A direct Send on an outbound
-	// connection that is reconnecting waits, within its deadline, until it is
-	// open, or fails at once (NOT_SENT) with fail_fast.
+	// connection that is connecting or backing off waits, within its
+	// deadline, until it is open, or fails at once (NOT_SENT) with fail_fast;
+	// one that does not reconnect by itself (reconnection disabled) fails at
+	// once. A wait that ends without a connection (the deadline, Disconnect,
+	// shutdown) is NOT_SENT, UNAVAILABLE, cause CONNECTION_NOT_OPEN.
 	//
 	// With queued = true the message is instead appended durably to the
 	// connection's outbox and the call returns QUEUED with its message_id
