@@ -40,6 +40,10 @@ type connection struct {
 	reconnects int64
 	everOpen   bool
 	removing   *removal // non-nil while Disconnect runs
+	// announced is closed once OutboundChanged was told of the creation;
+	// Disconnect waits for it, so the outbox never hears of a removal
+	// before the creation.
+	announced chan struct{}
 }
 
 func (e *connection) reconnectDisabled() bool { return e.spec.GetReconnect().GetDisabled() }
@@ -171,7 +175,7 @@ func (r *Registry) Connect(ctx context.Context, id string, spec *switchboardv1.C
 		e, ok := r.conns[id]
 		switch {
 		case !ok:
-			e = &connection{id: id, spec: proto.CloneOf(spec), dial: r.dialHooks(id, cfg), ready: make(chan struct{})}
+			e = &connection{id: id, spec: proto.CloneOf(spec), dial: r.dialHooks(id, cfg), ready: make(chan struct{}), announced: make(chan struct{})}
 			r.conns[id] = e
 			r.mu.Unlock()
 			return r.create(ctx, e)
@@ -248,10 +252,17 @@ func (r *Registry) create(ctx context.Context, e *connection) (ConnectionView, e
 	return v, nil
 }
 
-// outboundChanged tells Config.OutboundChanged. Called without r.mu.
+// outboundChanged tells Config.OutboundChanged, a removal only after the
+// creation. Called without r.mu.
 func (r *Registry) outboundChanged(e *connection, removed bool) {
+	if removed {
+		<-e.announced
+	}
 	if f := r.cfg.OutboundChanged; f != nil {
 		f(e.id, e.spec, removed)
+	}
+	if !removed {
+		close(e.announced)
 	}
 }
 

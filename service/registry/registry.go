@@ -113,7 +113,8 @@ type Config struct {
 	// OutboundChanged is called after an outbound connection resource is
 	// created (by Connect or Restore) and after it is removed
 	// (Disconnect), outside the registry's lock, so the outbox can start
-	// and stop the connection's worker.
+	// and stop the connection's worker. For one connection the removal
+	// always comes after the creation; Disconnect returns after both.
 	OutboundChanged func(id string, spec *switchboardv1.ConnectionConfig, removed bool)
 }
 

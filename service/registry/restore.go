@@ -109,7 +109,8 @@ func (r *Registry) Restore(ctx context.Context) error {
 				created: created, ready: make(chan struct{}), retry: newRetry(r.rebind)})
 		case *switchboardv1.ConnectionConfig:
 			cs = append(cs, &connection{id: id, spec: spec, dial: r.dialHooks(id, r.cfg.DialConfig(spec)),
-				created: created, listed: true, state: ConnConnecting, retry: newRetry(reconnectBackoff(spec.GetReconnect()))})
+				created: created, listed: true, state: ConnConnecting, retry: newRetry(reconnectBackoff(spec.GetReconnect())),
+				announced: make(chan struct{})})
 		}
 		return nil
 	})
