@@ -230,23 +230,9 @@ func TestRestoreListenerBackingOff(t *testing.T) {
 	ctx := testCtx(t)
 	state := newMemState()
 	taken, other, never := freeAddr(t), freeAddr(t), freeAddr(t)
-	first := New(Config{State: state})
-	for id, a := range map[string]string{"taken": taken, "other": other, "never": never} {
-		s := spec(a)
-		if _, err := first.StartListener(ctx, id, s, listenerCfgFor(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	first.Shutdown(time.Now())
-	squat := func(a string) net.Listener {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ln
-	}
-	squatter, squatter2 := squat(taken), squat(never)
-	defer squatter2.Close()
+	recordListeners(t, state, map[string]string{"taken": taken, "other": other, "never": never})
+	squatter := squat(t, taken)
+	squat(t, never)
 
 	r := durableRegistry(t, state, nil)
 	if err := r.Restore(ctx); err != nil {
@@ -289,15 +275,8 @@ func TestStartListenerRetriesBackingOff(t *testing.T) {
 	state := newMemState()
 	taken := freeAddr(t)
 	s := spec(taken)
-	first := New(Config{State: state})
-	if _, err := first.StartListener(ctx, "l", s, listenerCfgFor(s)); err != nil {
-		t.Fatal(err)
-	}
-	first.Shutdown(time.Now())
-	squatter, err := net.Listen("tcp", taken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	recordListeners(t, state, map[string]string{"l": taken})
+	squatter := squat(t, taken)
 	r := durableRegistry(t, state, nil)
 	r.rebind = newBackoff(time.Hour, time.Hour)
 	if err := r.Restore(ctx); err != nil {
@@ -351,4 +330,30 @@ func TestRestoreDoesNotWaitForPeers(t *testing.T) {
 	if s := connState(r, "ok"); s != ConnOpen {
 		t.Errorf("the other connection is %v, want open", s)
 	}
+}
+
+// recordListeners records listeners (id: address) in state, as a server
+// that ran before would have left them.
+func recordListeners(t *testing.T, state *memState, addrs map[string]string) {
+	t.Helper()
+	r := New(Config{State: state})
+	defer r.Shutdown(time.Now())
+	for id, a := range addrs {
+		s := spec(a)
+		if _, err := r.StartListener(testCtx(t), id, s, listenerCfgFor(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// squat binds addr, so that a listener cannot, until the test ends or the
+// returned listener is closed.
+func squat(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }

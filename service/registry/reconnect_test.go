@@ -339,17 +339,8 @@ func TestShutdownStopsRetries(t *testing.T) {
 	ctx := testCtx(t)
 	state := newMemState()
 	taken := freeAddr(t)
-	first := New(Config{State: state})
-	s := spec(taken)
-	if _, err := first.StartListener(ctx, "l", s, listenerCfgFor(s)); err != nil {
-		t.Fatal(err)
-	}
-	first.Shutdown(time.Now())
-	squatter, err := net.Listen("tcp", taken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer squatter.Close()
+	recordListeners(t, state, map[string]string{"l": taken})
+	squat(t, taken)
 
 	r := durableRegistry(t, state, nil)
 	if err := r.Restore(ctx); err != nil {
