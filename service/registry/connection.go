@@ -64,10 +64,6 @@ func (e *connection) view() ConnectionView {
 	}
 	if e.state != ConnOpen {
 		v.State = e.state
-	} else if v.State == ConnClosed && !e.reconnectDisabled() {
-		// Lost a moment ago; the close hook is about to schedule the
-		// reconnect.
-		v.State = ConnBackingOff
 	}
 	t := e.retry
 	v.LastError, v.FailedConnects, v.Reconnects = t.lastErr, t.failed, e.reconnects
@@ -75,6 +71,16 @@ func (e *connection) view() ConnectionView {
 		v.NextAttempt = t.next
 	}
 	return v
+}
+
+// settle handles an outbound session that closed a moment ago, before its
+// close hook ran, so that no reader sees an open connection without an
+// open session (the hook then only keeps the final snapshot). Called with
+// r.mu held, before anything reads e's state.
+func (r *Registry) settle(e *connection) {
+	if e.spec != nil && e.state == ConnOpen && e.session.State() == transport.StateClosed {
+		r.lost(e, e.session.Info())
+	}
 }
 
 // setState moves an outbound connection to s and wakes its waiters.
@@ -105,7 +111,7 @@ func (r *Registry) closed(c *transport.Conn, info transport.ConnInfo) {
 		delete(r.conns, c.ID())
 		return
 	}
-	if e.state != ConnOpen { // already handled when it was committed
+	if e.state != ConnOpen { // already handled (settle, or when committed)
 		e.final = &info
 		return
 	}
@@ -149,7 +155,7 @@ func (r *Registry) setSession(e *connection, c *transport.Conn) {
 	if c.State() == transport.StateClosed {
 		// The peer hung up at once; the close hook found no session to
 		// record it on.
-		r.lost(e, c.Info())
+		r.settle(e)
 	}
 }
 
@@ -193,7 +199,8 @@ func (r *Registry) Connect(ctx context.Context, id string, spec *switchboardv1.C
 			continue
 		}
 		defer r.mu.Unlock()
-		if e.state == ConnOpen && e.session.State() != transport.StateClosed {
+		r.settle(e)
+		if e.state == ConnOpen {
 			return e.view(), nil
 		}
 		if err := r.tryNow(ctx, e.retry, e.state == ConnConnecting); err != nil {
@@ -418,7 +425,10 @@ func (r *Registry) Conn(id string) (*transport.Conn, error) {
 		return nil, &ResourceError{TypeConnection, id, ErrNotFound}
 	case e.spec == nil:
 		return e.session, nil
-	case e.state == ConnOpen && e.session.State() != transport.StateClosed:
+	}
+	r.settle(e)
+	switch {
+	case e.state == ConnOpen:
 		return e.session, nil
 	case r.closing || e.reconnectDisabled():
 		return nil, e.notOpen(ErrNotOpen, nil)
@@ -462,19 +472,15 @@ func (r *Registry) WaitOpen(ctx context.Context, id string) (*transport.Conn, er
 			r.mu.Unlock()
 			return c, nil
 		}
-		var lost <-chan struct{}
+		r.settle(e)
 		if e.state == ConnOpen {
-			if c.State() != transport.StateClosed {
-				r.mu.Unlock()
-				return c, nil
-			}
-			lost = c.Done() // closed once the close hook moved the state on
+			r.mu.Unlock()
+			return c, nil
 		}
 		changed := e.retry.changed
 		r.mu.Unlock()
 		select {
 		case <-changed:
-		case <-lost:
 		case <-ctx.Done():
 			r.mu.Lock()
 			err := e.notOpen(ErrNotOpen, ctx.Err())
@@ -492,6 +498,7 @@ func (r *Registry) Connection(id string) (ConnectionView, error) {
 	if !ok || !e.listed {
 		return ConnectionView{}, &ResourceError{TypeConnection, id, ErrNotFound}
 	}
+	r.settle(e)
 	return e.view(), nil
 }
 
@@ -524,7 +531,9 @@ func (r *Registry) Connections(f ConnFilter, after string, n int) ([]ConnectionV
 	ids = ids[:min(n, len(ids))]
 	out := make([]ConnectionView, 0, len(ids))
 	for _, id := range ids {
-		out = append(out, r.conns[id].view())
+		e := r.conns[id]
+		r.settle(e)
+		out = append(out, e.view())
 	}
 	return out, more
 }

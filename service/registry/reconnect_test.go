@@ -26,7 +26,7 @@ type stateLog struct {
 }
 
 func watchStates(r *Registry, id string) *stateLog {
-	w := &stateLog{stop: make(chan struct{}), done: make(chan struct{})}
+	w := &stateLog{stop: make(chan struct{}), done: make(chan struct{}), states: []ConnState{connState(r, id)}}
 	go func() {
 		defer close(w.done)
 		for {
