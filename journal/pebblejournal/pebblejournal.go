@@ -53,8 +53,12 @@ type Options struct {
 	// DefaultMaxBytes; negative sets no bound.
 	MaxBytes int64
 
-	// clock replaces time.Now for retention's ages, in tests.
-	clock func() time.Time
+	// Tests only: clock replaces time.Now for retention's ages;
+	// flushDelay, when set, replaces deleteFlushDelay; finalsPerPass,
+	// when set, replaces maxFinalsPerPass.
+	clock         func() time.Time
+	flushDelay    time.Duration
+	finalsPerPass int
 }
 
 // Retention defaults: enough history for an operator to look back a month,
@@ -78,10 +82,12 @@ type Journal struct {
 	retryMin time.Duration
 	retryMax time.Duration
 
-	now       func() time.Time
-	maxAge    time.Duration // < 0: no bound
-	maxBytes  int64         // < 0: no bound
-	markEvery time.Duration // how often the committer writes a time mark
+	now           func() time.Time
+	flushDelay    time.Duration // Pebble's FlushDelayDeleteRange
+	finalsPerPass int
+	maxAge        time.Duration // < 0: no bound
+	maxBytes      int64         // < 0: no bound
+	markEvery     time.Duration // how often the committer writes a time mark
 
 	lastSeq  atomic.Uint64 // highest committed sequence
 	firstSeq atomic.Uint64 // oldest retained sequence (lastSeq+1 when none)
@@ -153,27 +159,35 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if opts.clock == nil {
 		opts.clock = time.Now
 	}
+	if opts.flushDelay <= 0 {
+		opts.flushDelay = deleteFlushDelay
+	}
+	if opts.finalsPerPass <= 0 {
+		opts.finalsPerPass = maxFinalsPerPass
+	}
 	j := &Journal{
-		now:         opts.clock,
-		maxAge:      opts.MaxAge,
-		maxBytes:    opts.MaxBytes,
-		markEvery:   markInterval(opts.MaxAge),
-		dir:         dir,
-		fs:          opts.FS,
-		logger:      opts.Logger,
-		events:      &events{logger: opts.Logger},
-		wo:          pebble.Sync,
-		maxRecs:     opts.MaxBatchRecords,
-		maxSize:     opts.MaxBatchBytes,
-		retryMin:    opts.RetryMin,
-		retryMax:    opts.RetryMax,
-		notify:      make(chan struct{}),
-		healthCh:    make(chan struct{}),
-		failed:      make(chan struct{}, 1),
-		stop:        make(chan struct{}),
-		recoverDone: make(chan struct{}),
-		retainDone:  make(chan struct{}),
-		stopped:     make(chan struct{}),
+		now:           opts.clock,
+		flushDelay:    opts.flushDelay,
+		finalsPerPass: opts.finalsPerPass,
+		maxAge:        opts.MaxAge,
+		maxBytes:      opts.MaxBytes,
+		markEvery:     markInterval(opts.MaxAge),
+		dir:           dir,
+		fs:            opts.FS,
+		logger:        opts.Logger,
+		events:        &events{logger: opts.Logger},
+		wo:            pebble.Sync,
+		maxRecs:       opts.MaxBatchRecords,
+		maxSize:       opts.MaxBatchBytes,
+		retryMin:      opts.RetryMin,
+		retryMax:      opts.RetryMax,
+		notify:        make(chan struct{}),
+		healthCh:      make(chan struct{}),
+		failed:        make(chan struct{}, 1),
+		stop:          make(chan struct{}),
+		recoverDone:   make(chan struct{}),
+		retainDone:    make(chan struct{}),
+		stopped:       make(chan struct{}),
 	}
 	j.state = &StateStore{j: j}
 	j.outbox = newOutbox(j)
@@ -305,6 +319,7 @@ func firstLast(db *pebble.DB, prefix []byte, first bool, fn func(k, v []byte) er
 func (j *Journal) pebbleOptions() *pebble.Options {
 	po := pebbleOptions(j.fs, j.events)
 	po.Lock = j.lock
+	po.FlushDelayDeleteRange = j.flushDelay
 	return po
 }
 
@@ -323,7 +338,7 @@ func pebbleOptions(fs vfs.FS, ev *events) *pebble.Options {
 		// only once they are flushed (then compactions drop the files they
 		// cover whole); without this a quiet journal might wait for hours
 		// for its memtable to fill.
-		FlushDelayDeleteRange: 10 * time.Second,
+		FlushDelayDeleteRange: deleteFlushDelay,
 		Logger:                pebbleLogger{ev.logger},
 		EventListener:         ev.listener(),
 	}

@@ -42,6 +42,9 @@ const (
 	// retainTarget is the share of MaxBytes a pass deletes down to, so that
 	// not every pass deletes a sliver.
 	retainTarget = 0.9
+	// deleteFlushDelay is how soon Pebble flushes a memtable holding a
+	// range deletion, so that the space it frees comes back.
+	deleteFlushDelay = 10 * time.Second
 )
 
 // markInterval is how often the committer writes a time mark: a record
@@ -111,7 +114,7 @@ type retainPlan struct {
 	markTo   int64  // time marks before this go, if oldMarks
 	oldMarks bool
 	finals   []finalEntry
-	more     bool // the pass stopped at maxFinalsPerPass
+	more     bool // the pass stopped at finalsPerPass
 }
 
 // retain runs one retention pass. It reports more when it left work for
@@ -140,8 +143,7 @@ func (j *Journal) retain() (more bool, err error) {
 
 	w := write{epoch: anyEpoch}
 	if p.cut > first {
-		w.ops = append(w.ops, op{kind: opDeleteRange, key: recordKey(nil, first), val: recordKey(nil, p.cut)})
-		w.first = p.cut
+		w.ops, w.first = append(w.ops, deleteRecords(first, p.cut)), p.cut
 	}
 	if p.oldMarks {
 		w.ops = append(w.ops, op{kind: opDeleteRange, key: markKey(0), val: markKey(p.markTo)})
@@ -175,6 +177,13 @@ func (j *Journal) retain() (more bool, err error) {
 			"records", records, "first_seq", max(p.cut, first), "outbox_messages", messages)
 	}
 	return p.more, nil
+}
+
+// deleteRecords is the operation that deletes the records [first, cut):
+// one range deletion, however many there are. The write that carries it
+// must set first to cut.
+func deleteRecords(first, cut uint64) op {
+	return op{kind: opDeleteRange, key: recordKey(nil, first), val: recordKey(nil, cut)}
 }
 
 func (o *Outbox) touchedCount() uint64 {
@@ -322,7 +331,7 @@ func (j *Journal) plan(db *pebble.DB, first uint64, cutoff int64) (retainPlan, e
 			mOK = marks.Next()
 			continue
 		}
-		if len(p.finals) == maxFinalsPerPass {
+		if len(p.finals) == j.finalsPerPass {
 			p.more = true
 			break
 		}
