@@ -17,6 +17,7 @@ import (
 // one fsync. All waiters of a group share its done channel, so an Append
 // allocates nothing of its own.
 type group struct {
+	db    *pebble.DB // the database the batch is for
 	batch *pebble.Batch
 	base  uint64 // sequence of the first record, when n > 0
 	n     int    // journal records
@@ -219,7 +220,7 @@ func (j *Journal) openGroup(size int) *group {
 			return g
 		}
 	}
-	g := &group{batch: j.db.NewBatch(), done: make(chan struct{})}
+	g := &group{db: j.db, batch: j.db.NewBatch(), done: make(chan struct{})}
 	j.queue = append(j.queue, g)
 	if len(j.queue) == 1 {
 		j.work.Signal()
@@ -276,6 +277,12 @@ func (j *Journal) commitLoop() {
 			}
 		}
 		err := applyBatch(g.batch, j.wo)
+		if err == nil && g.ops > g.n {
+			// The stores read a snapshot taken after their writes committed
+			// (see view), before their waiters and follow-ups see the group
+			// done. Records need none: Read stops at lastSeq.
+			j.setView(g.db.NewSnapshot())
+		}
 		// Publish this group and take the next in one critical section:
 		// released waiters race for j.mu, and the next fsync should not
 		// wait behind them.

@@ -267,7 +267,7 @@ func (o *Outbox) append(ctx context.Context, m *switchboardv1.Message) (*switchb
 func (o *Outbox) nextSeqLocked(ctx context.Context, conn string) (uint64, error) {
 	last, ok := o.next[conn]
 	if !ok {
-		err := o.j.view(ctx, func(db *pebble.DB) error {
+		err := o.j.view(ctx, func(db pebble.Reader) error {
 			v, closer, err := db.Get(seqKey(conn))
 			if errors.Is(err, pebble.ErrNotFound) {
 				return nil
@@ -293,7 +293,7 @@ func (o *Outbox) nextSeqLocked(ctx context.Context, conn string) (uint64, error)
 // or nil. o.mu must be held.
 func (o *Outbox) byKeyLocked(ctx context.Context, conn, key string) (*switchboardv1.Message, error) {
 	var seq uint64
-	err := o.j.view(ctx, func(db *pebble.DB) error {
+	err := o.j.view(ctx, func(db pebble.Reader) error {
 		v, closer, err := db.Get(idemKey(conn, key))
 		if errors.Is(err, pebble.ErrNotFound) {
 			return nil
@@ -333,7 +333,7 @@ func (j *Journal) readMessage(ctx context.Context, conn string, seq uint64) (*sw
 		m       *switchboardv1.Message
 		finalAt int64
 	)
-	err := j.view(ctx, func(db *pebble.DB) error {
+	err := j.view(ctx, func(db pebble.Reader) error {
 		v, closer, err := db.Get(connSeqKey(prefixOutMsg, conn, seq))
 		if errors.Is(err, pebble.ErrNotFound) {
 			return notFound(conn, seq)
@@ -496,7 +496,7 @@ func (o *Outbox) Pending(ctx context.Context, conn string, after uint64, n int) 
 		}
 		return len(out) < n
 	}
-	err := o.j.view(ctx, func(db *pebble.DB) error {
+	err := o.j.view(ctx, func(db pebble.Reader) error {
 		pit, err := db.NewIter(&pebble.IterOptions{
 			LowerBound: connSeqKey(prefixOutPending, conn, after+1),
 			UpperBound: prefixEnd(nameKey(prefixOutPending, conn)),
@@ -564,7 +564,7 @@ func (o *Outbox) PendingConnections(ctx context.Context) ([]string, error) {
 		staged[m.GetConnectionId()] = true
 	}
 	var conns []string
-	err := o.j.view(ctx, func(db *pebble.DB) error {
+	err := o.j.view(ctx, func(db pebble.Reader) error {
 		it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixOutPending}, UpperBound: []byte{prefixOutPending + 1}})
 		if err != nil {
 			return err
@@ -621,7 +621,7 @@ func (o *Outbox) Scan(ctx context.Context, afterConn string, afterSeq uint64, n 
 		}
 	}
 	var out []*switchboardv1.Message
-	err := o.j.view(ctx, func(db *pebble.DB) error {
+	err := o.j.view(ctx, func(db pebble.Reader) error {
 		it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{prefixOutMsg + 1}})
 		if err != nil {
 			return err

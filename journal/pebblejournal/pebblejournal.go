@@ -127,6 +127,10 @@ type Journal struct {
 	// Taken before mu when both are needed.
 	dbMu     sync.RWMutex
 	dbClosed bool
+
+	// viewMu guards committed: what the stores read (see view).
+	viewMu    sync.Mutex
+	committed *committedView
 }
 
 // Open opens or creates the journal in dir.
@@ -218,6 +222,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	j.db = db
 	j.adopt(st)
+	j.setView(db.NewSnapshot())
 	j.work.L = &j.mu
 	go j.commitLoop()
 	go j.recoverLoop()
@@ -530,6 +535,7 @@ func (j *Journal) close() error {
 	j.dbMu.Lock()
 	defer j.dbMu.Unlock()
 	j.dbClosed = true
+	j.setView(nil) // no reader holds it: they hold dbMu
 	var err error
 	if j.db != nil {
 		if err = j.db.Close(); err != nil {

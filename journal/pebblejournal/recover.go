@@ -67,6 +67,7 @@ func (j *Journal) tryRecover() error {
 	j.dbMu.Lock()
 	defer j.dbMu.Unlock()
 	if j.db != nil {
+		j.setView(nil) // no reader holds it: they hold dbMu
 		if err := j.db.Close(); err != nil {
 			// Expected: Pebble reports the sticky WAL error.
 			j.logger.Debug("journal: closing the failed database", "err", err)
@@ -83,6 +84,7 @@ func (j *Journal) tryRecover() error {
 		return errors.Join(err, db.Close())
 	}
 
+	j.setView(db.NewSnapshot())
 	j.mu.Lock()
 	j.db = db
 	j.adopt(st)

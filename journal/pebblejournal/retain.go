@@ -132,9 +132,9 @@ func (j *Journal) retain() (more bool, err error) {
 	touched := j.outbox.touchedCount()
 	first := j.firstSeq.Load()
 	var p retainPlan
-	err = j.view(context.Background(), func(db *pebble.DB) error {
+	err = j.view(context.Background(), func(r pebble.Reader) error {
 		var err error
-		p, err = j.plan(db, first, cutoff)
+		p, err = j.plan(j.db, r, first, cutoff) // view holds dbMu: j.db stays
 		return err
 	})
 	if err != nil {
@@ -269,8 +269,9 @@ func deleteFinals(ops []op, fs []finalEntry) ([]op, map[string][]seqRange) {
 // and then, while the estimated size exceeds the target, the next oldest.
 // Records go in runs between time marks, final messages one by one, in
 // time order. The last record always stays (it is where numbering
-// continues after a restart), and so does everything after it.
-func (j *Journal) plan(db *pebble.DB, first uint64, cutoff int64) (retainPlan, error) {
+// continues after a restart), and so does everything after it. Time marks
+// and sizes come from db, final messages from the committed view r.
+func (j *Journal) plan(db *pebble.DB, r pebble.Reader, first uint64, cutoff int64) (retainPlan, error) {
 	p := retainPlan{cut: first}
 	last := j.lastSeq.Load()
 	var excess int64
@@ -293,7 +294,7 @@ func (j *Journal) plan(db *pebble.DB, first uint64, cutoff int64) (retainPlan, e
 	if err != nil {
 		return p, err
 	}
-	finals, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixOutFinal}, UpperBound: []byte{prefixOutFinal + 1}})
+	finals, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixOutFinal}, UpperBound: []byte{prefixOutFinal + 1}})
 	if err != nil {
 		return p, errors.Join(err, marks.Close())
 	}
@@ -317,7 +318,13 @@ func (j *Journal) plan(db *pebble.DB, first uint64, cutoff int64) (retainPlan, e
 				err = errors.Join(verr, fmt.Errorf("malformed time mark %x", marks.Key()))
 				break
 			}
-			if s := binary.BigEndian.Uint64(v); s > p.cut {
+			s := binary.BigEndian.Uint64(v)
+			if s > last {
+				// The mark of a group whose commit has not returned (db shows
+				// it early): its records are not last's predecessors yet.
+				break
+			}
+			if s > p.cut {
 				n, eerr := db.EstimateDiskUsage(recordKey(nil, p.cut), recordKey(nil, s-1))
 				if eerr != nil {
 					err = eerr

@@ -122,11 +122,10 @@ func (j *Journal) write(ctx context.Context, ops []op) error {
 	return wait(ctx, g)
 }
 
-// iterate calls fn for every committed key under prefix, in order, with
-// the database held open. fn must not keep k or v, and must not call into
-// the Journal.
+// iterate calls fn for every committed key under prefix, in order (see
+// view). fn must not keep k or v, and must not call into the Journal.
 func (j *Journal) iterate(ctx context.Context, prefix []byte, fn func(k, v []byte) error) error {
-	return j.view(ctx, func(db *pebble.DB) error {
+	return j.view(ctx, func(db pebble.Reader) error {
 		it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 		if err != nil {
 			return err
@@ -141,9 +140,16 @@ func (j *Journal) iterate(ctx context.Context, prefix []byte, fn func(k, v []byt
 	})
 }
 
-// view runs fn with the open database, which stays open until fn returns;
-// it fails when there is none (closed, or recovery is reopening it).
-func (j *Journal) view(ctx context.Context, fn func(db *pebble.DB) error) error {
+// view runs fn with a reader of what the stores committed: a snapshot the
+// committer takes after every group with store writes. Reading the
+// database itself would show more: Pebble lets readers see a batch once it
+// is in the memtable, before its fsync returns, and goes on showing a
+// batch whose fsync failed. Through the snapshot, nothing a store has not
+// reported durable is ever read (say, an outbox message delivered whose
+// Append then failed). The snapshot stays usable until fn returns; view
+// fails when there is none (closed, or recovery is reopening the
+// database).
+func (j *Journal) view(ctx context.Context, fn func(r pebble.Reader) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -152,8 +158,54 @@ func (j *Journal) view(ctx context.Context, fn func(db *pebble.DB) error) error 
 	if j.dbClosed {
 		return journal.ErrClosed
 	}
-	if j.db == nil {
+	v := j.acquireView()
+	if v == nil {
 		return fmt.Errorf("%w: read: no database open while the journal recovers", journal.ErrUnavailable)
 	}
-	return fn(j.db)
+	defer j.releaseView(v)
+	return fn(v.snap)
+}
+
+// A committedView is a snapshot of the database after a commit, shared by
+// readers; the last one to let go of it closes it.
+type committedView struct {
+	snap *pebble.Snapshot
+	refs int // guarded by Journal.viewMu; being current counts as one
+}
+
+func (j *Journal) acquireView() *committedView {
+	j.viewMu.Lock()
+	defer j.viewMu.Unlock()
+	v := j.committed
+	if v != nil {
+		v.refs++
+	}
+	return v
+}
+
+func (j *Journal) releaseView(v *committedView) {
+	j.viewMu.Lock()
+	v.refs--
+	last := v.refs == 0
+	j.viewMu.Unlock()
+	if last {
+		_ = v.snap.Close() // errors only when closed twice
+	}
+}
+
+// setView makes snap (nil: none) what readers see from now on. Only the
+// committer and, while the committer is idle, Open, recovery and Close call
+// it.
+func (j *Journal) setView(snap *pebble.Snapshot) {
+	var v *committedView
+	if snap != nil {
+		v = &committedView{snap: snap, refs: 1}
+	}
+	j.viewMu.Lock()
+	old := j.committed
+	j.committed = v
+	j.viewMu.Unlock()
+	if old != nil {
+		j.releaseView(old)
+	}
 }
