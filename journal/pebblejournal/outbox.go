@@ -49,7 +49,6 @@ type Outbox struct {
 	staged    map[msgID]*staged     // updates not settled yet
 	appending map[idemID]*appending // appends with an idempotency key, not settled yet
 	deleting  map[string][]seqRange // retention's deletions not settled yet, by connection
-	ver       uint64                // versions staged entries
 	// touched counts updates of final messages, so that retention, which
 	// plans its deletions without the lock, knows when a plan may be stale.
 	touched uint64
@@ -66,7 +65,6 @@ type idemID struct{ conn, key string }
 type staged struct {
 	m       *switchboardv1.Message // never modified; readers get clones
 	finalAt int64
-	ver     uint64
 }
 
 // appending is an append with an idempotency key whose group has not
@@ -409,19 +407,21 @@ func (o *Outbox) update(ctx context.Context, m *switchboardv1.Message) (*group, 
 	if err != nil {
 		return nil, fmt.Errorf("outbox: update: %w", err)
 	}
+	// The indexes change only with finality (the final index's value also
+	// with the size), so the worker's steps between queued and awaiting
+	// ACK write the message alone.
 	ops := []op{{kind: opSet, key: connSeqKey(prefixOutMsg, conn, seq), val: v}}
-	if wasFinal {
-		ops = append(ops, op{kind: opDelete, key: finalKey(oldFinalAt, conn, seq)})
-	} else {
+	switch {
+	case !wasFinal && isFinal:
 		ops = append(ops, op{kind: opDelete, key: connSeqKey(prefixOutPending, conn, seq)})
+	case wasFinal && !isFinal:
+		ops = append(ops, op{kind: opDelete, key: finalKey(oldFinalAt, conn, seq)},
+			op{kind: opSet, key: connSeqKey(prefixOutPending, conn, seq)})
 	}
 	if isFinal {
 		ops = append(ops, op{kind: opSet, key: finalKey(finalAt, conn, seq), val: finalValue(len(v), m.GetIdempotencyKey())})
-	} else {
-		ops = append(ops, op{kind: opSet, key: connSeqKey(prefixOutPending, conn, seq)})
 	}
-	o.ver++
-	st := &staged{m: proto.Clone(m).(*switchboardv1.Message), finalAt: finalAt, ver: o.ver}
+	st := &staged{m: proto.Clone(m).(*switchboardv1.Message), finalAt: finalAt}
 	id := msgID{conn, seq}
 	g, err := o.j.submit(write{ops: ops, epoch: o.epoch, settled: func(error) {
 		o.mu.Lock()

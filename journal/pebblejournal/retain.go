@@ -325,12 +325,14 @@ func (j *Journal) plan(db *pebble.DB, r pebble.Reader, first uint64, cutoff int6
 				break
 			}
 			if s > p.cut {
-				n, eerr := db.EstimateDiskUsage(recordKey(nil, p.cut), recordKey(nil, s-1))
-				if eerr != nil {
-					err = eerr
-					break
+				if excess > 0 {
+					n, eerr := db.EstimateDiskUsage(recordKey(nil, p.cut), recordKey(nil, s-1))
+					if eerr != nil {
+						err = eerr
+						break
+					}
+					freed += int64(n)
 				}
-				freed += int64(n)
 				p.cut = s
 			}
 			p.oldMarks = p.markTo != 0
