@@ -232,22 +232,27 @@ func (j *Journal) openGroup(size int) *group {
 // fsync there is nothing to share, so handing records to the committer
 // would only add two goroutine switches; the lock keeps commits in
 // sequence order.
+//
+// (The stores' writes still go through the committer, so without sync
+// there are two committers. That is no worse than NoSync is anyway: Pebble
+// reports no WAL failure of an unsynced commit, it panics later; see the
+// package documentation.)
 func (j *Journal) appendNoSync(r *journal.Record, size int) (uint64, error) {
-	defer j.mu.Unlock()
 	seq := j.nextSeq
 	g := &group{batch: j.db.NewBatch(), base: seq, n: 1, ops: 1, size: size}
 	defer g.batch.Close()
 	j.encodeRecord(g.batch, r, seq, size)
 	j.markGroup(g)
 	if err := applyBatch(g.batch, j.wo); err != nil {
-		// Nothing else is queued without sync, so settle fails no other
-		// group.
-		j.settle(g, err)
+		failed := j.settle(g, err) // the stores' queued groups
+		j.mu.Unlock()
+		finishAll(failed, g.err)
 		j.refused.Add(1)
 		return 0, g.err
 	}
 	j.nextSeq++
 	j.settle(g, nil)
+	j.mu.Unlock()
 	j.appends.Add(1)
 	r.Seq = seq
 	return seq, nil

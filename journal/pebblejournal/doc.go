@@ -67,9 +67,9 @@
 //     messages can mention keys, which are only sequence numbers.
 //   - Never commit again on a database whose WAL failed (see below): the
 //     journal refuses appends, and the stores refuse writes, until it has
-//     reopened the database. Every commit, the stores' included, goes
-//     through the one committer (even with NoSync), since a second commit
-//     racing a failing fsync makes Pebble panic with its commit lock held.
+//     reopened the database. Every synced commit, the stores' included,
+//     goes through the one committer, since a second commit racing a
+//     failing fsync makes Pebble panic with its commit lock held.
 //   - Never delete a pending outbox message (not ACCEPTED or FAILED), the
 //     last journal record (numbering continues from it after a restart),
 //     or a final message whose update is in flight.

@@ -29,10 +29,11 @@ type Options struct {
 	// to inject faults (pebbletest.FaultFS) or to cut power
 	// (vfs.NewCrashableMem).
 	FS vfs.FS
-	// MaxBatchRecords caps the records in one group commit; default 4096.
+	// MaxBatchRecords caps the writes in one group commit (records, and
+	// the state store's and outbox's operations); default 4096.
 	MaxBatchRecords int
 	// MaxBatchBytes caps the encoded bytes in one group commit; default
-	// 16 MiB. A single larger record is still committed, alone.
+	// 16 MiB. A single larger write is still committed, alone.
 	MaxBatchBytes int
 	// Logger receives the Journal's and Pebble's logging; nil discards it.
 	Logger *slog.Logger
@@ -401,7 +402,9 @@ func (j *Journal) setHealth(err error) {
 	j.healthCh = make(chan struct{})
 }
 
-// Stats returns counters since Open.
+// Stats returns counters since Open. Commits counts every group commit,
+// including those that held only the stores' writes; Appends, Refused and
+// Records count journal records only.
 func (j *Journal) Stats() journal.Stats {
 	return journal.Stats{
 		Appends:    j.appends.Load(),

@@ -323,3 +323,18 @@ func TestStoresReadOnlyCommitted(t *testing.T) {
 		t.Logf("the failed append reached the disk: %s", m.GetMessageId())
 	}
 }
+
+// TestOutboxConformanceNoSync: without fsync the stores' writes still go
+// through the committer and behave the same (short of durability).
+func TestOutboxConformanceNoSync(t *testing.T) {
+	opts := Options{NoSync: true}
+	outboxtest.Run(t,
+		func(t *testing.T) outbox.Store { return openJournal(t, t.TempDir(), opts).Outbox() },
+		func(t *testing.T, s outbox.Store) outbox.Store {
+			j := s.(*Outbox).j
+			if err := j.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return openJournal(t, j.dir, opts).Outbox()
+		})
+}
