@@ -8,13 +8,15 @@ package outbox
 
 import (
 	"context"
-	"errors"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/journal"
 )
 
-// ErrNotFound: no such message.
-var ErrNotFound = errors.New("outbox: message not found")
+// ErrNotFound: no such message. It is journal.ErrNotFound, so that a
+// storage backend, which must not import this package, can return it
+// (pebblejournal's outbox does).
+var ErrNotFound = journal.ErrNotFound
 
 // Store is the durable outbox: per connection, an ordered queue of messages
 // and their delivery state. Backends: the embedded one shares the journal's
