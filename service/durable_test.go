@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -19,69 +18,16 @@ import (
 	"github.com/switchboard-dev/switchboard/service"
 )
 
-// memState is an in-memory registry.StateStore that outlives a server, so
-// a test can restart on the same desired state. It stands in until the
-// storage branch's Pebble store (pebblejournal.Journal.StateStore) lands;
-// then these tests use the journal directory alone.
-type memState struct {
-	mu sync.Mutex
-	m  map[[2]string]memResource
-}
-
-type memResource struct {
-	spec    []byte
-	created time.Time
-}
-
-func (s *memState) PutResource(_ context.Context, typ, id string, spec []byte, created time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[[2]string]memResource{}
-	}
-	s.m[[2]string{typ, id}] = memResource{slices.Clone(spec), created}
-	return nil
-}
-
-func (s *memState) DeleteResource(_ context.Context, typ, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, [2]string{typ, id})
-	return nil
-}
-
-func (s *memState) Resources(_ context.Context, fn func(typ, id string, spec []byte, created time.Time) error) error {
-	s.mu.Lock()
-	keys := slices.SortedFunc(func(yield func([2]string) bool) {
-		for k := range s.m {
-			if !yield(k) {
-				return
-			}
-		}
-	}, func(a, b [2]string) int { return slices.Compare(a[:], b[:]) })
-	all := make([]memResource, len(keys))
-	for i, k := range keys {
-		all[i] = s.m[k]
-	}
-	s.mu.Unlock()
-	for i, k := range keys {
-		if err := fn(k[0], k[1], all[i].spec, all[i].created); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// startDurable starts a server on journal directory dir and desired state
-// st and restores what st holds, as `switchboard serve` does before it
-// reports SERVING.
-func startDurable(t *testing.T, dir string, st *memState) *server {
+// startDurable starts a server on data directory dir, with the journal's
+// own state store, and restores what it holds, as `switchboard serve` does
+// before it reports SERVING.
+func startDurable(t *testing.T, dir string) *server {
 	t.Helper()
 	j, err := pebblejournal.Open(dir, pebblejournal.Options{})
 	if err != nil {
 		t.Fatalf("journal.Open: %v", err)
 	}
-	s := startServerWith(t, j, func(c *service.Config) { c.State = st })
+	s := startServerWith(t, j, func(c *service.Config) { c.State = j.StateStore() })
 	if err := s.svc.Restore(testCtx(t)); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
@@ -134,17 +80,17 @@ func stateIs(want switchboardv1.ConnectionState) func(*switchboardv1.ConnectionS
 // up), with no StartListener or Connect repeated; both work.
 func TestRestartRestoresResources(t *testing.T) {
 	ctx := testCtx(t)
-	dir, st := t.TempDir(), &memState{}
+	dir := t.TempDir()
 	peer := startTestPeer(t, ackWith(hl7.AA, ""))
 	fixed := freeAddr(t)
 
-	s := startDurable(t, dir, st)
+	s := startDurable(t, dir)
 	before := s.startListener(ctx, "adt", &switchboardv1.ListenerConfig{Address: fixed})
 	s.startListener(ctx, "anyport", nil)
 	s.connectWith(ctx, "lab", &switchboardv1.ConnectionConfig{Address: peer.addr(), Reconnect: fastReconnect})
 	s.stop()
 
-	s = startDurable(t, dir, st)
+	s = startDurable(t, dir)
 	ls, err := s.client.ListListeners(ctx, &switchboardv1.ListListenersRequest{})
 	if err != nil || len(ls.GetListeners()) != 2 {
 		t.Fatalf("ListListeners after the restart = %v, %v; want both", ls, err)
@@ -179,7 +125,7 @@ func TestRestartRestoresResources(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.stop()
-	s = startDurable(t, dir, st)
+	s = startDurable(t, dir)
 	ls, _ = s.client.ListListeners(ctx, &switchboardv1.ListListenersRequest{})
 	cs, _ := s.client.ListConnections(ctx, &switchboardv1.ListConnectionsRequest{})
 	if len(ls.GetListeners()) != 1 || len(cs.GetConnections()) != 0 {
@@ -193,9 +139,9 @@ func TestRestartRestoresResources(t *testing.T) {
 // the port is free.
 func TestRestartWithPortTaken(t *testing.T) {
 	ctx := testCtx(t)
-	dir, st := t.TempDir(), &memState{}
+	dir := t.TempDir()
 	taken, other := freeAddr(t), freeAddr(t)
-	s := startDurable(t, dir, st)
+	s := startDurable(t, dir)
 	s.startListener(ctx, "taken", &switchboardv1.ListenerConfig{Address: taken})
 	s.startListener(ctx, "other", &switchboardv1.ListenerConfig{Address: other})
 	s.stop()
@@ -205,7 +151,7 @@ func TestRestartWithPortTaken(t *testing.T) {
 	}
 	defer squatter.Close()
 
-	s = startDurable(t, dir, st)
+	s = startDurable(t, dir)
 	get := func(id string) *switchboardv1.ListenerStatus {
 		resp, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: id})
 		if err != nil {
@@ -348,7 +294,7 @@ func freeAddr(t *testing.T) string {
 // issue's budget is 5 s.
 func BenchmarkRestart(b *testing.B) {
 	const n = 100
-	dir, st := b.TempDir(), &memState{}
+	dir := b.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -377,7 +323,7 @@ func BenchmarkRestart(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		svc, err := service.New(service.Config{Journal: j, State: st})
+		svc, err := service.New(service.Config{Journal: j, State: j.StateStore()})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -25,7 +25,6 @@ import (
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/service"
-	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
@@ -40,6 +39,8 @@ type serveFlags struct {
 	pprofAddr       string
 	maxBuffered     int64
 	memoryLimit     int64
+	retainAge       time.Duration
+	retainBytes     int64
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
@@ -55,6 +56,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.BoolVar(&f.noFsync, "no-fsync", false, "UNSAFE: acknowledge frames once written to the OS, without fsync; a power loss can lose acknowledged messages (benchmarks and labs only)")
 	fs.Int64Var(&f.maxBuffered, "max-buffered-bytes", service.DefaultMaxBufferedBytes, "memory all connections together may hold for messages being received; a message that cannot get memory is refused (negative ACK, resend later)")
 	fs.Int64Var(&f.memoryLimit, "memory-limit", -1, "Go soft memory limit in bytes (runtime/debug.SetMemoryLimit), so garbage left by growing receive buffers is collected before the process grows far past its live memory; default --max-buffered-bytes + 256 MiB; 0: none; the GOMEMLIMIT environment variable, when set, wins")
+	fs.DurationVar(&f.retainAge, "retain-age", pebblejournal.DefaultMaxAge, "how long received messages, and sent ones once accepted or failed, are kept; a negative value keeps them whatever their age")
+	fs.Int64Var(&f.retainBytes, "retain-bytes", pebblejournal.DefaultMaxBytes, "disk space kept for received and sent messages; above it the oldest are deleted (queued messages never are); a negative value sets no bound")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -109,7 +112,12 @@ func serve(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	j, err := pebblejournal.Open(f.dataDir, pebblejournal.Options{NoSync: f.noFsync, Logger: logger.With("component", "journal")})
+	j, err := pebblejournal.Open(f.dataDir, pebblejournal.Options{
+		NoSync:   f.noFsync,
+		Logger:   logger.With("component", "journal"),
+		MaxAge:   f.retainAge,
+		MaxBytes: f.retainBytes,
+	})
 	if err != nil {
 		return fmt.Errorf("open journal: %w", err)
 	}
@@ -118,11 +126,7 @@ func serve(args []string, stderr io.Writer) error {
 		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 	}
 
-	state := desiredState(j)
-	if state == nil {
-		logger.Warn("no state store: listeners and connections are not kept across restarts")
-	}
-	svc, err := service.New(service.Config{Journal: j, Logger: logger, MaxBufferedBytes: f.maxBuffered, State: state})
+	svc, err := service.New(service.Config{Journal: j, Logger: logger, MaxBufferedBytes: f.maxBuffered, State: j.StateStore()})
 	if err != nil {
 		return err
 	}
@@ -195,13 +199,6 @@ func restoreThenServe(ctx context.Context, svc interface{ Restore(context.Contex
 	setServing(hs, healthpb.HealthCheckResponse_SERVING)
 	return nil
 }
-
-// desiredState is the store serve keeps desired state in.
-//
-// TODO(sf-storage): return j.StateStore() (the Pebble keyspace beside the
-// journal) once the storage branch lands; until then nil keeps listeners
-// and connections in memory only, and serve logs that at startup.
-func desiredState(*pebblejournal.Journal) registry.StateStore { return nil }
 
 // followJournalHealth keeps the gRPC health status in step with the
 // journal: NOT_SERVING while it cannot store messages, SERVING again once it

@@ -35,13 +35,13 @@ func TestDesiredStateRecorded(t *testing.T) {
 	}
 	for typ, spec := range map[string]proto.Message{TypeListener: ls, TypeConnection: cs} {
 		id := map[string]string{TypeListener: "adt", TypeConnection: "lab"}[typ]
-		got, ok := state.m[[2]string{typ, id}]
+		got, ok := state.all()[[2]string{typ, id}]
 		want, _ := proto.MarshalOptions{Deterministic: true}.Marshal(spec)
 		if !ok || string(got.spec) != string(want) || got.created.IsZero() {
 			t.Errorf("stored %s %s = %v, %v; want its spec and a creation time", typ, id, got, ok)
 		}
 	}
-	if got := state.m[[2]string{TypeListener, "adt"}].created; !got.Equal(lv.Created) {
+	if got := state.all()[[2]string{TypeListener, "adt"}].created; !got.Equal(lv.Created) {
 		t.Errorf("stored creation time %v, listener says %v", got, lv.Created)
 	}
 	if _, err := r.StopListener(ctx, "adt", time.Now().Add(time.Second)); err != nil {

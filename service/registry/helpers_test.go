@@ -15,12 +15,11 @@ import (
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
-// memState is an in-memory StateStore for these tests, standing in until
-// the storage branch's MemState and its conformance suite land. putErr and
-// deleteErr, when set, fail the writes.
+// memState is the package's MemState with writes that can be made to fail
+// (fail), and readers for the tests' checks.
 type memState struct {
+	MemState
 	mu        sync.Mutex
-	m         map[[2]string]storedResource
 	putErr    error
 	deleteErr error
 }
@@ -30,53 +29,41 @@ type storedResource struct {
 	created time.Time
 }
 
-func newMemState() *memState { return &memState{m: map[[2]string]storedResource{}} }
+func newMemState() *memState { return &memState{} }
 
-func (s *memState) PutResource(_ context.Context, typ, id string, spec []byte, created time.Time) error {
+func (s *memState) PutResource(ctx context.Context, typ, id string, spec []byte, created time.Time) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.putErr != nil {
-		return s.putErr
-	}
-	s.m[[2]string{typ, id}] = storedResource{slices.Clone(spec), created}
-	return nil
-}
-
-func (s *memState) DeleteResource(_ context.Context, typ, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.deleteErr != nil {
-		return s.deleteErr
-	}
-	delete(s.m, [2]string{typ, id})
-	return nil
-}
-
-func (s *memState) Resources(ctx context.Context, fn func(typ, id string, spec []byte, created time.Time) error) error {
-	s.mu.Lock()
-	keys := make([][2]string, 0, len(s.m))
-	for k := range s.m {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b [2]string) int { return slices.Compare(a[:], b[:]) })
-	all := make([]storedResource, len(keys))
-	for i, k := range keys {
-		all[i] = s.m[k]
-	}
+	err := s.putErr
 	s.mu.Unlock()
-	for i, k := range keys {
-		if err := fn(k[0], k[1], all[i].spec, all[i].created); err != nil {
-			return err
-		}
+	if err != nil {
+		return err
 	}
-	return ctx.Err()
+	return s.MemState.PutResource(ctx, typ, id, spec, created)
+}
+
+func (s *memState) DeleteResource(ctx context.Context, typ, id string) error {
+	s.mu.Lock()
+	err := s.deleteErr
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.MemState.DeleteResource(ctx, typ, id)
+}
+
+// all returns what the store holds, by type and id.
+func (s *memState) all() map[[2]string]storedResource {
+	m := map[[2]string]storedResource{}
+	_ = s.Resources(context.Background(), func(typ, id string, spec []byte, created time.Time) error {
+		m[[2]string{typ, id}] = storedResource{slices.Clone(spec), created}
+		return nil
+	})
+	return m
 }
 
 func (s *memState) ids(typ string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var ids []string
-	for k := range s.m {
+	for k := range s.all() {
 		if k[0] == typ {
 			ids = append(ids, k[1])
 		}
