@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
@@ -99,6 +100,75 @@ func TestDecide(t *testing.T) {
 		v := tc.p.decide(tc.attempts, tc.o)
 		if v.state != tc.want || !strings.Contains(v.failure, tc.failure) || (tc.failure == "" && v.failure != "") {
 			t.Errorf("%s: decide = %v %q, want %v with %q", tc.name, v.state, v.failure, tc.want, tc.failure)
+		}
+	}
+}
+
+// TestEnumsCovered: every value of the API's outbox enums is one the
+// outbox produces or handles, so a value added to the API cannot be ignored
+// unnoticed.
+func TestEnumsCovered(t *testing.T) {
+	// Every way an attempt can end.
+	results := map[switchboardv1.AttemptResult]bool{}
+	for _, c := range []struct {
+		res transport.SendResult
+		err error
+	}{
+		{transport.SendResult{Outcome: transport.OutcomeAccepted}, nil},
+		{transport.SendResult{Outcome: transport.OutcomeWritten}, nil},
+		{transport.SendResult{Outcome: transport.OutcomeRejected, Ack: transport.PeerAck{Code: transport.AckAR}}, nil},
+		{transport.SendResult{}, &transport.SendError{Cause: transport.CauseNotOpen, Err: transport.ErrClosed}},
+		{transport.SendResult{}, &transport.SendError{Written: true, Cause: transport.CauseAckTimeout, Err: transport.ErrAckTimeout}},
+	} {
+		results[outcomeOf(c.res, c.err).result] = true
+	}
+	eachValue(t, func(r switchboardv1.AttemptResult) bool { return results[r] })
+
+	// Each in-doubt policy does something of its own.
+	doubt := outcome{result: switchboardv1.AttemptResult_ATTEMPT_RESULT_IN_DOUBT, err: "x"}
+	did := map[switchboardv1.MessageState]bool{}
+	eachValue(t, func(p switchboardv1.InDoubtPolicy) bool {
+		pol := policyOf(&switchboardv1.ConnectionConfig{Outbox: &switchboardv1.OutboxPolicy{InDoubt: p, MaxAttempts: 5}})
+		st := pol.decide(1, doubt).state
+		dup := did[st]
+		did[st] = true
+		return !dup
+	})
+
+	// Every resolution settles a message held in doubt.
+	eachValue(t, func(r switchboardv1.Resolution) bool {
+		m := &switchboardv1.Message{State: switchboardv1.MessageState_MESSAGE_STATE_IN_DOUBT}
+		return resolve(m, r) == nil && m.GetState() != switchboardv1.MessageState_MESSAGE_STATE_IN_DOUBT
+	})
+
+	// Every state is one a message can be in: those decide leads to, the
+	// two of an attempt under way, and inbound messages' RECEIVED.
+	states := map[switchboardv1.MessageState]bool{
+		switchboardv1.MessageState_MESSAGE_STATE_SENDING:      true,
+		switchboardv1.MessageState_MESSAGE_STATE_AWAITING_ACK: true,
+		switchboardv1.MessageState_MESSAGE_STATE_RECEIVED:     true,
+	}
+	for _, o := range []outcome{{result: switchboardv1.AttemptResult_ATTEMPT_RESULT_ACCEPTED}, doubt,
+		{result: switchboardv1.AttemptResult_ATTEMPT_RESULT_REJECTED, code: transport.AckAE}} {
+		for _, p := range []switchboardv1.InDoubtPolicy{switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_RESEND, switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_HOLD} {
+			states[policy{maxAttempts: 3, inDoubt: p}.decide(1, o).state] = true
+		}
+	}
+	eachValue(t, func(s switchboardv1.MessageState) bool { return states[s] })
+}
+
+// eachValue calls ok for every value of enum E but the zero one and fails
+// the test for those it rejects.
+func eachValue[E interface {
+	~int32
+	protoreflect.Enum
+}](t *testing.T, ok func(E) bool) {
+	t.Helper()
+	var zero E
+	vals := zero.Descriptor().Values()
+	for i := range vals.Len() {
+		if n := vals.Get(i).Number(); n != 0 && !ok(E(n)) {
+			t.Errorf("%s: %s is not handled", zero.Descriptor().Name(), vals.Get(i).Name())
 		}
 	}
 }
