@@ -58,6 +58,9 @@ const sendDeadlineMargin = 200 * time.Millisecond
 
 // Send writes one message and waits for the peer's acknowledgement.
 func (s *Service) Send(ctx context.Context, req *switchboardv1.SendRequest) (*switchboardv1.SendResponse, error) {
+	if req.GetQueued() || req.GetIdempotencyKey() != "" {
+		return s.sendQueued(ctx, req) // messages.go
+	}
 	c, err := s.reg.Conn(req.GetConnectionId())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
