@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,11 +204,13 @@ func (p *peer) expectClosed() {
 }
 
 // testPeer is a raw TCP server that answers each MLLP frame via answer
-// (nil: stay silent). It records what it received.
+// (nil: stay silent). It records what it received. stop closes it and its
+// connections (it runs when the test ends, too).
 type testPeer struct {
 	ln       net.Listener
 	received chan []byte
 	done     chan struct{}
+	stop     func()
 }
 
 func startTestPeer(t *testing.T, answer func(msg []byte) []byte) *testPeer {
@@ -216,6 +219,11 @@ func startTestPeer(t *testing.T, answer func(msg []byte) []byte) *testPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return servePeer(t, ln, answer)
+}
+
+// servePeer is startTestPeer on a listener of the caller's.
+func servePeer(t *testing.T, ln net.Listener, answer func(msg []byte) []byte) *testPeer {
 	p := &testPeer{ln: ln, received: make(chan []byte, 100), done: make(chan struct{})}
 	conns := make(chan net.Conn, 16)
 	go func() {
@@ -250,7 +258,7 @@ func startTestPeer(t *testing.T, answer func(msg []byte) []byte) *testPeer {
 			}()
 		}
 	}()
-	t.Cleanup(func() {
+	p.stop = sync.OnceFunc(func() {
 		_ = ln.Close()
 		<-p.done
 		// Reader goroutines end when their connections close above.
@@ -258,6 +266,7 @@ func startTestPeer(t *testing.T, answer func(msg []byte) []byte) *testPeer {
 			_ = (<-conns).Close()
 		}
 	})
+	t.Cleanup(p.stop)
 	return p
 }
 

@@ -785,61 +785,12 @@ func TestQueuedReconnect(t *testing.T) {
 	second.expectReceived(t, "AFTER")
 }
 
-// startPeerAt is startTestPeer on a given address; stop closes it and its
-// connections.
-func startPeerAt(t *testing.T, address string, answer func([]byte) []byte) *stoppablePeer {
+// startPeerAt is startTestPeer on a given address.
+func startPeerAt(t *testing.T, address string, answer func([]byte) []byte) *testPeer {
 	t.Helper()
 	ln, err := net.Listen("tcp", address)
 	if err != nil {
 		t.Fatalf("listen %s again: %v", address, err)
 	}
-	p := &stoppablePeer{testPeer: &testPeer{ln: ln, received: make(chan []byte, 100), done: make(chan struct{})}}
-	go func() {
-		defer close(p.done)
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, nc)
-			p.mu.Unlock()
-			p.wg.Go(func() {
-				dec := transport.NewDecoder(nc, mllp)
-				for {
-					msg, err := dec.Next()
-					if err != nil {
-						return
-					}
-					p.received <- bytes.Clone(msg)
-					if _, err := nc.Write(mllp.AppendFrame(nil, answer(msg))); err != nil {
-						return
-					}
-				}
-			})
-		}
-	}()
-	t.Cleanup(p.stop)
-	return p
-}
-
-type stoppablePeer struct {
-	*testPeer
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-	once  sync.Once
-}
-
-func (p *stoppablePeer) stop() {
-	p.once.Do(func() {
-		p.ln.Close()
-		<-p.done
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
+	return servePeer(t, ln, answer)
 }

@@ -105,22 +105,34 @@ func (c *Conn) send1(ctx context.Context, payload []byte, timeout time.Duration)
 			return SendResult{}, &SendError{Written: true, Cause: cause, ControlID: sentID, Err: err}
 		}
 	}
-	outcome, ack, err := c.cfg.Ack.Match(reply, &p.exp)
+	outcome, ack, se := c.matchReply(reply, &p.exp)
+	if se != nil {
+		c.reset(CloseAckMismatch, se.Err)
+		return SendResult{}, se
+	}
+	return SendResult{Outcome: outcome, Ack: ack, SentControlID: sentID, RoundTrip: max(p.at.Sub(sent), 0)}, nil
+}
+
+// matchReply reads the reply to a message sent with exp and counts its
+// code. A reply that cannot be trusted (another message's, unreadable) is
+// counted, logged and returned as the in-doubt error; the caller resets the
+// connection.
+func (c *Conn) matchReply(reply []byte, exp *Expectation) (Outcome, PeerAck, *SendError) {
+	outcome, ack, err := c.cfg.Ack.Match(reply, exp)
 	if ack.Code != 0 {
 		c.stats.acksReceived[ack.Code].Add(1)
 	}
-	if err != nil {
-		c.stats.ackMismatches.Add(1)
-		cause := CauseAckUnreadable
-		if errors.Is(err, ErrAckMismatch) {
-			cause = CauseAckMismatch
-		}
-		c.log.Warn("reply cannot be trusted; message in doubt, resetting connection",
-			"control_id", sentID, "ack_control_id", ack.ControlID, "cause", cause.String())
-		c.reset(CloseAckMismatch, err)
-		return SendResult{}, &SendError{Written: true, Cause: cause, ControlID: sentID, Ack: &ack, Err: err}
+	if err == nil {
+		return outcome, ack, nil
 	}
-	return SendResult{Outcome: outcome, Ack: ack, SentControlID: sentID, RoundTrip: max(p.at.Sub(sent), 0)}, nil
+	c.stats.ackMismatches.Add(1)
+	cause := CauseAckUnreadable
+	if errors.Is(err, ErrAckMismatch) {
+		cause = CauseAckMismatch
+	}
+	c.log.Warn("reply cannot be trusted; message in doubt, resetting connection",
+		"control_id", exp.ControlID, "ack_control_id", ack.ControlID, "cause", cause.String())
+	return 0, ack, &SendError{Written: true, Cause: cause, ControlID: exp.ControlID, Ack: &ack, Err: err}
 }
 
 // writeMessage writes a message's frame before deadline. The deadline is

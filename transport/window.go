@@ -3,7 +3,6 @@ package transport
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -316,20 +315,10 @@ func (c *Conn) windowReply(in *Frame, payload []byte, now time.Time) (handled, o
 	if !sent.IsZero() {
 		rtt = max(now.Sub(sent), 0)
 	}
-	outcome, ack, err := c.cfg.Ack.Match(reply, &f.exp)
-	if ack.Code != 0 {
-		c.stats.acksReceived[ack.Code].Add(1)
-	}
-	if err != nil {
-		c.stats.ackMismatches.Add(1)
-		cause := CauseAckUnreadable
-		if errors.Is(err, ErrAckMismatch) {
-			cause = CauseAckMismatch
-		}
-		c.log.Warn("reply cannot be trusted; messages in flight in doubt, resetting connection",
-			"control_id", f.exp.ControlID, "ack_control_id", ack.ControlID, "cause", cause.String())
-		c.closeWith(CloseAckMismatch, err)
-		f.err = &SendError{Written: true, Cause: cause, ControlID: f.exp.ControlID, Ack: &ack, Err: err}
+	outcome, ack, se := c.matchReply(reply, &f.exp)
+	if se != nil { // the others in flight end when the connection has closed
+		c.closeWith(CloseAckMismatch, se.Err)
+		f.err = se
 		c.complete(f)
 		return true, false
 	}
