@@ -84,10 +84,10 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return statusOf(codes.NotFound, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_FOUND, nil, resource())
 	case errors.As(err, &re) && errors.Is(err, registry.ErrConflict):
 		return statusOf(codes.AlreadyExists, err.Error()+"; remove it first", switchboardv1.ErrorReason_ERROR_REASON_CONFIG_CONFLICT, nil, resource())
-	case errors.As(err, &re) && errors.Is(err, outbox.ErrNotInDoubt):
-		return statusOf(codes.FailedPrecondition, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_IN_DOUBT, nil, resource())
 	case errors.As(err, &re) && errors.Is(err, registry.ErrStopping):
 		return statusOf(codes.FailedPrecondition, err.Error()+"; retry once StopListener returns", switchboardv1.ErrorReason_ERROR_REASON_STOPPING, nil, resource())
+	case errors.As(err, &re) && errors.Is(err, outbox.ErrNotInDoubt):
+		return statusOf(codes.FailedPrecondition, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_IN_DOUBT, nil, resource())
 	case errors.Is(err, transport.ErrAddrNotBindable):
 		// In use, not on this host, privileged, or a name that does not
 		// resolve: a fact of this machine, one rule for all of them.

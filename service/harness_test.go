@@ -204,28 +204,29 @@ func (p *peer) expectClosed() {
 }
 
 // testPeer is a raw TCP server that answers each MLLP frame via answer
-// (nil: stay silent). It records what it received. stop closes it and its
-// connections (it runs when the test ends, too).
+// (nil: stay silent). It records what it received.
 type testPeer struct {
 	ln       net.Listener
 	received chan []byte
 	done     chan struct{}
-	stop     func()
+	stopped  sync.Once
+	conns    chan net.Conn
 }
 
 func startTestPeer(t *testing.T, answer func(msg []byte) []byte) *testPeer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startTestPeerOn(t, "127.0.0.1:0", answer)
+}
+
+// startTestPeerOn starts a testPeer on addr, such as the address of one
+// that stopped (a peer that comes back).
+func startTestPeerOn(t *testing.T, addr string, answer func(msg []byte) []byte) *testPeer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return servePeer(t, ln, answer)
-}
-
-// servePeer is startTestPeer on a listener of the caller's.
-func servePeer(t *testing.T, ln net.Listener, answer func(msg []byte) []byte) *testPeer {
-	p := &testPeer{ln: ln, received: make(chan []byte, 100), done: make(chan struct{})}
-	conns := make(chan net.Conn, 16)
+	p := &testPeer{ln: ln, received: make(chan []byte, 100), done: make(chan struct{}), conns: make(chan net.Conn, 16)}
 	go func() {
 		defer close(p.done)
 		var open []net.Conn
@@ -240,7 +241,7 @@ func servePeer(t *testing.T, ln net.Listener, answer func(msg []byte) []byte) *t
 				return
 			}
 			open = append(open, nc)
-			conns <- nc
+			p.conns <- nc
 			go func() {
 				dec := transport.NewDecoder(nc, mllp)
 				for {
@@ -258,16 +259,20 @@ func servePeer(t *testing.T, ln net.Listener, answer func(msg []byte) []byte) *t
 			}()
 		}
 	}()
-	p.stop = sync.OnceFunc(func() {
-		_ = ln.Close()
-		<-p.done
-		// Reader goroutines end when their connections close above.
-		for len(conns) > 0 {
-			_ = (<-conns).Close()
-		}
-	})
 	t.Cleanup(p.stop)
 	return p
+}
+
+// stop closes the listener and every connection, as a peer that goes away.
+func (p *testPeer) stop() {
+	p.stopped.Do(func() {
+		_ = p.ln.Close()
+		<-p.done
+		// Reader goroutines end when their connections close above.
+		for len(p.conns) > 0 {
+			_ = (<-p.conns).Close()
+		}
+	})
 }
 
 func (p *testPeer) addr() string { return p.ln.Addr().String() }

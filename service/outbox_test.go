@@ -762,7 +762,7 @@ func TestQueuedReconnect(t *testing.T) {
 	}
 	address := ln.Addr().String()
 	ln.Close()
-	first := startPeerAt(t, address, ackWith(hl7.AA, ""))
+	first := startTestPeerOn(t, address, ackWith(hl7.AA, ""))
 	s.connectQueued(ctx, "lab", address, fastPolicy(nil), 5*time.Second)
 	s.waitState(ctx, s.queue(ctx, "lab", hl7Message("BEFORE"), ""), stateAccepted)
 	first.stop()
@@ -771,7 +771,7 @@ func TestQueuedReconnect(t *testing.T) {
 		return st != switchboardv1.ConnectionState_CONNECTION_STATE_OPEN
 	})
 	id := s.queue(ctx, "lab", hl7Message("AFTER"), "")
-	second := startPeerAt(t, address, ackWith(hl7.AA, ""))
+	second := startTestPeerOn(t, address, ackWith(hl7.AA, ""))
 	for start := time.Now(); s.getMessage(ctx, id).GetState() != stateAccepted; time.Sleep(20 * time.Millisecond) {
 		// A reconnecting connection is CONNECTING or BACKING_OFF, never
 		// CLOSED (its reconnect policy is the default one).
@@ -783,14 +783,4 @@ func TestQueuedReconnect(t *testing.T) {
 		}
 	}
 	second.expectReceived(t, "AFTER")
-}
-
-// startPeerAt is startTestPeer on a given address.
-func startPeerAt(t *testing.T, address string, answer func([]byte) []byte) *testPeer {
-	t.Helper()
-	ln, err := net.Listen("tcp", address)
-	if err != nil {
-		t.Fatalf("listen %s again: %v", address, err)
-	}
-	return servePeer(t, ln, answer)
 }

@@ -141,8 +141,9 @@ func (c *Conn) dispatch(ctx context.Context, payload []byte, timeout time.Durati
 		c.mu.Unlock()
 		se := c.writeFailed(ctx, n, err, deadline, exp.ControlID)
 		if !mine {
-			// The reply came while the write reported its error: the peer
-			// has the message and answered it.
+			// Its outcome was decided meanwhile (the reply came as the
+			// write reported its error, or the connection closed) and
+			// stands.
 			return f, nil
 		}
 		return nil, se
