@@ -62,6 +62,9 @@ const sendDeadlineMargin = 200 * time.Millisecond
 // asked to fail fast; it also waits when the session it was given closes
 // before the message could be written.
 func (s *Service) Send(ctx context.Context, req *switchboardv1.SendRequest) (*switchboardv1.SendResponse, error) {
+	if req.GetQueued() || req.GetIdempotencyKey() != "" {
+		return s.sendQueued(ctx, req) // messages.go
+	}
 	id, failFast := req.GetConnectionId(), req.GetFailFast()
 	c, err := s.reg.Conn(id)
 	if err != nil && (failFast || !errors.Is(err, registry.ErrReconnecting)) {

@@ -16,6 +16,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -88,6 +89,8 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return notSentStatus(err, re.ID)
 	case errors.As(err, &re) && errors.Is(err, registry.ErrStopping):
 		return statusOf(codes.FailedPrecondition, err.Error()+"; retry once StopListener returns", switchboardv1.ErrorReason_ERROR_REASON_STOPPING, nil, resource())
+	case errors.As(err, &re) && errors.Is(err, outbox.ErrNotInDoubt):
+		return statusOf(codes.FailedPrecondition, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_IN_DOUBT, nil, resource())
 	case errors.Is(err, transport.ErrAddrNotBindable):
 		// In use, not on this host, privileged, or a name that does not
 		// resolve: a fact of this machine, one rule for all of them.

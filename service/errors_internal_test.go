@@ -18,6 +18,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -106,6 +107,12 @@ func TestToStatus(t *testing.T) {
 		{name: "config conflict", err: resource(registry.TypeListener, "adt", registry.ErrConflict),
 			code: codes.AlreadyExists, msg: `listener "adt" exists with a different config; remove it first`, reason: "CONFIG_CONFLICT",
 			resource: &errdetails.ResourceInfo{ResourceType: "listener", ResourceName: "adt"}},
+		{name: "message not found", err: resource(outbox.TypeMessage, "out-lab-7", registry.ErrNotFound),
+			code: codes.NotFound, msg: `message "out-lab-7" not found`, reason: "NOT_FOUND",
+			resource: &errdetails.ResourceInfo{ResourceType: "message", ResourceName: "out-lab-7"}},
+		{name: "not in doubt", err: resource(outbox.TypeMessage, "out-lab-7", fmt.Errorf("%w (it is ACCEPTED)", outbox.ErrNotInDoubt)),
+			code: codes.FailedPrecondition, msg: `message "out-lab-7" is not held in doubt (it is ACCEPTED)`, reason: "NOT_IN_DOUBT",
+			resource: &errdetails.ResourceInfo{ResourceType: "message", ResourceName: "out-lab-7"}},
 		{name: "stopping", err: resource(registry.TypeListener, "adt", registry.ErrStopping),
 			code: codes.FailedPrecondition, msg: `listener "adt" is stopping; retry once StopListener returns`, reason: "STOPPING",
 			resource: &errdetails.ResourceInfo{ResourceType: "listener", ResourceName: "adt"}},
@@ -361,6 +368,7 @@ func TestErrorReasonsUsed(t *testing.T) {
 		journal.ErrClosed, errors.New("unknown"),
 		&transport.SendError{Written: true, Cause: transport.CauseAckTimeout},
 		&transport.SendError{Cause: transport.CauseNotOpen},
+		&registry.ResourceError{Type: outbox.TypeMessage, ID: "out-x-1", Err: outbox.ErrNotInDoubt},
 	}
 	used := map[string]bool{}
 	for _, err := range errs {
@@ -388,7 +396,7 @@ func resourceErr(err error) error {
 func TestEnumMappings(t *testing.T) {
 	checkEnum(t, transport.CloseReasons(), closeReason)
 	checkEnum(t, transport.AckCodes(), ackCode)
-	checkEnum(t, transport.Outcomes(), sendOutcome)
+	checkEnum(t, transport.Outcomes(), sendOutcome, switchboardv1.SendOutcome_SEND_OUTCOME_QUEUED /* sendQueued's */)
 	checkEnum(t, transport.SendCauses(), func(c transport.SendCause) switchboardv1.SendFailureCause { return sendCauses[c] })
 	// A resource's state is the registry's (transport's session states
 	// and the registry's own for retries; registry's tests check that
@@ -414,11 +422,17 @@ func TestEnumMappings(t *testing.T) {
 	}
 }
 
-func checkEnum[T fmt.Stringer, E protoreflect.Enum](t *testing.T, values []T, m func(T) E) {
+// checkEnum checks m over values; elsewhere are API values the code
+// produces without a transport value (each names where).
+func checkEnum[T fmt.Stringer, E protoreflect.Enum](t *testing.T, values []T, m func(T) E, elsewhere ...E) {
 	t.Helper()
 	var zero E
 	desc := zero.Descriptor()
 	seen := map[protoreflect.EnumNumber]T{}
+	for _, e := range elsewhere {
+		var none T
+		seen[e.Number()] = none
+	}
 	for _, v := range values {
 		n := m(v).Number()
 		if n == 0 {

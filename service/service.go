@@ -16,10 +16,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -43,6 +45,10 @@ type Config struct {
 	// Observer receives every connection's events (metrics, event streams);
 	// nil: none.
 	Observer *transport.Observer
+	// Outbox stores queued outbound messages (the embedded one shares the
+	// journal's database). Nil: queued sends are refused. Like the journal,
+	// it is not closed by the Service.
+	Outbox outbox.Store
 	// State keeps the listeners and outbound connections callers created
 	// (desired state), so that Restore brings them back after a restart:
 	// the embedded one is pebblejournal.Journal.StateStore. Nil keeps them
@@ -60,6 +66,8 @@ type Service struct {
 	budget   *transport.MemoryBudget
 	observer *transport.Observer
 	reg      *registry.Registry
+	outbox   *outbox.Outbox // nil without Config.Outbox (messages.go)
+	messages outbox.Store
 
 	// ctx ends when Shutdown has drained listeners and connections;
 	// Receive streams then end with UNAVAILABLE.
@@ -90,12 +98,22 @@ func New(cfg Config) (*Service, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	outboundChanged, err := s.newOutbox(cfg.Outbox)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	s.reg = registry.New(registry.Config{
-		Logger:         cfg.Logger,
-		State:          cfg.State,
-		ListenerConfig: s.listenerConfig,
-		DialConfig:     s.dialConfig,
+		Logger:          cfg.Logger,
+		State:           cfg.State,
+		ListenerConfig:  s.listenerConfig,
+		DialConfig:      s.dialConfig,
+		OutboundChanged: outboundChanged,
 	})
+	if err := s.startOutbox(); err != nil {
+		cancel()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -121,7 +139,16 @@ func (s *Service) Shutdown(ctx context.Context) {
 	if !ok {
 		deadline = time.Now().Add(transport.DefaultDrainTimeout)
 	}
+	// Concurrently: the registry's drain waits for the acknowledgements of
+	// queued messages in flight, which the outbox records before it stops.
+	var wg sync.WaitGroup
+	if s.outbox != nil {
+		octx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		wg.Go(func() { s.outbox.Close(octx) })
+	}
 	s.reg.Shutdown(deadline)
+	wg.Wait()
 	s.cancel()
 }
 
