@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -60,6 +61,7 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 	var (
 		se  *transport.SendError
 		re  *registry.ResourceError
+		nr  *journal.NotRetainedError
 		inv errInvalid
 	)
 	resource := func() protoadapt.MessageV1 {
@@ -104,6 +106,10 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN, nil)
 	case errors.Is(err, journal.ErrClosed), errors.Is(err, journal.ErrUnavailable):
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE, nil)
+	case errors.As(err, &nr):
+		first := strconv.FormatUint(nr.First, 10)
+		return statusOf(codes.OutOfRange, fmt.Sprintf("sequence %d is no longer retained; the oldest retained is %s (start_sequence %s)", nr.From, first, first),
+			switchboardv1.ErrorReason_ERROR_REASON_NOT_RETAINED, map[string]string{"first_sequence": first})
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

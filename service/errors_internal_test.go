@@ -143,6 +143,9 @@ func TestToStatus(t *testing.T) {
 			code: codes.Unavailable, reason: "JOURNAL_UNAVAILABLE"},
 		{name: "journal unavailable", err: fmt.Errorf("append: %w: %w", journal.ErrUnavailable, syscall.ENOSPC),
 			code: codes.Unavailable, reason: "JOURNAL_UNAVAILABLE"},
+		{name: "not retained", err: fmt.Errorf("read journal at 3: %w", &journal.NotRetainedError{From: 3, First: 90}),
+			code: codes.OutOfRange, msg: "sequence 3 is no longer retained; the oldest retained is 90 (start_sequence 90)",
+			reason: "NOT_RETAINED", meta: map[string]string{"first_sequence": "90"}},
 		{name: "cancelled", err: context.Canceled, code: codes.Canceled},
 		{name: "cancelled, wrapped", err: fmt.Errorf("wait: %w", context.Canceled), code: codes.Canceled},
 		{name: "deadline", err: context.DeadlineExceeded, code: codes.DeadlineExceeded},
@@ -369,6 +372,7 @@ func TestErrorReasonsUsed(t *testing.T) {
 		&transport.SendError{Written: true, Cause: transport.CauseAckTimeout},
 		&transport.SendError{Cause: transport.CauseNotOpen},
 		&registry.ResourceError{Type: outbox.TypeMessage, ID: "out-x-1", Err: outbox.ErrNotInDoubt},
+		&journal.NotRetainedError{From: 1, First: 2},
 	}
 	used := map[string]bool{}
 	for _, err := range errs {

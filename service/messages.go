@@ -296,6 +296,14 @@ scan:
 func (l *lister) inbound(ctx context.Context, j journal.Journal, from uint64) error {
 	for !l.stopped() {
 		recs, err := j.Read(ctx, from, listScanBatch, listScanBytes-l.bytes)
+		var nr *journal.NotRetainedError
+		if errors.As(err, &nr) && nr.First > from {
+			// A listing shows what is retained: retention deleted the
+			// rest since the page token was issued, or before the first
+			// page.
+			from = nr.First
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -126,7 +126,13 @@ func serve(args []string, stderr io.Writer) error {
 		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 	}
 
-	svc, err := service.New(service.Config{Journal: j, Logger: logger, MaxBufferedBytes: f.maxBuffered, State: j.StateStore()})
+	svc, err := service.New(service.Config{
+		Journal:          j,
+		Logger:           logger,
+		MaxBufferedBytes: f.maxBuffered,
+		State:            j.StateStore(),
+		Outbox:           j.Outbox(),
+	})
 	if err != nil {
 		return err
 	}

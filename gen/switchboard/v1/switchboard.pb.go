@@ -3941,8 +3941,8 @@ func (x *SendFailure) GetAck() *PeerAck {
 // ReceiveRequest is the request of Receive.
 type ReceiveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Deliver from this journal sequence (1 replays everything retained).
-	// Unset: only records stored after the call.
+	// Deliver from this journal sequence (0 or 1 replays everything
+	// retained). Unset: only records stored after the call.
 	StartSequence *uint64 `protobuf:"varint,1,opt,name=start_sequence,json=startSequence,proto3,oneof" json:"start_sequence,omitempty"`
 	// Only records from these listeners. Empty: all.
 	ListenerIds []string `protobuf:"bytes,2,rep,name=listener_ids,json=listenerIds,proto3" json:"listener_ids,omitempty"`

@@ -177,7 +177,11 @@ type SwitchboardServiceClient interface {
 	// from start_sequence. A client that resumes at its last sequence + 1
 	// after a disconnect sees no gap and no duplicate. The stream ends with
 	// UNAVAILABLE when the server shuts down or the journal fails, with the
-	// sequence to resume from in the message.
+	// sequence to resume from in the message. Retention deletes the oldest
+	// records (serve's --retain-age and --retain-bytes): a start_sequence
+	// above 1 that is no longer retained, or a reader that falls so far
+	// behind that retention passes it, ends with OUT_OF_RANGE, reason
+	// NOT_RETAINED, metadata "first_sequence" the oldest record left.
 	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReceiveResponse], error)
 	// GetMessage returns one message: an outbound message queued with Send
 	// (its state, attempts and acknowledgement) or an inbound journaled one
@@ -485,7 +489,11 @@ type SwitchboardServiceServer interface {
 	// from start_sequence. A client that resumes at its last sequence + 1
 	// after a disconnect sees no gap and no duplicate. The stream ends with
 	// UNAVAILABLE when the server shuts down or the journal fails, with the
-	// sequence to resume from in the message.
+	// sequence to resume from in the message. Retention deletes the oldest
+	// records (serve's --retain-age and --retain-bytes): a start_sequence
+	// above 1 that is no longer retained, or a reader that falls so far
+	// behind that retention passes it, ends with OUT_OF_RANGE, reason
+	// NOT_RETAINED, metadata "first_sequence" the oldest record left.
 	Receive(*ReceiveRequest, grpc.ServerStreamingServer[ReceiveResponse]) error
 	// GetMessage returns one message: an outbound message queued with Send
 	// (its state, attempts and acknowledgement) or an inbound journaled one
