@@ -265,22 +265,8 @@ func (o *Outbox) append(ctx context.Context, m *switchboardv1.Message) (*switchb
 func (o *Outbox) nextSeqLocked(ctx context.Context, conn string) (uint64, error) {
 	last, ok := o.next[conn]
 	if !ok {
-		err := o.j.view(ctx, func(db pebble.Reader) error {
-			v, closer, err := db.Get(seqKey(conn))
-			if errors.Is(err, pebble.ErrNotFound) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			defer closer.Close()
-			if len(v) != 8 {
-				return fmt.Errorf("outbox: malformed sequence counter of %q", conn)
-			}
-			last = binary.BigEndian.Uint64(v)
-			return nil
-		})
-		if err != nil {
+		var err error
+		if last, err = o.readUint64(ctx, seqKey(conn), "sequence counter", conn); err != nil {
 			return 0, err
 		}
 	}
@@ -290,22 +276,7 @@ func (o *Outbox) nextSeqLocked(ctx context.Context, conn string) (uint64, error)
 // byKeyLocked returns the message of conn stored with idempotency key key,
 // or nil. o.mu must be held.
 func (o *Outbox) byKeyLocked(ctx context.Context, conn, key string) (*switchboardv1.Message, error) {
-	var seq uint64
-	err := o.j.view(ctx, func(db pebble.Reader) error {
-		v, closer, err := db.Get(idemKey(conn, key))
-		if errors.Is(err, pebble.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer closer.Close()
-		if len(v) != 8 {
-			return fmt.Errorf("outbox: malformed idempotency entry of %q", conn)
-		}
-		seq = binary.BigEndian.Uint64(v)
-		return nil
-	})
+	seq, err := o.readUint64(ctx, idemKey(conn, key), "idempotency entry", conn)
 	if err != nil || seq == 0 {
 		return nil, err
 	}
@@ -314,6 +285,28 @@ func (o *Outbox) byKeyLocked(ctx context.Context, conn, key string) (*switchboar
 		return nil, nil // cannot happen: the key goes with its message
 	}
 	return m, err
+}
+
+// readUint64 reads a committed 8-byte big-endian value (what names it in
+// an error); 0 when key is absent.
+func (o *Outbox) readUint64(ctx context.Context, key []byte, what, conn string) (uint64, error) {
+	var n uint64
+	err := o.j.view(ctx, func(db pebble.Reader) error {
+		v, closer, err := db.Get(key)
+		if errors.Is(err, pebble.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		if len(v) != 8 {
+			return fmt.Errorf("outbox: malformed %s of %q", what, conn)
+		}
+		n = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return n, err
 }
 
 // currentLocked returns the newest state of a message: staged, else
