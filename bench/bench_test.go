@@ -65,6 +65,39 @@ func TestInboundAgainstBaseline(t *testing.T) {
 	}
 }
 
+// TestServeACKPipelined: the bare ACK server answers frames written
+// back to back, before any ACK is read, in order, each with MSA-2 its
+// message's MSH-10 (what a pipelining window needs of a peer).
+func TestServeACKPipelined(t *testing.T) {
+	nc, err := net.Dial("tcp", startACK(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	msg, at := Message(260)
+	var frames []byte
+	for i := range 8 {
+		putID(msg[at:], 7, i)
+		frames = mllp.AppendFrame(frames, msg)
+	}
+	if _, err := nc.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	dec := newTestDecoder(nc)
+	id := make([]byte, controlIDWidth)
+	for i := range 8 {
+		ack, err := dec.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		putID(id, 7, i)
+		if kind := checkAck(ack, id); kind != "" {
+			t.Errorf("ACK %d: %s (%q)", i, kind, ack)
+		}
+	}
+}
+
 // startACK runs the bare ACK server on loopback until the test ends.
 func startACK(t *testing.T) string {
 	t.Helper()

@@ -151,10 +151,9 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 	if cfg.DeliveryTimeout <= 0 {
 		cfg.DeliveryTimeout = 5 * time.Minute
 	}
-	end, accepted, err := awaitDelivery(ctx, client, ids, last, total, cfg.DeliveryTimeout)
-	if accepted < total {
-		res.Errors = mergeErrors([]errCounter{res.Errors, {"not_accepted": total - accepted}})
-	}
+	end, acks, err := awaitDelivery(ctx, client, ids, last, total, cfg.DeliveryTimeout)
+	accepted := min(acks.accepted, total)
+	res.Errors = mergeErrors([]errCounter{res.Errors, {"not_accepted": total - accepted, "ack_timeout": acks.timeouts, "ack_mismatch": acks.mismatches}})
 	if d := end.Sub(start); d > 0 {
 		res.DeliveredRate = float64(accepted) / d.Seconds()
 	}
@@ -166,8 +165,8 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 // and the connections' counters show an accepted acknowledgement for each
 // of the total messages queued. It returns when the last of those messages
 // was accepted (its update time: the server runs on this machine's clock),
-// and how many were.
-func awaitDelivery(ctx context.Context, client switchboardv1.SwitchboardServiceClient, conns, last []string, total uint64, timeout time.Duration) (time.Time, uint64, error) {
+// and the counters.
+func awaitDelivery(ctx context.Context, client switchboardv1.SwitchboardServiceClient, conns, last []string, total uint64, timeout time.Duration) (time.Time, ackTotals, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var end time.Time
@@ -175,47 +174,52 @@ func awaitDelivery(ctx context.Context, client switchboardv1.SwitchboardServiceC
 		for id != "" {
 			resp, err := client.GetMessage(ctx, &switchboardv1.GetMessageRequest{MessageId: id})
 			if err != nil {
-				return end, 0, fmt.Errorf("waiting for %s to be delivered: %w", id, err)
+				return end, ackTotals{}, fmt.Errorf("waiting for %s to be delivered: %w", id, err)
 			}
 			m := resp.GetMessage()
 			if st := m.GetState(); st == switchboardv1.MessageState_MESSAGE_STATE_ACCEPTED {
 				end = maxTime(end, m.GetUpdateTime().AsTime())
 				break
 			} else if st == switchboardv1.MessageState_MESSAGE_STATE_FAILED {
-				return end, 0, fmt.Errorf("%s failed: %s", id, m.GetFailure())
+				return end, ackTotals{}, fmt.Errorf("%s failed: %s", id, m.GetFailure())
 			}
 			if err := sleep(ctx, 10*time.Millisecond); err != nil {
-				return end, 0, fmt.Errorf("waiting for %s to be delivered: %w", id, err)
+				return end, ackTotals{}, fmt.Errorf("waiting for %s to be delivered: %w", id, err)
 			}
 		}
 	}
 	for {
-		accepted, err := acceptedAcks(ctx, client, conns)
-		if err != nil || accepted >= total {
-			return end, min(accepted, total), err
+		acks, err := countAcks(ctx, client, conns)
+		if err != nil || acks.accepted >= total {
+			return end, acks, err
 		}
 		if err := sleep(ctx, 10*time.Millisecond); err != nil {
-			return end, accepted, fmt.Errorf("%d of %d messages accepted: %w", accepted, total, err)
+			return end, acks, fmt.Errorf("%d of %d messages accepted: %w", acks.accepted, total, err)
 		}
 	}
 }
 
-// acceptedAcks is how many positive acknowledgements the connections
-// received.
-func acceptedAcks(ctx context.Context, client switchboardv1.SwitchboardServiceClient, conns []string) (uint64, error) {
-	var n uint64
+// ackTotals are the connections' acknowledgement counters: positive ones,
+// and the timeouts and mismatches that put messages in doubt.
+type ackTotals struct{ accepted, timeouts, mismatches uint64 }
+
+func countAcks(ctx context.Context, client switchboardv1.SwitchboardServiceClient, conns []string) (ackTotals, error) {
+	var t ackTotals
 	for _, id := range conns {
 		resp, err := client.GetConnection(ctx, &switchboardv1.GetConnectionRequest{ConnectionId: id})
 		if err != nil {
-			return n, err
+			return t, err
 		}
-		for _, a := range resp.GetConnection().GetStatus().GetCounters().GetReceivedAcks() {
+		k := resp.GetConnection().GetStatus().GetCounters()
+		for _, a := range k.GetReceivedAcks() {
 			if a.GetCode() == switchboardv1.AckCode_ACK_CODE_AA || a.GetCode() == switchboardv1.AckCode_ACK_CODE_CA {
-				n += uint64(a.GetCount())
+				t.accepted += uint64(a.GetCount())
 			}
 		}
+		t.timeouts += uint64(k.GetAckTimeoutCount())
+		t.mismatches += uint64(k.GetAckMismatchCount())
 	}
-	return n, nil
+	return t, nil
 }
 
 func maxTime(a, b time.Time) time.Time {

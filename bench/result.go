@@ -147,7 +147,9 @@ func mergeErrors(all []errCounter) map[string]uint64 {
 	out := map[string]uint64{}
 	for _, e := range all {
 		for k, v := range e {
-			out[k] += v
+			if v > 0 {
+				out[k] += v
+			}
 		}
 	}
 	if len(out) == 0 {
