@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
@@ -724,6 +725,41 @@ func TestQueuedStoreFailure(t *testing.T) {
 }
 
 var errDiskFull = fmt.Errorf("no space left on device")
+
+// TestQueuedRetryFindsStored: a queued Send whose idempotency key finds a
+// message the outbox's worker has not seen is delivered at once, without
+// waiting for another Send. Such a message is what a queued Send leaves
+// when its store write failed but reached the disk (a failed fsync): the
+// Send returned an error, and the message is back once the journal has
+// recovered, found by the client's retry with the same key. Here it is
+// appended to the journal's outbox directly, behind the worker's back.
+func TestQueuedRetryFindsStored(t *testing.T) {
+	ctx := testCtx(t)
+	j, err := pebblejournal.Open(t.TempDir(), pebblejournal.Options{})
+	if err != nil {
+		t.Fatalf("journal.Open: %v", err)
+	}
+	s := startServerWith(t, j, func(c *service.Config) { c.Outbox = j.Outbox() })
+	peer := startTestPeer(t, ackWith(hl7.AA, ""))
+	s.connectQueued(ctx, "lab", peer.addr(), fastPolicy(nil), 5*time.Second)
+	s.waitState(ctx, s.queue(ctx, "lab", hl7Message("FIRST"), ""), stateAccepted)
+	peer.expectReceived(t, "FIRST")
+	peer.expectNothing(t) // the worker is idle, waiting to be told of a message
+
+	stored, created, err := j.Outbox().Append(ctx, &switchboardv1.Message{
+		ConnectionId: "lab", Direction: switchboardv1.Direction_DIRECTION_OUTBOUND, State: stateQueued,
+		Payload: hl7Message("AGAIN"), ControlId: "AGAIN", MessageType: "ADT^A01^ADT_A01", IdempotencyKey: "again",
+		CreateTime: timestamppb.Now(), UpdateTime: timestamppb.Now(),
+	})
+	if err != nil || !created {
+		t.Fatalf("outbox Append = %v, %v", created, err)
+	}
+	if id := s.queue(ctx, "lab", hl7Message("AGAIN"), "again"); id != stored.GetMessageId() {
+		t.Fatalf("the retry queued %s; want the stored %s", id, stored.GetMessageId())
+	}
+	s.waitState(ctx, stored.GetMessageId(), stateAccepted)
+	peer.expectReceived(t, "AGAIN")
+}
 
 // TestDisconnectFailsQueued: Disconnect fails the connection's remaining
 // messages, the one in flight as possibly written; a queued Send after it
