@@ -495,9 +495,16 @@ func TestQueuedRestart(t *testing.T) {
 		name     string
 		policy   switchboardv1.InDoubtPolicy
 		attempts string
+		// sending: the cut came before M1's (unsynced) AWAITING_ACK
+		// reached the disk, so the restarted server finds M1 SENDING.
+		// Cuts rarely fall there (AWAITING_ACK joins the next group
+		// commit at once), so the test puts the disk back the way such a
+		// cut leaves it.
+		sending bool
 	}{
-		{"resend", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_RESEND, "IN_DOUBT,ACCEPTED"},
-		{"hold", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_HOLD, "IN_DOUBT,ACCEPTED"},
+		{"resend", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_RESEND, "IN_DOUBT,ACCEPTED", false},
+		{"hold", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_HOLD, "IN_DOUBT,ACCEPTED", false},
+		{"resend, found SENDING", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_RESEND, "IN_DOUBT,ACCEPTED", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
@@ -534,12 +541,17 @@ func TestQueuedRestart(t *testing.T) {
 			for len(peer.received) > 0 { // what the dead server did after the crash point
 				<-peer.received
 			}
-
-			s2 := startCrashableOutboxServer(t, restarted)
 			// M1 is mid-attempt: SENDING, or AWAITING_ACK when that
 			// (unsynced) update reached the disk before the cut too. Both
 			// mean "possibly written".
-			for i, want := range [][]switchboardv1.MessageState{{stateAccepted}, {stateSending, stateAwaiting}, {stateQueued}, {stateQueued}} {
+			mid := []switchboardv1.MessageState{stateSending, stateAwaiting}
+			if tc.sending {
+				rewindToSending(t, restarted, "lab", 2)
+				mid = mid[:1]
+			}
+
+			s2 := startCrashableOutboxServer(t, restarted)
+			for i, want := range [][]switchboardv1.MessageState{{stateAccepted}, mid, {stateQueued}, {stateQueued}} {
 				if st := s2.getMessage(ctx, ids[i]).GetState(); !slices.Contains(want, st) {
 					t.Fatalf("after the restart %s is %v, want %v", ids[i], st, want)
 				} else if i == 1 {
@@ -567,6 +579,36 @@ func TestQueuedRestart(t *testing.T) {
 			peer.expectReceived(t, "M1", "M2", "M3")
 			peer.expectNothing(t) // and M0 never again
 		})
+	}
+}
+
+// rewindToSending puts message seq of conn on disk back to the SENDING its
+// attempt started with, when it is AWAITING_ACK: the disk as a power cut
+// just before that update reached it leaves it. The two states differ only
+// in state and update time.
+func rewindToSending(t *testing.T, disk *vfs.MemFS, conn string, seq uint64) {
+	t.Helper()
+	j, err := pebblejournal.Open(memDataDir, pebblejournal.Options{FS: disk})
+	if err != nil {
+		t.Fatalf("journal.Open: %v", err)
+	}
+	defer func() {
+		if err := j.Close(); err != nil {
+			t.Fatalf("journal.Close: %v", err)
+		}
+	}()
+	ctx := context.Background()
+	m, err := j.Outbox().Get(ctx, conn, seq)
+	if err != nil {
+		t.Fatalf("outbox Get: %v", err)
+	}
+	if m.GetState() != stateAwaiting {
+		return
+	}
+	m.State = stateSending
+	m.UpdateTime = m.GetAttempts()[len(m.GetAttempts())-1].GetStartTime()
+	if err := j.Outbox().Update(ctx, m, true); err != nil {
+		t.Fatalf("outbox Update: %v", err)
 	}
 }
 
