@@ -52,7 +52,7 @@ func (s *server) listIDs(ctx context.Context, req *switchboardv1.ListMessagesReq
 // not in doubt.
 func TestListMessages(t *testing.T) {
 	ctx := testCtx(t)
-	s := startOutboxServer(t, t.TempDir(), newMemOutbox())
+	s := startOutboxServer(t, t.TempDir())
 	peer := startTestPeer(t, byCount(func(id string, _ int) hl7.AckCode {
 		if id == "L-BAD" {
 			return hl7.AE

@@ -3,36 +3,112 @@ package service_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/journal/journaltest"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
+	"github.com/switchboard-dev/switchboard/journal/pebblejournal/pebbletest"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
 // Queued sends: the outbox stores a message, then delivers it in order,
 // retrying by the connection's policy, across resets and restarts. These
-// tests use memOutbox (memoutbox_test.go) until the embedded store lands.
+// tests use the journal's own outbox (pebblejournal.Journal.Outbox), as
+// `switchboard serve` does; the crash tests run it on Pebble's
+// crash-simulating filesystem and cut the power (vfs.MemFS.CrashClone).
 
-// startOutboxServer starts a server on a journal in dir whose outbox is
-// store.
-func startOutboxServer(t *testing.T, dir string, store *memOutbox) *server {
+// startOutboxServer starts a server on a journal in dir on the real disk,
+// with the journal's outbox.
+func startOutboxServer(t *testing.T, dir string) *server {
 	t.Helper()
-	j, err := pebblejournal.Open(dir, pebblejournal.Options{})
+	return startOutboxServerOn(t, dir, pebblejournal.Options{})
+}
+
+// startOutboxServerOn starts a server on a journal opened in dir with opts
+// (opts.FS: the disk), with the journal's outbox.
+func startOutboxServerOn(t *testing.T, dir string, opts pebblejournal.Options) *server {
+	t.Helper()
+	j, err := pebblejournal.Open(dir, opts)
 	if err != nil {
 		t.Fatalf("journal.Open: %v", err)
 	}
-	return startServerWith(t, j, func(c *service.Config) { c.Outbox = store })
+	return startServerWith(t, j, func(c *service.Config) { c.Outbox = j.Outbox() })
+}
+
+// memDataDir is the data directory on a crash-simulating in-memory disk.
+const memDataDir = "/data"
+
+// startCrashableOutboxServer starts a server with the journal's outbox on
+// disk, a crash-simulating in-memory filesystem (vfs.NewCrashableMem, or
+// what a power cut left of one).
+func startCrashableOutboxServer(t *testing.T, disk *vfs.MemFS) *server {
+	t.Helper()
+	return startOutboxServerOn(t, memDataDir, pebblejournal.Options{FS: disk})
+}
+
+// cutPower returns what disk holds after a power cut at this instant:
+// everything synced and a random share of what was written but not synced
+// (so a WAL tail may be torn anywhere). The server running on disk goes on
+// working on disk, which the cut leaves alone; a server started on the
+// result is the one that came back after the cut.
+func cutPower(t *testing.T, disk *vfs.MemFS) *vfs.MemFS {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 3))
+	pct := rng.IntN(101)
+	t.Logf("power cut (seed %d): %d%% of the unsynced data survives", seed, pct)
+	return disk.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: rng})
+}
+
+// afterCut opens a journal on what disk would hold after a power cut at
+// this instant that keeps only what was synced, as a server restarted
+// after the cut would, and calls f with its outbox. disk itself is left
+// as it is.
+func afterCut(disk *vfs.MemFS, f func(*pebblejournal.Outbox) error) error {
+	j, err := pebblejournal.Open(memDataDir, pebblejournal.Options{FS: disk.CrashClone(vfs.CrashCloneCfg{})})
+	if err != nil {
+		return fmt.Errorf("open after a power cut: %w", err)
+	}
+	return errors.Join(f(j.Outbox()), j.Close())
+}
+
+// cutPowerOnce cuts the power (see cutPower) at the first moment when
+// what the disk keeps satisfies durable (10 s at most from now), and
+// returns what the disk holds after that cut. A message's new state reads
+// as soon as its Update returns, while its fsync may still run: tests that
+// need a state to survive the cut wait for it this way.
+func cutPowerOnce(t *testing.T, disk *vfs.MemFS, what string, durable func(*pebblejournal.Outbox) bool) *vfs.MemFS {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		cut := cutPower(t, disk)
+		ok := false
+		if err := afterCut(cut, func(o *pebblejournal.Outbox) error { ok = durable(o); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			return cut
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not durable after 10 s", what)
+		}
+	}
 }
 
 // fastPolicy is an outbox policy with short retry delays, changed by mod.
@@ -200,17 +276,30 @@ func (p *testPeer) expectNothing(t *testing.T) {
 // acknowledgement recorded.
 func TestQueuedDeliveredInOrder(t *testing.T) {
 	ctx := testCtx(t)
-	store := newMemOutbox()
-	s := startOutboxServer(t, t.TempDir(), store)
+	disk := vfs.NewCrashableMem()
+	s := startCrashableOutboxServer(t, disk)
 	var mu sync.Mutex
 	var notDurable []string
+	// The peer has the bytes and has not answered: a power cut now must
+	// leave the message mid-attempt (SENDING, or AWAITING_ACK if that
+	// unsynced update made it to the disk too), never QUEUED.
 	peer := startTestPeer(t, func(msg []byte) []byte {
 		h, _ := hl7.ParseHeader(msg)
 		var seq uint64
 		fmt.Sscanf(h.ControlID, "Q-%d", &seq)
-		if st := store.durableState("lab", seq); st != stateSending {
+		err := afterCut(disk, func(o *pebblejournal.Outbox) error {
+			m, err := o.Get(context.Background(), "lab", seq)
+			if err != nil {
+				return err
+			}
+			if st := m.GetState(); st != stateSending && st != stateAwaiting {
+				return fmt.Errorf("%v", st)
+			}
+			return nil
+		})
+		if err != nil {
 			mu.Lock()
-			notDurable = append(notDurable, fmt.Sprintf("%s written while %v", h.ControlID, st))
+			notDurable = append(notDurable, fmt.Sprintf("%s written while a power cut would leave it: %v", h.ControlID, err))
 			mu.Unlock()
 		}
 		return ackWith(hl7.AA, "")(msg)
@@ -253,7 +342,7 @@ func TestQueuedDeliveredInOrder(t *testing.T) {
 // with the next message.
 func TestQueuedRetries(t *testing.T) {
 	ctx := testCtx(t)
-	s := startOutboxServer(t, t.TempDir(), newMemOutbox())
+	s := startOutboxServer(t, t.TempDir())
 	for _, tc := range []struct {
 		name     string
 		pol      func(*switchboardv1.OutboxPolicy)
@@ -309,7 +398,7 @@ func TestQueuedRetries(t *testing.T) {
 // blocking the queue until ResolveMessage; FAIL fails it and goes on.
 func TestQueuedInDoubt(t *testing.T) {
 	ctx := testCtx(t)
-	s := startOutboxServer(t, t.TempDir(), newMemOutbox())
+	s := startOutboxServer(t, t.TempDir())
 	const (
 		resend = switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_RESEND
 		hold   = switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_HOLD
@@ -396,24 +485,30 @@ func TestQueuedInDoubt(t *testing.T) {
 	}
 }
 
-// TestQueuedRestart: a server that stops (here: crashes, keeping only what
-// was durable) continues where it left off. An accepted message is not sent
-// again; the one found mid-attempt may have been written, so it follows the
-// in-doubt policy (never resent as if unsent, never dropped); the rest
-// follow in order.
+// TestQueuedRestart: a server that stops (here: loses power, keeping only
+// what its disk had) continues where it left off. An accepted message is
+// not sent again; the one found mid-attempt may have been written, so it
+// follows the in-doubt policy (never resent as if unsent, never dropped);
+// the rest follow in order.
 func TestQueuedRestart(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		policy   switchboardv1.InDoubtPolicy
 		attempts string
+		// sending: the cut came before M1's (unsynced) AWAITING_ACK
+		// reached the disk, so the restarted server finds M1 SENDING.
+		// Cuts rarely fall there (AWAITING_ACK joins the next group
+		// commit at once), so the test puts the disk back the way such a
+		// cut leaves it.
+		sending bool
 	}{
-		{"resend", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_RESEND, "IN_DOUBT,ACCEPTED"},
-		{"hold", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_HOLD, "IN_DOUBT,ACCEPTED"},
+		{"resend", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_RESEND, "IN_DOUBT,ACCEPTED", false},
+		{"hold", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_HOLD, "IN_DOUBT,ACCEPTED", false},
+		{"resend, found SENDING", switchboardv1.InDoubtPolicy_IN_DOUBT_POLICY_RESEND, "IN_DOUBT,ACCEPTED", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
-			dir := t.TempDir()
-			store := newMemOutbox()
+			disk := vfs.NewCrashableMem()
 			var mu sync.Mutex
 			silent := map[string]bool{"M1": true}
 			peer := startTestPeer(t, func(msg []byte) []byte {
@@ -426,7 +521,7 @@ func TestQueuedRestart(t *testing.T) {
 				return ackWith(hl7.AA, "")(msg)
 			})
 			pol := fastPolicy(func(p *switchboardv1.OutboxPolicy) { p.InDoubt = tc.policy })
-			s1 := startOutboxServer(t, dir, store)
+			s1 := startCrashableOutboxServer(t, disk)
 			s1.connectQueued(ctx, "lab", peer.addr(), pol, time.Second)
 			ids := []string{s1.queue(ctx, "lab", hl7Message("M0"), "")}
 			s1.waitState(ctx, ids[0], stateAccepted)
@@ -435,19 +530,32 @@ func TestQueuedRestart(t *testing.T) {
 			}
 			peer.expectReceived(t, "M0", "M1")
 			s1.waitState(ctx, ids[1], stateAwaiting)
-			restarted := store.crash() // the server dies here
-			s1.stop()
+			// The power goes here. M0's ACCEPTED was synced before M1's
+			// SENDING, which was synced before M1 was written; M2 and M3
+			// were synced when their Sends returned.
+			restarted := cutPower(t, disk)
+			s1.stop() // on its own disk, which the restarted server never sees
 			mu.Lock()
 			silent = map[string]bool{}
 			mu.Unlock()
 			for len(peer.received) > 0 { // what the dead server did after the crash point
 				<-peer.received
 			}
+			// M1 is mid-attempt: SENDING, or AWAITING_ACK when that
+			// (unsynced) update reached the disk before the cut too. Both
+			// mean "possibly written".
+			mid := []switchboardv1.MessageState{stateSending, stateAwaiting}
+			if tc.sending {
+				rewindToSending(t, restarted, "lab", 2)
+				mid = mid[:1]
+			}
 
-			s2 := startOutboxServer(t, dir, restarted)
-			for i, want := range []switchboardv1.MessageState{stateAccepted, stateSending, stateQueued, stateQueued} {
-				if st := s2.getMessage(ctx, ids[i]).GetState(); st != want {
+			s2 := startCrashableOutboxServer(t, restarted)
+			for i, want := range [][]switchboardv1.MessageState{{stateAccepted}, mid, {stateQueued}, {stateQueued}} {
+				if st := s2.getMessage(ctx, ids[i]).GetState(); !slices.Contains(want, st) {
 					t.Fatalf("after the restart %s is %v, want %v", ids[i], st, want)
+				} else if i == 1 {
+					t.Logf("after the restart M1 is %v", st)
 				}
 			}
 			s2.connectQueued(ctx, "lab", peer.addr(), pol, time.Second)
@@ -474,16 +582,45 @@ func TestQueuedRestart(t *testing.T) {
 	}
 }
 
+// rewindToSending puts message seq of conn on disk back to the SENDING its
+// attempt started with, when it is AWAITING_ACK: the disk as a power cut
+// just before that update reached it leaves it. The two states differ only
+// in state and update time.
+func rewindToSending(t *testing.T, disk *vfs.MemFS, conn string, seq uint64) {
+	t.Helper()
+	j, err := pebblejournal.Open(memDataDir, pebblejournal.Options{FS: disk})
+	if err != nil {
+		t.Fatalf("journal.Open: %v", err)
+	}
+	defer func() {
+		if err := j.Close(); err != nil {
+			t.Fatalf("journal.Close: %v", err)
+		}
+	}()
+	ctx := context.Background()
+	m, err := j.Outbox().Get(ctx, conn, seq)
+	if err != nil {
+		t.Fatalf("outbox Get: %v", err)
+	}
+	if m.GetState() != stateAwaiting {
+		return
+	}
+	m.State = stateSending
+	m.UpdateTime = m.GetAttempts()[len(m.GetAttempts())-1].GetStartTime()
+	if err := j.Outbox().Update(ctx, m, true); err != nil {
+		t.Fatalf("outbox Update: %v", err)
+	}
+}
+
 // TestQueuedIdempotent: a queued Send repeated with the same idempotency
 // key (say, after the client lost the reply) stores and writes nothing and
 // returns the first message's id, also after a restart; another key queues
 // another message.
 func TestQueuedIdempotent(t *testing.T) {
 	ctx := testCtx(t)
-	dir := t.TempDir()
-	store := newMemOutbox()
+	disk := vfs.NewCrashableMem()
 	peer := startTestPeer(t, ackWith(hl7.AA, ""))
-	s1 := startOutboxServer(t, dir, store)
+	s1 := startCrashableOutboxServer(t, disk)
 	cfg := s1.connectQueued(ctx, "lab", peer.addr(), nil, 5*time.Second)
 	first := s1.queue(ctx, "lab", hl7Message("ORDER-1"), "order-1")
 	if again := s1.queue(ctx, "lab", hl7Message("ORDER-1"), "order-1"); again != first {
@@ -495,10 +632,20 @@ func TestQueuedIdempotent(t *testing.T) {
 	}
 	s1.waitState(ctx, other, stateAccepted)
 	peer.expectReceived(t, "ORDER-1", "ORDER-2")
-	restarted := store.crash()
-	s1.stop()
+	// The power goes once both acceptances are on the disk (else the
+	// restarted server would rightly find one in doubt and send it again).
+	accepted := []*switchboardv1.Message{s1.getMessage(ctx, first), s1.getMessage(ctx, other)}
+	restarted := cutPowerOnce(t, disk, "ORDER-2's acceptance", func(o *pebblejournal.Outbox) bool {
+		for _, m := range accepted {
+			if got, err := o.Get(ctx, "lab", m.GetSequence()); err != nil || got.GetState() != stateAccepted {
+				return false
+			}
+		}
+		return true
+	})
+	s1.stop() // on its own disk, which the restarted server never sees
 
-	s2 := startOutboxServer(t, dir, restarted)
+	s2 := startCrashableOutboxServer(t, restarted)
 	s2.connectQueued(ctx, "lab", cfg.GetAddress(), nil, 5*time.Second)
 	if again := s2.queue(ctx, "lab", hl7Message("ORDER-1"), "order-1"); again != first {
 		t.Errorf("Send after the restart = %s, want the first id %s", again, first)
@@ -589,7 +736,7 @@ func startReorderingPeer(t *testing.T, window int) *reorderingPeer {
 // and every ACK is matched to its message by MSA-2.
 func TestQueuedPipelining(t *testing.T) {
 	ctx := testCtx(t)
-	s := startOutboxServer(t, t.TempDir(), newMemOutbox())
+	s := startOutboxServer(t, t.TempDir())
 	peer := startReorderingPeer(t, 8)
 	s.connectQueued(ctx, "lab", peer.ln.Addr().String(), fastPolicy(func(p *switchboardv1.OutboxPolicy) { p.MaxInFlight = 8 }), 5*time.Second)
 	var ids, controls []string
@@ -620,7 +767,7 @@ func TestQueuedPipelining(t *testing.T) {
 // flight resets the connection and puts all of them in doubt.
 func TestQueuedPipeliningUnmatched(t *testing.T) {
 	ctx := testCtx(t)
-	s := startOutboxServer(t, t.TempDir(), newMemOutbox())
+	s := startOutboxServer(t, t.TempDir())
 	var mu sync.Mutex
 	n := 0
 	peer := startTestPeer(t, func(msg []byte) []byte {
@@ -654,8 +801,7 @@ func TestQueuedPipeliningUnmatched(t *testing.T) {
 // stored then.
 func TestQueuedSendRules(t *testing.T) {
 	ctx := testCtx(t)
-	store := newMemOutbox()
-	s := startOutboxServer(t, t.TempDir(), store)
+	s := startOutboxServer(t, t.TempDir())
 	peer := startTestPeer(t, ackWith(hl7.AA, ""))
 	s.connect(ctx, "lab", peer.addr())
 	l := s.startListener(ctx, "adt", nil)
@@ -690,8 +836,8 @@ func TestQueuedSendRules(t *testing.T) {
 			}
 		})
 	}
-	if ids, _ := store.PendingConnections(ctx); len(ids) != 0 || len(store.msgs) != 0 {
-		t.Errorf("refused sends stored messages for %v", ids)
+	if ms, err := s.j.Outbox().Scan(ctx, "", 0, 100); err != nil || len(ms) != 0 {
+		t.Errorf("refused sends stored messages: %v, %v", ms, err)
 	}
 
 	// A server without an outbox store refuses queued sends.
@@ -703,34 +849,154 @@ func TestQueuedSendRules(t *testing.T) {
 	}
 }
 
-// TestQueuedStoreFailure: when the outbox cannot store a message, the
-// queued Send fails; it is never reported as queued.
+// TestQueuedStoreFailure: when the disk under the journal fails, a queued
+// Send fails with UNAVAILABLE, JOURNAL_UNAVAILABLE, and is never reported
+// as queued (no message id); the journal's Health reports the failure for
+// as long as it lasts (what turns serve's gRPC health NOT_SERVING,
+// followJournalHealth); once the disk works again the journal recovers by
+// itself and queued Sends work again.
+//
+// What a failed Send leaves behind depends on how the disk failed. A write
+// that fails (a full disk) never reaches it: nothing of the Send is
+// stored. A sync that fails may follow a write that went through, and the
+// recovered journal then has the message (the package documentation of
+// pebblejournal, "Failure and recovery"): at most once; the client's retry
+// with the same idempotency key finds it instead of queuing it again, and
+// it is delivered once. (Without a retry it waits for the worker's next
+// wake-up, a later Send on the connection or a restart: nothing tells the
+// worker of a recovery.)
 func TestQueuedStoreFailure(t *testing.T) {
-	ctx := testCtx(t)
-	store := newMemOutbox()
-	s := startOutboxServer(t, t.TempDir(), store)
-	peer := startTestPeer(t, ackWith(hl7.AA, ""))
-	s.connectQueued(ctx, "lab", peer.addr(), fastPolicy(nil), 5*time.Second)
-	store.failWith(fmt.Errorf("append: %w", errDiskFull))
-	resp, err := s.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: hl7Message("X"), Queued: true})
-	if err == nil || resp.GetMessageId() != "" {
-		t.Fatalf("Send with a failing store = %v, %v; want an error", resp, err)
+	for _, tc := range []struct {
+		name  string
+		fault func(fs *pebbletest.FaultFS, on bool)
+		// mayKeep: the failed Send's message may be stored after all.
+		mayKeep bool
+	}{
+		{"disk full", func(fs *pebbletest.FaultFS, on bool) { fs.Full.Store(on) }, false},
+		{"sync fails", func(fs *pebbletest.FaultFS, on bool) { fs.FailSyncs.Store(on) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			fs := &pebbletest.FaultFS{FS: vfs.Default}
+			s := startOutboxServerOn(t, t.TempDir(), pebblejournal.Options{FS: fs, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond})
+			peer := startTestPeer(t, ackWith(hl7.AA, ""))
+			s.connectQueued(ctx, "lab", peer.addr(), fastPolicy(nil), 5*time.Second)
+			err, changed := s.j.Health()
+			if err != nil {
+				t.Fatalf("journal Health before the failure = %v", err)
+			}
+
+			tc.fault(fs, true)
+			s.journalBroken = true
+			// The first Send meets the failing disk; the second finds the
+			// journal unavailable and is refused at once.
+			for _, req := range []*switchboardv1.SendRequest{
+				{ConnectionId: "lab", Payload: hl7Message("X-1"), Queued: true, IdempotencyKey: "x"},
+				{ConnectionId: "lab", Payload: hl7Message("X-2"), Queued: true},
+			} {
+				resp, err := s.client.Send(ctx, req)
+				if status.Code(err) != codes.Unavailable || errorInfo(err).GetReason() != "JOURNAL_UNAVAILABLE" || resp.GetMessageId() != "" {
+					t.Fatalf("queued Send of %s while the disk fails = %v, %v; want UNAVAILABLE JOURNAL_UNAVAILABLE and no message id",
+						hl7ControlID(req.GetPayload()), resp, err)
+				}
+				t.Logf("queued Send of %s while the disk fails: %v", hl7ControlID(req.GetPayload()), err)
+			}
+			select {
+			case <-changed:
+			default:
+				t.Error("the failure did not signal Health watchers")
+			}
+			peer.expectNothing(t) // while recovery attempts fail
+			if err, _ := s.j.Health(); !errors.Is(err, journal.ErrUnavailable) {
+				t.Errorf("journal Health while the disk fails = %v, want ErrUnavailable", err)
+			}
+			if resp, err := s.client.ListMessages(ctx, &switchboardv1.ListMessagesRequest{ConnectionId: "lab"}); err != nil || len(resp.GetMessages()) != 0 {
+				t.Errorf("ListMessages while the disk fails = %v, %v; want nothing", resp, err)
+			}
+
+			tc.fault(fs, false)
+			journaltest.WaitHealthy(t, s.j)
+			resp, err := s.client.ListMessages(ctx, &switchboardv1.ListMessagesRequest{ConnectionId: "lab"})
+			if err != nil {
+				t.Fatalf("ListMessages after the recovery: %v", err)
+			}
+			stored, err := s.j.Outbox().Scan(ctx, "", 0, 100)
+			if err != nil {
+				t.Fatalf("outbox Scan after the recovery: %v", err)
+			}
+			kept := resp.GetMessages()
+			switch {
+			case len(kept) != len(stored):
+				t.Fatalf("after the recovery ListMessages has %v, the outbox %v", kept, stored)
+			case len(kept) == 0:
+			case !tc.mayKeep:
+				t.Fatalf("after the recovery the outbox has %v; want nothing of the failed Sends", kept)
+			case len(kept) > 1 || kept[0].GetControlId() != "X-1" || kept[0].GetIdempotencyKey() != "x":
+				// X-2 was refused before it reached the journal.
+				t.Fatalf("after the recovery the outbox has %v; want at most X-1, once", kept)
+			default:
+				t.Logf("the failed Send of X-1 reached the disk and is back after the recovery as %s", kept[0].GetMessageId())
+			}
+			if tc.mayKeep {
+				// The client retries with its key: one X-1, delivered once.
+				x := s.queue(ctx, "lab", hl7Message("X-1"), "x")
+				if len(kept) == 1 && x != kept[0].GetMessageId() {
+					t.Errorf("the retry of X-1 queued %s; want the one kept, %s", x, kept[0].GetMessageId())
+				}
+				s.waitState(ctx, x, stateAccepted)
+				peer.expectReceived(t, "X-1")
+			}
+			id := s.queue(ctx, "lab", hl7Message("Y"), "")
+			s.waitState(ctx, id, stateAccepted)
+			peer.expectReceived(t, "Y")
+			peer.expectNothing(t)
+		})
 	}
-	peer.expectNothing(t)
-	store.failWith(nil)
-	id := s.queue(ctx, "lab", hl7Message("Y"), "")
-	s.waitState(ctx, id, stateAccepted)
-	peer.expectReceived(t, "Y")
 }
 
-var errDiskFull = fmt.Errorf("no space left on device")
+// hl7ControlID is msg's MSH-10.
+func hl7ControlID(msg []byte) string {
+	h, _ := hl7.ParseHeader(msg)
+	return h.ControlID
+}
+
+// TestQueuedRetryFindsStored: a queued Send whose idempotency key finds a
+// message the outbox's worker has not seen is delivered at once, without
+// waiting for another Send. Such a message is what a queued Send leaves
+// when its store write failed but reached the disk (a failed fsync): the
+// Send returned an error, and the message is back once the journal has
+// recovered, found by the client's retry with the same key. Here it is
+// appended to the journal's outbox directly, behind the worker's back.
+func TestQueuedRetryFindsStored(t *testing.T) {
+	ctx := testCtx(t)
+	s := startOutboxServer(t, t.TempDir())
+	peer := startTestPeer(t, ackWith(hl7.AA, ""))
+	s.connectQueued(ctx, "lab", peer.addr(), fastPolicy(nil), 5*time.Second)
+	s.waitState(ctx, s.queue(ctx, "lab", hl7Message("FIRST"), ""), stateAccepted)
+	peer.expectReceived(t, "FIRST")
+	peer.expectNothing(t) // the worker is idle, waiting to be told of a message
+
+	stored, created, err := s.j.Outbox().Append(ctx, &switchboardv1.Message{
+		ConnectionId: "lab", Direction: switchboardv1.Direction_DIRECTION_OUTBOUND, State: stateQueued,
+		Payload: hl7Message("AGAIN"), ControlId: "AGAIN", MessageType: "ADT^A01^ADT_A01", IdempotencyKey: "again",
+		CreateTime: timestamppb.Now(), UpdateTime: timestamppb.Now(),
+	})
+	if err != nil || !created {
+		t.Fatalf("outbox Append = %v, %v", created, err)
+	}
+	if id := s.queue(ctx, "lab", hl7Message("AGAIN"), "again"); id != stored.GetMessageId() {
+		t.Fatalf("the retry queued %s; want the stored %s", id, stored.GetMessageId())
+	}
+	s.waitState(ctx, stored.GetMessageId(), stateAccepted)
+	peer.expectReceived(t, "AGAIN")
+}
 
 // TestDisconnectFailsQueued: Disconnect fails the connection's remaining
 // messages, the one in flight as possibly written; a queued Send after it
 // finds no connection.
 func TestDisconnectFailsQueued(t *testing.T) {
 	ctx := testCtx(t)
-	s := startOutboxServer(t, t.TempDir(), newMemOutbox())
+	s := startOutboxServer(t, t.TempDir())
 	peer := startTestPeer(t, func([]byte) []byte { return nil })
 	s.connectQueued(ctx, "lab", peer.addr(), nil, time.Minute)
 	var ids []string
@@ -760,7 +1026,7 @@ func TestDisconnectFailsQueued(t *testing.T) {
 // says so and skips.
 func TestQueuedReconnect(t *testing.T) {
 	ctx := testCtx(t)
-	s := startOutboxServer(t, t.TempDir(), newMemOutbox())
+	s := startOutboxServer(t, t.TempDir())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -93,11 +93,13 @@ func TestReceiveNotRetained(t *testing.T) {
 	}
 	cancel()
 
+	// Retention may have deleted into the last batch (a slow batch spans
+	// more than one time mark), leaving fewer than a page.
 	page, err := s.client.ListMessages(ctx, &switchboardv1.ListMessagesRequest{Direction: switchboardv1.Direction_DIRECTION_INBOUND, PageSize: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ms := page.GetMessages(); len(ms) != 5 || ms[0].GetMessageId() != "in-"+strconv.FormatUint(first, 10) {
-		t.Errorf("ListMessages inbound starts at %v; want in-%d", ms, first)
+	if ms := page.GetMessages(); len(ms) != int(min(5, n+1-first)) || ms[0].GetMessageId() != "in-"+strconv.FormatUint(first, 10) {
+		t.Errorf("ListMessages inbound starts at %v; want in-%d, and %d messages", ms, first, min(5, n+1-first))
 	}
 }

@@ -209,7 +209,9 @@ func (o *Outbox) startWorker(w *worker) {
 // the caller) as the next message of connection m.ConnectionId and returns
 // it once it is durable, with its id and sequence. When the connection
 // already has a message with m.IdempotencyKey, nothing is stored and that
-// message is returned with created false.
+// message is returned with created false; either way the connection's
+// worker looks at its queue again, so the message is delivered if it is
+// not yet.
 func (o *Outbox) Enqueue(ctx context.Context, m *switchboardv1.Message) (stored *switchboardv1.Message, created bool, err error) {
 	o.mu.Lock()
 	w, closed := o.workers[m.GetConnectionId()], o.closed
@@ -236,8 +238,12 @@ func (o *Outbox) Enqueue(ctx context.Context, m *switchboardv1.Message) (stored 
 	if err != nil {
 		return nil, false, err
 	}
+	// Also when the key found a message already stored: the worker may
+	// never have seen it. An Append that failed (its fsync did) may have
+	// reached the disk anyway and be back after the store recovered, with
+	// nobody to tell the worker; the client's retry with the key finds it.
+	w.wake()
 	if created {
-		w.wake()
 		o.log.Debug("message queued", "connection_id", w.id, "message_id", stored.GetMessageId(),
 			"control_id", stored.GetControlId(), "bytes", len(m.GetPayload()))
 	} else if !bytes.Equal(stored.GetPayload(), m.GetPayload()) {
