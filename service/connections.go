@@ -18,7 +18,7 @@ func (s *Service) Connect(ctx context.Context, req *switchboardv1.ConnectRequest
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &switchboardv1.ConnectResponse{Connection: connToProto(v)}, nil
+	return &switchboardv1.ConnectResponse{Connection: s.connToProto(v)}, nil
 }
 
 // Disconnect closes a connection, inbound or outbound.
@@ -27,7 +27,7 @@ func (s *Service) Disconnect(ctx context.Context, req *switchboardv1.DisconnectR
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &switchboardv1.DisconnectResponse{Connection: connToProto(v)}, nil
+	return &switchboardv1.DisconnectResponse{Connection: s.connToProto(v)}, nil
 }
 
 // GetConnection returns one connection.
@@ -36,7 +36,7 @@ func (s *Service) GetConnection(ctx context.Context, req *switchboardv1.GetConne
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &switchboardv1.GetConnectionResponse{Connection: connToProto(v)}, nil
+	return &switchboardv1.GetConnectionResponse{Connection: s.connToProto(v)}, nil
 }
 
 // ListConnections returns a page of connections, ordered by id.
@@ -46,7 +46,7 @@ func (s *Service) ListConnections(ctx context.Context, req *switchboardv1.ListCo
 		return s.reg.Connections(filter, after, n)
 	}
 	cs, next, err := page(req.GetPageToken(), req.GetPageSize(), list,
-		func(v registry.ConnectionView) string { return v.ID }, connToProto)
+		func(v registry.ConnectionView) string { return v.ID }, s.connToProto)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

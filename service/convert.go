@@ -169,7 +169,19 @@ func listenerToProto(v registry.ListenerView) *switchboardv1.Listener {
 	}
 }
 
-func connToProto(v registry.ConnectionView) *switchboardv1.Connection {
+// connToProto is connToProtoView with the outbox's count of the
+// connection's undelivered messages.
+func (s *Service) connToProto(v registry.ConnectionView) *switchboardv1.Connection {
+	c := connToProtoView(v)
+	if s.outbox != nil && c.GetDirection() == switchboardv1.Direction_DIRECTION_OUTBOUND {
+		if n, ok := s.outbox.Queued(v.ID); ok {
+			c.Status.QueuedMessageCount = n
+		}
+	}
+	return c
+}
+
+func connToProtoView(v registry.ConnectionView) *switchboardv1.Connection {
 	info := v.Info
 	c := &switchboardv1.Connection{
 		ConnectionId: v.ID,

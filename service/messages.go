@@ -48,7 +48,31 @@ func (s *Service) startOutbox() error {
 	if s.outbox == nil {
 		return nil
 	}
-	return s.outbox.Start(context.Background())
+	if err := s.outbox.Start(context.Background()); err != nil {
+		return err
+	}
+	s.bg.Go(s.wakeOutboxOnRecovery)
+	return nil
+}
+
+// wakeOutboxOnRecovery wakes the outbox's workers whenever the journal (whose
+// database the embedded outbox shares) recovers from a failure: a queued
+// Send that failed may have stored its message after all, and its caller
+// may never retry. It returns when the service shuts down.
+func (s *Service) wakeOutboxOnRecovery() {
+	failed := false
+	for {
+		err, changed := s.journal.Health()
+		if failed && err == nil {
+			s.outbox.WakeAll()
+		}
+		failed = err != nil
+		select {
+		case <-changed:
+		case <-s.ctx.Done():
+			return
+		}
+	}
 }
 
 // sendQueued is Send in queued mode: the message is stored in the

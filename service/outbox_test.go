@@ -530,8 +530,8 @@ func TestQueuedRestart(t *testing.T) {
 			}
 			peer.expectReceived(t, "M0", "M1")
 			s1.waitState(ctx, ids[1], stateAwaiting)
-			// The power goes here. M0's ACCEPTED was synced before M1's
-			// SENDING, which was synced before M1 was written; M2 and M3
+			// The power goes here. M0's ACCEPTED was committed before M1's
+			// SENDING, synced before M1 was written (the store commits in order); M2 and M3
 			// were synced when their Sends returned.
 			restarted := cutPower(t, disk)
 			s1.stop() // on its own disk, which the restarted server never sees
@@ -565,6 +565,9 @@ func TestQueuedRestart(t *testing.T) {
 					t.Errorf("M1's attempt error %q; want it to say it was interrupted", m.GetAttempts()[0].GetError())
 				}
 				peer.expectNothing(t)
+				if n := s2.connStatus(ctx, "lab").GetQueuedMessageCount(); n != 3 {
+					t.Errorf("queued_message_count after the restart, M1 held = %d; want 3 (M1, M2, M3)", n)
+				}
 				if _, err := s2.client.ResolveMessage(ctx, &switchboardv1.ResolveMessageRequest{MessageId: ids[1], Resolution: switchboardv1.Resolution_RESOLUTION_RESEND}); err != nil {
 					t.Fatalf("ResolveMessage: %v", err)
 				}
@@ -936,6 +939,9 @@ func TestQueuedStoreFailure(t *testing.T) {
 				t.Fatalf("after the recovery the outbox has %v; want at most X-1, once", kept)
 			default:
 				t.Logf("the failed Send of X-1 reached the disk and is back after the recovery as %s", kept[0].GetMessageId())
+				// Delivered without a retry or another Send: the recovery
+				// wakes the worker.
+				s.waitState(ctx, kept[0].GetMessageId(), stateAccepted)
 			}
 			if tc.mayKeep {
 				// The client retries with its key: one X-1, delivered once.
@@ -1042,6 +1048,10 @@ func TestQueuedReconnect(t *testing.T) {
 		return st != switchboardv1.ConnectionState_CONNECTION_STATE_OPEN
 	})
 	id := s.queue(ctx, "lab", hl7Message("AFTER"), "")
+	id2 := s.queue(ctx, "lab", hl7Message("AFTER-2"), "")
+	if n := s.connStatus(ctx, "lab").GetQueuedMessageCount(); n != 2 {
+		t.Errorf("queued_message_count while the peer is away = %d; want 2", n)
+	}
 	second := startTestPeerOn(t, address, ackWith(hl7.AA, ""))
 	for start := time.Now(); s.getMessage(ctx, id).GetState() != stateAccepted; time.Sleep(20 * time.Millisecond) {
 		// A reconnecting connection is CONNECTING or BACKING_OFF, never
@@ -1053,5 +1063,9 @@ func TestQueuedReconnect(t *testing.T) {
 			t.Fatalf("queued message not delivered after the peer came back: %v", s.getMessage(ctx, id))
 		}
 	}
-	second.expectReceived(t, "AFTER")
+	s.waitState(ctx, id2, stateAccepted)
+	second.expectReceived(t, "AFTER", "AFTER-2")
+	if n := s.connStatus(ctx, "lab").GetQueuedMessageCount(); n != 0 {
+		t.Errorf("queued_message_count once delivered = %d; want 0", n)
+	}
 }

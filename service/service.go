@@ -69,6 +69,10 @@ type Service struct {
 	outbox   *outbox.Outbox // nil without Config.Outbox (messages.go)
 	messages outbox.Store
 
+	// bg runs the service's own goroutines (wakeOutboxOnRecovery); Shutdown
+	// waits for them after cancel.
+	bg sync.WaitGroup
+
 	// ctx ends when Shutdown has drained listeners and connections;
 	// Receive streams then end with UNAVAILABLE.
 	ctx    context.Context
@@ -150,6 +154,7 @@ func (s *Service) Shutdown(ctx context.Context) {
 	s.reg.Shutdown(deadline)
 	wg.Wait()
 	s.cancel()
+	s.bg.Wait()
 }
 
 // Done is closed once Shutdown has drained everything.

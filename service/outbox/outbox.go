@@ -244,6 +244,9 @@ func (o *Outbox) Enqueue(ctx context.Context, m *switchboardv1.Message) (stored 
 	// nobody to tell the worker; the client's retry with the key finds it.
 	w.wake()
 	if created {
+		if w.counted.Load() {
+			w.queued.Add(1)
+		}
 		o.log.Debug("message queued", "connection_id", w.id, "message_id", stored.GetMessageId(),
 			"control_id", stored.GetControlId(), "bytes", len(m.GetPayload()))
 	} else if !bytes.Equal(stored.GetPayload(), m.GetPayload()) {
@@ -251,6 +254,34 @@ func (o *Outbox) Enqueue(ctx context.Context, m *switchboardv1.Message) (stored 
 			"connection_id", w.id, "message_id", stored.GetMessageId())
 	}
 	return stored, created, nil
+}
+
+// Queued returns how many messages of connection id are not yet delivered
+// or failed; false until its worker has counted them (at its start).
+func (o *Outbox) Queued(id string) (int64, bool) {
+	o.mu.Lock()
+	w := o.workers[id]
+	o.mu.Unlock()
+	if w == nil || !w.counted.Load() {
+		return 0, false
+	}
+	return w.queued.Load(), true
+}
+
+func isFinal(s switchboardv1.MessageState) bool {
+	return s == switchboardv1.MessageState_MESSAGE_STATE_ACCEPTED || s == switchboardv1.MessageState_MESSAGE_STATE_FAILED
+}
+
+// WakeAll makes every worker look at its queue again: after the store
+// recovered from a failure, messages whose append failed may be there
+// after all (the write can reach the disk even though its sync failed).
+func (o *Outbox) WakeAll() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, w := range o.workers {
+		w.recount.Store(true) // those messages were never counted
+		w.wake()
+	}
 }
 
 // Resolve settles a message held in doubt: RESEND queues it again (due at
@@ -281,6 +312,9 @@ func (o *Outbox) Resolve(ctx context.Context, connID string, seq uint64, r switc
 	o.mu.Lock()
 	w := o.workers[connID]
 	o.mu.Unlock()
+	if w != nil && isFinal(m.GetState()) && w.counted.Load() {
+		w.queued.Add(-1)
+	}
 	if w != nil {
 		w.wake()
 	}
@@ -316,7 +350,7 @@ func (o *Outbox) failRemoved(ctx context.Context, connID string) error {
 		if len(ms) == 0 {
 			break
 		}
-		for _, m := range ms {
+		for i, m := range ms {
 			after = m.GetSequence()
 			now := timestamppb.New(o.clock.Now())
 			why := "connection removed"
@@ -325,7 +359,9 @@ func (o *Outbox) failRemoved(ctx context.Context, connID string) error {
 				endAttempt(m, now, &outcome{result: switchboardv1.AttemptResult_ATTEMPT_RESULT_IN_DOUBT, err: "connection removed"}, nil)
 			}
 			m.State, m.Failure, m.UpdateTime, m.NextAttemptTime = switchboardv1.MessageState_MESSAGE_STATE_FAILED, why, now, nil
-			if err := o.store.Update(ctx, m, true); err != nil {
+			// One synced write per page: the store commits in order, so
+			// the last one's makes the page durable.
+			if err := o.store.Update(ctx, m, i == len(ms)-1); err != nil {
 				return err
 			}
 			n++

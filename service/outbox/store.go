@@ -32,7 +32,9 @@ type Store interface {
 	// Update stores m's new state; m must have been appended (same
 	// connection and sequence). With sync it returns once the change is
 	// durable; without, a crash may lose it (the message then comes back in
-	// its earlier state).
+	// its earlier state). Writes commit in the order they are made, so a
+	// synced Update that returns nil makes every earlier write durable too
+	// (the worker marks a window SENDING with one synced write).
 	Update(ctx context.Context, m *switchboardv1.Message, sync bool) error
 	// Get returns the message of connection connID at seq, or ErrNotFound.
 	Get(ctx context.Context, connID string, seq uint64) (*switchboardv1.Message, error)

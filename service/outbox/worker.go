@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -16,8 +17,8 @@ import (
 // The state machine of a message, as the worker runs it:
 //
 //	QUEUED --(its turn, due, session open)--> SENDING    synced before any byte is written
-//	SENDING --(written)-------------------> AWAITING_ACK not synced: both mean "possibly written"
-//	AWAITING_ACK --(positive ACK)---------> ACCEPTED     synced
+//	SENDING --(written)-------------------> AWAITING_ACK not waited for: both mean "possibly written"
+//	AWAITING_ACK --(positive ACK)---------> ACCEPTED     not waited for (see below)
 //	... --(AE/CE; AR/CR/NAK with fail_rejected; no attempts left; in doubt with FAIL)
 //	                                     --> FAILED      synced, with the reason
 //	... --(in doubt with HOLD)-----------> IN_DOUBT     synced; blocks the queue until ResolveMessage
@@ -30,6 +31,14 @@ import (
 // outcome could not be stored): it may have been written, so it is in doubt
 // and follows the in-doubt policy; it is never resent as if unsent, and
 // never dropped.
+//
+// Writes the worker does not wait for are still committed, and fsynced,
+// by the store's next group commit (pebblejournal: within the commit under
+// way); the worker only does not wait for it. If the server dies in that
+// moment, an ACCEPTED message comes back mid-attempt and is in doubt. The
+// messages starting together in a window are marked SENDING in one synced
+// write (the last one's; the store commits in order), so a window of N
+// costs one fsync, not N.
 //
 // Order: a message starts only when every earlier message of its
 // connection is final or in flight, so none overtakes an earlier one. With
@@ -54,6 +63,37 @@ type worker struct {
 	running  bool // guarded by o.mu
 	appendMu sync.RWMutex
 	removed  bool // guarded by appendMu
+
+	// queued counts the connection's pending messages once counted is
+	// set (count, at the worker's start); then Enqueue adds to it and the
+	// worker and Resolve take final messages off.
+	queued  atomic.Int64
+	counted atomic.Bool
+	recount atomic.Bool // WakeAll: count again
+}
+
+// count counts the pending messages in the store, with appends and
+// resolutions held off so that none is counted twice or missed.
+func (w *worker) count() error {
+	w.appendMu.Lock()
+	defer w.appendMu.Unlock()
+	w.o.resolveMu.Lock()
+	defer w.o.resolveMu.Unlock()
+	var n int64
+	for after := uint64(0); ; {
+		ms, err := w.o.store.Pending(w.ctx, w.id, after, 1000)
+		if err != nil {
+			return err
+		}
+		if len(ms) == 0 {
+			break
+		}
+		n += int64(len(ms))
+		after = ms[len(ms)-1].GetSequence()
+	}
+	w.queued.Store(n)
+	w.counted.Store(true)
+	return nil
 }
 
 // flight is a message written and awaiting its acknowledgement.
@@ -98,6 +138,17 @@ func (w *worker) run() {
 	defer cancelIdle()
 	defer context.AfterFunc(w.o.closing, cancelIdle)()
 
+	for err := w.count(); err != nil; err = w.count() {
+		if w.ctx.Err() != nil {
+			return
+		}
+		w.log.Error("outbox store unavailable; cannot count the queue", "err", err)
+		select {
+		case <-w.o.clock.After(w.pol.backoff(1)):
+		case <-w.ctx.Done():
+			return
+		}
+	}
 	var (
 		base     uint64 // every message up to base is final
 		inflight []*flight
@@ -105,6 +156,9 @@ func (w *worker) run() {
 		failures int // consecutive failures to reach the store or the session
 	)
 	for {
+		if w.recount.Swap(false) && w.count() != nil {
+			w.recount.Store(true)
+		}
 		inflight = w.reap(inflight)
 		closing := w.o.closing.Err() != nil
 		if w.ctx.Err() != nil || (closing && len(inflight) == 0) {
@@ -118,7 +172,11 @@ func (w *worker) run() {
 			waitFor = inflight[0].h.Done()
 		}
 		if !closing && len(inflight) < w.window(sess) {
-			m, err := w.next(idle, &base, inflight)
+			ms, err := w.next(idle, &base, inflight, w.window(sess)-len(inflight))
+			var m *switchboardv1.Message
+			if len(ms) > 0 {
+				m = ms[0]
+			}
 			switch {
 			case err != nil:
 				if idle.Err() == nil {
@@ -157,16 +215,15 @@ func (w *worker) run() {
 						break
 					}
 				}
-				f, err := w.attempt(sess, m)
+				ms = startable(ms[:min(len(ms), w.window(sess)-len(inflight))], w.o.clock.Now())
+				fs, err := w.attempt(sess, ms)
+				inflight = append(inflight, fs...)
 				if err != nil {
 					failures++
 					due = w.o.clock.After(w.pol.backoff(failures))
 					break
 				}
 				failures = 0
-				if f != nil {
-					inflight = append(inflight, f)
-				}
 				continue
 			}
 		}
@@ -195,20 +252,35 @@ func (w *worker) window(sess *transport.Conn) int {
 	return w.pol.maxInFlight
 }
 
-// next returns the first pending message that is not in flight, or nil,
-// and advances base past the final ones.
-func (w *worker) next(ctx context.Context, base *uint64, inflight []*flight) (*switchboardv1.Message, error) {
-	ms, err := w.o.store.Pending(ctx, w.id, *base, len(inflight)+1)
+// next returns up to room pending messages that are not in flight, in
+// order, and advances base past the final ones.
+func (w *worker) next(ctx context.Context, base *uint64, inflight []*flight, room int) ([]*switchboardv1.Message, error) {
+	ms, err := w.o.store.Pending(ctx, w.id, *base, len(inflight)+room)
 	if err != nil || len(ms) == 0 {
 		return nil, err
 	}
 	*base = max(*base, ms[0].GetSequence()-1)
+	rest := ms[:0]
 	for _, m := range ms {
 		if !inFlight(inflight, m.GetSequence()) {
-			return m, nil
+			rest = append(rest, m)
 		}
 	}
-	return nil, nil
+	return rest, nil
+}
+
+// startable returns the run of ms, from the first (which the caller found
+// QUEUED and due), that may start now: queued and due.
+func startable(ms []*switchboardv1.Message, now time.Time) []*switchboardv1.Message {
+	n := 1
+	for ; n < len(ms); n++ {
+		m := ms[n]
+		if m.GetState() != switchboardv1.MessageState_MESSAGE_STATE_QUEUED ||
+			(m.GetNextAttemptTime() != nil && m.GetNextAttemptTime().AsTime().After(now)) {
+			break
+		}
+	}
+	return ms[:n]
 }
 
 func inFlight(fs []*flight, seq uint64) bool {
@@ -220,33 +292,44 @@ func inFlight(fs []*flight, seq uint64) bool {
 	return false
 }
 
-// attempt makes one attempt at m on sess: SENDING is durable before the
-// first byte is written. It returns the message in flight, or nil when the
-// attempt ended at once (its outcome is recorded); an error when the store
-// failed.
-func (w *worker) attempt(sess *transport.Conn, m *switchboardv1.Message) (*flight, error) {
+// attempt starts an attempt at each of ms on sess, in order: SENDING is
+// durable for all of them (one synced write, the last) before the first
+// byte is written. It returns the messages in flight; those whose attempt
+// ended at once have their outcome recorded. The error is the store's.
+func (w *worker) attempt(sess *transport.Conn, ms []*switchboardv1.Message) ([]*flight, error) {
 	now := timestamppb.New(w.o.clock.Now())
-	m.State, m.UpdateTime, m.NextAttemptTime = switchboardv1.MessageState_MESSAGE_STATE_SENDING, now, nil
-	m.Attempts = append(m.Attempts, &switchboardv1.DeliveryAttempt{StartTime: now})
-	if err := w.o.store.Update(w.ctx, m, true); err != nil {
-		// Nothing written. The store may hold SENDING or QUEUED now;
-		// either way the next look at it decides.
-		if w.ctx.Err() == nil {
-			w.log.Error("could not record the attempt; not sending", "message_id", m.GetMessageId(), "err", err)
+	for i, m := range ms {
+		m.State, m.UpdateTime, m.NextAttemptTime = switchboardv1.MessageState_MESSAGE_STATE_SENDING, now, nil
+		m.Attempts = append(m.Attempts, &switchboardv1.DeliveryAttempt{StartTime: now})
+		if err := w.o.store.Update(w.ctx, m, i == len(ms)-1); err != nil {
+			// Nothing written. The store may hold SENDING or QUEUED now;
+			// either way the next look at it decides.
+			if w.ctx.Err() == nil {
+				w.log.Error("could not record the attempt; not sending", "message_id", m.GetMessageId(), "err", err)
+			}
+			return nil, err
 		}
-		return nil, err
 	}
-	h, err := sess.Dispatch(w.ctx, m.GetPayload(), 0)
-	if err != nil {
-		var se *transport.SendError
-		errors.As(err, &se)
-		return nil, w.settle(m, outcomeOf(transport.SendResult{}, err), ackOf(se))
+	fs := make([]*flight, 0, len(ms))
+	for i, m := range ms {
+		h, err := sess.Dispatch(w.ctx, m.GetPayload(), 0)
+		if err != nil {
+			var se *transport.SendError
+			errors.As(err, &se)
+			err = w.settle(m, outcomeOf(transport.SendResult{}, err), ackOf(se))
+			for _, r := range ms[i+1:] { // never written either
+				err = errors.Join(err, w.settle(r, outcome{result: switchboardv1.AttemptResult_ATTEMPT_RESULT_NOT_SENT,
+					err: "not written: the message before it in the window could not be"}, nil))
+			}
+			return fs, err
+		}
+		m.State, m.UpdateTime = switchboardv1.MessageState_MESSAGE_STATE_AWAITING_ACK, timestamppb.New(w.o.clock.Now())
+		if err := w.o.store.Update(w.ctx, m, false); err != nil {
+			w.log.Warn("could not record the write; the message stays SENDING", "message_id", m.GetMessageId(), "err", err)
+		}
+		fs = append(fs, &flight{m: m, h: h})
 	}
-	m.State, m.UpdateTime = switchboardv1.MessageState_MESSAGE_STATE_AWAITING_ACK, timestamppb.New(w.o.clock.Now())
-	if err := w.o.store.Update(w.ctx, m, false); err != nil {
-		w.log.Warn("could not record the write; the message stays SENDING", "message_id", m.GetMessageId(), "err", err)
-	}
-	return &flight{m: m, h: h}, nil
+	return fs, nil
 }
 
 // reap records the outcome of every message in flight that has one and
@@ -319,10 +402,14 @@ func (w *worker) settle(m *switchboardv1.Message, o outcome, ack *transport.Peer
 		m.NextAttemptTime = timestamppb.New(now.Add(w.pol.backoff(len(m.GetAttempts()))))
 	}
 	// The context that survives Close, so an outcome read during shutdown is
-	// still stored.
-	if err := w.o.store.Update(context.WithoutCancel(w.ctx), m, true); err != nil {
+	// still stored. ACCEPTED is not waited for (see the state machine).
+	sync := v.state != switchboardv1.MessageState_MESSAGE_STATE_ACCEPTED
+	if err := w.o.store.Update(context.WithoutCancel(w.ctx), m, sync); err != nil {
 		w.log.Error("could not record the outcome; the message will be taken as in doubt", "message_id", m.GetMessageId(), "err", err)
 		return err
+	}
+	if isFinal(v.state) {
+		w.queued.Add(-1)
 	}
 	args := []any{"message_id", m.GetMessageId(), "control_id", m.GetControlId(), "attempts", len(m.GetAttempts())}
 	switch v.state {
