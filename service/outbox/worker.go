@@ -1,9 +1,11 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,13 +34,18 @@ import (
 // and follows the in-doubt policy; it is never resent as if unsent, and
 // never dropped.
 //
-// Writes the worker does not wait for are still committed, and fsynced,
-// by the store's next group commit (pebblejournal: within the commit under
-// way); the worker only does not wait for it. If the server dies in that
-// moment, an ACCEPTED message comes back mid-attempt and is in doubt. The
-// messages starting together in a window are marked SENDING in one synced
-// write (the last one's; the store commits in order), so a window of N
-// costs one fsync, not N.
+// The writes the worker does not wait for (AWAITING_ACK, ACCEPTED) are
+// held back (put) and handed to the store just before its next synced
+// write, so they share that write's group commit: a message costs one
+// fsync, the one before its first byte is written. Only a message's latest
+// state is written, so AWAITING_ACK reaches the store only when its ACK is
+// awaited longer than awaitingFlushDelay, or nothing else is in flight.
+// The messages starting together in a window are marked SENDING with one
+// synced write (the store commits in order), so a window of N costs one
+// fsync, not N. What is held back is written when the worker goes idle or
+// stops. If the server dies first, an ACCEPTED message comes back
+// mid-attempt and is in doubt (resent with the same MSH-10, by default):
+// that, never a loss, is the price of not waiting.
 //
 // Order: a message starts only when every earlier message of its
 // connection is final or in flight, so none overtakes an earlier one. With
@@ -70,6 +77,51 @@ type worker struct {
 	queued  atomic.Int64
 	counted atomic.Bool
 	recount atomic.Bool // WakeAll: count again
+
+	// held are messages whose latest state the worker has not handed to
+	// the store yet (put); only the worker's goroutine touches it.
+	held []*switchboardv1.Message
+}
+
+// awaitingFlushDelay is how long an ACK is awaited before the held writes
+// (AWAITING_ACK among them) are stored on their own.
+const awaitingFlushDelay = 5 * time.Millisecond
+
+// put stores m's new state: with sync, at once and durably, after the
+// writes held back; without, held back until the next synced write or
+// until the worker goes idle (flush).
+func (w *worker) put(ctx context.Context, m *switchboardv1.Message, sync bool) error {
+	if !sync {
+		if !slices.Contains(w.held, m) {
+			w.held = append(w.held, m)
+		}
+		return nil
+	}
+	if i := slices.Index(w.held, m); i >= 0 {
+		w.held = slices.Delete(w.held, i, i+1)
+	}
+	if err := w.flush(ctx, false); err != nil {
+		return err
+	}
+	return w.o.store.Update(ctx, m, true)
+}
+
+// flush hands the held writes to the store, the last one synced if sync.
+// One that fails is logged and dropped: its message then reads as it was
+// before (mid-attempt, so in doubt).
+func (w *worker) flush(ctx context.Context, sync bool) error {
+	held := w.held
+	w.held = w.held[:0]
+	var first error
+	for i, m := range held {
+		if err := w.o.store.Update(ctx, m, sync && i == len(held)-1); err != nil {
+			w.log.Warn("could not record a message's state; it reads as it was", "message_id", m.GetMessageId(),
+				"state", stateName(m.GetState()), "err", err)
+			first = cmp.Or(first, err)
+		}
+	}
+	clear(held[len(w.held):])
+	return first
 }
 
 // count counts the pending messages in the store, with appends and
@@ -134,6 +186,7 @@ func (w *worker) halt() {
 func (w *worker) run() {
 	defer close(w.done)
 	defer w.cancel()
+	defer func() { _ = w.flush(context.WithoutCancel(w.ctx), true) }()
 	idle, cancelIdle := context.WithCancel(w.ctx)
 	defer cancelIdle()
 	defer context.AfterFunc(w.o.closing, cancelIdle)()
@@ -171,8 +224,8 @@ func (w *worker) run() {
 		if len(inflight) > 0 {
 			waitFor = inflight[0].h.Done()
 		}
-		if !closing && len(inflight) < w.window(sess) {
-			ms, err := w.next(idle, &base, inflight, w.window(sess)-len(inflight))
+		if room := w.room(sess, len(inflight)); !closing && room > 0 {
+			ms, err := w.next(idle, &base, inflight, room)
 			var m *switchboardv1.Message
 			if len(ms) > 0 {
 				m = ms[0]
@@ -227,21 +280,57 @@ func (w *worker) run() {
 				continue
 			}
 		}
-		select {
-		case <-w.wakeCh:
-		case <-waitFor:
-		case <-due:
-		case <-idle.Done():
+		var flushAfter *time.Timer
+		if len(w.held) > 0 {
 			if len(inflight) == 0 {
-				return
-			}
-			select { // finish the window, unless told to stop at once
-			case <-waitFor:
-			case <-w.ctx.Done():
-				return
+				_ = w.flush(context.WithoutCancel(w.ctx), false)
+			} else {
+				flushAfter = time.NewTimer(awaitingFlushDelay)
 			}
 		}
+		if w.wait(idle, waitFor, due, flushAfter) {
+			return
+		}
 	}
+}
+
+// wait blocks until there is something to do; it reports whether the
+// worker must stop.
+func (w *worker) wait(idle context.Context, waitFor <-chan struct{}, due <-chan time.Time, flushAfter *time.Timer) (stop bool) {
+	var flushC <-chan time.Time
+	if flushAfter != nil {
+		defer flushAfter.Stop()
+		flushC = flushAfter.C
+	}
+	select {
+	case <-w.wakeCh:
+	case <-waitFor:
+	case <-due:
+	case <-flushC:
+		_ = w.flush(context.WithoutCancel(w.ctx), false)
+	case <-idle.Done():
+		if waitFor == nil { // nothing in flight
+			return true
+		}
+		select { // finish the window, unless told to stop at once
+		case <-waitFor:
+		case <-w.ctx.Done():
+			return true
+		}
+	}
+	return false
+}
+
+// room is how many messages may start now with n in flight on sess: the
+// free part of the window once at least half of it is free (or nothing is
+// in flight), so that messages start in groups that share one synced write
+// instead of one at a time as each ACK comes back.
+func (w *worker) room(sess *transport.Conn, n int) int {
+	free := w.window(sess) - n
+	if n > 0 && free < (w.window(sess)+1)/2 {
+		return 0
+	}
+	return max(free, 0)
 }
 
 // window is how many messages may be in flight on sess.
@@ -255,14 +344,17 @@ func (w *worker) window(sess *transport.Conn) int {
 // next returns up to room pending messages that are not in flight, in
 // order, and advances base past the final ones.
 func (w *worker) next(ctx context.Context, base *uint64, inflight []*flight, room int) ([]*switchboardv1.Message, error) {
-	ms, err := w.o.store.Pending(ctx, w.id, *base, len(inflight)+room)
+	ms, err := w.o.store.Pending(ctx, w.id, *base, len(inflight)+len(w.held)+room)
 	if err != nil || len(ms) == 0 {
 		return nil, err
 	}
 	*base = max(*base, ms[0].GetSequence()-1)
 	rest := ms[:0]
 	for _, m := range ms {
-		if !inFlight(inflight, m.GetSequence()) {
+		// In flight, or a state held back (the store has an older one).
+		if !inFlight(inflight, m.GetSequence()) && !slices.ContainsFunc(w.held, func(h *switchboardv1.Message) bool {
+			return h.GetSequence() == m.GetSequence()
+		}) {
 			rest = append(rest, m)
 		}
 	}
@@ -301,7 +393,7 @@ func (w *worker) attempt(sess *transport.Conn, ms []*switchboardv1.Message) ([]*
 	for i, m := range ms {
 		m.State, m.UpdateTime, m.NextAttemptTime = switchboardv1.MessageState_MESSAGE_STATE_SENDING, now, nil
 		m.Attempts = append(m.Attempts, &switchboardv1.DeliveryAttempt{StartTime: now})
-		if err := w.o.store.Update(w.ctx, m, i == len(ms)-1); err != nil {
+		if err := w.put(w.ctx, m, i == len(ms)-1); err != nil {
 			// Nothing written. The store may hold SENDING or QUEUED now;
 			// either way the next look at it decides.
 			if w.ctx.Err() == nil {
@@ -324,9 +416,7 @@ func (w *worker) attempt(sess *transport.Conn, ms []*switchboardv1.Message) ([]*
 			return fs, err
 		}
 		m.State, m.UpdateTime = switchboardv1.MessageState_MESSAGE_STATE_AWAITING_ACK, timestamppb.New(w.o.clock.Now())
-		if err := w.o.store.Update(w.ctx, m, false); err != nil {
-			w.log.Warn("could not record the write; the message stays SENDING", "message_id", m.GetMessageId(), "err", err)
-		}
+		_ = w.put(w.ctx, m, false)
 		fs = append(fs, &flight{m: m, h: h})
 	}
 	return fs, nil
@@ -402,9 +492,9 @@ func (w *worker) settle(m *switchboardv1.Message, o outcome, ack *transport.Peer
 		m.NextAttemptTime = timestamppb.New(now.Add(w.pol.backoff(len(m.GetAttempts()))))
 	}
 	// The context that survives Close, so an outcome read during shutdown is
-	// still stored. ACCEPTED is not waited for (see the state machine).
+	// still stored. ACCEPTED is held back (see the state machine).
 	sync := v.state != switchboardv1.MessageState_MESSAGE_STATE_ACCEPTED
-	if err := w.o.store.Update(context.WithoutCancel(w.ctx), m, sync); err != nil {
+	if err := w.put(context.WithoutCancel(w.ctx), m, sync); err != nil {
 		w.log.Error("could not record the outcome; the message will be taken as in doubt", "message_id", m.GetMessageId(), "err", err)
 		return err
 	}
