@@ -56,25 +56,65 @@ func TestCheckAck(t *testing.T) {
 // server on loopback: every message acknowledged, nothing counted as an
 // error, latencies measured.
 func TestInboundAgainstBaseline(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- ServeACK(ctx, ln, nil) }()
-	res, err := Inbound(ctx, InboundConfig{Target: "bare-ack", Addr: ln.Addr().String(), Conns: 4, Count: 400})
+	res, err := Inbound(t.Context(), InboundConfig{Target: "bare-ack", Addr: startACK(t), Conns: 4, Count: 400})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Msgs != 400 || res.Errors != nil || res.P50 <= 0 || res.P99 < res.P50 || res.Rate <= 0 {
 		t.Errorf("result = %+v", res)
 	}
-	cancel()
-	if err := <-served; err != nil {
-		t.Errorf("ServeACK: %v", err)
+}
+
+// TestServeACKPipelined: the bare ACK server answers frames written
+// back to back, before any ACK is read, in order, each with MSA-2 its
+// message's MSH-10 (what a pipelining window needs of a peer).
+func TestServeACKPipelined(t *testing.T) {
+	nc, err := net.Dial("tcp", startACK(t))
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	msg, at := Message(260)
+	var frames []byte
+	for i := range 8 {
+		putID(msg[at:], 7, i)
+		frames = mllp.AppendFrame(frames, msg)
+	}
+	if _, err := nc.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	dec := newTestDecoder(nc)
+	id := make([]byte, controlIDWidth)
+	for i := range 8 {
+		ack, err := dec.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		putID(id, 7, i)
+		if kind := checkAck(ack, id); kind != "" {
+			t.Errorf("ACK %d: %s (%q)", i, kind, ack)
+		}
+	}
+}
+
+// startACK runs the bare ACK server on loopback until the test ends.
+func startACK(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ServeACK(ctx, ln, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("ServeACK: %v", err)
+		}
+	})
+	return ln.Addr().String()
 }
 
 // TestInboundCountsNacks: a peer that rejects is counted by kind, not
@@ -120,13 +160,46 @@ func TestReceive(t *testing.T) {
 	if err := Prefill(t.Context(), dir, 300, 1024); err != nil {
 		t.Fatal(err)
 	}
-	j, err := pebblejournal.Open(dir, pebblejournal.Options{})
+	addr := startService(t, dir)
+	res, err := Receive(t.Context(), ReceiveConfig{GRPCAddr: addr, Streams: 2, Count: 300, Size: 1024})
+	if err != nil || res.Msgs != 600 || res.Rate <= 0 {
+		t.Errorf("Receive = %+v, %v; want 600 messages", res, err)
+	}
+	_, err = Receive(t.Context(), ReceiveConfig{GRPCAddr: addr, Count: 301, Stall: 200 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "does the journal hold 301 messages") {
+		t.Errorf("Receive of more than the journal holds = %v", err)
+	}
+}
+
+// TestOutbound runs direct and queued Sends, with and without a window,
+// through a real Switchboard to the bare ACK server: every message is
+// accepted, and a queued run waits for their delivery.
+func TestOutbound(t *testing.T) {
+	addr, peer := startService(t, t.TempDir()), startACK(t)
+	for _, cfg := range []OutboundConfig{
+		{Conns: 2, Calls: 4, Count: 20},
+		{Conns: 2, Calls: 4, Count: 20, Queued: true},
+		{Conns: 1, Calls: 4, Count: 20, Queued: true, MaxInFlight: 4},
+	} {
+		cfg.GRPCAddr, cfg.Peer, cfg.Size = addr, peer, 260
+		res, err := Outbound(t.Context(), cfg)
+		if err != nil || res.Msgs != 20 || res.Errors != nil || res.Rate <= 0 || (res.DeliveredRate > 0) != cfg.Queued {
+			t.Errorf("Outbound(%+v) = %+v, %v; want 20 messages, delivered when queued", cfg, res, err)
+		}
+	}
+}
+
+// startService serves Switchboard over gRPC on loopback with its journal,
+// state and outbox in dir (fsync off), until the test ends.
+func startService(t *testing.T, dir string) string {
+	t.Helper()
+	j, err := pebblejournal.Open(dir, pebblejournal.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer j.Close()
-	svc, err := service.New(service.Config{Journal: j})
+	svc, err := service.New(service.Config{Journal: j, State: j.StateStore(), Outbox: j.Outbox()})
 	if err != nil {
+		j.Close()
 		t.Fatal(err)
 	}
 	gs, _, err := service.NewGRPCServer(svc, service.ServerOptions{})
@@ -138,16 +211,10 @@ func TestReceive(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = gs.Serve(ln) }()
-	defer func() {
-		svc.Shutdown(t.Context())
+	t.Cleanup(func() {
+		svc.Shutdown(context.Background())
 		gs.Stop()
-	}()
-	res, err := Receive(t.Context(), ReceiveConfig{GRPCAddr: ln.Addr().String(), Streams: 2, Count: 300, Size: 1024})
-	if err != nil || res.Msgs != 600 || res.Rate <= 0 {
-		t.Errorf("Receive = %+v, %v; want 600 messages", res, err)
-	}
-	_, err = Receive(t.Context(), ReceiveConfig{GRPCAddr: ln.Addr().String(), Count: 301, Stall: 200 * time.Millisecond})
-	if err == nil || !strings.Contains(err.Error(), "does the journal hold 301 messages") {
-		t.Errorf("Receive of more than the journal holds = %v", err)
-	}
+		j.Close()
+	})
+	return ln.Addr().String()
 }

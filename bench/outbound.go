@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,11 +16,17 @@ import (
 )
 
 // closedLoop runs n workers, each calling op back to back, and measures the
-// calls that start after warmup and end before warmup+duration. op returns
-// "" on success or an error kind.
-func closedLoop(ctx context.Context, n int, warmup, duration time.Duration, op func(w, i int) string) (time.Duration, []latencies, []errCounter) {
+// calls that start after warmup and end before warmup+duration; with
+// count > 0, count calls in all, every one measured. op returns "" on
+// success or an error kind.
+func closedLoop(ctx context.Context, n, count int, warmup, duration time.Duration, op func(w, i int) string) (time.Duration, []latencies, []errCounter) {
 	start := time.Now()
 	from, to := start.Add(warmup), start.Add(warmup+duration)
+	left := atomic.Int64{}
+	if count > 0 {
+		from, to = start, start.Add(365*24*time.Hour)
+		left.Store(int64(count))
+	}
 	lats := make([]latencies, n)
 	errs := make([]errCounter, n)
 	var wg sync.WaitGroup
@@ -28,7 +35,7 @@ func closedLoop(ctx context.Context, n int, warmup, duration time.Duration, op f
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
 				t0 := time.Now()
-				if t0.After(to) {
+				if t0.After(to) || (count > 0 && left.Add(-1) < 0) {
 					return
 				}
 				if kind := op(w, i); kind != "" {
@@ -42,6 +49,9 @@ func closedLoop(ctx context.Context, n int, warmup, duration time.Duration, op f
 		})
 	}
 	wg.Wait()
+	if count > 0 {
+		duration = time.Since(start)
+	}
 	return duration, lats, errs
 }
 
@@ -56,14 +66,30 @@ type OutboundConfig struct {
 	Size     int
 	Duration time.Duration
 	Warmup   time.Duration
+	// Count stops after this many Sends in all, every one measured (no
+	// warm-up), instead of after Duration.
+	Count int
+	// Queued sends with SendRequest.queued: a call is done when its message
+	// is durable in the outbox. The run then waits until the peer has
+	// accepted every message queued (warm-up included), and DeliveredRate
+	// is those messages over the time from the first call to the last
+	// acceptance.
+	Queued bool
+	// MaxInFlight is the connections' OutboxPolicy.max_in_flight (queued
+	// sends; zero: the default, 1).
+	MaxInFlight int
+	// DeliveryTimeout bounds the wait for delivery after the last call.
+	// Zero: 5 minutes.
+	DeliveryTimeout time.Duration
 }
 
 func dialGRPC(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
-// Outbound measures Send round trips through Switchboard. Every Send must
-// come back ACK_OUTCOME_ACCEPTED for its own control id.
+// Outbound measures Send through Switchboard. A direct Send must come back
+// ACCEPTED for its own control id; a queued one QUEUED, and then be
+// accepted by the peer (see OutboundConfig.Queued).
 func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 	cfg.Conns, cfg.Calls = max(cfg.Conns, 1), max(cfg.Calls, 1)
 	res := Result{Group: "outbound", Target: cfg.Target, Conns: cfg.Conns, Calls: cfg.Calls, Size: cfg.Size}
@@ -76,7 +102,11 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 	ids := make([]string, cfg.Conns)
 	for k := range ids {
 		ids[k] = fmt.Sprintf("bench-out-%d", k)
-		if _, err := client.Connect(ctx, &switchboardv1.ConnectRequest{ConnectionId: ids[k], Config: &switchboardv1.ConnectionConfig{Address: cfg.Peer}}); err != nil {
+		conf := &switchboardv1.ConnectionConfig{Address: cfg.Peer}
+		if cfg.MaxInFlight > 0 {
+			conf.Outbox = &switchboardv1.OutboxPolicy{MaxInFlight: int32(cfg.MaxInFlight)}
+		}
+		if _, err := client.Connect(ctx, &switchboardv1.ConnectRequest{ConnectionId: ids[k], Config: conf}); err != nil {
 			return res, fmt.Errorf("connect %d to %s: %w", k, cfg.Peer, err)
 		}
 	}
@@ -90,21 +120,122 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 	for w := range msgs {
 		msgs[w], idAt = Message(cfg.Size)
 	}
-	elapsed, lats, errs := closedLoop(ctx, cfg.Calls, cfg.Warmup, cfg.Duration, func(w, i int) string {
+	done := make([]uint64, cfg.Calls) // each caller's Sends that succeeded
+	last := make([]string, cfg.Calls) // and the message id of its last one, when queued
+	start := time.Now()
+	elapsed, lats, errs := closedLoop(ctx, cfg.Calls, cfg.Count, cfg.Warmup, cfg.Duration, func(w, i int) string {
 		msg := msgs[w]
 		putID(msg[idAt:], w, i)
-		resp, err := client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: ids[w%cfg.Conns], Payload: msg})
+		resp, err := client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: ids[w%cfg.Conns], Payload: msg, Queued: cfg.Queued})
 		switch {
 		case err != nil:
 			return "send_error"
+		case cfg.Queued && resp.GetOutcome() == switchboardv1.SendOutcome_SEND_OUTCOME_QUEUED:
+			last[w] = resp.GetMessageId()
 		case resp.GetOutcome() != switchboardv1.SendOutcome_SEND_OUTCOME_ACCEPTED:
 			return "outcome_" + resp.GetOutcome().String()
 		case resp.GetAck().GetControlId() != string(msg[idAt:idAt+controlIDWidth]):
 			return "mismatch"
 		}
+		done[w]++
 		return ""
 	})
-	return finish(res, elapsed, lats, errs, "no Send succeeded")
+	res, err = finish(res, elapsed, lats, errs, "no Send succeeded")
+	for _, n := range done {
+		res.handled += n
+	}
+	if err != nil || !cfg.Queued {
+		return res, err
+	}
+	total := res.handled
+	if cfg.DeliveryTimeout <= 0 {
+		cfg.DeliveryTimeout = 5 * time.Minute
+	}
+	end, acks, err := awaitDelivery(ctx, client, ids, last, total, cfg.DeliveryTimeout)
+	accepted := min(acks.accepted, total)
+	res.Errors = mergeErrors([]errCounter{res.Errors, {"not_accepted": total - accepted, "ack_timeout": acks.timeouts, "ack_mismatch": acks.mismatches}})
+	if d := end.Sub(start); d > 0 {
+		res.DeliveredRate = float64(accepted) / d.Seconds()
+	}
+	res.Note = fmt.Sprintf("%d messages queued, the last accepted %.2f s after the first call", total, end.Sub(start).Seconds())
+	return res, err
+}
+
+// awaitDelivery waits until the last message of every caller is accepted
+// and the connections' counters show an accepted acknowledgement for each
+// of the total messages queued. It returns when the last of those messages
+// was accepted (its update time: the server runs on this machine's clock),
+// and the counters.
+func awaitDelivery(ctx context.Context, client switchboardv1.SwitchboardServiceClient, conns, last []string, total uint64, timeout time.Duration) (time.Time, ackTotals, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var end time.Time
+	for _, id := range last {
+		for id != "" {
+			resp, err := client.GetMessage(ctx, &switchboardv1.GetMessageRequest{MessageId: id})
+			if err != nil {
+				return end, ackTotals{}, fmt.Errorf("waiting for %s to be delivered: %w", id, err)
+			}
+			m := resp.GetMessage()
+			if st := m.GetState(); st == switchboardv1.MessageState_MESSAGE_STATE_ACCEPTED {
+				end = maxTime(end, m.GetUpdateTime().AsTime())
+				break
+			} else if st == switchboardv1.MessageState_MESSAGE_STATE_FAILED {
+				return end, ackTotals{}, fmt.Errorf("%s failed: %s", id, m.GetFailure())
+			}
+			if err := sleep(ctx, 10*time.Millisecond); err != nil {
+				return end, ackTotals{}, fmt.Errorf("waiting for %s to be delivered: %w", id, err)
+			}
+		}
+	}
+	for {
+		acks, err := countAcks(ctx, client, conns)
+		if err != nil || acks.accepted >= total {
+			return end, acks, err
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return end, acks, fmt.Errorf("%d of %d messages accepted: %w", acks.accepted, total, err)
+		}
+	}
+}
+
+// ackTotals are the connections' acknowledgement counters: positive ones,
+// and the timeouts and mismatches that put messages in doubt.
+type ackTotals struct{ accepted, timeouts, mismatches uint64 }
+
+func countAcks(ctx context.Context, client switchboardv1.SwitchboardServiceClient, conns []string) (ackTotals, error) {
+	var t ackTotals
+	for _, id := range conns {
+		resp, err := client.GetConnection(ctx, &switchboardv1.GetConnectionRequest{ConnectionId: id})
+		if err != nil {
+			return t, err
+		}
+		k := resp.GetConnection().GetStatus().GetCounters()
+		for _, a := range k.GetReceivedAcks() {
+			if a.GetCode() == switchboardv1.AckCode_ACK_CODE_AA || a.GetCode() == switchboardv1.AckCode_ACK_CODE_CA {
+				t.accepted += uint64(a.GetCount())
+			}
+		}
+		t.timeouts += uint64(k.GetAckTimeoutCount())
+		t.mismatches += uint64(k.GetAckMismatchCount())
+	}
+	return t, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // EchoConfig describes load on a plain gRPC unary echo (ServeEcho).
@@ -129,7 +260,7 @@ func Echo(ctx context.Context, cfg EchoConfig) (Result, error) {
 	defer cc.Close()
 	client := testpb.NewBenchmarkServiceClient(cc)
 	body := bytes.Repeat([]byte("x"), cfg.Size)
-	elapsed, lats, errs := closedLoop(ctx, cfg.Calls, cfg.Warmup, cfg.Duration, func(int, int) string {
+	elapsed, lats, errs := closedLoop(ctx, cfg.Calls, 0, cfg.Warmup, cfg.Duration, func(int, int) string {
 		resp, err := client.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: body}})
 		if err != nil {
 			return "call_error"

@@ -22,7 +22,7 @@ import (
 // Result is one measured configuration.
 type Result struct {
 	// Group is what was measured: inbound, outbound, receive, storage,
-	// latency, idle, slow-receiver.
+	// latency, idle, slow-receiver, queued, pipeline, restart.
 	Group string `json:"group"`
 	// Target is who was measured: switchboard, bare-ack, minimal-durable,
 	// direct-tcp, grpc-echo, pebble-sync, journal-append, ...
@@ -39,6 +39,9 @@ type Result struct {
 	Seconds     float64 `json:"seconds"`
 	// Rate is messages per second.
 	Rate float64 `json:"rate"`
+	// DeliveredRate is, for queued sends, the messages the peer accepted
+	// per second, from the first call to the last acceptance.
+	DeliveredRate float64 `json:"delivered_rate,omitempty"`
 	// Latency percentiles in microseconds (0 when not measured).
 	P50  float64 `json:"p50_us,omitempty"`
 	P99  float64 `json:"p99_us,omitempty"`
@@ -53,6 +56,9 @@ type Result struct {
 	Errors map[string]uint64 `json:"errors,omitempty"`
 	// Note says anything a reader needs to interpret the row.
 	Note string `json:"note,omitempty"`
+	// handled is, when set, every message the run handled, the unmeasured
+	// ones included (ServerCPU is divided by it).
+	handled uint64
 }
 
 // latencies collects per-message latencies; each worker owns one.
@@ -96,21 +102,20 @@ func WriteTable(w io.Writer, results []Result) error {
 	rs := slices.Clone(results)
 	slices.SortStableFunc(rs, func(a, b Result) int { return cmp.Compare(groupOrder(a.Group), groupOrder(b.Group)) })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "group\ttarget\tconns\tcalls\tsize\toffered/s\tmsgs\tmsgs/s\tp50 µs\tp99 µs\tp99.9 µs\tcpu µs/msg\tB/conn\terrors\t")
+	fmt.Fprintln(tw, "group\ttarget\tconns\tcalls\tsize\toffered/s\tmsgs\tsecs\tmsgs/s\tdelivered/s\tp50 µs\tp99 µs\tp99.9 µs\tcpu µs/msg\tB/conn\terrors\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			r.Group, r.Target, r.Conns, blank(float64(r.Calls)), r.Size, blank(r.OfferedRate), r.Msgs, r.Rate,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			r.Group, r.Target, r.Conns, blank(float64(r.Calls)), r.Size, blank(r.OfferedRate), r.Msgs, r.Seconds, r.Rate, blank(r.DeliveredRate),
 			blank(r.P50), blank(r.P99), blank(r.P999), blank(r.ServerCPU), blank(r.BytesPerConn), errorsString(r.Errors))
 	}
 	return tw.Flush()
 }
 
 func groupOrder(g string) int {
-	order := []string{"storage", "inbound", "inbound-nofsync", "latency", "slow-receiver", "outbound", "receive", "idle"}
-	if i := slices.Index(order, g); i >= 0 {
+	if i := slices.Index(Groups, g); i >= 0 {
 		return i
 	}
-	return len(order)
+	return len(Groups)
 }
 
 func blank(v float64) string {
@@ -142,7 +147,9 @@ func mergeErrors(all []errCounter) map[string]uint64 {
 	out := map[string]uint64{}
 	for _, e := range all {
 		for k, v := range e {
-			out[k] += v
+			if v > 0 {
+				out[k] += v
+			}
 		}
 	}
 	if len(out) == 0 {

@@ -39,6 +39,14 @@ type SuiteConfig struct {
 	ReceiveCount int
 	// IdleConns is how many idle connections the memory test opens.
 	IdleConns int
+	// PipelineCount is how many messages each pipelining round queues.
+	PipelineCount int
+	// RestartResources is how many listeners, and how many outbound
+	// connections, the restart test's data directory holds;
+	// RestartMessages how many journal records.
+	RestartResources, RestartMessages int
+	// Only, when not empty, runs just these groups (see Groups).
+	Only []string
 	// Progress gets a line per measurement.
 	Progress io.Writer
 }
@@ -102,6 +110,19 @@ func freeAddr() (string, error) {
 // startChild runs exe args with its output in dir/name.log and waits until
 // addr accepts connections.
 func startChild(ctx context.Context, exe, dir, name, addr string, args ...string) (*child, error) {
+	c, err := launch(exe, dir, name, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.await(ctx, 15*time.Second, func() error { return dialOnce(addr) }); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// launch runs exe args with its output in dir/name.log.
+func launch(exe, dir, name string, args ...string) (*child, error) {
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, err
@@ -117,21 +138,38 @@ func startChild(ctx context.Context, exe, dir, name, addr string, args ...string
 		c.done <- cmd.Wait()
 		logf.Close()
 	}()
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if nc, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			nc.Close()
-			return c, nil
+	return c, nil
+}
+
+// await polls ready every 5 ms until it returns nil, the child exits,
+// timeout passes or ctx ends.
+func (c *child) await(ctx context.Context, timeout time.Duration, ready func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := ready()
+		if err == nil {
+			return nil
 		}
 		select {
-		case err := <-c.done:
-			return nil, fmt.Errorf("%s exited before listening (see %s.log): %v", name, name, err)
-		default:
+		case werr := <-c.done:
+			c.done <- werr // for stop
+			return fmt.Errorf("%s exited before it was ready (see %s.log): %v", c.name, c.name, werr)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			c.stop()
-			return nil, fmt.Errorf("%s did not listen on %s", name, addr)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s was not ready within %v: %v", c.name, timeout, err)
 		}
 	}
+}
+
+func dialOnce(addr string) error {
+	nc, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		nc.Close()
+	}
+	return err
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
@@ -147,15 +185,22 @@ func (c *child) stop() {
 	}
 }
 
+// serveChild starts `switchboard serve` on dataDir and returns it with its
+// gRPC address once that accepts connections.
+func serveChild(ctx context.Context, exe, dir, name, dataDir string, extra ...string) (*child, string, error) {
+	grpcAddr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	args := append([]string{"serve", "--grpc-addr", grpcAddr, "--data-dir", dataDir, "--log-level", "warn"}, extra...)
+	c, err := startChild(ctx, exe, dir, name, grpcAddr, args...)
+	return c, grpcAddr, err
+}
+
 // switchboard starts `switchboard serve` and a listener on it; it returns
 // the child, its gRPC address and the listener's address.
 func switchboard(ctx context.Context, cfg SuiteConfig, name, dataDir string, extra ...string) (*child, string, string, error) {
-	grpcAddr, err := freeAddr()
-	if err != nil {
-		return nil, "", "", err
-	}
-	args := append([]string{"serve", "--grpc-addr", grpcAddr, "--data-dir", dataDir, "--log-level", "warn"}, extra...)
-	c, err := startChild(ctx, cfg.Exe, cfg.Dir, name, grpcAddr, args...)
+	c, grpcAddr, err := serveChild(ctx, cfg.Exe, cfg.Dir, name, dataDir, extra...)
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -185,8 +230,12 @@ func withCPU(pid int, f func() (Result, error)) (Result, error) {
 		return f()
 	}
 	r, err := f()
-	if after, cerr := CPUTime(pid); cerr == nil && r.Msgs > 0 {
-		r.ServerCPU = float64((after - before).Microseconds()) / float64(r.Msgs)
+	n := r.Msgs
+	if r.handled > 0 {
+		n = r.handled
+	}
+	if after, cerr := CPUTime(pid); cerr == nil && n > 0 {
+		r.ServerCPU = float64((after - before).Microseconds()) / float64(n)
 	}
 	return r, err
 }
@@ -217,7 +266,11 @@ func compareBy(ctx context.Context, rounds int, progress io.Writer, key func(Res
 				return nil, fmt.Errorf("%s: %w", cs[i].name, err)
 			}
 			r.Target = cs[i].name
-			fmt.Fprintf(progress, "  %-10s %-20s conns=%-3d round %d: %8.0f msgs/s  p99 %6.0f µs\n", r.Group, r.Target, r.Conns, round+1, r.Rate, r.P99)
+			delivered := ""
+			if r.DeliveredRate > 0 {
+				delivered = fmt.Sprintf("  delivered %8.0f/s", r.DeliveredRate)
+			}
+			fmt.Fprintf(progress, "  %-10s %-20s conns=%-3d round %d: %8.0f msgs/s  p99 %6.0f µs%s\n", r.Group, r.Target, r.Conns, round+1, r.Rate, r.P99, delivered)
 			all[i] = append(all[i], r)
 		}
 	}
@@ -241,21 +294,38 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 	p := cfg.Progress
 	add := func(rs ...Result) { rep.Results = append(rep.Results, rs...) }
 	dir := func(name string) string { return filepath.Join(cfg.Dir, name) }
+	byRate := func(r Result) float64 { return r.Rate }
+	byP99 := func(r Result) float64 { return r.P99 }
+	// run runs one comparison, when its group is wanted, and files its
+	// results under the group.
+	run := func(group, title string, key func(Result) float64, cs ...contender) error {
+		if !cfg.wants(group) {
+			return nil
+		}
+		fmt.Fprintln(p, title)
+		for i, c := range cs {
+			cs[i].run = func() (Result, error) {
+				r, err := c.run()
+				r.Group = group
+				return r, err
+			}
+		}
+		rs, err := compareBy(ctx, cfg.Rounds, p, key, cs...)
+		add(rs...)
+		return err
+	}
 
 	// The storage engine alone: the ceiling and our group commit.
-	fmt.Fprintln(p, "storage")
 	for _, w := range cfg.Conns {
-		rs, err := compare(ctx, cfg.Rounds, p,
+		if err := run("storage", fmt.Sprintf("storage, %d writers", w), byRate,
 			contender{"pebble-sync", func() (Result, error) {
 				return PebbleSync(ctx, StorageConfig{Dir: dir(fmt.Sprintf("pebble-%d-%d", w, time.Now().UnixNano())), Writers: w, Size: cfg.Size, Duration: cfg.Duration})
 			}},
 			contender{"journal-append", func() (Result, error) {
 				return JournalAppend(ctx, StorageConfig{Dir: dir(fmt.Sprintf("journal-%d-%d", w, time.Now().UnixNano())), Writers: w, Size: cfg.Size, Duration: cfg.Duration})
-			}})
-		if err != nil {
+			}}); err != nil {
 			return rep, err
 		}
-		add(rs...)
 	}
 
 	// The servers.
@@ -264,7 +334,7 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 		return rep, err
 	}
 	defer sb.stop()
-	nofsync, _, nofsyncAddr, err := switchboard(ctx, cfg, "switchboard-nofsync", dir("switchboard-nofsync"), "--no-fsync")
+	nofsync, nofsyncGRPC, nofsyncAddr, err := switchboard(ctx, cfg, "switchboard-nofsync", dir("switchboard-nofsync"), "--no-fsync")
 	if err != nil {
 		return rep, err
 	}
@@ -295,106 +365,126 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 			})
 		}}
 	}
-	fmt.Fprintln(p, "inbound")
 	for _, n := range cfg.Conns {
-		rs, err := compare(ctx, cfg.Rounds, p,
+		if err := run("inbound", fmt.Sprintf("inbound, %d connections", n), byRate,
 			inbound("switchboard", sbAddr, sb.pid(), n, 0),
 			inbound("minimal-durable", durAddr, durable.pid(), n, 0),
-			inbound("bare-ack", ackAddr, bare.pid(), n, 0))
-		if err != nil {
+			inbound("bare-ack", ackAddr, bare.pid(), n, 0)); err != nil {
 			return rep, err
 		}
-		add(rs...)
 	}
-	fmt.Fprintln(p, "inbound, fsync off")
-	rs, err := compare(ctx, cfg.Rounds, p,
+	if err := run("inbound-nofsync", "inbound, fsync off", byRate,
 		inbound("switchboard-nofsync", nofsyncAddr, nofsync.pid(), 8, 0),
-		inbound("bare-ack", ackAddr, bare.pid(), 8, 0))
-	if err != nil {
+		inbound("bare-ack", ackAddr, bare.pid(), 8, 0)); err != nil {
 		return rep, err
 	}
-	add(regroup(rs, "inbound-nofsync")...)
-
-	fmt.Fprintln(p, "latency at 2,000 msgs/s over 8 connections")
-	byP99 := func(r Result) float64 { return r.P99 }
-	rs, err = compareBy(ctx, cfg.Rounds, p, byP99,
+	if err := run("latency", "latency at 2,000 msgs/s over 8 connections", byP99,
 		inbound("switchboard", sbAddr, sb.pid(), 8, 2000),
-		inbound("minimal-durable", durAddr, durable.pid(), 8, 2000))
-	if err != nil {
+		inbound("minimal-durable", durAddr, durable.pid(), 8, 2000)); err != nil {
 		return rep, err
 	}
-	add(regroup(rs, "latency")...)
-
-	fmt.Fprintln(p, "the same, with and without a stalled Receive client")
 	plain := inbound("switchboard", sbAddr, sb.pid(), 8, 2000)
-	rs, err = compareBy(ctx, cfg.Rounds, p, byP99, plain,
+	if err := run("slow-receiver", "the same, with and without a stalled Receive client", byP99, plain,
 		contender{"switchboard+stalled-receiver", func() (Result, error) {
 			return withStalledReceiver(ctx, sbGRPC, plain.run)
-		}})
-	if err != nil {
+		}}); err != nil {
 		return rep, err
 	}
-	add(regroup(rs, "slow-receiver")...)
 
-	fmt.Fprintln(p, "outbound")
-	calls := 64
-	rs, err = compare(ctx, cfg.Rounds, p,
-		contender{"switchboard-send", func() (Result, error) {
-			return withCPU(sb.pid(), func() (Result, error) {
-				return Outbound(ctx, OutboundConfig{GRPCAddr: sbGRPC, Peer: ackAddr, Conns: calls, Calls: calls, Size: cfg.Size, Duration: cfg.Duration, Warmup: cfg.Warmup})
-			})
-		}},
+	// send is Send load on a Switchboard (sb or nofsync) to the bare ACK
+	// server.
+	send := func(name string, srv *child, grpcAddr string, load OutboundConfig) contender {
+		load.GRPCAddr, load.Peer, load.Size = grpcAddr, ackAddr, cfg.Size
+		if load.Count == 0 {
+			load.Duration, load.Warmup = cfg.Duration, cfg.Warmup
+		}
+		return contender{name, func() (Result, error) {
+			return withCPU(srv.pid(), func() (Result, error) { return Outbound(ctx, load) })
+		}}
+	}
+	const calls = 64
+	direct := send("switchboard-send", sb, sbGRPC, OutboundConfig{Conns: calls, Calls: calls})
+	if err := run("outbound", "outbound", byRate, direct,
 		contender{"direct-tcp", func() (Result, error) {
-			r, err := Inbound(ctx, InboundConfig{Addr: ackAddr, Conns: calls, Size: cfg.Size, Duration: cfg.Duration, Warmup: cfg.Warmup})
-			r.Group = "outbound"
-			return r, err
+			return Inbound(ctx, InboundConfig{Addr: ackAddr, Conns: calls, Size: cfg.Size, Duration: cfg.Duration, Warmup: cfg.Warmup})
 		}},
 		contender{"grpc-echo", func() (Result, error) {
 			return withCPU(echo.pid(), func() (Result, error) {
 				return Echo(ctx, EchoConfig{Addr: echoAddr, Calls: calls, Size: cfg.Size, Duration: cfg.Duration, Warmup: cfg.Warmup})
 			})
-		}})
-	if err != nil {
+		}}); err != nil {
 		return rep, err
 	}
-	add(rs...)
-
-	fmt.Fprintln(p, "idle connections")
-	idle, err := Idle(ctx, IdleConfig{Target: "switchboard", Addr: sbAddr, Conns: cfg.IdleConns, PID: sb.pid(), Settle: 3 * time.Second})
-	if err != nil {
-		return rep, fmt.Errorf("idle: %w", err)
-	}
-	fmt.Fprintf(p, "  %d idle connections: %.0f bytes each (%s)\n", idle.Conns, idle.BytesPerConn, idle.Note)
-	add(idle)
-
-	fmt.Fprintln(p, "receive")
-	recvDir := dir("receive")
-	if err := Prefill(ctx, recvDir, cfg.ReceiveCount, 1024); err != nil {
-		return rep, fmt.Errorf("prefill: %w", err)
-	}
-	recv, recvGRPC, _, err := switchboard(ctx, cfg, "switchboard-receive", recvDir)
-	if err != nil {
+	if err := run("queued", "queued vs direct Send, 64 calls over 64 connections, fsync on", byRate, direct,
+		send("switchboard-queued", sb, sbGRPC, OutboundConfig{Conns: calls, Calls: calls, Queued: true})); err != nil {
 		return rep, err
 	}
-	defer recv.stop()
-	for _, streams := range []int{1, 4} {
-		r, err := Receive(ctx, ReceiveConfig{Target: "switchboard", GRPCAddr: recvGRPC, Streams: streams, Count: cfg.ReceiveCount, Size: 1024})
+	// One connection, a backlog of PipelineCount messages queued by 16
+	// callers, delivered with a window of 1 and of 8.
+	window := func(srv *child, grpcAddr string, n int) contender {
+		return send(fmt.Sprintf("window-%d", n), srv, grpcAddr, OutboundConfig{Conns: 1, Calls: 16, Count: cfg.PipelineCount, Queued: true, MaxInFlight: n})
+	}
+	byDelivered := func(r Result) float64 { return r.DeliveredRate }
+	if err := run("pipeline", "pipelining: one connection, max_in_flight 1 vs 8, fsync on", byDelivered,
+		window(sb, sbGRPC, 1), window(sb, sbGRPC, 8)); err != nil {
+		return rep, err
+	}
+	if err := run("pipeline-nofsync", "the same, fsync off", byDelivered,
+		window(nofsync, nofsyncGRPC, 1), window(nofsync, nofsyncGRPC, 8)); err != nil {
+		return rep, err
+	}
+
+	if cfg.wants("idle") {
+		fmt.Fprintln(p, "idle connections")
+		idle, err := Idle(ctx, IdleConfig{Target: "switchboard", Addr: sbAddr, Conns: cfg.IdleConns, PID: sb.pid(), Settle: 3 * time.Second})
 		if err != nil {
-			return rep, fmt.Errorf("receive: %w", err)
+			return rep, fmt.Errorf("idle: %w", err)
 		}
-		fmt.Fprintf(p, "  %d stream(s): %.0f msgs/s\n", streams, r.Rate)
-		add(r)
+		fmt.Fprintf(p, "  %d idle connections: %.0f bytes each (%s)\n", idle.Conns, idle.BytesPerConn, idle.Note)
+		add(idle)
+	}
+
+	if cfg.wants("receive") {
+		fmt.Fprintln(p, "receive")
+		recvDir := dir("receive")
+		if err := Prefill(ctx, recvDir, cfg.ReceiveCount, 1024); err != nil {
+			return rep, fmt.Errorf("prefill: %w", err)
+		}
+		recv, recvGRPC, _, err := switchboard(ctx, cfg, "switchboard-receive", recvDir)
+		if err != nil {
+			return rep, err
+		}
+		defer recv.stop()
+		for _, streams := range []int{1, 4} {
+			r, err := Receive(ctx, ReceiveConfig{Target: "switchboard", GRPCAddr: recvGRPC, Streams: streams, Count: cfg.ReceiveCount, Size: 1024})
+			if err != nil {
+				return rep, fmt.Errorf("receive: %w", err)
+			}
+			fmt.Fprintf(p, "  %d stream(s): %.0f msgs/s\n", streams, r.Rate)
+			add(r)
+		}
+	}
+
+	if cfg.wants("restart") {
+		fmt.Fprintln(p, "restart to SERVING")
+		rs, err := Restart(ctx, RestartConfig{Exe: cfg.Exe, Dir: cfg.Dir, Peer: ackAddr, Listeners: cfg.RestartResources,
+			Conns: cfg.RestartResources, Messages: cfg.RestartMessages, Size: cfg.Size, Rounds: cfg.Rounds, Progress: p})
+		add(rs...)
+		if err != nil {
+			return rep, fmt.Errorf("restart: %w", err)
+		}
 	}
 	return rep, nil
 }
 
-// regroup files results under group.
-func regroup(rs []Result, group string) []Result {
-	for i := range rs {
-		rs[i].Group = group
-	}
-	return rs
+// wants reports whether the run includes group.
+func (cfg SuiteConfig) wants(group string) bool {
+	return len(cfg.Only) == 0 || slices.Contains(cfg.Only, group)
 }
+
+// Groups are the suite's result groups, in the order it runs them.
+var Groups = []string{"storage", "inbound", "inbound-nofsync", "latency", "slow-receiver", "outbound", "queued",
+	"pipeline", "pipeline-nofsync", "idle", "receive", "restart"}
 
 // withStalledReceiver runs f while a Receive stream replays the journal
 // from sequence 1 and never reads: its flow-control window fills and the

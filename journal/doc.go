@@ -18,7 +18,13 @@
 //     NoSync may weaken this, for benchmarks and labs only.)
 //   - Sequence numbers start at 1 and are assigned in commit order; they are
 //     strictly increasing and gap-free, and continue after a restart or a
-//     recovery.
+//     recovery. Retention deletes the oldest records only, so the records
+//     retained run from FirstSeq to LastSeq without a gap; a sequence is
+//     never given out again, even once its record is deleted.
+//   - Read from a sequence retention deleted fails with a
+//     *NotRetainedError (ErrNotRetained) that names FirstSeq, so a reader
+//     can tell its client where it may resume; Read from 0 starts at
+//     FirstSeq. A backend that keeps everything has FirstSeq 1.
 //   - LastSeq, Read and Wait only expose committed records: a reader never
 //     sees a record before its Append could have returned nil.
 //   - Wait wakes on commit and never polls.
@@ -59,8 +65,25 @@
 // format, so optional fields can be added without another version; a
 // directory written by this code cannot be read by versions before it.
 //
+// # Retention
+//
+// A backend may delete old records (pebblejournal does, by age and by
+// size; see its Options). It deletes from the oldest on, never a record
+// in the middle and never the last one, and it raises FirstSeq before a
+// reader can miss a deleted record, so a reader sees records or
+// NotRetainedError, never a gap.
+//
+// # Other stores
+//
+// ErrNotFound is shared with stores that live beside a backend's records
+// (pebblejournal's desired-state store and outbox), so that the service
+// packages defining those stores' interfaces and the backend implementing
+// them agree on "not found" without the backend importing the service
+// layer.
+//
 // # Known limits
 //
-// No retention: records are never deleted, so the store grows until
-// retention is added.
+// A reader that falls further behind than retention keeps loses what was
+// deleted: NotRetainedError says so and where to resume, and nothing is
+// kept back for it (durable consumer positions are a later step).
 package journal

@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // ErrClosed is returned by operations on a closed Journal, and by Append
@@ -20,6 +21,32 @@ var ErrUnavailable = errors.New("journal: unavailable")
 // one without a Kind, or one larger than the backend's limit.
 var ErrInvalidRecord = errors.New("journal: invalid record")
 
+// ErrNotRetained is wrapped by Read's error when from is older than the
+// oldest record the journal still holds (retention deleted it). The error
+// is a *NotRetainedError, which names the oldest retained sequence, so a
+// reader can tell its client where it may resume (gRPC: NOT_RETAINED).
+var ErrNotRetained = errors.New("journal: not retained")
+
+// NotRetainedError is Read's error for a sequence retention has deleted.
+type NotRetainedError struct {
+	From  uint64 // the sequence asked for
+	First uint64 // the oldest sequence still retained
+}
+
+func (e *NotRetainedError) Error() string {
+	return fmt.Sprintf("journal: sequence %d is not retained; the oldest retained is %d", e.From, e.First)
+}
+
+func (e *NotRetainedError) Unwrap() error { return ErrNotRetained }
+
+// ErrNotFound is wrapped by the errors of the stores that share a journal's
+// storage (pebblejournal's outbox) for something they do not hold. It is
+// defined here, with the storage contract, so that a backend and the
+// package whose interface it implements (service/outbox, whose ErrNotFound
+// is this value) share it although the backend must not import the
+// service layer.
+var ErrNotFound = errors.New("not found")
+
 // Journal is the contract the rest of Switchboard depends on; the package
 // documentation states its promises. pebblejournal.Journal implements it on
 // Pebble; another backend (for example NATS JetStream) must keep the same
@@ -31,10 +58,17 @@ type Journal interface {
 	Append(ctx context.Context, r *Record) (uint64, error)
 	// LastSeq returns the highest committed sequence number, 0 when empty.
 	LastSeq(ctx context.Context) (uint64, error)
+	// FirstSeq returns the oldest retained sequence number: 1 until
+	// retention deletes records (a backend that keeps everything always
+	// returns 1), and LastSeq+1 while the journal holds no record. Records
+	// from FirstSeq to LastSeq are all there, without a gap.
+	FirstSeq(ctx context.Context) (uint64, error)
 	// Read returns committed records with Seq >= from, in sequence order:
 	// at most maxRecords (at least 1), stopping before the payloads' total
 	// would exceed maxBytes, but always at least one record when one is
-	// available, however large. No records when from > LastSeq.
+	// available, however large. No records when from > LastSeq. From 0
+	// means from FirstSeq; any other from below FirstSeq fails with a
+	// *NotRetainedError (ErrNotRetained).
 	Read(ctx context.Context, from uint64, maxRecords, maxBytes int) ([]Record, error)
 	// Wait blocks until LastSeq > after. It wakes on commit and never
 	// polls. It returns early only when ctx is done or the journal closes;

@@ -18,7 +18,7 @@ func (s *Service) Connect(ctx context.Context, req *switchboardv1.ConnectRequest
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &switchboardv1.ConnectResponse{Connection: connToProto(v)}, nil
+	return &switchboardv1.ConnectResponse{Connection: s.connToProto(v)}, nil
 }
 
 // Disconnect closes a connection, inbound or outbound.
@@ -27,7 +27,7 @@ func (s *Service) Disconnect(ctx context.Context, req *switchboardv1.DisconnectR
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &switchboardv1.DisconnectResponse{Connection: connToProto(v)}, nil
+	return &switchboardv1.DisconnectResponse{Connection: s.connToProto(v)}, nil
 }
 
 // GetConnection returns one connection.
@@ -36,7 +36,7 @@ func (s *Service) GetConnection(ctx context.Context, req *switchboardv1.GetConne
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &switchboardv1.GetConnectionResponse{Connection: connToProto(v)}, nil
+	return &switchboardv1.GetConnectionResponse{Connection: s.connToProto(v)}, nil
 }
 
 // ListConnections returns a page of connections, ordered by id.
@@ -46,7 +46,7 @@ func (s *Service) ListConnections(ctx context.Context, req *switchboardv1.ListCo
 		return s.reg.Connections(filter, after, n)
 	}
 	cs, next, err := page(req.GetPageToken(), req.GetPageSize(), list,
-		func(v registry.ConnectionView) string { return v.ID }, connToProto)
+		func(v registry.ConnectionView) string { return v.ID }, s.connToProto)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -56,10 +56,18 @@ func (s *Service) ListConnections(ctx context.Context, req *switchboardv1.ListCo
 // sendDeadlineMargin is the most a Send ends before the caller's deadline.
 const sendDeadlineMargin = 200 * time.Millisecond
 
-// Send writes one message and waits for the peer's acknowledgement.
+// Send writes one message and waits for the peer's acknowledgement (direct
+// mode). On an outbound connection that is reconnecting it first waits,
+// within the call's deadline, for the connection to open, unless the caller
+// asked to fail fast; it also waits when the session it was given closes
+// before the message could be written.
 func (s *Service) Send(ctx context.Context, req *switchboardv1.SendRequest) (*switchboardv1.SendResponse, error) {
-	c, err := s.reg.Conn(req.GetConnectionId())
-	if err != nil {
+	if req.GetQueued() || req.GetIdempotencyKey() != "" {
+		return s.sendQueued(ctx, req) // messages.go
+	}
+	id, failFast := req.GetConnectionId(), req.GetFailFast()
+	c, err := s.reg.Conn(id)
+	if err != nil && (failFast || !errors.Is(err, registry.ErrReconnecting)) {
 		return nil, s.toStatus(ctx, err)
 	}
 	// Answer a little before the caller's deadline: when the deadline fires
@@ -70,13 +78,31 @@ func (s *Service) Send(ctx context.Context, req *switchboardv1.SendRequest) (*sw
 		ctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Until(d)/5, sendDeadlineMargin)))
 		defer cancel()
 	}
-	res, err := c.Send(ctx, req.GetPayload(), durationOr(req.GetAckTimeout(), 0))
-	if err != nil {
-		var se *transport.SendError
-		if errors.As(err, &se) {
-			return nil, sendStatus(se, req.GetConnectionId())
+	var lost *transport.Conn // a session that closed under this Send
+	for {
+		if errors.Is(err, registry.ErrReconnecting) && !failFast {
+			c, err = s.reg.WaitOpen(ctx, id)
 		}
-		return nil, s.toStatus(ctx, err)
+		if err != nil {
+			// The connection existed when the Send began: whatever ended
+			// the wait, nothing was written.
+			return nil, notSentStatus(err, id)
+		}
+		var res transport.SendResult
+		res, err = c.Send(ctx, req.GetPayload(), durationOr(req.GetAckTimeout(), 0))
+		var se *transport.SendError
+		switch {
+		case err == nil:
+			return sendResultToProto(res), nil
+		case !errors.As(err, &se):
+			return nil, s.toStatus(ctx, err)
+		case se.Cause == transport.CauseNotOpen && !se.Written && !failFast &&
+			c.Direction() == transport.Outbound && c != lost && ctx.Err() == nil:
+			// Lost just before the write: wait for the reconnect.
+			lost = c
+			c, err = s.reg.Conn(id)
+			continue
+		}
+		return nil, sendStatus(se, id)
 	}
-	return sendResultToProto(res), nil
 }

@@ -134,6 +134,14 @@ func text(s string) string {
 	return s
 }
 
+// errText is an error's text for a status field, empty for none.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return text(err.Error())
+}
+
 func timestamp(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
 		return nil
@@ -147,7 +155,7 @@ func listenerToProto(v registry.ListenerView) *switchboardv1.Listener {
 		ListenerId: v.ID,
 		Config:     v.Spec,
 		Status: &switchboardv1.ListenerStatus{
-			State:                         listenerState(info.State),
+			State:                         listenerState(v.State),
 			BoundAddress:                  info.Addr,
 			CreateTime:                    timestamp(v.Created),
 			OpenConnectionCount:           int64(info.Open),
@@ -155,29 +163,45 @@ func listenerToProto(v registry.ListenerView) *switchboardv1.Listener {
 			RejectedConnectionCount:       info.Rejected,
 			SourceRejectedConnectionCount: info.SourceRejected,
 			ConnectionTotals:              countersToProto(&info.Totals),
+			LastError:                     errText(v.LastError),
+			NextAttemptTime:               timestamp(v.NextAttempt),
 		},
 	}
 }
 
-func connToProto(v registry.ConnectionView) *switchboardv1.Connection {
+// connToProto is connToProtoView with the outbox's count of the
+// connection's undelivered messages.
+func (s *Service) connToProto(v registry.ConnectionView) *switchboardv1.Connection {
+	c := connToProtoView(v)
+	if s.outbox != nil && c.GetDirection() == switchboardv1.Direction_DIRECTION_OUTBOUND {
+		if n, ok := s.outbox.Queued(v.ID); ok {
+			c.Status.QueuedMessageCount = n
+		}
+	}
+	return c
+}
+
+func connToProtoView(v registry.ConnectionView) *switchboardv1.Connection {
 	info := v.Info
 	c := &switchboardv1.Connection{
 		ConnectionId: v.ID,
 		Direction:    direction(info.Direction),
 		Status: &switchboardv1.ConnectionStatus{
-			State:            connState(info.State),
-			LocalAddress:     info.LocalAddr,
-			RemoteAddress:    info.RemoteAddr,
-			OpenTime:         timestamp(info.OpenTime),
-			LastActivityTime: timestamp(info.LastActivity),
-			Counters:         countersToProto(&info.Counters),
-			CloseReason:      closeReason(info.CloseReason),
-			CloseTime:        timestamp(info.CloseTime),
+			State:              connState(v.State),
+			LocalAddress:       info.LocalAddr,
+			RemoteAddress:      info.RemoteAddr,
+			OpenTime:           timestamp(info.OpenTime),
+			LastActivityTime:   timestamp(info.LastActivity),
+			Counters:           countersToProto(&info.Counters),
+			CloseReason:        closeReason(info.CloseReason),
+			CloseTime:          timestamp(info.CloseTime),
+			LastError:          errText(v.LastError),
+			NextAttemptTime:    timestamp(v.NextAttempt),
+			FailedConnectCount: v.FailedConnects,
+			ReconnectCount:     v.Reconnects,
 		},
 	}
-	if info.CloseErr != nil {
-		c.Status.CloseDetail = text(info.CloseErr.Error())
-	}
+	c.Status.CloseDetail = errText(info.CloseErr)
 	if v.Spec != nil {
 		c.Origin = &switchboardv1.Connection_Config{Config: v.Spec}
 	} else {
@@ -240,26 +264,32 @@ func sendResultToProto(r transport.SendResult) *switchboardv1.SendResponse {
 // The enum mappings are switches whose default is UNSPECIFIED; a test
 // ranges over every transport value so none falls through unnoticed.
 
-func listenerState(s transport.ListenerState) switchboardv1.ListenerState {
+func listenerState(s registry.ListenerState) switchboardv1.ListenerState {
 	switch s {
-	case transport.ListenerListening:
+	case registry.ListenerListening:
 		return switchboardv1.ListenerState_LISTENER_STATE_LISTENING
-	case transport.ListenerDraining:
+	case registry.ListenerDraining:
 		return switchboardv1.ListenerState_LISTENER_STATE_DRAINING
-	case transport.ListenerStopped:
+	case registry.ListenerStopped:
 		return switchboardv1.ListenerState_LISTENER_STATE_STOPPED
+	case registry.ListenerBackingOff:
+		return switchboardv1.ListenerState_LISTENER_STATE_BACKING_OFF
 	}
 	return switchboardv1.ListenerState_LISTENER_STATE_UNSPECIFIED
 }
 
-func connState(s transport.ConnState) switchboardv1.ConnectionState {
+func connState(s registry.ConnState) switchboardv1.ConnectionState {
 	switch s {
-	case transport.StateOpen:
+	case registry.ConnOpen:
 		return switchboardv1.ConnectionState_CONNECTION_STATE_OPEN
-	case transport.StateDraining:
+	case registry.ConnDraining:
 		return switchboardv1.ConnectionState_CONNECTION_STATE_DRAINING
-	case transport.StateClosed:
+	case registry.ConnClosed:
 		return switchboardv1.ConnectionState_CONNECTION_STATE_CLOSED
+	case registry.ConnConnecting:
+		return switchboardv1.ConnectionState_CONNECTION_STATE_CONNECTING
+	case registry.ConnBackingOff:
+		return switchboardv1.ConnectionState_CONNECTION_STATE_BACKING_OFF
 	}
 	return switchboardv1.ConnectionState_CONNECTION_STATE_UNSPECIFIED
 }

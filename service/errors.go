@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -16,6 +17,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -59,6 +61,7 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 	var (
 		se  *transport.SendError
 		re  *registry.ResourceError
+		nr  *journal.NotRetainedError
 		inv errInvalid
 	)
 	resource := func() protoadapt.MessageV1 {
@@ -83,8 +86,13 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return statusOf(codes.NotFound, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_FOUND, nil, resource())
 	case errors.As(err, &re) && errors.Is(err, registry.ErrConflict):
 		return statusOf(codes.AlreadyExists, err.Error()+"; remove it first", switchboardv1.ErrorReason_ERROR_REASON_CONFIG_CONFLICT, nil, resource())
+	case errors.As(err, &re) && re.Type == registry.TypeConnection &&
+		(errors.Is(err, registry.ErrNotOpen) || errors.Is(err, registry.ErrReconnecting)):
+		return notSentStatus(err, re.ID)
 	case errors.As(err, &re) && errors.Is(err, registry.ErrStopping):
 		return statusOf(codes.FailedPrecondition, err.Error()+"; retry once StopListener returns", switchboardv1.ErrorReason_ERROR_REASON_STOPPING, nil, resource())
+	case errors.As(err, &re) && errors.Is(err, outbox.ErrNotInDoubt):
+		return statusOf(codes.FailedPrecondition, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_IN_DOUBT, nil, resource())
 	case errors.Is(err, transport.ErrAddrNotBindable):
 		// In use, not on this host, privileged, or a name that does not
 		// resolve: a fact of this machine, one rule for all of them.
@@ -98,6 +106,10 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN, nil)
 	case errors.Is(err, journal.ErrClosed), errors.Is(err, journal.ErrUnavailable):
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE, nil)
+	case errors.As(err, &nr):
+		first := strconv.FormatUint(nr.First, 10)
+		return statusOf(codes.OutOfRange, fmt.Sprintf("sequence %d is no longer retained; the oldest retained is %s (start_sequence %s)", nr.From, first, first),
+			switchboardv1.ErrorReason_ERROR_REASON_NOT_RETAINED, map[string]string{"first_sequence": first})
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -158,6 +170,18 @@ func sendStatus(se *transport.SendError, connID string) error {
 		failure.Ack = peerAckToProto(se.Ack)
 	}
 	return statusOf(code, se.Error(), reason, meta, failure)
+}
+
+// notSentStatus reports a Send that found no open session, or gave up
+// waiting for one (the connection removed, the server shutting down, the
+// deadline): NOT_SENT, since nothing was written, with cause
+// CONNECTION_NOT_OPEN (CANCELLED when the caller cancelled).
+func notSentStatus(err error, connID string) error {
+	cause := transport.CauseNotOpen
+	if errors.Is(err, context.Canceled) {
+		cause = transport.CauseCancelled
+	}
+	return sendStatus(&transport.SendError{Cause: cause, Err: err}, connID)
 }
 
 // streamEnded is the status a Receive stream ends with: UNAVAILABLE with

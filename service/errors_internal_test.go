@@ -18,6 +18,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -106,6 +107,12 @@ func TestToStatus(t *testing.T) {
 		{name: "config conflict", err: resource(registry.TypeListener, "adt", registry.ErrConflict),
 			code: codes.AlreadyExists, msg: `listener "adt" exists with a different config; remove it first`, reason: "CONFIG_CONFLICT",
 			resource: &errdetails.ResourceInfo{ResourceType: "listener", ResourceName: "adt"}},
+		{name: "message not found", err: resource(outbox.TypeMessage, "out-lab-7", registry.ErrNotFound),
+			code: codes.NotFound, msg: `message "out-lab-7" not found`, reason: "NOT_FOUND",
+			resource: &errdetails.ResourceInfo{ResourceType: "message", ResourceName: "out-lab-7"}},
+		{name: "not in doubt", err: resource(outbox.TypeMessage, "out-lab-7", fmt.Errorf("%w (it is ACCEPTED)", outbox.ErrNotInDoubt)),
+			code: codes.FailedPrecondition, msg: `message "out-lab-7" is not held in doubt (it is ACCEPTED)`, reason: "NOT_IN_DOUBT",
+			resource: &errdetails.ResourceInfo{ResourceType: "message", ResourceName: "out-lab-7"}},
 		{name: "stopping", err: resource(registry.TypeListener, "adt", registry.ErrStopping),
 			code: codes.FailedPrecondition, msg: `listener "adt" is stopping; retry once StopListener returns`, reason: "STOPPING",
 			resource: &errdetails.ResourceInfo{ResourceType: "listener", ResourceName: "adt"}},
@@ -136,6 +143,9 @@ func TestToStatus(t *testing.T) {
 			code: codes.Unavailable, reason: "JOURNAL_UNAVAILABLE"},
 		{name: "journal unavailable", err: fmt.Errorf("append: %w: %w", journal.ErrUnavailable, syscall.ENOSPC),
 			code: codes.Unavailable, reason: "JOURNAL_UNAVAILABLE"},
+		{name: "not retained", err: fmt.Errorf("read journal at 3: %w", &journal.NotRetainedError{From: 3, First: 90}),
+			code: codes.OutOfRange, msg: "sequence 3 is no longer retained; the oldest retained is 90 (start_sequence 90)",
+			reason: "NOT_RETAINED", meta: map[string]string{"first_sequence": "90"}},
 		{name: "cancelled", err: context.Canceled, code: codes.Canceled},
 		{name: "cancelled, wrapped", err: fmt.Errorf("wait: %w", context.Canceled), code: codes.Canceled},
 		{name: "deadline", err: context.DeadlineExceeded, code: codes.DeadlineExceeded},
@@ -306,6 +316,51 @@ func TestSendStatus(t *testing.T) {
 	}
 }
 
+// TestNotOpenStatus: a Send that finds no open session, or stops waiting
+// for one, is NOT_SENT (nothing was written), UNAVAILABLE with cause
+// CONNECTION_NOT_OPEN, or CANCELLED when the caller cancelled; never
+// NOT_FOUND or INTERNAL.
+func TestNotOpenStatus(t *testing.T) {
+	s := &Service{log: slog.New(slog.DiscardHandler)}
+	conn := func(err error) error {
+		return &registry.ResourceError{Type: registry.TypeConnection, ID: "c-1", Err: err}
+	}
+	for _, tc := range []struct {
+		name  string
+		err   error
+		code  codes.Code
+		cause switchboardv1.SendFailureCause
+	}{
+		{"reconnecting, fail fast", conn(registry.ErrReconnecting), codes.Unavailable, switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN},
+		{"closed, not reconnecting", conn(registry.ErrNotOpen), codes.Unavailable, switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN},
+		{"deadline while waiting", conn(fmt.Errorf("%w: %w", registry.ErrNotOpen, context.DeadlineExceeded)),
+			codes.Unavailable, switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN},
+		{"cancelled while waiting", conn(fmt.Errorf("%w: %w", registry.ErrNotOpen, context.Canceled)),
+			codes.Canceled, switchboardv1.SendFailureCause_SEND_FAILURE_CAUSE_CANCELLED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := status.Convert(s.toStatus(t.Context(), tc.err))
+			ei, _, _, sf := statusDetails(t, st)
+			want := &switchboardv1.SendFailure{Cause: tc.cause, ConnectionId: "c-1"}
+			if st.Code() != tc.code || ei.GetReason() != "NOT_SENT" || !proto.Equal(sf, want) {
+				t.Errorf("status = %v %v %v, want %v NOT_SENT %v", st.Code(), ei, sf, tc.code, want)
+			}
+		})
+	}
+	// A removal or shutdown that ends the wait is NOT_SENT too, not
+	// NOT_FOUND or SHUTTING_DOWN: the Send found the connection.
+	for _, err := range []error{conn(registry.ErrNotFound), registry.ErrShuttingDown} {
+		if ei := errorInfoOf(t, notSentStatus(err, "c-1")); ei.GetReason() != "NOT_SENT" {
+			t.Errorf("notSentStatus(%v) reason %v, want NOT_SENT", err, ei.GetReason())
+		}
+	}
+}
+
+func errorInfoOf(t *testing.T, err error) *errdetails.ErrorInfo {
+	ei, _, _, _ := statusDetails(t, status.Convert(err))
+	return ei
+}
+
 // TestErrorReasonsUsed: every ErrorReason the API defines is what some error
 // maps to, so none is documented but never sent.
 func TestErrorReasonsUsed(t *testing.T) {
@@ -316,6 +371,8 @@ func TestErrorReasonsUsed(t *testing.T) {
 		journal.ErrClosed, errors.New("unknown"),
 		&transport.SendError{Written: true, Cause: transport.CauseAckTimeout},
 		&transport.SendError{Cause: transport.CauseNotOpen},
+		&registry.ResourceError{Type: outbox.TypeMessage, ID: "out-x-1", Err: outbox.ErrNotInDoubt},
+		&journal.NotRetainedError{From: 1, First: 2},
 	}
 	used := map[string]bool{}
 	for _, err := range errs {
@@ -343,11 +400,14 @@ func resourceErr(err error) error {
 func TestEnumMappings(t *testing.T) {
 	checkEnum(t, transport.CloseReasons(), closeReason)
 	checkEnum(t, transport.AckCodes(), ackCode)
-	checkEnum(t, transport.Outcomes(), sendOutcome)
+	checkEnum(t, transport.Outcomes(), sendOutcome, switchboardv1.SendOutcome_SEND_OUTCOME_QUEUED /* sendQueued's */)
 	checkEnum(t, transport.SendCauses(), func(c transport.SendCause) switchboardv1.SendFailureCause { return sendCauses[c] })
-	// transport has no lists of these; they are written out here.
-	checkEnum(t, []transport.ListenerState{transport.ListenerListening, transport.ListenerDraining, transport.ListenerStopped}, listenerState)
-	checkEnum(t, []transport.ConnState{transport.StateOpen, transport.StateDraining, transport.StateClosed}, connState)
+	// A resource's state is the registry's (transport's session states
+	// and the registry's own for retries; registry's tests check that
+	// every transport state has its registry state).
+	checkEnum(t, registry.ListenerStates(), listenerState)
+	checkEnum(t, registry.ConnStates(), connState)
+	// transport has no list of these; they are written out here.
 	checkEnum(t, []transport.Direction{transport.Inbound, transport.Outbound}, direction)
 	checkEnum(t, []journal.Kind{journal.KindMessage, journal.KindAck}, recordKind)
 
@@ -366,11 +426,17 @@ func TestEnumMappings(t *testing.T) {
 	}
 }
 
-func checkEnum[T fmt.Stringer, E protoreflect.Enum](t *testing.T, values []T, m func(T) E) {
+// checkEnum checks m over values; elsewhere are API values the code
+// produces without a transport value (each names where).
+func checkEnum[T fmt.Stringer, E protoreflect.Enum](t *testing.T, values []T, m func(T) E, elsewhere ...E) {
 	t.Helper()
 	var zero E
 	desc := zero.Descriptor()
 	seen := map[protoreflect.EnumNumber]T{}
+	for _, e := range elsewhere {
+		var none T
+		seen[e.Number()] = none
+	}
 	for _, v := range values {
 		n := m(v).Number()
 		if n == 0 {

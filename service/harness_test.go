@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,16 +209,24 @@ type testPeer struct {
 	ln       net.Listener
 	received chan []byte
 	done     chan struct{}
+	stopped  sync.Once
+	conns    chan net.Conn
 }
 
 func startTestPeer(t *testing.T, answer func(msg []byte) []byte) *testPeer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startTestPeerOn(t, "127.0.0.1:0", answer)
+}
+
+// startTestPeerOn starts a testPeer on addr, such as the address of one
+// that stopped (a peer that comes back).
+func startTestPeerOn(t *testing.T, addr string, answer func(msg []byte) []byte) *testPeer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &testPeer{ln: ln, received: make(chan []byte, 100), done: make(chan struct{})}
-	conns := make(chan net.Conn, 16)
+	p := &testPeer{ln: ln, received: make(chan []byte, 100), done: make(chan struct{}), conns: make(chan net.Conn, 16)}
 	go func() {
 		defer close(p.done)
 		var open []net.Conn
@@ -232,7 +241,7 @@ func startTestPeer(t *testing.T, answer func(msg []byte) []byte) *testPeer {
 				return
 			}
 			open = append(open, nc)
-			conns <- nc
+			p.conns <- nc
 			go func() {
 				dec := transport.NewDecoder(nc, mllp)
 				for {
@@ -250,15 +259,20 @@ func startTestPeer(t *testing.T, answer func(msg []byte) []byte) *testPeer {
 			}()
 		}
 	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
+	t.Cleanup(p.stop)
+	return p
+}
+
+// stop closes the listener and every connection, as a peer that goes away.
+func (p *testPeer) stop() {
+	p.stopped.Do(func() {
+		_ = p.ln.Close()
 		<-p.done
 		// Reader goroutines end when their connections close above.
-		for len(conns) > 0 {
-			_ = (<-conns).Close()
+		for len(p.conns) > 0 {
+			_ = (<-p.conns).Close()
 		}
 	})
-	return p
 }
 
 func (p *testPeer) addr() string { return p.ln.Addr().String() }

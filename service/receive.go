@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -29,9 +30,19 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 	defer stopWatch()
 
 	var next uint64
-	if req.StartSequence != nil {
-		next = max(req.GetStartSequence(), 1)
-	} else {
+	// replayAll: the client asked for everything retained, so a first
+	// read that retention overtakes starts again at what is left.
+	replayAll := req.StartSequence != nil && req.GetStartSequence() <= 1
+	switch {
+	case replayAll:
+		first, err := s.journal.FirstSeq(ctx)
+		if err != nil {
+			return s.streamEnded(stream.Context(), fmt.Errorf("journal first sequence: %w", err), 1)
+		}
+		next = first
+	case req.StartSequence != nil:
+		next = req.GetStartSequence()
+	default:
 		last, err := s.journal.LastSeq(ctx)
 		if err != nil {
 			return s.streamEnded(stream.Context(), fmt.Errorf("journal last sequence: %w", err), 1)
@@ -50,6 +61,11 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 			return s.streamEnded(stream.Context(), ctx.Err(), next)
 		}
 		recs, err := s.journal.Read(ctx, next, receiveBatchRecords, receiveBatchBytes)
+		var nr *journal.NotRetainedError
+		if replayAll && errors.As(err, &nr) {
+			next = nr.First
+			continue
+		}
 		if err != nil {
 			return s.streamEnded(stream.Context(), fmt.Errorf("read journal at %d: %w", next, err), next)
 		}
@@ -71,6 +87,7 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 			}
 		}
 		next = recs[len(recs)-1].Seq + 1
+		replayAll = false
 	}
 }
 

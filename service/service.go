@@ -16,10 +16,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -43,6 +45,15 @@ type Config struct {
 	// Observer receives every connection's events (metrics, event streams);
 	// nil: none.
 	Observer *transport.Observer
+	// Outbox stores queued outbound messages (the embedded one shares the
+	// journal's database). Nil: queued sends are refused. Like the journal,
+	// it is not closed by the Service.
+	Outbox outbox.Store
+	// State keeps the listeners and outbound connections callers created
+	// (desired state), so that Restore brings them back after a restart:
+	// the embedded one is pebblejournal.Journal.StateStore. Nil keeps them
+	// in memory only.
+	State registry.StateStore
 }
 
 // Service implements switchboardv1.SwitchboardServiceServer.
@@ -55,6 +66,12 @@ type Service struct {
 	budget   *transport.MemoryBudget
 	observer *transport.Observer
 	reg      *registry.Registry
+	outbox   *outbox.Outbox // nil without Config.Outbox (messages.go)
+	messages outbox.Store
+
+	// bg runs the service's own goroutines (wakeOutboxOnRecovery); Shutdown
+	// waits for them after cancel.
+	bg sync.WaitGroup
 
 	// ctx ends when Shutdown has drained listeners and connections;
 	// Receive streams then end with UNAVAILABLE.
@@ -76,16 +93,41 @@ func New(cfg Config) (*Service, error) {
 		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{
+	s := &Service{
 		log:      cfg.Logger,
 		journal:  cfg.Journal,
 		sink:     journalSink{j: cfg.Journal},
 		budget:   transport.NewMemoryBudget(cfg.MaxBufferedBytes),
 		observer: cfg.Observer,
-		reg:      registry.New(cfg.Logger),
 		ctx:      ctx,
 		cancel:   cancel,
-	}, nil
+	}
+	outboundChanged, err := s.newOutbox(cfg.Outbox)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.reg = registry.New(registry.Config{
+		Logger:          cfg.Logger,
+		State:           cfg.State,
+		ListenerConfig:  s.listenerConfig,
+		DialConfig:      s.dialConfig,
+		OutboundChanged: outboundChanged,
+	})
+	if err := s.startOutbox(); err != nil {
+		cancel()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Restore brings back the listeners and outbound connections recorded in
+// Config.State (see registry.Registry.Restore): call it once, before the
+// server reports SERVING. It returns when every listener has been bound or
+// is backing off and every outbound connection has had a first, short try;
+// the error is the state store's, when it cannot be read.
+func (s *Service) Restore(ctx context.Context) error {
+	return s.reg.Restore(ctx)
 }
 
 // Budget returns the memory budget shared by all connections.
@@ -101,8 +143,18 @@ func (s *Service) Shutdown(ctx context.Context) {
 	if !ok {
 		deadline = time.Now().Add(transport.DefaultDrainTimeout)
 	}
+	// Concurrently: the registry's drain waits for the acknowledgements of
+	// queued messages in flight, which the outbox records before it stops.
+	var wg sync.WaitGroup
+	if s.outbox != nil {
+		octx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		wg.Go(func() { s.outbox.Close(octx) })
+	}
 	s.reg.Shutdown(deadline)
+	wg.Wait()
 	s.cancel()
+	s.bg.Wait()
 }
 
 // Done is closed once Shutdown has drained everything.

@@ -83,12 +83,17 @@ type Conn struct {
 	wbuf []byte     // guarded by wmu
 	wdl  time.Time  // write deadline in force; guarded by wmu
 
-	mu        sync.Mutex
-	pending   *pendingSend
-	state     ConnState
-	closeWhy  CloseReason
-	closeErr  error
-	closeTime time.Time
+	mu      sync.Mutex
+	pending *pendingSend
+	// The messages Dispatch wrote that wait for their acknowledgements, by
+	// key (window.go). While winHeld, the window holds sendSlot.
+	win        map[string]*InFlight
+	winHeld    bool
+	winChanged chan struct{} // closed and replaced whenever a message leaves win
+	state      ConnState
+	closeWhy   CloseReason
+	closeErr   error
+	closeTime  time.Time
 
 	draining      atomic.Bool
 	drainDeadline atomic.Int64 // unix nanos
@@ -235,13 +240,28 @@ func (c *Conn) Drain(deadline time.Time) {
 // first reason given is the one kept.
 func (c *Conn) closeWith(reason CloseReason, err error) {
 	c.mu.Lock()
+	first := c.markClosed(reason, err)
+	c.mu.Unlock()
+	if first {
+		c.shut()
+	}
+}
+
+// markClosed records that the connection is closed, for reason, unless it
+// already was; then the caller must call shut (without c.mu). c.mu must be
+// held.
+func (c *Conn) markClosed(reason CloseReason, err error) bool {
 	if c.state == StateClosed {
-		c.mu.Unlock()
-		return
+		return false
 	}
 	c.state = StateClosed
 	c.closeWhy, c.closeErr, c.closeTime = reason, err, time.Now()
-	c.mu.Unlock()
+	return true
+}
+
+// shut ends what a closed connection must not go on doing: Sink appends,
+// deferred replies and the socket.
+func (c *Conn) shut() {
 	c.cancel()
 	_ = c.nc.Close()
 }
@@ -256,6 +276,7 @@ func (c *Conn) reset(reason CloseReason, err error) {
 
 func (c *Conn) finish() {
 	c.closeWith(CloseReadError, nil) // keeps the reason already set, if any
+	c.windowClosed()
 	c.dec.Release()
 	info := c.Info()
 	if c.closeWhy.normal() {

@@ -6,8 +6,10 @@ package transport
 // never break when one is added.
 //
 // Callbacks run synchronously on the connection's own goroutines (its read
-// loop or the goroutine calling Send), never with a lock held. They must be
-// quick and must not block: a slow observer would slow a TCP peer.
+// loop, the goroutine calling Send or Dispatch, or the timer that ends a
+// dispatched message whose acknowledgement is late), never with a lock
+// held. They must be quick and must not block: a slow observer would slow a
+// TCP peer.
 type Observer struct {
 	// ConnOpened: a connection was accepted or dialed.
 	ConnOpened func(c *Conn)
@@ -16,8 +18,9 @@ type Observer struct {
 	FrameReceived func(c *Conn, in *Frame, class FrameClass)
 	// AckSent: an acknowledgement was written to the peer.
 	AckSent func(c *Conn, code AckCode)
-	// SendDone: a Send ended, with a result or an error (*SendError or
-	// wrapping ErrInvalidPayload).
+	// SendDone: a Send ended, or a dispatched message's outcome became
+	// known, with a result or an error (*SendError or wrapping
+	// ErrInvalidPayload).
 	SendDone func(c *Conn, res SendResult, err error)
 	// FramingError: a framing violation or a refused frame is about to
 	// close the connection.

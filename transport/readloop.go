@@ -154,7 +154,13 @@ func (c *Conn) handleFrame(payload []byte) bool {
 	*in = Frame{Payload: payload, Time: now, NewControlID: c.newID}
 	in.Header, in.HeaderErr = hl7.ParseHeader(payload)
 
-	exp, waiting := c.pendingExpectation()
+	exp, waiting, windowed := c.pendingExpectation()
+	if windowed {
+		if handled, open := c.windowReply(in, payload, now); handled {
+			c.observeFrame(in, FrameReply)
+			return open
+		}
+	}
 	var class FrameClass
 	if waiting {
 		class = c.cfg.Ack.Classify(in, &exp)
@@ -254,13 +260,14 @@ func (c *Conn) ackSent(code AckCode) {
 // pendingExpectation returns a copy of what the Send in flight expects, if
 // one waits for its acknowledgement. A copy, because the Send may give up
 // and the next one reuse its slot while the frame is being classified.
-func (c *Conn) pendingExpectation() (Expectation, bool) {
+// windowed reports that dispatched messages wait instead (window.go).
+func (c *Conn) pendingExpectation() (exp Expectation, waiting, windowed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending == nil {
-		return Expectation{}, false
+		return Expectation{}, false, len(c.win) > 0
 	}
-	return c.pending.exp, true
+	return c.pending.exp, true, false
 }
 
 // deliverReply hands an acknowledgement to the Send waiting for it.

@@ -64,42 +64,10 @@ func (c *Conn) send1(ctx context.Context, payload []byte, timeout time.Duration)
 	}
 	c.mu.Unlock()
 
-	// The Send's own deadline bounds the write too: a peer that stops
-	// reading must not hold a Send for WriteTimeout. A call with no
-	// deadline can still be cancelled in the middle of a blocked write;
-	// only those pay for the context callback.
-	var stop func() bool
-	var interrupted chan struct{}
-	if _, ok := ctx.Deadline(); !ok && ctx.Done() != nil {
-		interrupted = make(chan struct{})
-		stop = context.AfterFunc(ctx, func() {
-			_ = c.nc.SetWriteDeadline(time.Now())
-			close(interrupted)
-		})
-	}
-	n, err := c.writeFrameN(payload, deadline, true)
-	if stop != nil && !stop() {
-		// The cancel came as the write ended: its "now" deadline must not
-		// outlive this write and fail the next acknowledgement.
-		<-interrupted
-		c.wmu.Lock()
-		c.wdl = time.Time{}
-		c.wmu.Unlock()
-	}
+	n, err := c.writeMessage(ctx, payload, deadline)
 	if err != nil {
 		c.takePending(p)
-		cause, reason := CauseWriteFailed, CloseSendWriteFailed
-		switch {
-		case ctx.Err() != nil:
-			cause, err = ctxCause(ctx, CauseAckTimeout), ctx.Err()
-		case !time.Now().Before(deadline):
-			cause, err = CauseAckTimeout, fmt.Errorf("%w: the write did not finish in time: %w", ErrAckTimeout, err)
-		}
-		if n > 0 {
-			c.log.Warn("send failed while writing; message in doubt, resetting connection", "control_id", sentID, "bytes", n, "err", err)
-		}
-		c.reset(reason, err)
-		return SendResult{}, &SendError{Written: n > 0, Cause: cause, ControlID: sentID, Err: err}
+		return SendResult{}, c.writeFailed(ctx, n, err, deadline, sentID)
 	}
 	sent := time.Now()
 	if exp.NoReply {
@@ -137,22 +105,79 @@ func (c *Conn) send1(ctx context.Context, payload []byte, timeout time.Duration)
 			return SendResult{}, &SendError{Written: true, Cause: cause, ControlID: sentID, Err: err}
 		}
 	}
-	outcome, ack, err := c.cfg.Ack.Match(reply, &p.exp)
+	outcome, ack, se := c.matchReply(reply, &p.exp)
+	if se != nil {
+		c.reset(CloseAckMismatch, se.Err)
+		return SendResult{}, se
+	}
+	return SendResult{Outcome: outcome, Ack: ack, SentControlID: sentID, RoundTrip: max(p.at.Sub(sent), 0)}, nil
+}
+
+// matchReply reads the reply to a message sent with exp and counts its
+// code. A reply that cannot be trusted (another message's, unreadable) is
+// counted, logged and returned as the in-doubt error; the caller resets the
+// connection.
+func (c *Conn) matchReply(reply []byte, exp *Expectation) (Outcome, PeerAck, *SendError) {
+	outcome, ack, err := c.cfg.Ack.Match(reply, exp)
 	if ack.Code != 0 {
 		c.stats.acksReceived[ack.Code].Add(1)
 	}
-	if err != nil {
-		c.stats.ackMismatches.Add(1)
-		cause := CauseAckUnreadable
-		if errors.Is(err, ErrAckMismatch) {
-			cause = CauseAckMismatch
-		}
-		c.log.Warn("reply cannot be trusted; message in doubt, resetting connection",
-			"control_id", sentID, "ack_control_id", ack.ControlID, "cause", cause.String())
-		c.reset(CloseAckMismatch, err)
-		return SendResult{}, &SendError{Written: true, Cause: cause, ControlID: sentID, Ack: &ack, Err: err}
+	if err == nil {
+		return outcome, ack, nil
 	}
-	return SendResult{Outcome: outcome, Ack: ack, SentControlID: sentID, RoundTrip: max(p.at.Sub(sent), 0)}, nil
+	c.stats.ackMismatches.Add(1)
+	cause := CauseAckUnreadable
+	if errors.Is(err, ErrAckMismatch) {
+		cause = CauseAckMismatch
+	}
+	c.log.Warn("reply cannot be trusted; message in doubt, resetting connection",
+		"control_id", exp.ControlID, "ack_control_id", ack.ControlID, "cause", cause.String())
+	return 0, ack, &SendError{Written: true, Cause: cause, ControlID: exp.ControlID, Ack: &ack, Err: err}
+}
+
+// writeMessage writes a message's frame before deadline. The deadline is
+// the one in force for this write: a Send's own deadline bounds its write
+// too, so a peer that stops reading cannot hold it for WriteTimeout. A call
+// with no deadline can still be cancelled in the middle of a blocked write;
+// only those pay for the context callback.
+func (c *Conn) writeMessage(ctx context.Context, payload []byte, deadline time.Time) (int64, error) {
+	var stop func() bool
+	var interrupted chan struct{}
+	if _, ok := ctx.Deadline(); !ok && ctx.Done() != nil {
+		interrupted = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			_ = c.nc.SetWriteDeadline(time.Now())
+			close(interrupted)
+		})
+	}
+	n, err := c.writeFrameN(payload, deadline, true)
+	if stop != nil && !stop() {
+		// The cancel came as the write ended: its "now" deadline must not
+		// outlive this write and fail the next acknowledgement.
+		<-interrupted
+		c.wmu.Lock()
+		c.wdl = time.Time{}
+		c.wmu.Unlock()
+	}
+	return n, err
+}
+
+// writeFailed resets the connection after the write of a message failed
+// (n bytes of it went out) and returns the error that reports it: in doubt
+// when any byte was written.
+func (c *Conn) writeFailed(ctx context.Context, n int64, err error, deadline time.Time, sentID string) *SendError {
+	cause, reason := CauseWriteFailed, CloseSendWriteFailed
+	switch {
+	case ctx.Err() != nil:
+		cause, err = ctxCause(ctx, CauseAckTimeout), ctx.Err()
+	case !time.Now().Before(deadline):
+		cause, err = CauseAckTimeout, fmt.Errorf("%w: the write did not finish in time: %w", ErrAckTimeout, err)
+	}
+	if n > 0 {
+		c.log.Warn("send failed while writing; message in doubt, resetting connection", "control_id", sentID, "bytes", n, "err", err)
+	}
+	c.reset(reason, err)
+	return &SendError{Written: n > 0, Cause: cause, ControlID: sentID, Err: err}
 }
 
 // ctxCause says why ctx ended: cancelled by the caller, or its deadline
@@ -178,16 +203,22 @@ func (c *Conn) takePending(p *pendingSend) bool {
 
 // expect validates a payload before anything is written and asks the
 // policy what its acknowledgement must match.
-func (c *Conn) expect(payload []byte) (Expectation, error) {
+func (c *Conn) expect(payload []byte) (Expectation, error) { return c.cfg.Expect(payload) }
+
+// Expect checks a payload before it is sent on a connection with this
+// config (after WithDefaults), so a message can be refused before it is
+// queued, and says what its acknowledgement must match. Errors wrap
+// ErrInvalidPayload.
+func (cfg ConnConfig) Expect(payload []byte) (Expectation, error) {
 	if len(payload) == 0 {
 		return Expectation{}, fmt.Errorf("%w: empty", ErrInvalidPayload)
 	}
 	if len(payload) > MaxFrameBytesLimit {
 		return Expectation{}, fmt.Errorf("%w: larger than %d bytes", ErrInvalidPayload, MaxFrameBytesLimit)
 	}
-	if err := c.cfg.Framing.CheckPayload(payload); err != nil {
+	if err := cfg.Framing.CheckPayload(payload); err != nil {
 		return Expectation{}, fmt.Errorf("%w: %w", ErrInvalidPayload, err)
 	}
 	h, herr := hl7.ParseHeader(payload)
-	return c.cfg.Ack.Expect(payload, &h, herr)
+	return cfg.Ack.Expect(payload, &h, herr)
 }

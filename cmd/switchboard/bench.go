@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,13 +23,16 @@ const benchUsage = `Usage:
   switchboard bench inbound  --addr HOST:PORT [flags]   MLLP load against any listener
   switchboard bench outbound --grpc-addr HOST:PORT --peer HOST:PORT [flags]
                                                           gRPC Send load through Switchboard to a peer
+                                                          (--queued: through the outbox, timed to delivery)
   switchboard bench receive  --grpc-addr HOST:PORT [flags]   Receive delivery rate
   switchboard bench echo     --addr HOST:PORT [flags]   plain gRPC unary echo load (bench baseline --kind echo)
   switchboard bench idle     --addr HOST:PORT --pid PID [flags]
                                                           RSS per idle connection of process PID
   switchboard bench baseline --kind ack|durable|echo --addr HOST:PORT [--data-dir DIR]
                                                           run a baseline server until interrupted
-  switchboard bench suite    [--json FILE] [flags]       everything, with baselines, in one run
+  switchboard bench restart  [flags]                     time serve's restart to SERVING on a full data directory
+  switchboard bench suite    [--json FILE] [--only GROUPS] [flags]
+                                                          everything, with baselines, in one run
 
 Every command takes -h for its flags.
 `
@@ -53,6 +57,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return benchEcho(ctx, args[1:], stdout, stderr)
 	case "suite":
 		return benchSuite(ctx, args[1:], stdout, stderr)
+	case "restart":
+		return benchRestart(ctx, args[1:], stdout, stderr)
 	case "baseline":
 		return benchBaseline(ctx, args[1:], stderr)
 	case "-h", "-help", "--help", "help":
@@ -173,6 +179,9 @@ func benchOutbound(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.IntVar(&cfg.Size, "size", 260, "HL7 message size in bytes")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured time before it")
+	fs.IntVar(&cfg.Count, "count", 0, "stop after this many Sends in all instead (no warm-up)")
+	fs.BoolVar(&cfg.Queued, "queued", false, "queued Sends: a call is done when the message is in the outbox; then wait for the peer to accept them all and report that rate too")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "the connections' outbox max_in_flight (0: the default, 1)")
 	out.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -180,6 +189,9 @@ func benchOutbound(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if cfg.Peer == "" {
 		fmt.Fprintln(stderr, "bench outbound: --peer is required")
 		return errUsage
+	}
+	if cfg.Queued && cfg.Target == "switchboard-send" {
+		cfg.Target = "switchboard-queued"
 	}
 	res, err := bench.Outbound(ctx, cfg)
 	if err != nil {
@@ -261,7 +273,7 @@ func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg bench.SuiteConfig
-	var jsonPath, conns string
+	var jsonPath, conns, only string
 	fs := flag.NewFlagSet("bench suite", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&cfg.Size, "size", 260, "HL7 message size in bytes")
@@ -271,10 +283,24 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&conns, "conns", "1,8,64", "connection counts for the inbound and storage comparisons")
 	fs.IntVar(&cfg.ReceiveCount, "receive-count", 200000, "1 KiB messages delivered by the Receive test")
 	fs.IntVar(&cfg.IdleConns, "idle-conns", 10000, "idle connections in the memory test")
+	fs.IntVar(&cfg.PipelineCount, "pipeline-count", 2000, "messages queued in each round of the pipelining test")
+	fs.IntVar(&cfg.RestartResources, "restart-resources", 100, "listeners, and outbound connections, in the restart test's data directory")
+	fs.IntVar(&cfg.RestartMessages, "restart-messages", 1000000, "journal records in the restart test's data directory")
+	fs.StringVar(&only, "only", "", "run only these comma-separated groups: "+strings.Join(bench.Groups, ", "))
 	fs.StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
 	fs.StringVar(&cfg.Dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	for g := range strings.SplitSeq(only, ",") {
+		if g = strings.TrimSpace(g); g == "" {
+			continue
+		}
+		if !slices.Contains(bench.Groups, g) {
+			fmt.Fprintf(stderr, "bench suite: unknown group %q in --only (groups: %s)\n", g, strings.Join(bench.Groups, ", "))
+			return errUsage
+		}
+		cfg.Only = append(cfg.Only, g)
 	}
 	for _, c := range strings.Split(conns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
@@ -284,19 +310,12 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		cfg.Conns = append(cfg.Conns, n)
 	}
-	exe, err := os.Executable()
+	exe, dir, cleanup, err := exeAndDir(cfg.Dir)
 	if err != nil {
 		return err
 	}
-	cfg.Exe = exe
-	if cfg.Dir == "" {
-		cfg.Dir, err = os.MkdirTemp("", "switchboard-bench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(cfg.Dir)
-	}
-	cfg.Progress = stderr
+	defer cleanup()
+	cfg.Exe, cfg.Dir, cfg.Progress = exe, dir, stderr
 	rep, err := bench.Suite(ctx, cfg)
 	if err != nil {
 		return err
@@ -313,4 +332,62 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return os.WriteFile(jsonPath, append(b, '\n'), 0o644)
 	}
 	return nil
+}
+
+// exeAndDir returns this binary, which the benchmarks start as servers,
+// and dir, or a new temporary directory that cleanup removes.
+func exeAndDir(dir string) (exe, scratch string, cleanup func(), err error) {
+	exe, err = os.Executable()
+	if err != nil {
+		return "", "", nil, err
+	}
+	if dir != "" {
+		return exe, dir, func() {}, nil
+	}
+	dir, err = os.MkdirTemp("", "switchboard-bench-")
+	if err != nil {
+		return "", "", nil, err
+	}
+	return exe, dir, func() { os.RemoveAll(dir) }, nil
+}
+
+func benchRestart(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg bench.RestartConfig
+	var out output
+	var resources int
+	fs := flag.NewFlagSet("bench restart", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Peer, "peer", "", "MLLP peer the connections go to (default: a bare ACK server in this process)")
+	fs.IntVar(&resources, "resources", 100, "listeners, and outbound connections, in the data directory")
+	fs.IntVar(&cfg.Messages, "messages", 1000000, "journal records in the data directory")
+	fs.IntVar(&cfg.Size, "size", 260, "HL7 message size in bytes")
+	fs.IntVar(&cfg.Rounds, "rounds", 3, "restarts of each data directory (a full one and an empty one, alternating)")
+	fs.StringVar(&cfg.Dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
+	out.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.Listeners, cfg.Conns = resources, resources
+	exe, dir, cleanup, err := exeAndDir(cfg.Dir)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	cfg.Exe, cfg.Dir, cfg.Progress = exe, dir, stderr
+	if cfg.Peer == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		pctx, stopPeer := context.WithCancel(ctx)
+		served := make(chan error, 1)
+		go func() { served <- bench.ServeACK(pctx, ln, nil) }()
+		defer func() { stopPeer(); <-served }()
+		cfg.Peer = ln.Addr().String()
+	}
+	rs, err := bench.Restart(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return out.print(stdout, rs...)
 }

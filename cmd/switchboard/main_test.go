@@ -323,3 +323,51 @@ func TestMemoryLimit(t *testing.T) {
 		t.Errorf("with GOMEMLIMIT set, serve sets %d; want it left to the runtime", got)
 	}
 }
+
+// restorer is a Restore that returns when told to.
+type restorer struct {
+	entered chan struct{}
+	release chan error
+}
+
+func (r restorer) Restore(context.Context) error {
+	close(r.entered)
+	return <-r.release
+}
+
+// TestNotServingUntilRestored: health is NOT_SERVING while the last run's
+// listeners and connections are restored, SERVING once Restore returned,
+// and stays NOT_SERVING when it failed.
+func TestNotServingUntilRestored(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		hs := health.NewServer()
+		setServing(hs, healthpb.HealthCheckResponse_NOT_SERVING) // as serve does before it starts gRPC
+		r := restorer{entered: make(chan struct{}), release: make(chan error)}
+		done := make(chan error, 1)
+		go func() { done <- restoreThenServe(t.Context(), r, hs) }()
+		<-r.entered
+		check := func(want healthpb.HealthCheckResponse_ServingStatus) {
+			t.Helper()
+			for _, svc := range []string{"", switchboardv1.SwitchboardService_ServiceDesc.ServiceName} {
+				resp, err := hs.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+				if err != nil || resp.GetStatus() != want {
+					t.Errorf("health of %q = %v, %v; want %v", svc, resp.GetStatus(), err, want)
+				}
+			}
+		}
+		check(healthpb.HealthCheckResponse_NOT_SERVING)
+		var err error
+		if fail {
+			err = errors.New("state store unreadable")
+		}
+		r.release <- err
+		if got := <-done; (got != nil) != fail {
+			t.Errorf("restoreThenServe = %v, want an error: %v", got, fail)
+		}
+		if fail {
+			check(healthpb.HealthCheckResponse_NOT_SERVING)
+		} else {
+			check(healthpb.HealthCheckResponse_SERVING)
+		}
+	}
+}

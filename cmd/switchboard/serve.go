@@ -39,6 +39,8 @@ type serveFlags struct {
 	pprofAddr       string
 	maxBuffered     int64
 	memoryLimit     int64
+	retainAge       time.Duration
+	retainBytes     int64
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
@@ -54,6 +56,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.BoolVar(&f.noFsync, "no-fsync", false, "UNSAFE: acknowledge frames once written to the OS, without fsync; a power loss can lose acknowledged messages (benchmarks and labs only)")
 	fs.Int64Var(&f.maxBuffered, "max-buffered-bytes", service.DefaultMaxBufferedBytes, "memory all connections together may hold for messages being received; a message that cannot get memory is refused (negative ACK, resend later)")
 	fs.Int64Var(&f.memoryLimit, "memory-limit", -1, "Go soft memory limit in bytes (runtime/debug.SetMemoryLimit), so garbage left by growing receive buffers is collected before the process grows far past its live memory; default --max-buffered-bytes + 256 MiB; 0: none; the GOMEMLIMIT environment variable, when set, wins")
+	fs.DurationVar(&f.retainAge, "retain-age", pebblejournal.DefaultMaxAge, "how long received messages, and sent ones once accepted or failed, are kept; a negative value keeps them whatever their age")
+	fs.Int64Var(&f.retainBytes, "retain-bytes", pebblejournal.DefaultMaxBytes, "disk space kept for received and sent messages; above it the oldest are deleted (queued messages never are); a negative value sets no bound")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -83,10 +87,12 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: want text or json, got %q", format)
 }
 
-// serve runs the service until SIGINT or SIGTERM, then shuts down in order:
-// health NOT_SERVING, listeners and connections drain, Receive streams end
-// with UNAVAILABLE, gRPC stops (bounded), the journal closes. While it
-// serves, health follows the journal (followJournalHealth).
+// serve restores the listeners and connections of the last run (health is
+// NOT_SERVING until then), runs the service until SIGINT or SIGTERM, then
+// shuts down in order: health NOT_SERVING, listeners and connections drain,
+// Receive streams end with UNAVAILABLE, gRPC stops (bounded), the journal
+// closes. While it serves, health follows the journal
+// (followJournalHealth).
 func serve(args []string, stderr io.Writer) error {
 	f, err := parseServeFlags(args, stderr)
 	if err != nil {
@@ -106,7 +112,12 @@ func serve(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	j, err := pebblejournal.Open(f.dataDir, pebblejournal.Options{NoSync: f.noFsync, Logger: logger.With("component", "journal")})
+	j, err := pebblejournal.Open(f.dataDir, pebblejournal.Options{
+		NoSync:   f.noFsync,
+		Logger:   logger.With("component", "journal"),
+		MaxAge:   f.retainAge,
+		MaxBytes: f.retainBytes,
+	})
 	if err != nil {
 		return fmt.Errorf("open journal: %w", err)
 	}
@@ -115,7 +126,13 @@ func serve(args []string, stderr io.Writer) error {
 		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 	}
 
-	svc, err := service.New(service.Config{Journal: j, Logger: logger, MaxBufferedBytes: f.maxBuffered})
+	svc, err := service.New(service.Config{
+		Journal:          j,
+		Logger:           logger,
+		MaxBufferedBytes: f.maxBuffered,
+		State:            j.StateStore(),
+		Outbox:           j.Outbox(),
+	})
 	if err != nil {
 		return err
 	}
@@ -123,6 +140,10 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// NOT_SERVING until the desired state is back (Restore below): a
+	// balancer or orchestrator must not send work to a server whose
+	// listeners and connections are not up yet.
+	setServing(hs, healthpb.HealthCheckResponse_NOT_SERVING)
 	lis, err := net.Listen("tcp", f.grpcAddr)
 	if err != nil {
 		return fmt.Errorf("gRPC listen: %w", err)
@@ -137,6 +158,13 @@ func serve(args []string, stderr io.Writer) error {
 		defer ps.Close()
 		logger.Info("pprof enabled", "pprof_addr", f.pprofAddr)
 	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
+	if err := restoreThenServe(ctx, svc, hs); err != nil && ctx.Err() == nil {
+		svc.Shutdown(context.Background())
+		gs.Stop()
+		return err
+	}
 	hctx, stopHealth := context.WithCancel(context.Background())
 	healthDone := make(chan struct{})
 	go func() {
@@ -146,8 +174,6 @@ func serve(args []string, stderr io.Writer) error {
 	// Stopped before hs.Shutdown below, so it cannot report SERVING again.
 	defer func() { stopHealth(); <-healthDone }()
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- gs.Serve(lis) }()
 	last, _ := j.LastSeq(ctx)
 	logger.Info("switchboard serving", "grpc_addr", lis.Addr().String(), "data_dir", f.dataDir, "last_seq", last)
 
@@ -165,6 +191,18 @@ func serve(args []string, stderr io.Writer) error {
 	cancel()
 	stopGRPC(gs, f.shutdownTimeout)
 	logger.Info("stopped")
+	return nil
+}
+
+// restoreThenServe brings back the last run's listeners and connections,
+// then reports SERVING. Health answers NOT_SERVING meanwhile (gRPC is
+// already serving); Restore is bounded, so a peer that does not answer
+// cannot hold the restart up.
+func restoreThenServe(ctx context.Context, svc interface{ Restore(context.Context) error }, hs *health.Server) error {
+	if err := svc.Restore(ctx); err != nil {
+		return fmt.Errorf("restore listeners and connections: %w", err)
+	}
+	setServing(hs, healthpb.HealthCheckResponse_SERVING)
 	return nil
 }
 

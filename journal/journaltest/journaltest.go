@@ -10,7 +10,8 @@
 // user of the interface can observe them: durability across a reopen,
 // gap-free sequences under concurrent appends, paging, tailing with Wait,
 // cancellation, Close, and, when the backend implements Faults, failure and
-// recovery.
+// recovery, and when it implements Retention, reading around deleted
+// records.
 package journaltest
 
 import (
@@ -44,6 +45,15 @@ type Faults interface {
 	Repair(t *testing.T, store string)
 }
 
+// Retention is implemented by a Backend whose journals delete old records,
+// to test what readers see afterwards: FirstSeq moves, older sequences are
+// not retained, and what is left stays gap-free, also after a restart.
+type Retention interface {
+	// Forget makes j delete its records before seq, as its retention
+	// would, and returns once they are gone. seq is at most LastSeq.
+	Forget(t *testing.T, j journal.Journal, seq uint64)
+}
+
 // Run runs the conformance suite against b.
 func Run(t *testing.T, b Backend) {
 	tests := []struct {
@@ -61,6 +71,7 @@ func Run(t *testing.T, b Backend) {
 		{"Close", testClose},
 		{"Health", testHealth},
 		{"FailureAndRecovery", testFailureAndRecovery},
+		{"Retention", testRetention},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, b) })
@@ -132,6 +143,16 @@ func MustAppend(t testing.TB, j journal.Journal, r *journal.Record) uint64 {
 	seq, err := j.Append(context.Background(), r)
 	if err != nil {
 		t.Fatalf("Append: %v", err)
+	}
+	return seq
+}
+
+// FirstSeq returns j's FirstSeq and fails t on error.
+func FirstSeq(t testing.TB, j journal.Journal) uint64 {
+	t.Helper()
+	seq, err := j.FirstSeq(context.Background())
+	if err != nil {
+		t.Fatalf("FirstSeq: %v", err)
 	}
 	return seq
 }

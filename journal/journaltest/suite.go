@@ -99,6 +99,9 @@ func testEmpty(t *testing.T, b Backend) {
 	if got := LastSeq(t, j); got != 0 {
 		t.Fatalf("LastSeq of a new journal = %d, want 0", got)
 	}
+	if got := FirstSeq(t, j); got != 1 {
+		t.Fatalf("FirstSeq of a new journal = %d, want 1", got)
+	}
 	for _, from := range []uint64{0, 1, 2} {
 		if recs, err := j.Read(context.Background(), from, 10, 1<<20); err != nil || len(recs) != 0 {
 			t.Fatalf("Read(%d) of a new journal = %v, %v; want nothing", from, recs, err)
@@ -144,6 +147,9 @@ func testConcurrentAppend(t *testing.T, b Backend) {
 		}
 	}
 	holds(t, j, total, func(seq uint64) int { return owner[seq] - 1 })
+	if got := FirstSeq(t, j); got != 1 {
+		t.Fatalf("FirstSeq = %d, want 1: nothing was deleted", got)
+	}
 	st := j.Stats()
 	if st.Appends != total || st.Records != total || st.Commits == 0 || st.Commits > st.Records || st.Refused != 0 {
 		t.Fatalf("Stats = %+v; want %d appends and records in 1..%[2]d commits, none refused", st, total)
@@ -274,6 +280,9 @@ func testContexts(t *testing.T, b Backend) {
 	if _, err := j.LastSeq(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("LastSeq with a done context = %v, want context.Canceled", err)
 	}
+	if _, err := j.FirstSeq(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("FirstSeq with a done context = %v, want context.Canceled", err)
+	}
 	if _, err := j.Read(ctx, 1, 10, 1<<20); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Read with a done context = %v, want context.Canceled", err)
 	}
@@ -307,6 +316,9 @@ func testClose(t *testing.T, b Backend) {
 	}
 	if _, err := j.LastSeq(ctx); !errors.Is(err, journal.ErrClosed) {
 		t.Errorf("LastSeq after Close = %v, want ErrClosed", err)
+	}
+	if _, err := j.FirstSeq(ctx); !errors.Is(err, journal.ErrClosed) {
+		t.Errorf("FirstSeq after Close = %v, want ErrClosed", err)
 	}
 	if err := j.Wait(ctx, 0); !errors.Is(err, journal.ErrClosed) {
 		t.Errorf("Wait after Close = %v, want ErrClosed", err)
@@ -437,5 +449,68 @@ func testFailureAndRecovery(t *testing.T, b Backend) {
 	}
 	if st := j.Stats(); st.Recoveries != 1 || st.Failures != 1 {
 		t.Fatalf("Stats after recovery = %+v; want 1 failure and 1 recovery", st)
+	}
+}
+
+// testRetention, for backends that implement Retention: once records
+// before first are deleted, FirstSeq says so, Read of an older sequence
+// fails with a NotRetainedError naming first, Read from 0 starts at first,
+// and the rest is there without a gap; numbering continues after the last
+// record, also after a restart.
+func testRetention(t *testing.T, b Backend) {
+	r, ok := b.(Retention)
+	if !ok {
+		t.Skip("the backend keeps every record")
+	}
+	const n, first = 50, 21
+	store := b.NewStore(t)
+	j, err := b.Open(t, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		MustAppend(t, j, Message(i))
+	}
+	r.Forget(t, j, first)
+	check := func(j journal.Journal, last uint64) {
+		t.Helper()
+		if got := FirstSeq(t, j); got != first {
+			t.Fatalf("FirstSeq = %d, want %d", got, first)
+		}
+		if got := LastSeq(t, j); got != last {
+			t.Fatalf("LastSeq = %d, want %d", got, last)
+		}
+		for _, from := range []uint64{1, first - 1} {
+			_, err := j.Read(context.Background(), from, 10, 1<<20)
+			var nr *journal.NotRetainedError
+			if !errors.Is(err, journal.ErrNotRetained) || !errors.As(err, &nr) || nr.First != first || nr.From != from {
+				t.Fatalf("Read(%d) of a deleted record = %v; want a NotRetainedError from %d naming %d", from, err, from, first)
+			}
+		}
+		recs, err := j.Read(context.Background(), 0, 5, 1<<20)
+		if err != nil || len(recs) == 0 || recs[0].Seq != first {
+			t.Fatalf("Read(0) = %d records, %v; want them from %d", len(recs), err, first)
+		}
+		recs = ReadAll(t, j, first) // fails on a gap
+		if uint64(len(recs)) != last-first+1 {
+			t.Fatalf("read %d records from %d, want %d", len(recs), first, last-first+1)
+		}
+		for _, rec := range recs[:n-first+1] {
+			want := Message(int(rec.Seq) - 1)
+			want.Seq = rec.Seq
+			CheckRecord(t, &rec, want)
+		}
+	}
+	check(j, n)
+	if seq := MustAppend(t, j, Message(n)); seq != n+1 {
+		t.Fatalf("Append after deletion got seq %d, want %d", seq, n+1)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, b, store)
+	check(j, n+1)
+	if seq := MustAppend(t, j, Message(n+1)); seq != n+2 {
+		t.Fatalf("Append after a restart got seq %d, want %d", seq, n+2)
 	}
 }

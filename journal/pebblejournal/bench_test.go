@@ -12,12 +12,13 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
 )
 
 // Run with, for example:
 //
-//	go test -run '^$' -bench . -benchmem -benchtime 2s ./journal/
+//	go test -run '^$' -bench . -benchmem -benchtime 2s ./journal/pebblejournal/
 
 // benchCases runs fn for every payload size and writer count measured.
 func benchCases(b *testing.B, fn func(b *testing.B, payloadSize, writers int)) {
@@ -150,4 +151,157 @@ func BenchmarkRead(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
+}
+
+func benchMessage(payloadSize, w int) *switchboardv1.Message {
+	r := benchRecord(payloadSize)
+	return &switchboardv1.Message{
+		Direction:    switchboardv1.Direction_DIRECTION_OUTBOUND,
+		ConnectionId: fmt.Sprintf("conn-%02d", w),
+		State:        switchboardv1.MessageState_MESSAGE_STATE_QUEUED,
+		Payload:      r.Payload,
+		MessageType:  r.MessageType,
+		ControlId:    r.ControlID,
+	}
+}
+
+// BenchmarkOutboxAppend: queued messages alone, each writer on its own
+// connection (as 64 callers over 64 connections).
+func BenchmarkOutboxAppend(b *testing.B) {
+	for _, writers := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("payload=1024/writers=%d", writers), func(b *testing.B) {
+			j, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer j.Close()
+			ob := j.Outbox()
+			ctx := context.Background()
+			runWriters(b, writers, func(w int) error {
+				_, _, err := ob.Append(ctx, benchMessage(1024, w))
+				return err
+			})
+			st := j.Stats()
+			b.ReportMetric(float64(b.N)/float64(max(st.Commits, 1)), "writes/commit")
+		})
+	}
+}
+
+// BenchmarkMixed: every writer alternates a journal record and an outbox
+// message of the same size, as a server that receives and queues at once
+// does. shared is this package (both in one group commit); separate is
+// what a store beside the journal would do without it: its own synced
+// Pebble commit per write on the same database (Pebble's WAL still groups
+// concurrent syncs).
+func BenchmarkMixed(b *testing.B) {
+	for _, mode := range []string{"shared", "separate"} {
+		for _, writers := range []int{1, 8, 64} {
+			b.Run(fmt.Sprintf("%s/payload=1024/writers=%d", mode, writers), func(b *testing.B) {
+				j, err := Open(b.TempDir(), Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer j.Close()
+				ob := j.Outbox()
+				ctx := context.Background()
+				recs := make([]journal.Record, writers)
+				for i := range recs {
+					recs[i] = benchRecord(1024)
+				}
+				var seq atomic.Uint64
+				n := make([]int, writers)
+				runWriters(b, writers, func(w int) error {
+					n[w]++
+					if n[w]%2 == 0 {
+						_, err := j.Append(ctx, &recs[w])
+						return err
+					}
+					m := benchMessage(1024, w)
+					if mode == "shared" {
+						_, _, err := ob.Append(ctx, m)
+						return err
+					}
+					m.Sequence = seq.Add(1)
+					v, err := encodeMessage(m, 0)
+					if err != nil {
+						return err
+					}
+					batch := j.db.NewBatch()
+					defer batch.Close()
+					_ = batch.Set(connSeqKey(prefixOutMsg, m.GetConnectionId(), m.GetSequence()), v, nil)
+					_ = batch.Set(connSeqKey(prefixOutPending, m.GetConnectionId(), m.GetSequence()), nil, nil)
+					_ = batch.Set(seqKey(m.GetConnectionId()), v[:8], nil)
+					return batch.Commit(pebble.Sync)
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkAppendRetention: journal appends with and without retention
+// deleting behind them, in the same run. With retention on, a goroutine
+// runs a pass every 10 ms, each with the clock two hours on (MaxAge one
+// hour), so every pass range-deletes everything up to the newest time
+// mark: 6000 times as many passes as a server's one a minute, each
+// deleting what arrived since the last, and Pebble flushing and compacting
+// the deletions away meanwhile.
+func BenchmarkAppendRetention(b *testing.B) {
+	for _, retention := range []bool{false, true} {
+		for _, writers := range []int{1, 8, 64} {
+			b.Run(fmt.Sprintf("retention=%v/payload=1024/writers=%d", retention, writers), func(b *testing.B) {
+				clock := newFakeClock()
+				j, err := Open(b.TempDir(), Options{MaxAge: time.Hour, MaxBytes: -1, clock: clock.now})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer j.Close()
+				ctx := context.Background()
+				var fill sync.WaitGroup // something to delete from the start
+				for range 64 {
+					fill.Go(func() {
+						r := benchRecord(1024)
+						for range 20_000 / 64 {
+							if _, err := j.Append(ctx, &r); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				fill.Wait()
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				if retention {
+					wg.Go(func() {
+						for {
+							select {
+							case <-stop:
+								return
+							default:
+							}
+							clock.advance(2 * time.Hour)
+							if _, err := j.retain(); err != nil {
+								b.Error(err)
+								return
+							}
+							time.Sleep(10 * time.Millisecond)
+						}
+					})
+				}
+				recs := make([]journal.Record, writers)
+				for i := range recs {
+					recs[i] = benchRecord(1024)
+				}
+				runWriters(b, writers, func(w int) error {
+					_, err := j.Append(ctx, &recs[w])
+					return err
+				})
+				close(stop)
+				wg.Wait()
+				st := j.RetentionStats()
+				b.ReportMetric(float64(st.Records), "deleted")
+				b.ReportMetric(float64(st.Passes), "passes")
+			})
+		}
+	}
 }

@@ -2,6 +2,8 @@ package pebblejournal
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,16 +12,43 @@ import (
 	"github.com/switchboard-dev/switchboard/journal"
 )
 
-// group is one Pebble batch and the appends in it. All appenders of a group
-// share its done channel, so an Append allocates nothing of its own.
+// group is one Pebble batch and the writes in it: journal records and the
+// other stores' operations (desired state, outbox), committed together by
+// one fsync. All waiters of a group share its done channel, so an Append
+// allocates nothing of its own.
 type group struct {
+	db    *pebble.DB // the database the batch is for
 	batch *pebble.Batch
-	base  uint64 // sequence of the first record
-	n     int    // records
+	base  uint64 // sequence of the first record, when n > 0
+	n     int    // journal records
+	ops   int    // writes of every kind, records included (MaxBatchRecords)
 	size  int    // encoded bytes
-	done  chan struct{}
-	err   error // valid after done is closed
+	// settled holds the stores' follow-ups, run once the group has
+	// committed (nil) or failed, outside j.mu and before done is closed.
+	settled []func(error)
+	done    chan struct{}
+	err     error // valid after done is closed
 }
+
+// opKind says what an op does.
+type opKind uint8
+
+const (
+	opSet opKind = iota
+	opDelete
+	opDeleteRange
+)
+
+// An op is one write a store hands to the committer. Keys and values are
+// copied into the batch, so the op's slices may be reused once submit
+// returns.
+type op struct {
+	kind opKind
+	key  []byte
+	val  []byte // opSet: the value; opDeleteRange: the end key (exclusive)
+}
+
+func (o op) size() int { return len(o.key) + len(o.val) }
 
 // Append stores r and returns its sequence number, which it also sets in
 // r.Seq. A nil error means r is durable (unless Options.NoSync). r is not
@@ -57,14 +86,15 @@ func (j *Journal) Append(ctx context.Context, r *journal.Record) (uint64, error)
 	}
 	g := j.openGroup(size)
 	seq := j.nextSeq
+	if g.n == 0 {
+		g.base = seq
+	}
 	// Encoding under the lock writes straight into the batch, in sequence
 	// order, and means r is not touched after Append returns.
-	op := g.batch.SetDeferred(keyLen, size)
-	recordKey(op.Key[:0], seq)
-	journal.AppendRecord(op.Value[:0], r)
-	_ = op.Finish() // only indexed batches can fail here; ours is not indexed
+	j.encodeRecord(g.batch, r, seq, size)
 	j.nextSeq++
 	g.n++
+	g.ops++
 	g.size += size
 	j.mu.Unlock()
 
@@ -84,16 +114,113 @@ func (j *Journal) Append(ctx context.Context, r *journal.Record) (uint64, error)
 	}
 }
 
-// openGroup returns the group the next record of the given size joins,
+func (j *Journal) encodeRecord(b *pebble.Batch, r *journal.Record, seq uint64, size int) {
+	op := b.SetDeferred(keyLen, size)
+	recordKey(op.Key[:0], seq)
+	journal.AppendRecord(op.Value[:0], r)
+	_ = op.Finish() // only indexed batches can fail here; ours is not indexed
+}
+
+// A write is what a store hands to the committer: operations to commit
+// together, in the next group.
+type write struct {
+	ops []op
+	// settled, if not nil, runs once the group has committed (nil) or
+	// failed, before the group's waiters are released. It runs outside
+	// j.mu, so it may take a store's lock.
+	settled func(error)
+	// epoch, unless anyEpoch, is the j.epoch in which the caller read what
+	// the ops were computed from; after a failure since, submit refuses
+	// them with errEpoch, since what was read may no longer hold.
+	epoch uint64
+	// first, if not 0, is the oldest record left once the ops commit
+	// (retention): firstSeq is raised before the group is applied, so no
+	// reader ever finds a deleted record where firstSeq says one is.
+	first uint64
+}
+
+// anyEpoch: a write that holds whatever failures came before.
+const anyEpoch = ^uint64(0)
+
+// errEpoch is submit's error for a write computed before a failure and a
+// recovery: what it was computed from may have changed, so the caller must
+// read again.
+var errEpoch = errors.New("journal: the store failed and recovered meanwhile")
+
+// submit adds w to the next group commit, all its ops or none, and returns
+// that group. A caller that needs durability waits for the group's done
+// channel and then reads its err; one that does not (an unsynced outbox
+// update) returns at once, and the ops become durable with the group's
+// fsync, which it never waits for.
+//
+// While the journal is unavailable submit fails at once with the failure
+// (wrapping journal.ErrUnavailable), as Append does; after Close with
+// journal.ErrClosed.
+func (j *Journal) submit(w write) (*group, error) {
+	size := 0
+	for _, o := range w.ops {
+		size += o.size()
+	}
+	if size > maxRecordBytes {
+		return nil, fmt.Errorf("%w: %d bytes exceeds the %d byte limit", journal.ErrInvalidRecord, size, maxRecordBytes)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil, journal.ErrClosed
+	}
+	if err := j.health; err != nil {
+		return nil, err
+	}
+	if w.epoch != anyEpoch && w.epoch != j.epoch.Load() {
+		return nil, errEpoch
+	}
+	// Even without sync (Options.NoSync) these go through the committer,
+	// unlike records: settled may take the lock a caller holds.
+	g := j.openGroup(size)
+	for _, o := range w.ops {
+		switch o.kind {
+		case opSet:
+			_ = g.batch.Set(o.key, o.val, nil) // errors only on indexed or closed batches
+		case opDelete:
+			_ = g.batch.Delete(o.key, nil)
+		case opDeleteRange:
+			_ = g.batch.DeleteRange(o.key, o.val, nil)
+		}
+	}
+	g.ops += len(w.ops)
+	g.size += size
+	if w.settled != nil {
+		g.settled = append(g.settled, w.settled)
+	}
+	if w.first > j.firstSeq.Load() {
+		// Under j.mu, so before the committer can take the group.
+		j.firstSeq.Store(w.first)
+	}
+	return g, nil
+}
+
+// wait waits for g to settle and returns its error, or ctx's if ctx ends
+// first (the writes may then still commit).
+func wait(ctx context.Context, g *group) error {
+	select {
+	case <-g.done:
+		return g.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// openGroup returns the group the next write of the given size joins,
 // starting a new one when the open group is full. j.mu must be held.
 func (j *Journal) openGroup(size int) *group {
 	if n := len(j.queue); n > 0 {
 		g := j.queue[n-1]
-		if g.n < j.maxRecs && g.size+size <= j.maxSize {
+		if g.ops < j.maxRecs && g.size+size <= j.maxSize {
 			return g
 		}
 	}
-	g := &group{batch: j.db.NewBatch(), base: j.nextSeq, done: make(chan struct{})}
+	g := &group{db: j.db, batch: j.db.NewBatch(), done: make(chan struct{})}
 	j.queue = append(j.queue, g)
 	if len(j.queue) == 1 {
 		j.work.Signal()
@@ -105,37 +232,40 @@ func (j *Journal) openGroup(size int) *group {
 // fsync there is nothing to share, so handing records to the committer
 // would only add two goroutine switches; the lock keeps commits in
 // sequence order.
+//
+// (The stores' writes still go through the committer, so without sync
+// there are two committers. That is no worse than NoSync is anyway: Pebble
+// reports no WAL failure of an unsynced commit, it panics later; see the
+// package documentation.)
 func (j *Journal) appendNoSync(r *journal.Record, size int) (uint64, error) {
-	defer j.mu.Unlock()
 	seq := j.nextSeq
-	b := j.db.NewBatch()
-	op := b.SetDeferred(keyLen, size)
-	recordKey(op.Key[:0], seq)
-	journal.AppendRecord(op.Value[:0], r)
-	_ = op.Finish()
-	err := applyBatch(b, j.wo)
-	_ = b.Close()
-	if err != nil {
-		err = j.fail(err, seq, 1)
+	g := &group{batch: j.db.NewBatch(), base: seq, n: 1, ops: 1, size: size}
+	defer g.batch.Close()
+	j.encodeRecord(g.batch, r, seq, size)
+	j.markGroup(g)
+	if err := applyBatch(g.batch, j.wo); err != nil {
+		failed := j.settle(g, err) // the stores' queued groups
+		j.mu.Unlock()
+		finishAll(failed, g.err)
 		j.refused.Add(1)
-		return 0, err
+		return 0, g.err
 	}
 	j.nextSeq++
-	j.lastSeq.Store(seq)
-	j.commits.Add(1)
-	j.records.Add(1)
+	j.settle(g, nil)
+	j.mu.Unlock()
 	j.appends.Add(1)
-	j.wake()
 	r.Seq = seq
 	return seq, nil
 }
 
 // commitLoop is the single committer. It commits the oldest group as soon as
-// the previous commit returns; appends arriving meanwhile join the next
+// the previous commit returns; writes arriving meanwhile join the next
 // group. (Writing the next group to the WAL while the previous fsync runs,
 // with Pebble's ApplyNoSyncWait, was tried: faster for the storage engine
 // alone at 8 writers, slower in the server, where the smaller groups it
-// makes cost more CPU than the disk idle time it saves.)
+// makes cost more CPU than the disk idle time it saves. It would also
+// commit again on a WAL whose sync may just have failed, which Pebble
+// answers with a panic that cannot be recovered; see the package doc.)
 func (j *Journal) commitLoop() {
 	defer close(j.stopped)
 	var g *group
@@ -152,45 +282,80 @@ func (j *Journal) commitLoop() {
 			}
 		}
 		err := applyBatch(g.batch, j.wo)
+		if err == nil && g.ops > g.n {
+			// The stores read a snapshot taken after their writes committed
+			// (see view), before their waiters and follow-ups see the group
+			// done. Records need none: Read stops at lastSeq.
+			j.setView(g.db.NewSnapshot())
+		}
 		// Publish this group and take the next in one critical section:
-		// released appenders race for j.mu, and the next fsync should not
+		// released waiters race for j.mu, and the next fsync should not
 		// wait behind them.
 		j.mu.Lock()
-		j.settle(g, err)
+		failed := j.settle(g, err)
 		next := j.popGroup()
 		j.mu.Unlock()
 		g.finish(nil)
+		finishAll(failed, g.err)
 		g = next
 	}
 }
 
-// settle makes a committed group visible, or fails it (and everything
-// queued behind it) when err is set. j.mu must be held; the caller then
-// releases g's appenders.
-func (j *Journal) settle(g *group, err error) {
+// settle makes a committed group visible, or fails it when err is set, and
+// then also every group queued behind it, which it returns: the caller
+// releases g and them once it has released j.mu. j.mu must be held.
+func (j *Journal) settle(g *group, err error) (failed []*group) {
 	if err != nil {
-		g.err = j.fail(err, g.base, g.n)
-		for _, q := range j.queue {
-			q.finish(g.err)
+		first := g.base
+		if g.n == 0 {
+			first = j.nextSeq
 		}
+		g.err = j.fail(err, first, g.n)
+		failed = j.queue
 		j.queue = nil
-		return
+		return failed
 	}
-	j.lastSeq.Store(g.base + uint64(g.n) - 1)
+	if g.n > 0 {
+		j.lastSeq.Store(g.base + uint64(g.n) - 1)
+		j.records.Add(uint64(g.n))
+		j.wake()
+	}
 	j.commits.Add(1)
-	j.records.Add(uint64(g.n))
-	j.wake()
+	return nil
 }
 
-// popGroup removes and returns the oldest queued group, or nil. j.mu must be
-// held.
+// popGroup removes and returns the oldest queued group, or nil, with its
+// time mark added. j.mu must be held.
 func (j *Journal) popGroup() *group {
 	if len(j.queue) == 0 {
 		return nil
 	}
 	g := j.queue[0]
 	j.queue = append(j.queue[:0], j.queue[1:]...)
+	j.markGroup(g)
 	return g
+}
+
+// markGroup adds a time mark to a group of records that is about to be
+// committed, when the last mark is markEvery old. Every record before the
+// group's first was committed before now, so retention by age can delete
+// the records before a mark once the mark is old enough, without reading a
+// record. Marks never go back in time, even when the clock does, so their
+// sequences grow with their keys. j.mu must be held; the group must be out
+// of the queue (nothing else writes to its batch).
+func (j *Journal) markGroup(g *group) {
+	if g.n == 0 {
+		return
+	}
+	now := max(j.now().UnixNano(), j.lastMark)
+	if j.lastMark != 0 && now-j.lastMark < int64(j.markEvery) {
+		return
+	}
+	j.lastMark = now
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], g.base)
+	_ = g.batch.Set(markKey(now), v[:], nil)
+	g.size += keyLen + 8
 }
 
 // fail makes the journal unavailable after a commit of the records
@@ -202,6 +367,7 @@ func (j *Journal) fail(cause error, first uint64, n int) error {
 	j.logger.Error("journal: commit failed; appends are refused until the journal recovers",
 		"err", cause, "first_seq", first, "records", n)
 	j.failures.Add(1)
+	j.epoch.Add(1)
 	j.failedAt = time.Now()
 	j.setHealth(err)
 	select {
@@ -214,13 +380,24 @@ func (j *Journal) fail(cause error, first uint64, n int) error {
 	return err
 }
 
-// finish releases the group's appenders. A nil err leaves g.err as is.
+// finish runs g's follow-ups and releases its waiters. A nil err leaves
+// g.err as is.
 func (g *group) finish(err error) {
 	if err != nil {
 		g.err = err
 	}
+	for _, fn := range g.settled {
+		fn(g.err)
+	}
 	close(g.done)
 	_ = g.batch.Close() // returns it to Pebble's pool; the error is always nil
+}
+
+// finishAll fails every group in gs with err.
+func finishAll(gs []*group, err error) {
+	for _, g := range gs {
+		g.finish(err)
+	}
 }
 
 // wake releases Wait callers. j.mu must be held.

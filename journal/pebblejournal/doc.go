@@ -2,6 +2,13 @@
 // message log in a Pebble database in one directory. It keeps every promise
 // of package journal; this documents how, and what Pebble makes hard.
 //
+// The same database also holds Switchboard's other durable state, each
+// store under key prefixes of its own (keys.go): the desired state of
+// listeners and connections (Journal.StateStore, a
+// service/registry.StateStore) and the outbox of queued sends
+// (Journal.Outbox, a service/outbox.Store). They share the journal's group
+// commit, its failure handling and recovery, and its health.
+//
 // # Promises
 //
 //   - Append returns nil only after the record is committed to Pebble's
@@ -15,8 +22,42 @@
 //     number big-endian), assigned in commit order, gap-free, and recovered
 //     from the last stored key on Open and after a recovery.
 //   - Appends that arrive while an fsync is running are committed together
-//     by the next single fsync (group commit), without timers.
+//     by the next single fsync (group commit), without timers. The
+//     stores' writes (PutResource, DeleteResource, outbox Append and
+//     Update) join the same groups, so one fsync serves records, state
+//     changes and queued messages alike (TestOneFsyncForEveryStore).
+//   - The stores' writes that return nil are durable: TestPowerLoss also
+//     cuts power under outbox appends and state puts and finds every one
+//     acknowledged, and no outbox sequence given out again. An outbox
+//     Update without sync joins the next group and returns at once, never
+//     waiting for an fsync; it is durable once that group commits, and
+//     readers see it as soon as Update returns.
+//   - The stores never show a write before it is durable: they read a
+//     Pebble snapshot the committer takes after each group with store
+//     writes (plus the outbox's own updates in flight). Pebble itself shows
+//     a batch while its fsync runs, and keeps showing it if the fsync
+//     fails (TestStoresReadOnlyCommitted); through the snapshot, the outbox
+//     worker cannot deliver a message whose Append then failed.
+//   - Outbox sequences are 1, 2, ... per connection, assigned and batched
+//     under one lock, so the group order is the sequence order; the last
+//     one given out is stored with each append, so none is given out
+//     twice, even after retention deleted every message of a connection.
+//     An idempotency key gives one message per connection, including
+//     between racing appends (the second waits for the first's commit).
 //   - Wait is woken by the committer through a channel; it never polls.
+//   - Retention (MaxAge, default 30 days; MaxBytes, default 10 GiB) runs
+//     in a background goroutine, never in the write path: it reads only
+//     time marks (written by the committer, one a minute at most: the
+//     first sequence committed after a time) and an index of final outbox
+//     messages by the time they became final, and deletes with Pebble range
+//     deletions (one for the records, one per run of consecutive outbox
+//     sequences), committed as one more write in a group. Pebble gives the
+//     space back in compactions; a memtable holding a range deletion is
+//     flushed within 10 s so that even a quiet journal frees it
+//     (TestRetentionFreesSpace). FirstSeq is raised before the deletion can
+//     apply, so readers see records or journal.NotRetainedError, never a
+//     gap (TestReadDuringRetention). BenchmarkAppendRetention measures
+//     appends with passes running back to back.
 //
 // # Never
 //
@@ -25,7 +66,15 @@
 //     counts, the directory and errors reach the Logger. Pebble's own
 //     messages can mention keys, which are only sequence numbers.
 //   - Never commit again on a database whose WAL failed (see below): the
-//     journal refuses appends until it has reopened the database.
+//     journal refuses appends, and the stores refuse writes, until it has
+//     reopened the database. Every synced commit, the stores' included,
+//     goes through the one committer, since a second commit racing a
+//     failing fsync makes Pebble panic with its commit lock held.
+//   - Never delete a pending outbox message (not ACCEPTED or FAILED), the
+//     last journal record (numbering continues from it after a restart),
+//     or a final message whose update is in flight.
+//   - Never log outbox payloads or message fields either; retention logs
+//     counts and sequence numbers.
 //
 // # Failure and recovery
 //
@@ -40,8 +89,11 @@
 // database: the Append calls of the failed batch get
 // "journal: unavailable: commit: ...", LastSeq does not advance, queued and
 // later appends fail at once with the same error (counted in
-// Stats.Refused), and Health reports it. Records committed earlier stay
-// readable. The failure is logged once.
+// Stats.Refused), and Health reports it. The stores' writes in that group
+// and after it fail the same way (wrapping journal.ErrUnavailable), and
+// retention pauses. Records committed earlier stay readable, and so does
+// what the stores committed (their snapshot predates the failure). The
+// failure is logged once.
 //
 // The broken database can be closed, though (the failing commit returned
 // before Fatalf, with Pebble's locks released): DB.Close reports the sticky
@@ -55,7 +107,10 @@
 // directory again, checks that nothing acknowledged is missing, and commits
 // a synced write to a key under a reserved prefix (never a record). Only
 // then do appends resume, numbered after what the disk really holds, and
-// Health turns nil (logged once). The journal holds the directory lock
+// Health turns nil (logged once); the stores take writes again, and the
+// outbox drops what it cached (sequence counters, updates in flight) and
+// reads the reopened database instead (TestStoresDuringFailure). The
+// journal holds the directory lock
 // itself (pebble.LockDirectory, passed to every pebble.Open as
 // Options.Lock), so no other process can take the directory while it is
 // reopened. Between closing the broken database and opening it again, and
@@ -67,7 +122,10 @@
 // numbers it was given; its appenders were told it failed, so senders
 // retransmit it: consumers must tolerate duplicates. Sequence numbers stay
 // gap-free either way: a failed batch is the last thing written before the
-// failure, and numbering resumes after whatever the WAL actually holds.
+// failure, and numbering resumes after whatever the WAL actually holds. The
+// same holds for the stores: an outbox Append that failed may be there
+// after the recovery, and is then delivered; a retry with the same
+// idempotency key finds it instead of queuing it twice.
 //
 // # Opening on a full disk
 //
@@ -97,6 +155,21 @@
 //
 // # Known limits
 //
-// No retention: records are never deleted, so the store grows until
-// retention is added. One process at a time may open a directory.
+// One process at a time may open a directory.
+//
+// Retention by age is as fine as the time marks: a record may outlive
+// MaxAge by up to a minute (or MaxAge/64), and the records committed after
+// the newest mark stay until a later commit writes another, so a journal
+// that has gone quiet keeps its last minute of records. Retention by size
+// goes by Pebble's estimate of the space records and outbox messages take
+// in sstables: what is still only in the memtable and WAL (up to about
+// 64 MiB) comes on top, deleted data counts until compactions drop it (so
+// a pass may delete a little more than needed), and final messages are
+// weighed at their stored size, before compression. A pass deletes at most
+// 10,000 final messages, and runs again at once when there are more.
+//
+// An outbox message's idempotency key is forgotten when retention deletes
+// the message: a retry after that queues it again (with a new sequence).
+// An Update of a message whose Append has not returned yet, or that
+// retention is deleting, fails as not found.
 package pebblejournal

@@ -2,6 +2,7 @@ package pebblejournal
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,10 +29,11 @@ type Options struct {
 	// to inject faults (pebbletest.FaultFS) or to cut power
 	// (vfs.NewCrashableMem).
 	FS vfs.FS
-	// MaxBatchRecords caps the records in one group commit; default 4096.
+	// MaxBatchRecords caps the writes in one group commit (records, and
+	// the state store's and outbox's operations); default 4096.
 	MaxBatchRecords int
 	// MaxBatchBytes caps the encoded bytes in one group commit; default
-	// 16 MiB. A single larger record is still committed, alone.
+	// 16 MiB. A single larger write is still committed, alone.
 	MaxBatchBytes int
 	// Logger receives the Journal's and Pebble's logging; nil discards it.
 	Logger *slog.Logger
@@ -40,7 +42,32 @@ type Options struct {
 	// twice as long after the previous, up to RetryMax. Defaults 100 ms and
 	// 5 s.
 	RetryMin, RetryMax time.Duration
+	// MaxAge is how long journal records and final outbox messages
+	// (ACCEPTED or FAILED) are kept: records from when they were committed,
+	// messages from when they became final. Zero means DefaultMaxAge;
+	// negative keeps them whatever their age.
+	MaxAge time.Duration
+	// MaxBytes bounds the disk space of journal records and outbox
+	// messages, as Pebble estimates it: above it, the oldest records and
+	// final messages are deleted until they take less than 90% of it.
+	// Pending outbox messages are never deleted. Zero means
+	// DefaultMaxBytes; negative sets no bound.
+	MaxBytes int64
+
+	// Tests only: clock replaces time.Now for retention's ages;
+	// flushDelay, when set, replaces deleteFlushDelay; finalsPerPass,
+	// when set, replaces maxFinalsPerPass.
+	clock         func() time.Time
+	flushDelay    time.Duration
+	finalsPerPass int
 }
+
+// Retention defaults: enough history for an operator to look back a month,
+// and a bound that keeps an unattended server from filling its disk.
+const (
+	DefaultMaxAge         = 30 * 24 * time.Hour
+	DefaultMaxBytes int64 = 10 << 30
+)
 
 // Journal is a durable, ordered log of journal.Records stored in Pebble. It
 // is safe for concurrent use.
@@ -56,7 +83,21 @@ type Journal struct {
 	retryMin time.Duration
 	retryMax time.Duration
 
-	lastSeq atomic.Uint64 // highest committed sequence
+	now           func() time.Time
+	flushDelay    time.Duration // Pebble's FlushDelayDeleteRange
+	finalsPerPass int
+	maxAge        time.Duration // < 0: no bound
+	maxBytes      int64         // < 0: no bound
+	markEvery     time.Duration // how often the committer writes a time mark
+
+	lastSeq  atomic.Uint64 // highest committed sequence
+	firstSeq atomic.Uint64 // oldest retained sequence (lastSeq+1 when none)
+	// epoch counts failures, so stores know to drop what they cached about
+	// the database (sequence counters) when the failed writes may be lost.
+	epoch atomic.Uint64
+
+	state  *StateStore
+	outbox *Outbox
 
 	// Counters for Stats.
 	appends, refused, commits, records, failures, recoveries atomic.Uint64
@@ -70,11 +111,15 @@ type Journal struct {
 	health   error         // the failure that stops appends; nil while healthy
 	healthCh chan struct{} // closed and replaced whenever health changes, and at Close
 	failedAt time.Time     // when health last turned to a failure
+	lastMark int64         // unix nanoseconds of the newest time mark
 	closed   bool
 
 	failed      chan struct{} // fail signals recoverLoop (buffered, one slot)
 	stop        chan struct{} // closed by Close to stop recoverLoop
 	recoverDone chan struct{} // closed when recoverLoop exits
+	retainDone  chan struct{} // closed when retainLoop exits
+	retainMu    sync.Mutex    // one retention pass at a time; guards retained
+	retained    RetentionStats
 	stopped     chan struct{} // closed when the committer exits
 	closeOnce   sync.Once
 	closeErr    error
@@ -83,6 +128,10 @@ type Journal struct {
 	// Taken before mu when both are needed.
 	dbMu     sync.RWMutex
 	dbClosed bool
+
+	// viewMu guards committed: what the stores read (see view).
+	viewMu    sync.Mutex
+	committed *committedView
 }
 
 // Open opens or creates the journal in dir.
@@ -106,23 +155,47 @@ func Open(dir string, opts Options) (*Journal, error) {
 		opts.RetryMax = 5 * time.Second
 	}
 	opts.RetryMax = max(opts.RetryMax, opts.RetryMin)
-	j := &Journal{
-		dir:         dir,
-		fs:          opts.FS,
-		logger:      opts.Logger,
-		events:      &events{logger: opts.Logger},
-		wo:          pebble.Sync,
-		maxRecs:     opts.MaxBatchRecords,
-		maxSize:     opts.MaxBatchBytes,
-		retryMin:    opts.RetryMin,
-		retryMax:    opts.RetryMax,
-		notify:      make(chan struct{}),
-		healthCh:    make(chan struct{}),
-		failed:      make(chan struct{}, 1),
-		stop:        make(chan struct{}),
-		recoverDone: make(chan struct{}),
-		stopped:     make(chan struct{}),
+	if opts.MaxAge == 0 {
+		opts.MaxAge = DefaultMaxAge
 	}
+	if opts.MaxBytes == 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.clock == nil {
+		opts.clock = time.Now
+	}
+	if opts.flushDelay <= 0 {
+		opts.flushDelay = deleteFlushDelay
+	}
+	if opts.finalsPerPass <= 0 {
+		opts.finalsPerPass = maxFinalsPerPass
+	}
+	j := &Journal{
+		now:           opts.clock,
+		flushDelay:    opts.flushDelay,
+		finalsPerPass: opts.finalsPerPass,
+		maxAge:        opts.MaxAge,
+		maxBytes:      opts.MaxBytes,
+		markEvery:     markInterval(opts.MaxAge),
+		dir:           dir,
+		fs:            opts.FS,
+		logger:        opts.Logger,
+		events:        &events{logger: opts.Logger},
+		wo:            pebble.Sync,
+		maxRecs:       opts.MaxBatchRecords,
+		maxSize:       opts.MaxBatchBytes,
+		retryMin:      opts.RetryMin,
+		retryMax:      opts.RetryMax,
+		notify:        make(chan struct{}),
+		healthCh:      make(chan struct{}),
+		failed:        make(chan struct{}, 1),
+		stop:          make(chan struct{}),
+		recoverDone:   make(chan struct{}),
+		retainDone:    make(chan struct{}),
+		stopped:       make(chan struct{}),
+	}
+	j.state = &StateStore{j: j}
+	j.outbox = newOutbox(j)
 	if opts.NoSync {
 		j.wo = pebble.NoSync
 		opts.Logger.Warn("journal: NoSync is set; acknowledged records can be lost on power failure")
@@ -144,42 +217,115 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), lock.Close())
 	}
-	db, last, err := j.openReserved(r)
+	db, st, err := j.openReserved(r)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), lock.Close())
 	}
 	j.db = db
-	j.nextSeq = last + 1
-	j.lastSeq.Store(last)
+	j.adopt(st)
+	j.setView(db.NewSnapshot())
 	j.work.L = &j.mu
 	go j.commitLoop()
 	go j.recoverLoop()
-	opts.Logger.Info("journal: opened", "dir", dir, "last_seq", last)
+	go j.retainLoop()
+	opts.Logger.Info("journal: opened", "dir", dir, "first_seq", st.first, "last_seq", st.last)
 	return j, nil
 }
 
+// stored is what a database holds that the journal keeps in memory.
+type stored struct {
+	first, last uint64 // oldest and newest record; last+1 and last when none
+	lastMark    int64  // the newest time mark, 0 when none
+}
+
+// adopt takes over what a freshly opened database holds. j.mu must be held
+// once the journal is running.
+func (j *Journal) adopt(st stored) {
+	j.nextSeq = st.last + 1
+	j.lastSeq.Store(st.last)
+	j.firstSeq.Store(st.first)
+	j.lastMark = st.lastMark
+}
+
 // openReserved opens the Pebble database in j.dir, with space r reserved
-// for the flush of its WAL (see reserveForOpen), and returns it with the
-// last stored sequence number.
-func (j *Journal) openReserved(r *reservation) (*pebble.DB, uint64, error) {
+// for the flush of its WAL (see reserveForOpen), and returns it with what
+// it holds.
+func (j *Journal) openReserved(r *reservation) (*pebble.DB, stored, error) {
 	j.events.reserve(r)
 	db, err := pebble.Open(j.dir, j.pebbleOptions())
 	j.events.reserve(nil)
 	r.release()
 	if err != nil {
-		return nil, 0, err
+		return nil, stored{}, err
 	}
-	last, err := lastStoredSeq(db)
+	st, err := readStored(db)
 	if err != nil {
-		return nil, 0, errors.Join(err, db.Close())
+		return nil, stored{}, errors.Join(err, db.Close())
 	}
-	return db, last, nil
+	return db, st, nil
+}
+
+// readStored finds the oldest and newest record and the newest time mark:
+// three seeks, however much the database holds. Retention deletes records
+// with range deletions, which the iterator skips without visiting what they
+// cover.
+func readStored(db *pebble.DB) (stored, error) {
+	var st stored
+	for _, first := range []bool{false, true} {
+		err := firstLast(db, []byte{prefixRecord}, first, func(k, _ []byte) error {
+			seq, ok := keySeq(k)
+			if !ok {
+				return fmt.Errorf("unexpected key %x", k)
+			}
+			if first {
+				st.first = seq
+			} else {
+				st.last = seq
+			}
+			return nil
+		})
+		if err != nil {
+			return stored{}, err
+		}
+	}
+	if st.first == 0 { // no record
+		st.first = st.last + 1
+	}
+	err := firstLast(db, []byte{prefixMark}, false, func(k, _ []byte) error {
+		if len(k) != keyLen {
+			return fmt.Errorf("unexpected key %x", k)
+		}
+		st.lastMark = int64(binary.BigEndian.Uint64(k[1:]))
+		return nil
+	})
+	return st, err
+}
+
+// firstLast calls fn with the first (or, if !first, the last) key under
+// prefix and its value, if there is one.
+func firstLast(db *pebble.DB, prefix []byte, first bool, fn func(k, v []byte) error) error {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	ok := it.Last()
+	if first {
+		ok = it.First()
+	}
+	if ok {
+		var v []byte
+		if v, err = it.ValueAndErr(); err == nil {
+			err = fn(it.Key(), v)
+		}
+	}
+	return errors.Join(err, it.Close())
 }
 
 // pebbleOptions is the configuration of every database the journal opens.
 func (j *Journal) pebbleOptions() *pebble.Options {
 	po := pebbleOptions(j.fs, j.events)
 	po.Lock = j.lock
+	po.FlushDelayDeleteRange = j.flushDelay
 	return po
 }
 
@@ -193,29 +339,15 @@ func pebbleOptions(fs vfs.FS, ev *events) *pebble.Options {
 		// torn WAL tail from corruption.
 		FormatMajorVersion: pebble.FormatWALSyncChunks,
 		// A large memtable means fewer flushes for a write-heavy log.
-		MemTableSize:  64 << 20,
-		Logger:        pebbleLogger{ev.logger},
-		EventListener: ev.listener(),
+		MemTableSize: 64 << 20,
+		// Retention deletes with range deletions, and their space comes back
+		// only once they are flushed (then compactions drop the files they
+		// cover whole); without this a quiet journal might wait for hours
+		// for its memtable to fill.
+		FlushDelayDeleteRange: deleteFlushDelay,
+		Logger:                pebbleLogger{ev.logger},
+		EventListener:         ev.listener(),
 	}
-}
-
-func lastStoredSeq(db *pebble.DB) (uint64, error) {
-	it, err := db.NewIter(&pebble.IterOptions{
-		LowerBound: []byte{prefixRecord},
-		UpperBound: []byte{prefixRecord + 1},
-	})
-	if err != nil {
-		return 0, err
-	}
-	var last uint64
-	if it.Last() {
-		seq, ok := keySeq(it.Key())
-		if !ok {
-			err = fmt.Errorf("unexpected key %x", it.Key())
-		}
-		last = seq
-	}
-	return last, errors.Join(err, it.Close())
 }
 
 // LastSeq returns the highest committed sequence number, 0 when empty.
@@ -230,6 +362,21 @@ func (j *Journal) LastSeq(ctx context.Context) (uint64, error) {
 		return 0, journal.ErrClosed
 	}
 	return j.lastSeq.Load(), nil
+}
+
+// FirstSeq returns the oldest retained sequence number: 1 until retention
+// deletes records, LastSeq+1 while the journal holds none.
+func (j *Journal) FirstSeq(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	j.mu.Lock()
+	closed := j.closed
+	j.mu.Unlock()
+	if closed {
+		return 0, journal.ErrClosed
+	}
+	return j.firstSeq.Load(), nil
 }
 
 // Health returns nil while appends work, else the failure that stops them,
@@ -255,7 +402,9 @@ func (j *Journal) setHealth(err error) {
 	j.healthCh = make(chan struct{})
 }
 
-// Stats returns counters since Open.
+// Stats returns counters since Open. Commits counts every group commit,
+// including those that held only the stores' writes; Appends, Refused and
+// Records count journal records only.
 func (j *Journal) Stats() journal.Stats {
 	return journal.Stats{
 		Appends:    j.appends.Load(),
@@ -284,7 +433,9 @@ func (j *Journal) Read(ctx context.Context, from uint64, maxRecords, maxBytes in
 		return nil, fmt.Errorf("%w: read: no database open while the journal recovers", journal.ErrUnavailable)
 	}
 	last := j.lastSeq.Load()
-	from = max(from, 1)
+	if from == 0 {
+		from = j.firstSeq.Load()
+	}
 	if from > last {
 		return nil, nil
 	}
@@ -295,6 +446,12 @@ func (j *Journal) Read(ctx context.Context, from uint64, maxRecords, maxBytes in
 	})
 	if err != nil {
 		return nil, fmt.Errorf("journal: read: %w", err)
+	}
+	// Checked after the iterator took its view of the database: retention
+	// raises firstSeq before it deletes, so a view that lacks a record
+	// below from is always caught here, never taken for corruption.
+	if first := j.firstSeq.Load(); from < first {
+		return nil, errors.Join(&journal.NotRetainedError{From: from, First: first}, it.Close())
 	}
 	var (
 		out   []journal.Record
@@ -366,21 +523,22 @@ func (j *Journal) Close() error {
 func (j *Journal) close() error {
 	j.mu.Lock()
 	j.closed = true
-	for _, g := range j.queue {
-		g.finish(journal.ErrClosed)
-	}
+	queued := j.queue
 	j.queue = nil
 	j.wake()
 	close(j.healthCh)
 	j.work.Broadcast()
 	j.mu.Unlock()
+	finishAll(queued, journal.ErrClosed) // outside j.mu: their follow-ups take the stores' locks
 	close(j.stop)
 	<-j.recoverDone
+	<-j.retainDone
 	<-j.stopped
 
 	j.dbMu.Lock()
 	defer j.dbMu.Unlock()
 	j.dbClosed = true
+	j.setView(nil) // no reader holds it: they hold dbMu
 	var err error
 	if j.db != nil {
 		if err = j.db.Close(); err != nil {

@@ -50,6 +50,15 @@ func (b *backend) Open(t *testing.T, dir string) (journal.Journal, error) {
 	return Open(dir, Options{FS: b.fs(dir), RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond})
 }
 
+// Forget deletes records as retention does: one range deletion committed
+// through the group commit, firstSeq raised before it applies.
+func (b *backend) Forget(t *testing.T, jj journal.Journal, seq uint64) {
+	j := jj.(*Journal)
+	if err := j.forgetBefore(seq); err != nil {
+		t.Fatalf("deleting records before %d: %v", seq, err)
+	}
+}
+
 func (b *backend) Break(t *testing.T, dir string)  { b.fs(dir).FailSyncs.Store(true) }
 func (b *backend) Repair(t *testing.T, dir string) { b.fs(dir).FailSyncs.Store(false) }
 

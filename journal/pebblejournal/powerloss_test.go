@@ -2,14 +2,20 @@ package pebblejournal
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/outbox/outboxtest"
 )
 
 // The power-loss tests run the journal on Pebble's crash-simulating
@@ -20,10 +26,17 @@ import (
 
 const powerDir = "/data"
 
-// ackLog records the appends that returned nil, in any order.
+// ackLog records the writes that returned nil, in any order: journal
+// appends, outbox appends and desired-state puts.
 type ackLog struct {
-	mu    sync.Mutex
-	acked map[uint64]int // seq -> record index
+	mu     sync.Mutex
+	acked  map[uint64]int // seq -> record index
+	outbox map[msgID]int  // message -> record index
+	state  map[string]int // resource id -> the newest version acknowledged
+}
+
+func newAckLog() *ackLog {
+	return &ackLog{acked: map[uint64]int{}, outbox: map[msgID]int{}, state: map[string]int{}}
 }
 
 func (a *ackLog) add(seq uint64, i int) {
@@ -32,22 +45,38 @@ func (a *ackLog) add(seq uint64, i int) {
 	a.mu.Unlock()
 }
 
-func (a *ackLog) snapshot() map[uint64]int {
+// addMessage records an acknowledged outbox Append; a sequence given out
+// twice is a failure.
+func (a *ackLog) addMessage(id msgID, i int) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	m := make(map[uint64]int, len(a.acked))
-	for k, v := range a.acked {
-		m[k] = v
+	if prev, ok := a.outbox[id]; ok {
+		return fmt.Errorf("outbox message %s/%d acknowledged for appends %d and %d", id.conn, id.seq, prev, i)
 	}
-	return m
+	a.outbox[id] = i
+	return nil
+}
+
+func (a *ackLog) addState(id string, version int) {
+	a.mu.Lock()
+	a.state[id] = version
+	a.mu.Unlock()
+}
+
+func (a *ackLog) snapshot() *ackLog {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return &ackLog{acked: maps.Clone(a.acked), outbox: maps.Clone(a.outbox), state: maps.Clone(a.state)}
 }
 
 // load appends from writers goroutines until stop is closed. Every record
 // index is unique, so a record found after a cut tells which append wrote
-// it.
-func load(j *Journal, writers int, next *atomic.Int64, acks *ackLog, stop <-chan struct{}) *sync.WaitGroup {
+// it. With stores, as many goroutines again append to the outbox (on four
+// connections, every other message with an idempotency key) and put
+// desired state (each its own resource, with a growing version).
+func load(j *Journal, writers int, stores bool, next *atomic.Int64, acks *ackLog, stop <-chan struct{}) *sync.WaitGroup {
 	var wg sync.WaitGroup
-	for range writers {
+	loop := func(write func() error) {
 		wg.Go(func() {
 			for {
 				select {
@@ -55,13 +84,53 @@ func load(j *Journal, writers int, next *atomic.Int64, acks *ackLog, stop <-chan
 					return
 				default:
 				}
-				i := int(next.Add(1))
-				seq, err := j.Append(context.Background(), testRecord(i))
-				if err != nil {
+				if write() != nil {
 					return // closed
 				}
+			}
+		})
+	}
+	for range writers {
+		loop(func() error {
+			i := int(next.Add(1))
+			seq, err := j.Append(context.Background(), testRecord(i))
+			if err == nil {
 				acks.add(seq, i)
 			}
+			return err
+		})
+	}
+	if !stores {
+		return &wg
+	}
+	for w := range writers {
+		if w%2 == 0 {
+			loop(func() error {
+				i := int(next.Add(1))
+				m := outboxtest.Message(fmt.Sprint("c", i%4), i)
+				if i%2 == 0 {
+					m.IdempotencyKey = fmt.Sprint("k", i)
+				}
+				if _, _, err := j.Outbox().Append(context.Background(), m); err != nil {
+					return err
+				}
+				if err := acks.addMessage(msgID{m.GetConnectionId(), m.GetSequence()}, i); err != nil {
+					panic(err) // a sequence given out twice: stop the test loudly
+				}
+				return nil
+			})
+			continue
+		}
+		id := fmt.Sprint("r", w)
+		loop(func() error {
+			// Versions grow across restarts too, so a later put, acknowledged
+			// or not, never looks older than an acknowledged one.
+			version := int(next.Add(1))
+			if err := j.StateStore().PutResource(context.Background(), "listener", id, []byte(fmt.Sprint(version)), time.Unix(int64(version), 0)); err != nil {
+				return err
+			}
+			acks.addState(id, version)
+			return nil
 		})
 	}
 	return &wg
@@ -70,14 +139,16 @@ func load(j *Journal, writers int, next *atomic.Int64, acks *ackLog, stop <-chan
 // cut is one power cut: what was acknowledged before it, and the disk as
 // the cut left it.
 type cut struct {
-	acked map[uint64]int
-	disk  *vfs.MemFS
+	acked  map[uint64]int
+	stores *ackLog // the stores' acknowledgements
+	disk   *vfs.MemFS
 }
 
 // cutPower takes the acknowledgements first and then the clone, so every
 // acknowledgement it holds was given before the power went.
 func cutPower(mem *vfs.MemFS, acks *ackLog, rng *rand.Rand, unsynced bool) cut {
-	c := cut{acked: acks.snapshot()}
+	snap := acks.snapshot()
+	c := cut{acked: snap.acked, stores: snap}
 	cfg := vfs.CrashCloneCfg{}
 	if unsynced {
 		cfg = vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng}
@@ -117,7 +188,68 @@ func restore(t *testing.T, c cut) (j *Journal, missing int) {
 			missing++
 		}
 	}
-	return j, missing
+	return j, missing + restoredStores(t, j, c.stores)
+}
+
+// restoredStores reports how many acknowledged outbox appends and state
+// puts are missing after a cut, and fails t on anything else wrong: a
+// message that differs from what was appended, a resource with a version
+// never put, or an outbox sequence given out again after the restart.
+func restoredStores(t *testing.T, j *Journal, acks *ackLog) (missing int) {
+	t.Helper()
+	ctx := context.Background()
+	last := map[string]uint64{}
+	for id, i := range acks.outbox {
+		m, err := j.Outbox().Get(ctx, id.conn, id.seq)
+		if errors.Is(err, journal.ErrNotFound) {
+			missing++
+			continue
+		}
+		if err != nil {
+			t.Fatalf("outbox Get after a power cut: %v", err)
+		}
+		// Its sequence counter was written in the same batch, so it is
+		// there too.
+		last[id.conn] = max(last[id.conn], id.seq)
+		want := outboxtest.Message(id.conn, i)
+		if i%2 == 0 {
+			want.IdempotencyKey = fmt.Sprint("k", i)
+		}
+		want.Sequence, want.MessageId = id.seq, messageID(id.conn, id.seq)
+		outboxtest.Same(t, m, want)
+	}
+	stored := map[string]int{}
+	err := j.StateStore().Resources(ctx, func(typ, id string, spec []byte, created time.Time) error {
+		v, err := strconv.Atoi(string(spec))
+		if err != nil || created.Unix() != int64(v) {
+			return fmt.Errorf("resource %s after a power cut: spec %q, created %v", id, spec, created)
+		}
+		stored[id] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, v := range acks.state {
+		if stored[id] < v {
+			missing++
+		}
+	}
+	// The next message of every connection comes after every one stored.
+	// (Probing here changes the restored disk, which the caller then
+	// loads and cuts again: harmless, the probe is acknowledged like any
+	// other append.)
+	for conn, seq := range last {
+		m := outboxtest.Message(conn, -1)
+		if _, _, err := j.Outbox().Append(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		if m.GetSequence() <= seq {
+			t.Fatalf("after a power cut, %s gave out sequence %d again (acknowledged up to %d)", conn, m.GetSequence(), seq)
+		}
+		acks.outbox[msgID{conn, m.GetSequence()}] = -1
+	}
+	return missing
 }
 
 // powerLossRun opens a journal on a crashable disk, appends from 16
@@ -128,7 +260,7 @@ func restore(t *testing.T, c cut) (j *Journal, missing int) {
 type powerStats struct {
 	cuts    int // power cuts
 	acked   int // distinct appends acknowledged before some cut
-	checked int // acknowledged records looked for after a cut, summed over cuts
+	checked int // acknowledged writes (records, outbox messages, resources) looked for after a cut, summed over cuts
 	missing int // of those, not found
 }
 
@@ -143,7 +275,7 @@ func (s *powerStats) add(o powerStats) {
 func (s *powerStats) check(t *testing.T, c cut) *Journal {
 	j, lost := restore(t, c)
 	s.cuts++
-	s.checked += len(c.acked)
+	s.checked += len(c.acked) + len(c.stores.outbox) + len(c.stores.state)
 	s.missing += lost
 	return j
 }
@@ -156,9 +288,9 @@ func powerLossRun(t *testing.T, rng *rand.Rand, opts Options, cuts int) (st powe
 		t.Fatal(err)
 	}
 	var next atomic.Int64
-	acks := &ackLog{acked: map[uint64]int{}}
+	acks := newAckLog()
 	stop := make(chan struct{})
-	wg := load(j, 16, &next, acks, stop)
+	wg := load(j, 16, !opts.NoSync, &next, acks, stop)
 	var taken []cut
 	for range cuts {
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
@@ -178,7 +310,7 @@ func powerLossRun(t *testing.T, rng *rand.Rand, opts Options, cuts int) (st powe
 
 		// Power fails again soon after the restart, under load.
 		mem := c.disk
-		acks := &ackLog{acked: c.acked}
+		acks := c.stores
 		if opts.NoSync {
 			acks.acked = map[uint64]int{}
 			for seq, i := range c.acked {
@@ -189,7 +321,7 @@ func powerLossRun(t *testing.T, rng *rand.Rand, opts Options, cuts int) (st powe
 		}
 		before := len(acks.acked)
 		stop := make(chan struct{})
-		wg := load(j, 4, &next, acks, stop)
+		wg := load(j, 4, !opts.NoSync, &next, acks, stop)
 		time.Sleep(time.Duration(rng.IntN(1000)) * time.Microsecond)
 		again := cutPower(mem, acks, rng, !opts.NoSync)
 		close(stop)
@@ -207,7 +339,9 @@ func powerLossRun(t *testing.T, rng *rand.Rand, opts Options, cuts int) (st powe
 
 // TestPowerLoss: every record whose Append returned nil before the power
 // went is there afterwards, with its content, and sequences run 1..last
-// without a gap, over many random cuts under concurrent load.
+// without a gap, over many random cuts under concurrent load; so is every
+// acknowledged outbox Append (and its sequence is not given out again) and
+// every PutResource that returned nil.
 func TestPowerLoss(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 1))
@@ -220,7 +354,7 @@ func TestPowerLoss(t *testing.T) {
 	for start := time.Now(); time.Since(start) < budget || runs < 3; runs++ {
 		st.add(powerLossRun(t, rng, Options{}, 4))
 	}
-	t.Logf("seed %d: %d runs, %d power cuts, %d acknowledged appends, %d checks of an acknowledged record after a cut, %d missing",
+	t.Logf("seed %d: %d runs, %d power cuts, %d acknowledged appends, %d checks of an acknowledged write after a cut, %d missing",
 		seed, runs, st.cuts, st.acked, st.checked, st.missing)
 	if st.missing > 0 {
 		t.Fatalf("seed %d: %d acknowledged records lost to power cuts", seed, st.missing)
@@ -242,5 +376,38 @@ func TestPowerLossNoSync(t *testing.T) {
 	t.Logf("seed %d, NoSync: %d power cuts, %d acknowledged appends, %d checks, %d missing", seed, st.cuts, st.acked, st.checked, st.missing)
 	if st.missing == 0 {
 		t.Fatalf("seed %d: no acknowledged record was lost without fsync; the power-loss test cannot see a loss", seed)
+	}
+}
+
+// TestPowerLossStoresNoSync is the negative control for the stores: without
+// fsync, acknowledged outbox appends and state puts are lost to a power
+// cut, so TestPowerLoss can see such a loss.
+func TestPowerLossStoresNoSync(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	j, err := Open(powerDir, Options{FS: mem, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next atomic.Int64
+	acks := newAckLog()
+	stop := make(chan struct{})
+	wg := load(j, 4, true, &next, acks, stop)
+	for len(acks.snapshot().outbox) < 50 || len(acks.snapshot().state) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	c := cutPower(mem, acks, nil, false) // keeps nothing unsynced
+	close(stop)
+	wg.Wait()
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.acked = map[uint64]int{} // the journal's own loss is TestPowerLossNoSync's
+	j, missing := restore(t, c)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("NoSync: %d outbox appends and %d resources acknowledged, %d missing", len(c.stores.outbox), len(c.stores.state), missing)
+	if missing == 0 {
+		t.Fatal("no acknowledged outbox append or state put was lost without fsync; the power-loss test cannot see a loss")
 	}
 }

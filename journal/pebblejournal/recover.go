@@ -67,6 +67,7 @@ func (j *Journal) tryRecover() error {
 	j.dbMu.Lock()
 	defer j.dbMu.Unlock()
 	if j.db != nil {
+		j.setView(nil) // no reader holds it: they hold dbMu
 		if err := j.db.Close(); err != nil {
 			// Expected: Pebble reports the sticky WAL error.
 			j.logger.Debug("journal: closing the failed database", "err", err)
@@ -75,25 +76,25 @@ func (j *Journal) tryRecover() error {
 		j.db = nil
 		j.mu.Unlock()
 	}
-	db, last, err := j.openReserved(r)
+	db, st, err := j.openReserved(r)
 	if err != nil {
 		return fmt.Errorf("reopen: %w", err)
 	}
-	if err := j.probeDB(db, last); err != nil {
+	if err := j.probeDB(db, st.last); err != nil {
 		return errors.Join(err, db.Close())
 	}
 
+	j.setView(db.NewSnapshot())
 	j.mu.Lock()
 	j.db = db
-	j.nextSeq = last + 1
-	j.lastSeq.Store(last)
+	j.adopt(st)
 	down := time.Since(j.failedAt)
 	j.setHealth(nil)
 	j.wake() // the failed batch may have reached the disk: Wait callers see it now
 	j.mu.Unlock()
 	j.recoveries.Add(1)
 	j.logger.Info("journal: recovered; appends are accepted again",
-		"last_seq", last, "unavailable_for", down.Round(time.Millisecond))
+		"first_seq", st.first, "last_seq", st.last, "unavailable_for", down.Round(time.Millisecond))
 	return nil
 }
 

@@ -4,16 +4,22 @@
 // TCP session), plus the inbound sessions of every listener.
 //
 // It owns those objects' lifetimes: they outlive the calls that created
-// them, and Shutdown drains and closes them. Its lock is never held across
-// I/O: a call reserves the id, binds or dials without the lock, then
-// commits, so a slow DNS lookup in one call stalls nothing else (accepts,
-// closes, Sends, lists).
+// them, and Shutdown drains and closes them. A resource is desired state:
+// it is recorded in the StateStore before the call that created it returns,
+// and Restore brings it back after a restart. An outbound connection keeps
+// a session open by itself (reconnecting with backoff, connection.go), and
+// a restored listener whose address cannot be bound keeps trying
+// (listener.go); the goroutines that do it belong to the registry, and
+// Disconnect, StopListener and Shutdown stop them and wait.
+//
+// Its lock is never held across I/O: a call reserves the id, binds or dials
+// and records the resource without the lock, then commits, so a slow DNS
+// lookup or state write in one call stalls nothing else (accepts, closes,
+// Sends, lists).
 //
 // The registry is gRPC-free; it keeps specs as the API's messages because
-// they are the one schema for resources (the API, and later the durable
-// state store and the config file). Desired state lives only in memory for
-// now; a state store behind an interface plugs in at create, remove and
-// New.
+// they are the one schema for resources (the API, the state store and
+// later the config file).
 package registry
 
 import (
@@ -27,8 +33,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -44,6 +48,13 @@ var (
 	ErrStopping = errors.New("is stopping")
 	// ErrShuttingDown: the registry is shutting down; nothing new starts.
 	ErrShuttingDown = errors.New("server is shutting down")
+	// ErrNotOpen: the connection has no open session and gets none by
+	// itself (reconnection is disabled), or none opened before the caller
+	// stopped waiting (WaitOpen).
+	ErrNotOpen = errors.New("is not open")
+	// ErrReconnecting: the outbound connection has no open session now but
+	// is connecting or backing off; WaitOpen waits for it.
+	ErrReconnecting = errors.New("is not open (reconnecting)")
 )
 
 // ResourceError says which resource an error is about.
@@ -57,7 +68,7 @@ func (e *ResourceError) Error() string { return fmt.Sprintf("%s %q %v", e.Type, 
 
 func (e *ResourceError) Unwrap() error { return e.Err }
 
-// Resource types, as ResourceError.Type.
+// Resource types, as ResourceError.Type and in the StateStore.
 const (
 	TypeListener   = "listener"
 	TypeConnection = "connection"
@@ -65,51 +76,63 @@ const (
 
 // Registry is the set of live resources. It is safe for concurrent use.
 type Registry struct {
+	cfg Config
 	log *slog.Logger
 	// listen and dial are transport.Listen and transport.Dial; tests
 	// replace them to hold an I/O step open.
 	listen func(context.Context, transport.ListenerConfig) (*transport.Listener, error)
 	dial   func(context.Context, transport.DialConfig) (*transport.Conn, error)
+	// rebind is the schedule of a restored listener's bind retries; tests
+	// shorten it.
+	rebind backoff
+	// restoreWait bounds how long Restore waits for the first binds and
+	// connects.
+	restoreWait time.Duration
 
 	mu        sync.Mutex
 	listeners map[string]*listener
 	conns     map[string]*connection
 	closing   bool
+	// loops counts the goroutines the registry owns (reconnect loops,
+	// bind retries); Shutdown waits for them.
+	loops sync.WaitGroup
 }
 
-// listener is a listener resource. l is nil while it is being bound.
-type listener struct {
-	id      string
-	spec    *switchboardv1.ListenerConfig
-	created time.Time
-	l       *transport.Listener
-	ready   chan struct{} // closed once the bind finished (l set, or the entry removed)
-	stopped chan struct{} // non-nil once StopListener began; closed when it ended
-	final   transport.ListenerInfo
-}
-
-// connection is an outbound connection resource or an inbound session.
-type connection struct {
-	id         string
-	spec       *switchboardv1.ConnectionConfig // outbound only
-	dial       transport.DialConfig            // outbound only: how to open a session
-	session    *transport.Conn                 // nil while the first dial runs
-	final      *transport.ConnInfo             // the last session's snapshot once it closed
-	dialing    chan struct{}                   // non-nil while a dial runs; closed when it ends
-	listenerID string                          // inbound only
+// Config configures a Registry.
+type Config struct {
+	// Logger receives lifecycle logs; nil discards them.
+	Logger *slog.Logger
+	// State keeps desired state durably; nil keeps it in memory only (it
+	// is lost with the process).
+	State StateStore
+	// ListenerConfig and DialConfig build the transport configuration of a
+	// spec, for resources the registry recreates by itself (Restore).
+	// Required with State.
+	ListenerConfig func(*switchboardv1.ListenerConfig) transport.ListenerConfig
+	DialConfig     func(*switchboardv1.ConnectionConfig) transport.DialConfig
+	// OutboundChanged is called after an outbound connection resource is
+	// created (by Connect or Restore) and after it is removed
+	// (Disconnect), outside the registry's lock, so the outbox can start
+	// and stop the connection's worker. For one connection the removal
+	// always comes after the creation; Disconnect returns after both.
+	OutboundChanged func(id string, spec *switchboardv1.ConnectionConfig, removed bool)
 }
 
 // New returns an empty registry.
-func New(logger *slog.Logger) *Registry {
+func New(cfg Config) *Registry {
+	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Registry{
-		log:       logger,
-		listen:    transport.Listen,
-		dial:      transport.Dial,
-		listeners: make(map[string]*listener),
-		conns:     make(map[string]*connection),
+		cfg:         cfg,
+		log:         logger,
+		listen:      transport.Listen,
+		dial:        transport.Dial,
+		rebind:      newBackoff(defaultRetryDelay, defaultMaxRetryDelay),
+		restoreWait: restoreWait,
+		listeners:   make(map[string]*listener),
+		conns:       make(map[string]*connection),
 	}
 }
 
@@ -126,192 +149,41 @@ type ListenerView struct {
 	ID      string
 	Spec    *switchboardv1.ListenerConfig // as given; never modify
 	Created time.Time
-	Info    transport.ListenerInfo
+	State   ListenerState
+	// Info is the bound listener's; only ID is set while it backs off.
+	Info transport.ListenerInfo
+	// LastError and NextAttempt: why the last bind failed and when the
+	// next is due, while BackingOff.
+	LastError   error
+	NextAttempt time.Time
 }
 
 // ConnectionView is a snapshot of a connection.
 type ConnectionView struct {
-	ID   string
-	Spec *switchboardv1.ConnectionConfig // outbound only; as given; never modify
+	ID    string
+	Spec  *switchboardv1.ConnectionConfig // outbound only; as given; never modify
+	State ConnState
+	// Info is the current session's, or the last one's once it closed;
+	// only ID, Direction and State are set before the first one opened.
 	Info transport.ConnInfo
+	// Outbound only. LastError: why the last connect failed or the last
+	// session ended, until a session opens. NextAttempt: when the next
+	// connect is due, while BackingOff. FailedConnects: failed connects
+	// since a session was last open. Reconnects: sessions opened again
+	// after one was lost.
+	LastError      error
+	NextAttempt    time.Time
+	FailedConnects int64
+	Reconnects     int64
 }
 
-func (e *listener) view() ListenerView {
-	v := ListenerView{ID: e.id, Spec: e.spec, Created: e.created, Info: e.final}
-	if e.stopped == nil || !isClosed(e.stopped) {
-		v.Info = e.l.Info()
-	}
-	return v
-}
-
-func (e *connection) view() ConnectionView {
-	v := ConnectionView{ID: e.id, Spec: e.spec}
-	switch {
-	case e.final != nil:
-		v.Info = *e.final
-	case e.session != nil:
-		v.Info = e.session.Info()
-	default: // first dial still running
-		v.Info = transport.ConnInfo{ID: e.id, Direction: transport.Outbound}
-	}
-	return v
-}
-
-func isClosed(ch chan struct{}) bool {
+func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
 		return true
 	default:
 		return false
 	}
-}
-
-// StartListener creates listener id with spec and binds it with cfg (whose
-// ID, OnOpen and OnClose it sets). An empty id gets a new one. It returns
-// the existing listener when id exists with an equal spec.
-func (r *Registry) StartListener(ctx context.Context, id string, spec *switchboardv1.ListenerConfig, cfg transport.ListenerConfig) (ListenerView, error) {
-	if id == "" {
-		id = newID("l-")
-	}
-	for {
-		r.mu.Lock()
-		if r.closing {
-			r.mu.Unlock()
-			return ListenerView{}, ErrShuttingDown
-		}
-		e, ok := r.listeners[id]
-		if !ok {
-			e = &listener{id: id, spec: proto.CloneOf(spec), ready: make(chan struct{})}
-			r.listeners[id] = e
-			r.mu.Unlock()
-			return r.bind(ctx, e, cfg)
-		}
-		r.mu.Unlock()
-		// Wait for a bind in progress: a retry must get the same answer.
-		select {
-		case <-e.ready:
-		case <-ctx.Done():
-			return ListenerView{}, ctx.Err()
-		}
-		r.mu.Lock()
-		if r.listeners[id] != e { // its bind failed; try ours
-			r.mu.Unlock()
-			continue
-		}
-		defer r.mu.Unlock()
-		switch {
-		case !proto.Equal(e.spec, spec):
-			return ListenerView{}, &ResourceError{TypeListener, id, ErrConflict}
-		case e.stopped != nil:
-			return ListenerView{}, &ResourceError{TypeListener, id, ErrStopping}
-		}
-		return e.view(), nil
-	}
-}
-
-// bind does the I/O of StartListener without the lock, then commits.
-func (r *Registry) bind(ctx context.Context, e *listener, cfg transport.ListenerConfig) (ListenerView, error) {
-	cfg.ID = e.id
-	cfg.OnOpen = r.opened
-	cfg.OnClose = r.closed
-	l, err := r.listen(ctx, cfg)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	defer close(e.ready)
-	if err == nil && r.closing {
-		// Shutdown began during the bind and did not see this listener.
-		l.Close()
-		err = ErrShuttingDown
-	}
-	if err != nil {
-		delete(r.listeners, e.id)
-		return ListenerView{}, err
-	}
-	e.l, e.created = l, time.Now()
-	return e.view(), nil
-}
-
-// opened registers an inbound session (the listener's OnOpen hook).
-func (r *Registry) opened(c *transport.Conn) {
-	r.mu.Lock()
-	r.conns[c.ID()] = &connection{id: c.ID(), session: c, listenerID: c.ListenerID()}
-	r.mu.Unlock()
-}
-
-// closed handles a session that closed (the OnClose hook): an inbound one
-// is forgotten, an outbound one keeps its final snapshot.
-func (r *Registry) closed(c *transport.Conn, info transport.ConnInfo) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.conns[c.ID()]
-	if !ok || e.session != c {
-		return
-	}
-	if c.Direction() == transport.Inbound {
-		delete(r.conns, c.ID())
-		return
-	}
-	e.final = &info
-}
-
-// StopListener stops and removes listener id, draining it until deadline,
-// and returns its final view. Concurrent calls wait for the same stop.
-func (r *Registry) StopListener(ctx context.Context, id string, deadline time.Time) (ListenerView, error) {
-	r.mu.Lock()
-	e, ok := r.listeners[id]
-	if !ok || e.l == nil {
-		r.mu.Unlock()
-		return ListenerView{}, &ResourceError{TypeListener, id, ErrNotFound}
-	}
-	first := e.stopped == nil
-	if first {
-		e.stopped = make(chan struct{})
-	}
-	r.mu.Unlock()
-	if first {
-		e.l.Stop(deadline)
-		r.mu.Lock()
-		e.final = e.l.Info()
-		if r.listeners[id] == e {
-			delete(r.listeners, id)
-		}
-		close(e.stopped)
-		r.mu.Unlock()
-	}
-	select {
-	case <-e.stopped:
-	case <-ctx.Done():
-		return ListenerView{}, ctx.Err()
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return e.view(), nil
-}
-
-// Listener returns a view of listener id.
-func (r *Registry) Listener(id string) (ListenerView, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.listeners[id]
-	if !ok || e.l == nil {
-		return ListenerView{}, &ResourceError{TypeListener, id, ErrNotFound}
-	}
-	return e.view(), nil
-}
-
-// Listeners returns up to n listeners with ids greater than after, ordered
-// by id, and whether more follow.
-func (r *Registry) Listeners(after string, n int) ([]ListenerView, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ids := sortedAfter(r.listeners, after, func(e *listener) bool { return e.l != nil })
-	more := len(ids) > n
-	ids = ids[:min(n, len(ids))]
-	out := make([]ListenerView, 0, len(ids))
-	for _, id := range ids {
-		out = append(out, r.listeners[id].view())
-	}
-	return out, more
 }
 
 // sortedAfter returns the keys of m greater than after whose entries pass
@@ -327,185 +199,39 @@ func sortedAfter[E any](m map[string]E, after string, keep func(E) bool) []strin
 	return ids
 }
 
-// Connect creates outbound connection id with spec and opens a session with
-// cfg (whose ID and OnClose it sets). An empty id gets a new one. When id
-// exists with an equal spec it returns it, opening a new session first if
-// the last one closed.
-func (r *Registry) Connect(ctx context.Context, id string, spec *switchboardv1.ConnectionConfig, cfg transport.DialConfig) (ConnectionView, error) {
-	if id == "" {
-		id = newID("c-")
-	}
-	for {
-		r.mu.Lock()
-		if r.closing {
-			r.mu.Unlock()
-			return ConnectionView{}, ErrShuttingDown
-		}
-		e, ok := r.conns[id]
-		switch {
-		case !ok:
-			cfg.ID, cfg.OnClose = id, r.closed
-			e = &connection{id: id, spec: proto.CloneOf(spec), dial: cfg, dialing: make(chan struct{})}
-			r.conns[id] = e
-			r.mu.Unlock()
-			return r.open(ctx, e, true)
-		case e.spec == nil || !proto.Equal(e.spec, spec):
-			r.mu.Unlock()
-			return ConnectionView{}, &ResourceError{TypeConnection, id, ErrConflict}
-		case e.dialing != nil:
-			ch := e.dialing
-			r.mu.Unlock()
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				return ConnectionView{}, ctx.Err()
-			}
-			continue
-		case e.final != nil: // the last session closed: open a new one
-			e.dialing = make(chan struct{})
-			r.mu.Unlock()
-			return r.open(ctx, e, false)
-		}
-		defer r.mu.Unlock()
-		return e.view(), nil
-	}
-}
-
-// open opens a session for e without the lock, then commits. A failed first
-// dial removes the resource; a failed redial keeps the closed one.
-func (r *Registry) open(ctx context.Context, e *connection, first bool) (ConnectionView, error) {
-	c, err := r.dial(ctx, e.dial)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	defer func() { close(e.dialing); e.dialing = nil }()
-	if err == nil && (r.closing || r.conns[e.id] != e) {
-		// Shutdown or Disconnect ran during the dial and did not see it.
-		r.mu.Unlock()
-		c.Close()
-		r.mu.Lock()
-		err = ErrShuttingDown
-		if !r.closing {
-			err = &ResourceError{TypeConnection, e.id, ErrNotFound}
-		}
-	}
-	if err != nil {
-		if first && r.conns[e.id] == e {
-			delete(r.conns, e.id)
-		}
-		return ConnectionView{}, err
-	}
-	e.session = c
-	e.final = nil
-	if c.State() == transport.StateClosed {
-		// The peer hung up at once; the OnClose hook found no session to
-		// record it on.
-		info := c.Info()
-		e.final = &info
-	}
-	return e.view(), nil
-}
-
-// Disconnect closes connection id and returns its final view. An outbound
-// connection is removed; an inbound one is closed.
-func (r *Registry) Disconnect(ctx context.Context, id string) (ConnectionView, error) {
-	r.mu.Lock()
-	e, ok := r.conns[id]
-	if !ok || (e.session == nil && e.dialing != nil) {
-		r.mu.Unlock()
-		return ConnectionView{}, &ResourceError{TypeConnection, id, ErrNotFound}
-	}
-	if e.spec != nil {
-		delete(r.conns, id)
-	}
-	c := e.session
-	r.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
-	v := ConnectionView{ID: e.id, Spec: e.spec}
-	if c != nil {
-		v.Info = c.Info()
-	}
-	return v, nil
-}
-
-// Conn returns the current session of connection id, for Send. It may be
-// closed (an outbound connection whose peer went away).
-func (r *Registry) Conn(id string) (*transport.Conn, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.conns[id]
-	if !ok || e.session == nil {
-		return nil, &ResourceError{TypeConnection, id, ErrNotFound}
-	}
-	return e.session, nil
-}
-
-// Connection returns a view of connection id.
-func (r *Registry) Connection(id string) (ConnectionView, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.conns[id]
-	if !ok || (e.session == nil && e.spec == nil) {
-		return ConnectionView{}, &ResourceError{TypeConnection, id, ErrNotFound}
-	}
-	return e.view(), nil
-}
-
-// ConnFilter selects connections; zero fields match everything.
-type ConnFilter struct {
-	ListenerID string
-	Direction  transport.Direction
-}
-
-func (f ConnFilter) match(e *connection) bool {
-	if f.ListenerID != "" && e.listenerID != f.ListenerID {
-		return false
-	}
-	switch f.Direction {
-	case transport.Inbound:
-		return e.spec == nil
-	case transport.Outbound:
-		return e.spec != nil
-	}
-	return true
-}
-
-// Connections returns up to n connections matching f with ids greater than
-// after, ordered by id, and whether more follow.
-func (r *Registry) Connections(f ConnFilter, after string, n int) ([]ConnectionView, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ids := sortedAfter(r.conns, after, f.match)
-	more := len(ids) > n
-	ids = ids[:min(n, len(ids))]
-	out := make([]ConnectionView, 0, len(ids))
-	for _, id := range ids {
-		out = append(out, r.conns[id].view())
-	}
-	return out, more
-}
-
-// Shutdown refuses new resources, then stops every listener (in-flight
-// frames are finished and acknowledged until deadline) and drains every
-// connection (in-flight Sends finish), and waits. It is safe to call more
-// than once.
+// Shutdown refuses new resources, stops every reconnect loop and bind
+// retry, then stops every listener (in-flight frames are finished and
+// acknowledged until deadline) and drains every connection (in-flight
+// Sends finish), and waits. It is safe to call more than once.
 func (r *Registry) Shutdown(deadline time.Time) {
 	r.mu.Lock()
 	r.closing = true
 	var listeners []*transport.Listener
+	var retries []*retry
 	for _, e := range r.listeners {
 		if e.l != nil {
 			listeners = append(listeners, e.l)
 		}
+		if e.retry != nil {
+			retries = append(retries, e.retry)
+		}
 	}
 	var conns []*transport.Conn
 	for _, e := range r.conns {
-		if e.session != nil && e.spec != nil { // inbound ones drain with their listener
+		if e.spec == nil { // inbound ones drain with their listener
+			continue
+		}
+		if e.retry != nil {
+			retries = append(retries, e.retry)
+		}
+		if e.session != nil {
 			conns = append(conns, e.session)
 		}
 	}
 	r.mu.Unlock()
+	for _, t := range retries {
+		t.cancel()
+	}
 	var wg sync.WaitGroup
 	for _, l := range listeners {
 		wg.Go(func() { l.Stop(deadline) })
@@ -514,5 +240,117 @@ func (r *Registry) Shutdown(deadline time.Time) {
 		wg.Go(func() { c.Drain(deadline) })
 	}
 	wg.Wait()
+	r.loops.Wait()
+	r.mu.Lock()
+	for _, e := range r.conns {
+		if e.spec != nil && e.listed && e.state != ConnClosed {
+			e.setState(ConnClosed) // no loop brings it back any more
+		}
+	}
+	r.mu.Unlock()
 	r.log.Info("registry stopped", "listeners", len(listeners), "outbound_connections", len(conns))
+}
+
+// retry is what a resource that keeps trying to come up by itself shows
+// and uses (a restored listener rebinding, an outbound connection
+// reconnecting). Its fields are guarded by Registry.mu; the goroutine that
+// makes the attempts belongs to the registry.
+type retry struct {
+	sched    backoff
+	lastErr  error     // why the last attempt failed (or the session ended)
+	next     time.Time // when the next attempt is due, while backing off
+	failed   int64     // failed attempts since the resource was last up
+	attempts uint64    // attempts finished
+	changed  chan struct{}
+	kick     chan struct{} // one buffered: attempt now
+	cancel   context.CancelFunc
+	done     chan struct{} // closed once the goroutine returned
+}
+
+func newRetry(sched backoff) *retry {
+	return &retry{sched: sched, changed: make(chan struct{}), kick: make(chan struct{}, 1), cancel: func() {}}
+}
+
+// notify wakes everyone waiting for a change (WaitOpen, tryNow).
+func (t *retry) notify() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// failedAt records a failed attempt and schedules the next one.
+func (t *retry) failedAt(now time.Time, err error) {
+	t.failed++
+	t.lastErr = err
+	t.next = now.Add(t.sched.next())
+}
+
+// start runs fn in a goroutine the registry owns, until t.cancel. Called
+// with r.mu held, so Shutdown (which sets closing under it) waits for it.
+func (r *Registry) start(t *retry, fn func(context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.cancel, t.done = cancel, make(chan struct{})
+	r.loops.Add(1)
+	go func() {
+		defer r.loops.Done()
+		defer close(t.done)
+		defer cancel()
+		fn(ctx)
+	}()
+}
+
+// stop ends t's goroutine and waits for it. Called without r.mu.
+func (t *retry) stop() {
+	t.cancel()
+	if t.done != nil {
+		<-t.done
+	}
+}
+
+// wait sleeps until the next attempt is due (when due; otherwise only an
+// asked-for attempt ends it), an attempt is asked for, or ctx ends; it
+// reports whether to go on.
+func (t *retry) wait(ctx context.Context, next time.Time, due bool) bool {
+	var timeout <-chan time.Time
+	if due {
+		timer := time.NewTimer(time.Until(next))
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	select {
+	case <-timeout:
+	case <-t.kick:
+	case <-ctx.Done():
+		return false
+	}
+	return ctx.Err() == nil
+}
+
+// tryNow asks t's goroutine for an attempt at once and waits until one has
+// ended, the goroutine ended, or ctx ends. Called and returns with r.mu
+// held. When an attempt is already running it waits for that one.
+func (r *Registry) tryNow(ctx context.Context, t *retry, running bool) error {
+	n := t.attempts
+	if !running {
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
+	for t.attempts == n {
+		changed, done := t.changed, t.done
+		r.mu.Unlock()
+		select {
+		case <-changed:
+		case <-done:
+		case <-ctx.Done():
+		}
+		r.mu.Lock()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if done != nil && isClosed(done) {
+			return nil
+		}
+	}
+	return nil
 }

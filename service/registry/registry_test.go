@@ -38,7 +38,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 func newRegistry(t *testing.T) *Registry {
-	r := New(nil)
+	r := New(Config{})
 	t.Cleanup(func() { r.Shutdown(time.Now()) })
 	return r
 }
@@ -228,7 +228,7 @@ func TestOutboundOutlivesItsSession(t *testing.T) {
 // down.
 func TestShutdownDuringBind(t *testing.T) {
 	ctx := testCtx(t)
-	r := New(nil)
+	r := New(Config{})
 	release, entered := make(chan struct{}), make(chan struct{})
 	r.listen = func(ctx context.Context, cfg transport.ListenerConfig) (*transport.Listener, error) {
 		close(entered)

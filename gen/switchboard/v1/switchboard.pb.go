@@ -36,6 +36,9 @@ const (
 	ListenerState_LISTENER_STATE_DRAINING ListenerState = 2
 	// Stopped; all its connections are closed.
 	ListenerState_LISTENER_STATE_STOPPED ListenerState = 3
+	// Its address could not be bound (after a restart); retrying with backoff.
+	// last_error says why and next_attempt_time when.
+	ListenerState_LISTENER_STATE_BACKING_OFF ListenerState = 4
 )
 
 // Enum value maps for ListenerState.
@@ -45,12 +48,14 @@ var (
 		1: "LISTENER_STATE_LISTENING",
 		2: "LISTENER_STATE_DRAINING",
 		3: "LISTENER_STATE_STOPPED",
+		4: "LISTENER_STATE_BACKING_OFF",
 	}
 	ListenerState_value = map[string]int32{
 		"LISTENER_STATE_UNSPECIFIED": 0,
 		"LISTENER_STATE_LISTENING":   1,
 		"LISTENER_STATE_DRAINING":    2,
 		"LISTENER_STATE_STOPPED":     3,
+		"LISTENER_STATE_BACKING_OFF": 4,
 	}
 )
 
@@ -79,6 +84,66 @@ func (x ListenerState) Number() protoreflect.EnumNumber {
 // Deprecated: Use ListenerState.Descriptor instead.
 func (ListenerState) EnumDescriptor() ([]byte, []int) {
 	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{0}
+}
+
+// InDoubtPolicy says what the outbox does with a message that was written
+// and got no trustworthy acknowledgement (a timeout, a mismatched ACK, the
+// connection lost after the write).
+type InDoubtPolicy int32
+
+const (
+	// RESEND.
+	InDoubtPolicy_IN_DOUBT_POLICY_UNSPECIFIED InDoubtPolicy = 0
+	// Send it again, with the same MSH-10 so the peer can tell the duplicate.
+	InDoubtPolicy_IN_DOUBT_POLICY_RESEND InDoubtPolicy = 1
+	// Hold it IN_DOUBT, blocking the connection's queue, until an operator
+	// resolves it (ResolveMessage).
+	InDoubtPolicy_IN_DOUBT_POLICY_HOLD InDoubtPolicy = 2
+	// Fail it and go on with the next.
+	InDoubtPolicy_IN_DOUBT_POLICY_FAIL InDoubtPolicy = 3
+)
+
+// Enum value maps for InDoubtPolicy.
+var (
+	InDoubtPolicy_name = map[int32]string{
+		0: "IN_DOUBT_POLICY_UNSPECIFIED",
+		1: "IN_DOUBT_POLICY_RESEND",
+		2: "IN_DOUBT_POLICY_HOLD",
+		3: "IN_DOUBT_POLICY_FAIL",
+	}
+	InDoubtPolicy_value = map[string]int32{
+		"IN_DOUBT_POLICY_UNSPECIFIED": 0,
+		"IN_DOUBT_POLICY_RESEND":      1,
+		"IN_DOUBT_POLICY_HOLD":        2,
+		"IN_DOUBT_POLICY_FAIL":        3,
+	}
+)
+
+func (x InDoubtPolicy) Enum() *InDoubtPolicy {
+	p := new(InDoubtPolicy)
+	*p = x
+	return p
+}
+
+func (x InDoubtPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (InDoubtPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[1].Descriptor()
+}
+
+func (InDoubtPolicy) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[1]
+}
+
+func (x InDoubtPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use InDoubtPolicy.Descriptor instead.
+func (InDoubtPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{1}
 }
 
 // Direction says who opened a connection.
@@ -118,11 +183,11 @@ func (x Direction) String() string {
 }
 
 func (Direction) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[1].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[2].Descriptor()
 }
 
 func (Direction) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[1]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[2]
 }
 
 func (x Direction) Number() protoreflect.EnumNumber {
@@ -131,7 +196,7 @@ func (x Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Direction.Descriptor instead.
 func (Direction) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{1}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{2}
 }
 
 // ConnectionState is the lifecycle state of a connection.
@@ -144,8 +209,14 @@ const (
 	ConnectionState_CONNECTION_STATE_OPEN ConnectionState = 1
 	// Closing: finishing an in-flight frame, then closing.
 	ConnectionState_CONNECTION_STATE_DRAINING ConnectionState = 2
-	// Closed; close_reason says why.
+	// Closed; close_reason says why. An outbound connection stays closed
+	// only when reconnection is disabled.
 	ConnectionState_CONNECTION_STATE_CLOSED ConnectionState = 3
+	// Outbound: opening the TCP connection.
+	ConnectionState_CONNECTION_STATE_CONNECTING ConnectionState = 4
+	// Outbound: the last attempt failed or the connection was lost; the next
+	// attempt is at next_attempt_time.
+	ConnectionState_CONNECTION_STATE_BACKING_OFF ConnectionState = 5
 )
 
 // Enum value maps for ConnectionState.
@@ -155,12 +226,16 @@ var (
 		1: "CONNECTION_STATE_OPEN",
 		2: "CONNECTION_STATE_DRAINING",
 		3: "CONNECTION_STATE_CLOSED",
+		4: "CONNECTION_STATE_CONNECTING",
+		5: "CONNECTION_STATE_BACKING_OFF",
 	}
 	ConnectionState_value = map[string]int32{
 		"CONNECTION_STATE_UNSPECIFIED": 0,
 		"CONNECTION_STATE_OPEN":        1,
 		"CONNECTION_STATE_DRAINING":    2,
 		"CONNECTION_STATE_CLOSED":      3,
+		"CONNECTION_STATE_CONNECTING":  4,
+		"CONNECTION_STATE_BACKING_OFF": 5,
 	}
 )
 
@@ -175,11 +250,11 @@ func (x ConnectionState) String() string {
 }
 
 func (ConnectionState) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[2].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[3].Descriptor()
 }
 
 func (ConnectionState) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[2]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[3]
 }
 
 func (x ConnectionState) Number() protoreflect.EnumNumber {
@@ -188,7 +263,7 @@ func (x ConnectionState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConnectionState.Descriptor instead.
 func (ConnectionState) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{2}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{3}
 }
 
 // CloseReason says why a connection closed.
@@ -300,11 +375,11 @@ func (x CloseReason) String() string {
 }
 
 func (CloseReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[3].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[4].Descriptor()
 }
 
 func (CloseReason) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[3]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[4]
 }
 
 func (x CloseReason) Number() protoreflect.EnumNumber {
@@ -313,7 +388,7 @@ func (x CloseReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CloseReason.Descriptor instead.
 func (CloseReason) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{3}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{4}
 }
 
 // AckCode is an acknowledgement code, as sent or received.
@@ -385,11 +460,11 @@ func (x AckCode) String() string {
 }
 
 func (AckCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[4].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[5].Descriptor()
 }
 
 func (AckCode) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[4]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[5]
 }
 
 func (x AckCode) Number() protoreflect.EnumNumber {
@@ -398,7 +473,7 @@ func (x AckCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AckCode.Descriptor instead.
 func (AckCode) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{4}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{5}
 }
 
 // SendOutcome is what Switchboard concluded about a sent message that the
@@ -417,6 +492,8 @@ const (
 	SendOutcome_SEND_OUTCOME_REJECTED SendOutcome = 2
 	// The policy expects no acknowledgement: the message was written.
 	SendOutcome_SEND_OUTCOME_WRITTEN SendOutcome = 3
+	// Queued mode: the message is stored in the outbox as message_id.
+	SendOutcome_SEND_OUTCOME_QUEUED SendOutcome = 4
 )
 
 // Enum value maps for SendOutcome.
@@ -426,12 +503,14 @@ var (
 		1: "SEND_OUTCOME_ACCEPTED",
 		2: "SEND_OUTCOME_REJECTED",
 		3: "SEND_OUTCOME_WRITTEN",
+		4: "SEND_OUTCOME_QUEUED",
 	}
 	SendOutcome_value = map[string]int32{
 		"SEND_OUTCOME_UNSPECIFIED": 0,
 		"SEND_OUTCOME_ACCEPTED":    1,
 		"SEND_OUTCOME_REJECTED":    2,
 		"SEND_OUTCOME_WRITTEN":     3,
+		"SEND_OUTCOME_QUEUED":      4,
 	}
 )
 
@@ -446,11 +525,11 @@ func (x SendOutcome) String() string {
 }
 
 func (SendOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[5].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[6].Descriptor()
 }
 
 func (SendOutcome) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[5]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[6]
 }
 
 func (x SendOutcome) Number() protoreflect.EnumNumber {
@@ -459,7 +538,7 @@ func (x SendOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SendOutcome.Descriptor instead.
 func (SendOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{5}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{6}
 }
 
 // SendFailureCause says why a Send ended without a trustworthy answer.
@@ -524,11 +603,11 @@ func (x SendFailureCause) String() string {
 }
 
 func (SendFailureCause) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[6].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[7].Descriptor()
 }
 
 func (SendFailureCause) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[6]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[7]
 }
 
 func (x SendFailureCause) Number() protoreflect.EnumNumber {
@@ -537,7 +616,7 @@ func (x SendFailureCause) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SendFailureCause.Descriptor instead.
 func (SendFailureCause) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{6}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{7}
 }
 
 // ErrorReason is the google.rpc.ErrorInfo reason of Switchboard's errors,
@@ -571,6 +650,11 @@ const (
 	ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE ErrorReason = 10
 	// An unexpected server error; the cause is in the server's log.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 11
+	// Receive: the start sequence is older than the journal retains;
+	// metadata "first_sequence" is the oldest one left.
+	ErrorReason_ERROR_REASON_NOT_RETAINED ErrorReason = 12
+	// ResolveMessage: the message is not held in doubt.
+	ErrorReason_ERROR_REASON_NOT_IN_DOUBT ErrorReason = 13
 )
 
 // Enum value maps for ErrorReason.
@@ -588,6 +672,8 @@ var (
 		9:  "ERROR_REASON_SHUTTING_DOWN",
 		10: "ERROR_REASON_JOURNAL_UNAVAILABLE",
 		11: "ERROR_REASON_INTERNAL",
+		12: "ERROR_REASON_NOT_RETAINED",
+		13: "ERROR_REASON_NOT_IN_DOUBT",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -602,6 +688,8 @@ var (
 		"ERROR_REASON_SHUTTING_DOWN":        9,
 		"ERROR_REASON_JOURNAL_UNAVAILABLE":  10,
 		"ERROR_REASON_INTERNAL":             11,
+		"ERROR_REASON_NOT_RETAINED":         12,
+		"ERROR_REASON_NOT_IN_DOUBT":         13,
 	}
 )
 
@@ -616,11 +704,11 @@ func (x ErrorReason) String() string {
 }
 
 func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[7].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[8].Descriptor()
 }
 
 func (ErrorReason) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[7]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[8]
 }
 
 func (x ErrorReason) Number() protoreflect.EnumNumber {
@@ -629,7 +717,7 @@ func (x ErrorReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorReason.Descriptor instead.
 func (ErrorReason) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{7}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{8}
 }
 
 // RecordKind says what a journaled record is.
@@ -670,11 +758,11 @@ func (x RecordKind) String() string {
 }
 
 func (RecordKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[8].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[9].Descriptor()
 }
 
 func (RecordKind) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[8]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[9]
 }
 
 func (x RecordKind) Number() protoreflect.EnumNumber {
@@ -683,7 +771,202 @@ func (x RecordKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RecordKind.Descriptor instead.
 func (RecordKind) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{9}
+}
+
+// MessageState is where a message is in its life.
+type MessageState int32
+
+const (
+	// Not used; in a filter it means any state.
+	MessageState_MESSAGE_STATE_UNSPECIFIED MessageState = 0
+	// Outbound: in the outbox, waiting its turn or a retry's delay.
+	MessageState_MESSAGE_STATE_QUEUED MessageState = 1
+	// Outbound: being written.
+	MessageState_MESSAGE_STATE_SENDING MessageState = 2
+	// Outbound: written, waiting for the acknowledgement.
+	MessageState_MESSAGE_STATE_AWAITING_ACK MessageState = 3
+	// Outbound, final: the peer acknowledged it positively.
+	MessageState_MESSAGE_STATE_ACCEPTED MessageState = 4
+	// Outbound, final: failure says why (rejected, out of attempts, the
+	// policy failed it in doubt, the connection was removed, an operator).
+	MessageState_MESSAGE_STATE_FAILED MessageState = 5
+	// Outbound: written with no trustworthy acknowledgement and held for an
+	// operator (in-doubt policy HOLD); blocks its connection's queue until
+	// ResolveMessage.
+	MessageState_MESSAGE_STATE_IN_DOUBT MessageState = 6
+	// Inbound: received and journaled (and acknowledged by the policy).
+	MessageState_MESSAGE_STATE_RECEIVED MessageState = 7
+)
+
+// Enum value maps for MessageState.
+var (
+	MessageState_name = map[int32]string{
+		0: "MESSAGE_STATE_UNSPECIFIED",
+		1: "MESSAGE_STATE_QUEUED",
+		2: "MESSAGE_STATE_SENDING",
+		3: "MESSAGE_STATE_AWAITING_ACK",
+		4: "MESSAGE_STATE_ACCEPTED",
+		5: "MESSAGE_STATE_FAILED",
+		6: "MESSAGE_STATE_IN_DOUBT",
+		7: "MESSAGE_STATE_RECEIVED",
+	}
+	MessageState_value = map[string]int32{
+		"MESSAGE_STATE_UNSPECIFIED":  0,
+		"MESSAGE_STATE_QUEUED":       1,
+		"MESSAGE_STATE_SENDING":      2,
+		"MESSAGE_STATE_AWAITING_ACK": 3,
+		"MESSAGE_STATE_ACCEPTED":     4,
+		"MESSAGE_STATE_FAILED":       5,
+		"MESSAGE_STATE_IN_DOUBT":     6,
+		"MESSAGE_STATE_RECEIVED":     7,
+	}
+)
+
+func (x MessageState) Enum() *MessageState {
+	p := new(MessageState)
+	*p = x
+	return p
+}
+
+func (x MessageState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MessageState) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[10].Descriptor()
+}
+
+func (MessageState) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[10]
+}
+
+func (x MessageState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MessageState.Descriptor instead.
+func (MessageState) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{10}
+}
+
+// AttemptResult is how one delivery attempt of an outbound message ended.
+type AttemptResult int32
+
+const (
+	// Not used.
+	AttemptResult_ATTEMPT_RESULT_UNSPECIFIED AttemptResult = 0
+	// A positive acknowledgement (or written, when none is expected).
+	AttemptResult_ATTEMPT_RESULT_ACCEPTED AttemptResult = 1
+	// A negative acknowledgement.
+	AttemptResult_ATTEMPT_RESULT_REJECTED AttemptResult = 2
+	// Nothing was written (the connection was not open, or the write failed
+	// before any byte went out).
+	AttemptResult_ATTEMPT_RESULT_NOT_SENT AttemptResult = 3
+	// Written, and no trustworthy acknowledgement came.
+	AttemptResult_ATTEMPT_RESULT_IN_DOUBT AttemptResult = 4
+)
+
+// Enum value maps for AttemptResult.
+var (
+	AttemptResult_name = map[int32]string{
+		0: "ATTEMPT_RESULT_UNSPECIFIED",
+		1: "ATTEMPT_RESULT_ACCEPTED",
+		2: "ATTEMPT_RESULT_REJECTED",
+		3: "ATTEMPT_RESULT_NOT_SENT",
+		4: "ATTEMPT_RESULT_IN_DOUBT",
+	}
+	AttemptResult_value = map[string]int32{
+		"ATTEMPT_RESULT_UNSPECIFIED": 0,
+		"ATTEMPT_RESULT_ACCEPTED":    1,
+		"ATTEMPT_RESULT_REJECTED":    2,
+		"ATTEMPT_RESULT_NOT_SENT":    3,
+		"ATTEMPT_RESULT_IN_DOUBT":    4,
+	}
+)
+
+func (x AttemptResult) Enum() *AttemptResult {
+	p := new(AttemptResult)
+	*p = x
+	return p
+}
+
+func (x AttemptResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AttemptResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[11].Descriptor()
+}
+
+func (AttemptResult) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[11]
+}
+
+func (x AttemptResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AttemptResult.Descriptor instead.
+func (AttemptResult) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{11}
+}
+
+// Resolution is what an operator decides for a message held in doubt.
+type Resolution int32
+
+const (
+	// Not used.
+	Resolution_RESOLUTION_UNSPECIFIED Resolution = 0
+	// Send it again (with the same MSH-10).
+	Resolution_RESOLUTION_RESEND Resolution = 1
+	// Mark it accepted: the operator knows the peer has it.
+	Resolution_RESOLUTION_MARK_ACCEPTED Resolution = 2
+	// Fail it.
+	Resolution_RESOLUTION_FAIL Resolution = 3
+)
+
+// Enum value maps for Resolution.
+var (
+	Resolution_name = map[int32]string{
+		0: "RESOLUTION_UNSPECIFIED",
+		1: "RESOLUTION_RESEND",
+		2: "RESOLUTION_MARK_ACCEPTED",
+		3: "RESOLUTION_FAIL",
+	}
+	Resolution_value = map[string]int32{
+		"RESOLUTION_UNSPECIFIED":   0,
+		"RESOLUTION_RESEND":        1,
+		"RESOLUTION_MARK_ACCEPTED": 2,
+		"RESOLUTION_FAIL":          3,
+	}
+)
+
+func (x Resolution) Enum() *Resolution {
+	p := new(Resolution)
+	*p = x
+	return p
+}
+
+func (x Resolution) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Resolution) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[12].Descriptor()
+}
+
+func (Resolution) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[12]
+}
+
+func (x Resolution) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Resolution.Descriptor instead.
+func (Resolution) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
 }
 
 // Framing selects how messages are delimited on a TCP stream. When no kind is
@@ -1588,8 +1871,12 @@ type ListenerStatus struct {
 	// What happened on every connection the listener accepted, open and
 	// closed, added up. These totals never go down.
 	ConnectionTotals *ConnectionCounters `protobuf:"bytes,7,opt,name=connection_totals,json=connectionTotals,proto3" json:"connection_totals,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Why the last bind failed, while BACKING_OFF.
+	LastError string `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When the next bind is tried, while BACKING_OFF.
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ListenerStatus) Reset() {
@@ -1674,6 +1961,20 @@ func (x *ListenerStatus) GetSourceRejectedConnectionCount() int64 {
 func (x *ListenerStatus) GetConnectionTotals() *ConnectionCounters {
 	if x != nil {
 		return x.ConnectionTotals
+	}
+	return nil
+}
+
+func (x *ListenerStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ListenerStatus) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
 	}
 	return nil
 }
@@ -2103,7 +2404,13 @@ type ConnectionConfig struct {
 	// 64 MiB.
 	MaxFrameBytes int32 `protobuf:"varint,6,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
 	// TCP keepalive period. Unset: 30 s. Zero: keepalive off.
-	Keepalive     *durationpb.Duration `protobuf:"bytes,7,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
+	Keepalive *durationpb.Duration `protobuf:"bytes,7,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
+	// How the connection comes back after it closes or cannot be opened.
+	// Unset: reconnect, waiting 1 s, doubling to 60 s, with jitter.
+	Reconnect *ReconnectPolicy `protobuf:"bytes,8,opt,name=reconnect,proto3" json:"reconnect,omitempty"`
+	// How queued messages are delivered and retried. Unset: the defaults in
+	// OutboxPolicy.
+	Outbox        *OutboxPolicy `protobuf:"bytes,9,opt,name=outbox,proto3" json:"outbox,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2187,6 +2494,189 @@ func (x *ConnectionConfig) GetKeepalive() *durationpb.Duration {
 	return nil
 }
 
+func (x *ConnectionConfig) GetReconnect() *ReconnectPolicy {
+	if x != nil {
+		return x.Reconnect
+	}
+	return nil
+}
+
+func (x *ConnectionConfig) GetOutbox() *OutboxPolicy {
+	if x != nil {
+		return x.Outbox
+	}
+	return nil
+}
+
+// ReconnectPolicy says how an outbound connection reconnects.
+type ReconnectPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Do not reconnect: a connection that closes stays closed until Connect is
+	// called again (queued messages wait).
+	Disabled bool `protobuf:"varint,1,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	// The wait after the first failed or lost connection; each failed attempt
+	// doubles it, up to max_delay, and up to 20% of each wait is taken off at
+	// random (jitter), so connections that failed together do not retry in
+	// step. A connection lost after staying open for 10 s or more starts
+	// again from this delay; one lost sooner counts as a failed attempt, so a
+	// peer that accepts and hangs up at once is backed off. Unset: 1 s.
+	InitialDelay *durationpb.Duration `protobuf:"bytes,2,opt,name=initial_delay,json=initialDelay,proto3" json:"initial_delay,omitempty"`
+	// The longest wait between attempts. Unset: 60 s.
+	MaxDelay      *durationpb.Duration `protobuf:"bytes,3,opt,name=max_delay,json=maxDelay,proto3" json:"max_delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconnectPolicy) Reset() {
+	*x = ReconnectPolicy{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconnectPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconnectPolicy) ProtoMessage() {}
+
+func (x *ReconnectPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconnectPolicy.ProtoReflect.Descriptor instead.
+func (*ReconnectPolicy) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReconnectPolicy) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *ReconnectPolicy) GetInitialDelay() *durationpb.Duration {
+	if x != nil {
+		return x.InitialDelay
+	}
+	return nil
+}
+
+func (x *ReconnectPolicy) GetMaxDelay() *durationpb.Duration {
+	if x != nil {
+		return x.MaxDelay
+	}
+	return nil
+}
+
+// OutboxPolicy says how a connection's queued messages are delivered.
+// Messages go in queue order. An attempt that cannot write (the connection
+// is down), times out or is in doubt is retried after a delay that starts
+// at retry_delay and doubles up to max_retry_delay; a positive ACK accepts
+// the message; AE or CE (the content must be fixed) fails it at once; AR,
+// CR, a NAK or the fixed NAK are retried unless fail_rejected.
+type OutboxPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Attempts before a message fails. Unset or zero: 10. At most 1000.
+	MaxAttempts int32 `protobuf:"varint,1,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	// The wait before the second attempt. Unset: 1 s.
+	RetryDelay *durationpb.Duration `protobuf:"bytes,2,opt,name=retry_delay,json=retryDelay,proto3" json:"retry_delay,omitempty"`
+	// The longest wait between attempts. Unset: 60 s.
+	MaxRetryDelay *durationpb.Duration `protobuf:"bytes,3,opt,name=max_retry_delay,json=maxRetryDelay,proto3" json:"max_retry_delay,omitempty"`
+	// Fail a message the peer rejected (AR, CR, a NAK) instead of retrying it.
+	FailRejected bool `protobuf:"varint,4,opt,name=fail_rejected,json=failRejected,proto3" json:"fail_rejected,omitempty"`
+	// What to do with a message in doubt. Unset: RESEND.
+	InDoubt InDoubtPolicy `protobuf:"varint,5,opt,name=in_doubt,json=inDoubt,proto3,enum=switchboard.v1.InDoubtPolicy" json:"in_doubt,omitempty"`
+	// Messages written before their acknowledgements return, for peers that
+	// accept pipelining; each ACK is matched by MSA-2, and one that matches
+	// none resets the connection and puts every unacknowledged message in
+	// doubt. Unset or zero: 1 (the MLLP rule). At most 64.
+	MaxInFlight   int32 `protobuf:"varint,6,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxPolicy) Reset() {
+	*x = OutboxPolicy{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxPolicy) ProtoMessage() {}
+
+func (x *OutboxPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxPolicy.ProtoReflect.Descriptor instead.
+func (*OutboxPolicy) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *OutboxPolicy) GetMaxAttempts() int32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *OutboxPolicy) GetRetryDelay() *durationpb.Duration {
+	if x != nil {
+		return x.RetryDelay
+	}
+	return nil
+}
+
+func (x *OutboxPolicy) GetMaxRetryDelay() *durationpb.Duration {
+	if x != nil {
+		return x.MaxRetryDelay
+	}
+	return nil
+}
+
+func (x *OutboxPolicy) GetFailRejected() bool {
+	if x != nil {
+		return x.FailRejected
+	}
+	return false
+}
+
+func (x *OutboxPolicy) GetInDoubt() InDoubtPolicy {
+	if x != nil {
+		return x.InDoubt
+	}
+	return InDoubtPolicy_IN_DOUBT_POLICY_UNSPECIFIED
+}
+
+func (x *OutboxPolicy) GetMaxInFlight() int32 {
+	if x != nil {
+		return x.MaxInFlight
+	}
+	return 0
+}
+
 // AckCount is how many acknowledgements with one code were sent or received.
 type AckCount struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2200,7 +2690,7 @@ type AckCount struct {
 
 func (x *AckCount) Reset() {
 	*x = AckCount{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2702,7 @@ func (x *AckCount) String() string {
 func (*AckCount) ProtoMessage() {}
 
 func (x *AckCount) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2715,7 @@ func (x *AckCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckCount.ProtoReflect.Descriptor instead.
 func (*AckCount) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AckCount) GetCode() AckCode {
@@ -2284,7 +2774,7 @@ type ConnectionCounters struct {
 
 func (x *ConnectionCounters) Reset() {
 	*x = ConnectionCounters{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2786,7 @@ func (x *ConnectionCounters) String() string {
 func (*ConnectionCounters) ProtoMessage() {}
 
 func (x *ConnectionCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2799,7 @@ func (x *ConnectionCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionCounters.ProtoReflect.Descriptor instead.
 func (*ConnectionCounters) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ConnectionCounters) GetReceivedFrameCount() int64 {
@@ -2439,7 +2929,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2941,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2954,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Connection) GetConnectionId() string {
@@ -2551,14 +3041,26 @@ type ConnectionStatus struct {
 	// The cause in words (for example the I/O error), when there is one.
 	CloseDetail string `protobuf:"bytes,8,opt,name=close_detail,json=closeDetail,proto3" json:"close_detail,omitempty"`
 	// When it closed.
-	CloseTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=close_time,json=closeTime,proto3" json:"close_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CloseTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=close_time,json=closeTime,proto3" json:"close_time,omitempty"`
+	// Outbound: why the last connect failed or the last session ended, until
+	// a session is open again (CONNECTING, BACKING_OFF, or CLOSED when
+	// reconnection is disabled).
+	LastError string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Outbound: when the next connect is tried, while BACKING_OFF.
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	// Outbound: failed connects since it was last open.
+	FailedConnectCount int64 `protobuf:"varint,12,opt,name=failed_connect_count,json=failedConnectCount,proto3" json:"failed_connect_count,omitempty"`
+	// Outbound: times it was opened again after being lost.
+	ReconnectCount int64 `protobuf:"varint,13,opt,name=reconnect_count,json=reconnectCount,proto3" json:"reconnect_count,omitempty"`
+	// Outbound: messages in its outbox not yet delivered or failed.
+	QueuedMessageCount int64 `protobuf:"varint,14,opt,name=queued_message_count,json=queuedMessageCount,proto3" json:"queued_message_count,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ConnectionStatus) Reset() {
 	*x = ConnectionStatus{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +3072,7 @@ func (x *ConnectionStatus) String() string {
 func (*ConnectionStatus) ProtoMessage() {}
 
 func (x *ConnectionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +3085,7 @@ func (x *ConnectionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionStatus.ProtoReflect.Descriptor instead.
 func (*ConnectionStatus) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConnectionStatus) GetState() ConnectionState {
@@ -2649,6 +3151,41 @@ func (x *ConnectionStatus) GetCloseTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ConnectionStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ConnectionStatus) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
+func (x *ConnectionStatus) GetFailedConnectCount() int64 {
+	if x != nil {
+		return x.FailedConnectCount
+	}
+	return 0
+}
+
+func (x *ConnectionStatus) GetReconnectCount() int64 {
+	if x != nil {
+		return x.ReconnectCount
+	}
+	return 0
+}
+
+func (x *ConnectionStatus) GetQueuedMessageCount() int64 {
+	if x != nil {
+		return x.QueuedMessageCount
+	}
+	return 0
+}
+
 // ConnectRequest is the request of Connect.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2663,7 +3200,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +3212,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +3225,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ConnectRequest) GetConnectionId() string {
@@ -2716,7 +3253,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2728,7 +3265,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2741,7 +3278,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ConnectResponse) GetConnection() *Connection {
@@ -2762,7 +3299,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +3311,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +3324,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DisconnectRequest) GetConnectionId() string {
@@ -2808,7 +3345,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +3357,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +3370,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DisconnectResponse) GetConnection() *Connection {
@@ -2854,7 +3391,7 @@ type GetConnectionRequest struct {
 
 func (x *GetConnectionRequest) Reset() {
 	*x = GetConnectionRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +3403,7 @@ func (x *GetConnectionRequest) String() string {
 func (*GetConnectionRequest) ProtoMessage() {}
 
 func (x *GetConnectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +3416,7 @@ func (x *GetConnectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConnectionRequest.ProtoReflect.Descriptor instead.
 func (*GetConnectionRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetConnectionRequest) GetConnectionId() string {
@@ -2900,7 +3437,7 @@ type GetConnectionResponse struct {
 
 func (x *GetConnectionResponse) Reset() {
 	*x = GetConnectionResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3449,7 @@ func (x *GetConnectionResponse) String() string {
 func (*GetConnectionResponse) ProtoMessage() {}
 
 func (x *GetConnectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3462,7 @@ func (x *GetConnectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConnectionResponse.ProtoReflect.Descriptor instead.
 func (*GetConnectionResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetConnectionResponse) GetConnection() *Connection {
@@ -2953,7 +3490,7 @@ type ListConnectionsRequest struct {
 
 func (x *ListConnectionsRequest) Reset() {
 	*x = ListConnectionsRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2965,7 +3502,7 @@ func (x *ListConnectionsRequest) String() string {
 func (*ListConnectionsRequest) ProtoMessage() {}
 
 func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2978,7 +3515,7 @@ func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListConnectionsRequest) GetListenerId() string {
@@ -3022,7 +3559,7 @@ type ListConnectionsResponse struct {
 
 func (x *ListConnectionsResponse) Reset() {
 	*x = ListConnectionsResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3571,7 @@ func (x *ListConnectionsResponse) String() string {
 func (*ListConnectionsResponse) ProtoMessage() {}
 
 func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3584,7 @@ func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListConnectionsResponse) GetConnections() []*Connection {
@@ -3075,14 +3612,24 @@ type SendRequest struct {
 	// How long the write and the wait for the acknowledgement may take
 	// together. Unset: the connection's ack_timeout (10 s for inbound
 	// connections). The call's own deadline also applies.
-	AckTimeout    *durationpb.Duration `protobuf:"bytes,3,opt,name=ack_timeout,json=ackTimeout,proto3" json:"ack_timeout,omitempty"`
+	AckTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=ack_timeout,json=ackTimeout,proto3" json:"ack_timeout,omitempty"`
+	// Store the message in the connection's outbox and return at once (see
+	// Send); only for outbound connections. The outbox uses the
+	// connection's ack_timeout; ack_timeout here must be unset.
+	Queued bool `protobuf:"varint,4,opt,name=queued,proto3" json:"queued,omitempty"`
+	// Queued mode: a key the caller chooses so that a retried call cannot
+	// queue the message twice; unique per connection. At most 128 bytes.
+	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// Direct mode: fail at once (NOT_SENT) when the connection is not open,
+	// instead of waiting for it to reconnect.
+	FailFast      bool `protobuf:"varint,6,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3094,7 +3641,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3107,7 +3654,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SendRequest) GetConnectionId() string {
@@ -3131,6 +3678,27 @@ func (x *SendRequest) GetAckTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *SendRequest) GetQueued() bool {
+	if x != nil {
+		return x.Queued
+	}
+	return false
+}
+
+func (x *SendRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SendRequest) GetFailFast() bool {
+	if x != nil {
+		return x.FailFast
+	}
+	return false
+}
+
 // PeerAck is an acknowledgement exactly as the peer sent it. Its string
 // fields follow the UTF-8 rule of ReceivedMessage.
 type PeerAck struct {
@@ -3149,7 +3717,7 @@ type PeerAck struct {
 
 func (x *PeerAck) Reset() {
 	*x = PeerAck{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3161,7 +3729,7 @@ func (x *PeerAck) String() string {
 func (*PeerAck) ProtoMessage() {}
 
 func (x *PeerAck) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3174,7 +3742,7 @@ func (x *PeerAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAck.ProtoReflect.Descriptor instead.
 func (*PeerAck) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PeerAck) GetCode() AckCode {
@@ -3215,14 +3783,16 @@ type SendResponse struct {
 	// HL7: the MSH-10 of the sent message (UTF-8 rule of ReceivedMessage).
 	SentControlId string `protobuf:"bytes,3,opt,name=sent_control_id,json=sentControlId,proto3" json:"sent_control_id,omitempty"`
 	// Time from the end of the write to the acknowledgement.
-	RoundTrip     *durationpb.Duration `protobuf:"bytes,4,opt,name=round_trip,json=roundTrip,proto3" json:"round_trip,omitempty"`
+	RoundTrip *durationpb.Duration `protobuf:"bytes,4,opt,name=round_trip,json=roundTrip,proto3" json:"round_trip,omitempty"`
+	// Queued mode: the stored message's id.
+	MessageId     string `protobuf:"bytes,5,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3804,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3817,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{37}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SendResponse) GetOutcome() SendOutcome {
@@ -3278,6 +3848,13 @@ func (x *SendResponse) GetRoundTrip() *durationpb.Duration {
 	return nil
 }
 
+func (x *SendResponse) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
 // SendFailure is the error detail of a Send that ended with an error status.
 type SendFailure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3298,7 +3875,7 @@ type SendFailure struct {
 
 func (x *SendFailure) Reset() {
 	*x = SendFailure{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3310,7 +3887,7 @@ func (x *SendFailure) String() string {
 func (*SendFailure) ProtoMessage() {}
 
 func (x *SendFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3323,7 +3900,7 @@ func (x *SendFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailure.ProtoReflect.Descriptor instead.
 func (*SendFailure) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{38}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SendFailure) GetWritten() bool {
@@ -3364,8 +3941,8 @@ func (x *SendFailure) GetAck() *PeerAck {
 // ReceiveRequest is the request of Receive.
 type ReceiveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Deliver from this journal sequence (1 replays everything retained).
-	// Unset: only records stored after the call.
+	// Deliver from this journal sequence (0 or 1 replays everything
+	// retained). Unset: only records stored after the call.
 	StartSequence *uint64 `protobuf:"varint,1,opt,name=start_sequence,json=startSequence,proto3,oneof" json:"start_sequence,omitempty"`
 	// Only records from these listeners. Empty: all.
 	ListenerIds []string `protobuf:"bytes,2,rep,name=listener_ids,json=listenerIds,proto3" json:"listener_ids,omitempty"`
@@ -3379,7 +3956,7 @@ type ReceiveRequest struct {
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3391,7 +3968,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3404,7 +3981,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{39}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReceiveRequest) GetStartSequence() uint64 {
@@ -3447,7 +4024,7 @@ type ReceiveResponse struct {
 
 func (x *ReceiveResponse) Reset() {
 	*x = ReceiveResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3459,7 +4036,7 @@ func (x *ReceiveResponse) String() string {
 func (*ReceiveResponse) ProtoMessage() {}
 
 func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3472,7 +4049,7 @@ func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{40}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReceiveResponse) GetMessages() []*ReceivedMessage {
@@ -3518,7 +4095,7 @@ type ReceivedMessage struct {
 
 func (x *ReceivedMessage) Reset() {
 	*x = ReceivedMessage{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +4107,7 @@ func (x *ReceivedMessage) String() string {
 func (*ReceivedMessage) ProtoMessage() {}
 
 func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +4120,7 @@ func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedMessage.ProtoReflect.Descriptor instead.
 func (*ReceivedMessage) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{41}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReceivedMessage) GetSequence() uint64 {
@@ -3609,6 +4186,660 @@ func (x *ReceivedMessage) GetKind() RecordKind {
 	return RecordKind_RECORD_KIND_UNSPECIFIED
 }
 
+// DeliveryAttempt is one try at delivering an outbound message.
+type DeliveryAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it began.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When it ended.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// How it ended.
+	Result AttemptResult `protobuf:"varint,3,opt,name=result,proto3,enum=switchboard.v1.AttemptResult" json:"result,omitempty"`
+	// The acknowledgement, when one came (trusted or not).
+	Ack *PeerAck `protobuf:"bytes,4,opt,name=ack,proto3" json:"ack,omitempty"`
+	// What went wrong, in words.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryAttempt) Reset() {
+	*x = DeliveryAttempt{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryAttempt) ProtoMessage() {}
+
+func (x *DeliveryAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryAttempt.ProtoReflect.Descriptor instead.
+func (*DeliveryAttempt) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *DeliveryAttempt) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *DeliveryAttempt) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *DeliveryAttempt) GetResult() AttemptResult {
+	if x != nil {
+		return x.Result
+	}
+	return AttemptResult_ATTEMPT_RESULT_UNSPECIFIED
+}
+
+func (x *DeliveryAttempt) GetAck() *PeerAck {
+	if x != nil {
+		return x.Ack
+	}
+	return nil
+}
+
+func (x *DeliveryAttempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// Message is one message Switchboard stored: an outbound message in a
+// connection's outbox, or an inbound message in the journal. Its string
+// fields follow the UTF-8 rule of ReceivedMessage.
+type Message struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's id: "out-<connection_id>-<sequence>" for outbound,
+	// "in-<sequence>" for inbound.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Outbound (queued with Send) or inbound (received from a peer).
+	Direction Direction `protobuf:"varint,2,opt,name=direction,proto3,enum=switchboard.v1.Direction" json:"direction,omitempty"`
+	// The connection it is queued on, or arrived on.
+	ConnectionId string `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Inbound: the listener that accepted the connection.
+	ListenerId string `protobuf:"bytes,4,opt,name=listener_id,json=listenerId,proto3" json:"listener_id,omitempty"`
+	// Where it is in its life.
+	State MessageState `protobuf:"varint,5,opt,name=state,proto3,enum=switchboard.v1.MessageState" json:"state,omitempty"`
+	// The message without framing; left out by ListMessages unless
+	// include_payloads.
+	Payload []byte `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
+	// HL7: MSH-9.
+	MessageType string `protobuf:"bytes,7,opt,name=message_type,json=messageType,proto3" json:"message_type,omitempty"`
+	// HL7: MSH-10.
+	ControlId string `protobuf:"bytes,8,opt,name=control_id,json=controlId,proto3" json:"control_id,omitempty"`
+	// When it was queued or received.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When its state last changed.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Outbound: every delivery attempt, oldest first.
+	Attempts []*DeliveryAttempt `protobuf:"bytes,11,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// Outbound: the acknowledgement of the last attempt that got one.
+	Ack *PeerAck `protobuf:"bytes,12,opt,name=ack,proto3" json:"ack,omitempty"`
+	// Outbound: why it failed or is in doubt.
+	Failure string `protobuf:"bytes,13,opt,name=failure,proto3" json:"failure,omitempty"`
+	// Outbound: the idempotency key it was queued with.
+	IdempotencyKey string `protobuf:"bytes,14,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// Inbound: the journal sequence. Outbound: its position in the
+	// connection's outbox.
+	Sequence uint64 `protobuf:"varint,15,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Inbound: what the record is.
+	Kind RecordKind `protobuf:"varint,16,opt,name=kind,proto3,enum=switchboard.v1.RecordKind" json:"kind,omitempty"`
+	// Outbound: when the next attempt is due, while QUEUED after a failure.
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Message) Reset() {
+	*x = Message{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Message) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Message) ProtoMessage() {}
+
+func (x *Message) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Message.ProtoReflect.Descriptor instead.
+func (*Message) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Message) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *Message) GetDirection() Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return Direction_DIRECTION_UNSPECIFIED
+}
+
+func (x *Message) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *Message) GetListenerId() string {
+	if x != nil {
+		return x.ListenerId
+	}
+	return ""
+}
+
+func (x *Message) GetState() MessageState {
+	if x != nil {
+		return x.State
+	}
+	return MessageState_MESSAGE_STATE_UNSPECIFIED
+}
+
+func (x *Message) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *Message) GetMessageType() string {
+	if x != nil {
+		return x.MessageType
+	}
+	return ""
+}
+
+func (x *Message) GetControlId() string {
+	if x != nil {
+		return x.ControlId
+	}
+	return ""
+}
+
+func (x *Message) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Message) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Message) GetAttempts() []*DeliveryAttempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *Message) GetAck() *PeerAck {
+	if x != nil {
+		return x.Ack
+	}
+	return nil
+}
+
+func (x *Message) GetFailure() string {
+	if x != nil {
+		return x.Failure
+	}
+	return ""
+}
+
+func (x *Message) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *Message) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *Message) GetKind() RecordKind {
+	if x != nil {
+		return x.Kind
+	}
+	return RecordKind_RECORD_KIND_UNSPECIFIED
+}
+
+func (x *Message) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
+// GetMessageRequest is the request of GetMessage.
+type GetMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message to return.
+	MessageId     string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMessageRequest) Reset() {
+	*x = GetMessageRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMessageRequest) ProtoMessage() {}
+
+func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMessageRequest.ProtoReflect.Descriptor instead.
+func (*GetMessageRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *GetMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+// GetMessageResponse is the response of GetMessage.
+type GetMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message, with its payload.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMessageResponse) Reset() {
+	*x = GetMessageResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMessageResponse) ProtoMessage() {}
+
+func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMessageResponse.ProtoReflect.Descriptor instead.
+func (*GetMessageResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GetMessageResponse) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+// ListMessagesRequest is the request of ListMessages. Filters combine with
+// AND; unset filters match everything.
+type ListMessagesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only messages of this connection.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Only inbound messages accepted by this listener.
+	ListenerId string `protobuf:"bytes,2,opt,name=listener_id,json=listenerId,proto3" json:"listener_id,omitempty"`
+	// Only outbound or only inbound messages.
+	Direction Direction `protobuf:"varint,3,opt,name=direction,proto3,enum=switchboard.v1.Direction" json:"direction,omitempty"`
+	// Only messages in one of these states.
+	States []MessageState `protobuf:"varint,4,rep,packed,name=states,proto3,enum=switchboard.v1.MessageState" json:"states,omitempty"`
+	// Only messages created at or after this time.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Only messages created before this time.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Only messages with this HL7 control id (MSH-10), compared as bytes.
+	ControlId string `protobuf:"bytes,7,opt,name=control_id,json=controlId,proto3" json:"control_id,omitempty"`
+	// Most messages to return. Unset or zero: 100. At most 1000.
+	PageSize int32 `protobuf:"varint,8,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page. The
+	// filters must be the same as for the first page.
+	PageToken string `protobuf:"bytes,9,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Return payloads too (they are patient data; left out by default).
+	IncludePayloads bool `protobuf:"varint,10,opt,name=include_payloads,json=includePayloads,proto3" json:"include_payloads,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ListMessagesRequest) Reset() {
+	*x = ListMessagesRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMessagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMessagesRequest) ProtoMessage() {}
+
+func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
+func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ListMessagesRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ListMessagesRequest) GetListenerId() string {
+	if x != nil {
+		return x.ListenerId
+	}
+	return ""
+}
+
+func (x *ListMessagesRequest) GetDirection() Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return Direction_DIRECTION_UNSPECIFIED
+}
+
+func (x *ListMessagesRequest) GetStates() []MessageState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListMessagesRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListMessagesRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *ListMessagesRequest) GetControlId() string {
+	if x != nil {
+		return x.ControlId
+	}
+	return ""
+}
+
+func (x *ListMessagesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListMessagesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListMessagesRequest) GetIncludePayloads() bool {
+	if x != nil {
+		return x.IncludePayloads
+	}
+	return false
+}
+
+// ListMessagesResponse is the response of ListMessages.
+type ListMessagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Matching messages.
+	Messages []*Message `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMessagesResponse) Reset() {
+	*x = ListMessagesResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMessagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMessagesResponse) ProtoMessage() {}
+
+func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
+func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ListMessagesResponse) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *ListMessagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// ResolveMessageRequest is the request of ResolveMessage.
+type ResolveMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message held IN_DOUBT.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// What to do with it.
+	Resolution    Resolution `protobuf:"varint,2,opt,name=resolution,proto3,enum=switchboard.v1.Resolution" json:"resolution,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveMessageRequest) Reset() {
+	*x = ResolveMessageRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveMessageRequest) ProtoMessage() {}
+
+func (x *ResolveMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveMessageRequest.ProtoReflect.Descriptor instead.
+func (*ResolveMessageRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ResolveMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *ResolveMessageRequest) GetResolution() Resolution {
+	if x != nil {
+		return x.Resolution
+	}
+	return Resolution_RESOLUTION_UNSPECIFIED
+}
+
+// ResolveMessageResponse is the response of ResolveMessage.
+type ResolveMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message after the resolution.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveMessageResponse) Reset() {
+	*x = ResolveMessageResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveMessageResponse) ProtoMessage() {}
+
+func (x *ResolveMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveMessageResponse.ProtoReflect.Descriptor instead.
+func (*ResolveMessageResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ResolveMessageResponse) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 var File_switchboard_v1_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_switchboard_proto_rawDesc = "" +
@@ -3664,7 +4895,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\vlistener_id\x18\x01 \x01(\tR\n" +
 	"listenerId\x126\n" +
 	"\x06config\x18\x02 \x01(\v2\x1e.switchboard.v1.ListenerConfigR\x06config\x126\n" +
-	"\x06status\x18\x03 \x01(\v2\x1e.switchboard.v1.ListenerStatusR\x06status\"\xed\x03\n" +
+	"\x06status\x18\x03 \x01(\v2\x1e.switchboard.v1.ListenerStatusR\x06status\"\xd4\x04\n" +
 	"\x0eListenerStatus\x123\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1d.switchboard.v1.ListenerStateR\x05state\x12#\n" +
 	"\rbound_address\x18\x02 \x01(\tR\fboundAddress\x12;\n" +
@@ -3674,7 +4905,11 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x19accepted_connection_count\x18\x05 \x01(\x03R\x17acceptedConnectionCount\x12:\n" +
 	"\x19rejected_connection_count\x18\x06 \x01(\x03R\x17rejectedConnectionCount\x12G\n" +
 	" source_rejected_connection_count\x18\b \x01(\x03R\x1dsourceRejectedConnectionCount\x12O\n" +
-	"\x11connection_totals\x18\a \x01(\v2\".switchboard.v1.ConnectionCountersR\x10connectionTotals\"\xa4\x01\n" +
+	"\x11connection_totals\x18\a \x01(\v2\".switchboard.v1.ConnectionCountersR\x10connectionTotals\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\x12F\n" +
+	"\x11next_attempt_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\"\xa4\x01\n" +
 	"\x14StartListenerRequest\x12L\n" +
 	"\vlistener_id\x18\x01 \x01(\tB+\xbaH(r&2$^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$R\n" +
 	"listenerId\x12>\n" +
@@ -3700,7 +4935,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\tpageToken\"w\n" +
 	"\x15ListListenersResponse\x126\n" +
 	"\tlisteners\x18\x01 \x03(\v2\x18.switchboard.v1.ListenerR\tlisteners\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbc\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xb1\x04\n" +
 	"\x10ConnectionConfig\x12$\n" +
 	"\aaddress\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xac\x02R\aaddress\x121\n" +
@@ -3713,7 +4948,24 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\xaa\x01\a\"\x03\b\x90\x1c*\x00R\n" +
 	"ackTimeout\x124\n" +
 	"\x0fmax_frame_bytes\x18\x06 \x01(\x05B\f\xbaH\t\x1a\a\x18\x80\x80\x80 (\x00R\rmaxFrameBytes\x12A\n" +
-	"\tkeepalive\x18\a \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\tkeepalive\"M\n" +
+	"\tkeepalive\x18\a \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\tkeepalive\x12=\n" +
+	"\treconnect\x18\b \x01(\v2\x1f.switchboard.v1.ReconnectPolicyR\treconnect\x124\n" +
+	"\x06outbox\x18\t \x01(\v2\x1c.switchboard.v1.OutboxPolicyR\x06outbox\"\xc4\x01\n" +
+	"\x0fReconnectPolicy\x12\x1a\n" +
+	"\bdisabled\x18\x01 \x01(\bR\bdisabled\x12M\n" +
+	"\rinitial_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
+	"\xaa\x01\a\"\x03\b\x90\x1c*\x00R\finitialDelay\x12F\n" +
+	"\tmax_delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x05*\x00R\bmaxDelay\"\xf3\x02\n" +
+	"\fOutboxPolicy\x12-\n" +
+	"\fmax_attempts\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\vmaxAttempts\x12I\n" +
+	"\vretry_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
+	"\xaa\x01\a\"\x03\b\x90\x1c*\x00R\n" +
+	"retryDelay\x12Q\n" +
+	"\x0fmax_retry_delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x05*\x00R\rmaxRetryDelay\x12#\n" +
+	"\rfail_rejected\x18\x04 \x01(\bR\ffailRejected\x12B\n" +
+	"\bin_doubt\x18\x05 \x01(\x0e2\x1d.switchboard.v1.InDoubtPolicyB\b\xbaH\x05\x82\x01\x02\x10\x01R\ainDoubt\x12-\n" +
+	"\rmax_in_flight\x18\x06 \x01(\x05B\t\xbaH\x06\x1a\x04\x18@(\x00R\vmaxInFlight\"M\n" +
 	"\bAckCount\x12+\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x17.switchboard.v1.AckCodeR\x04code\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\"\xe4\x05\n" +
@@ -3744,7 +4996,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"listenerId\x12:\n" +
 	"\x06config\x18\x04 \x01(\v2 .switchboard.v1.ConnectionConfigH\x00R\x06config\x128\n" +
 	"\x06status\x18\x05 \x01(\v2 .switchboard.v1.ConnectionStatusR\x06statusB\b\n" +
-	"\x06origin\"\xf6\x03\n" +
+	"\x06origin\"\xea\x05\n" +
 	"\x10ConnectionStatus\x125\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1f.switchboard.v1.ConnectionStateR\x05state\x12#\n" +
 	"\rlocal_address\x18\x02 \x01(\tR\flocalAddress\x12%\n" +
@@ -3755,7 +5007,14 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\fclose_reason\x18\a \x01(\x0e2\x1b.switchboard.v1.CloseReasonR\vcloseReason\x12!\n" +
 	"\fclose_detail\x18\b \x01(\tR\vcloseDetail\x129\n" +
 	"\n" +
-	"close_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcloseTime\"\xa4\x01\n" +
+	"close_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcloseTime\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\n" +
+	" \x01(\tR\tlastError\x12F\n" +
+	"\x11next_attempt_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x120\n" +
+	"\x14failed_connect_count\x18\f \x01(\x03R\x12failedConnectCount\x12'\n" +
+	"\x0freconnect_count\x18\r \x01(\x03R\x0ereconnectCount\x120\n" +
+	"\x14queued_message_count\x18\x0e \x01(\x03R\x12queuedMessageCount\"\xa4\x01\n" +
 	"\x0eConnectRequest\x12P\n" +
 	"\rconnection_id\x18\x01 \x01(\tB+\xbaH(r&2$^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$R\fconnectionId\x12@\n" +
 	"\x06config\x18\x02 \x01(\v2 .switchboard.v1.ConnectionConfigB\x06\xbaH\x03\xc8\x01\x01R\x06config\"M\n" +
@@ -3785,25 +5044,30 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\tpageToken\"\x7f\n" +
 	"\x17ListConnectionsResponse\x12<\n" +
 	"\vconnections\x18\x01 \x03(\v2\x1a.switchboard.v1.ConnectionR\vconnections\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xae\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x96\x02\n" +
 	"\vSendRequest\x12,\n" +
 	"\rconnection_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\fconnectionId\x12&\n" +
 	"\apayload\x18\x02 \x01(\fB\f\xbaH\tz\a\x10\x01\x18\x80\x80\x80 R\apayload\x12I\n" +
 	"\vack_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
 	"\xaa\x01\a\"\x03\b\x90\x1c*\x00R\n" +
-	"ackTimeout\"\x83\x01\n" +
+	"ackTimeout\x12\x16\n" +
+	"\x06queued\x18\x04 \x01(\bR\x06queued\x121\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0eidempotencyKey\x12\x1b\n" +
+	"\tfail_fast\x18\x06 \x01(\bR\bfailFast\"\x83\x01\n" +
 	"\aPeerAck\x12+\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x17.switchboard.v1.AckCodeR\x04code\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
 	"\n" +
 	"control_id\x18\x03 \x01(\tR\tcontrolId\x12\x12\n" +
-	"\x04text\x18\x04 \x01(\tR\x04text\"\xd2\x01\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"\xf1\x01\n" +
 	"\fSendResponse\x125\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x1b.switchboard.v1.SendOutcomeR\aoutcome\x12)\n" +
 	"\x03ack\x18\x02 \x01(\v2\x17.switchboard.v1.PeerAckR\x03ack\x12&\n" +
 	"\x0fsent_control_id\x18\x03 \x01(\tR\rsentControlId\x128\n" +
 	"\n" +
-	"round_trip\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\troundTrip\"\xd7\x01\n" +
+	"round_trip\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\troundTrip\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x05 \x01(\tR\tmessageId\"\xd7\x01\n" +
 	"\vSendFailure\x12\x18\n" +
 	"\awritten\x18\x01 \x01(\bR\awritten\x126\n" +
 	"\x05cause\x18\x02 \x01(\x0e2 .switchboard.v1.SendFailureCauseR\x05cause\x12#\n" +
@@ -3830,21 +5094,97 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\fmessage_type\x18\a \x01(\tR\vmessageType\x12\x1d\n" +
 	"\n" +
 	"control_id\x18\b \x01(\tR\tcontrolId\x12.\n" +
-	"\x04kind\x18\t \x01(\x0e2\x1a.switchboard.v1.RecordKindR\x04kind*\x86\x01\n" +
+	"\x04kind\x18\t \x01(\x0e2\x1a.switchboard.v1.RecordKindR\x04kind\"\xfb\x01\n" +
+	"\x0fDeliveryAttempt\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x125\n" +
+	"\x06result\x18\x03 \x01(\x0e2\x1d.switchboard.v1.AttemptResultR\x06result\x12)\n" +
+	"\x03ack\x18\x04 \x01(\v2\x17.switchboard.v1.PeerAckR\x03ack\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xf0\x05\n" +
+	"\aMessage\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x127\n" +
+	"\tdirection\x18\x02 \x01(\x0e2\x19.switchboard.v1.DirectionR\tdirection\x12#\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12\x1f\n" +
+	"\vlistener_id\x18\x04 \x01(\tR\n" +
+	"listenerId\x122\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x1c.switchboard.v1.MessageStateR\x05state\x12\x18\n" +
+	"\apayload\x18\x06 \x01(\fR\apayload\x12!\n" +
+	"\fmessage_type\x18\a \x01(\tR\vmessageType\x12\x1d\n" +
+	"\n" +
+	"control_id\x18\b \x01(\tR\tcontrolId\x12;\n" +
+	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x12;\n" +
+	"\battempts\x18\v \x03(\v2\x1f.switchboard.v1.DeliveryAttemptR\battempts\x12)\n" +
+	"\x03ack\x18\f \x01(\v2\x17.switchboard.v1.PeerAckR\x03ack\x12\x18\n" +
+	"\afailure\x18\r \x01(\tR\afailure\x12'\n" +
+	"\x0fidempotency_key\x18\x0e \x01(\tR\x0eidempotencyKey\x12\x1a\n" +
+	"\bsequence\x18\x0f \x01(\x04R\bsequence\x12.\n" +
+	"\x04kind\x18\x10 \x01(\x0e2\x1a.switchboard.v1.RecordKindR\x04kind\x12F\n" +
+	"\x11next_attempt_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\">\n" +
+	"\x11GetMessageRequest\x12)\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\tmessageId\"G\n" +
+	"\x12GetMessageResponse\x121\n" +
+	"\amessage\x18\x01 \x01(\v2\x17.switchboard.v1.MessageR\amessage\"\x8f\x04\n" +
+	"\x13ListMessagesRequest\x12,\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\fconnectionId\x12(\n" +
+	"\vlistener_id\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18@R\n" +
+	"listenerId\x12A\n" +
+	"\tdirection\x18\x03 \x01(\x0e2\x19.switchboard.v1.DirectionB\b\xbaH\x05\x82\x01\x02\x10\x01R\tdirection\x12E\n" +
+	"\x06states\x18\x04 \x03(\x0e2\x1c.switchboard.v1.MessageStateB\x0f\xbaH\f\x92\x01\t\x10\n" +
+	"\"\x05\x82\x01\x02\x10\x01R\x06states\x129\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12'\n" +
+	"\n" +
+	"control_id\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\tcontrolId\x12'\n" +
+	"\tpage_size\x18\b \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\tpageToken\x12)\n" +
+	"\x10include_payloads\x18\n" +
+	" \x01(\bR\x0fincludePayloads\"s\n" +
+	"\x14ListMessagesResponse\x123\n" +
+	"\bmessages\x18\x01 \x03(\v2\x17.switchboard.v1.MessageR\bmessages\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8a\x01\n" +
+	"\x15ResolveMessageRequest\x12)\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\tmessageId\x12F\n" +
+	"\n" +
+	"resolution\x18\x02 \x01(\x0e2\x1a.switchboard.v1.ResolutionB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\n" +
+	"resolution\"K\n" +
+	"\x16ResolveMessageResponse\x121\n" +
+	"\amessage\x18\x01 \x01(\v2\x17.switchboard.v1.MessageR\amessage*\xa6\x01\n" +
 	"\rListenerState\x12\x1e\n" +
 	"\x1aLISTENER_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18LISTENER_STATE_LISTENING\x10\x01\x12\x1b\n" +
 	"\x17LISTENER_STATE_DRAINING\x10\x02\x12\x1a\n" +
-	"\x16LISTENER_STATE_STOPPED\x10\x03*U\n" +
+	"\x16LISTENER_STATE_STOPPED\x10\x03\x12\x1e\n" +
+	"\x1aLISTENER_STATE_BACKING_OFF\x10\x04*\x80\x01\n" +
+	"\rInDoubtPolicy\x12\x1f\n" +
+	"\x1bIN_DOUBT_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16IN_DOUBT_POLICY_RESEND\x10\x01\x12\x18\n" +
+	"\x14IN_DOUBT_POLICY_HOLD\x10\x02\x12\x18\n" +
+	"\x14IN_DOUBT_POLICY_FAIL\x10\x03*U\n" +
 	"\tDirection\x12\x19\n" +
 	"\x15DIRECTION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DIRECTION_INBOUND\x10\x01\x12\x16\n" +
-	"\x12DIRECTION_OUTBOUND\x10\x02*\x8a\x01\n" +
+	"\x12DIRECTION_OUTBOUND\x10\x02*\xcd\x01\n" +
 	"\x0fConnectionState\x12 \n" +
 	"\x1cCONNECTION_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CONNECTION_STATE_OPEN\x10\x01\x12\x1d\n" +
 	"\x19CONNECTION_STATE_DRAINING\x10\x02\x12\x1b\n" +
-	"\x17CONNECTION_STATE_CLOSED\x10\x03*\x85\x05\n" +
+	"\x17CONNECTION_STATE_CLOSED\x10\x03\x12\x1f\n" +
+	"\x1bCONNECTION_STATE_CONNECTING\x10\x04\x12 \n" +
+	"\x1cCONNECTION_STATE_BACKING_OFF\x10\x05*\x85\x05\n" +
 	"\vCloseReason\x12\x1c\n" +
 	"\x18CLOSE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bCLOSE_REASON_CLOSED_LOCALLY\x10\x01\x12\x1c\n" +
@@ -3879,12 +5219,13 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x11ACK_CODE_BYTE_NAK\x10\b\x12\x16\n" +
 	"\x12ACK_CODE_FIXED_ACK\x10\t\x12\x16\n" +
 	"\x12ACK_CODE_FIXED_NAK\x10\n" +
-	"*{\n" +
+	"*\x94\x01\n" +
 	"\vSendOutcome\x12\x1c\n" +
 	"\x18SEND_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15SEND_OUTCOME_ACCEPTED\x10\x01\x12\x19\n" +
 	"\x15SEND_OUTCOME_REJECTED\x10\x02\x12\x18\n" +
-	"\x14SEND_OUTCOME_WRITTEN\x10\x03*\xe7\x02\n" +
+	"\x14SEND_OUTCOME_WRITTEN\x10\x03\x12\x17\n" +
+	"\x13SEND_OUTCOME_QUEUED\x10\x04*\xe7\x02\n" +
 	"\x10SendFailureCause\x12\"\n" +
 	"\x1eSEND_FAILURE_CAUSE_UNSPECIFIED\x10\x00\x12*\n" +
 	"&SEND_FAILURE_CAUSE_CONNECTION_NOT_OPEN\x10\x01\x12$\n" +
@@ -3894,7 +5235,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x1fSEND_FAILURE_CAUSE_WRITE_FAILED\x10\x05\x12&\n" +
 	"\"SEND_FAILURE_CAUSE_CONNECTION_LOST\x10\x06\x12#\n" +
 	"\x1fSEND_FAILURE_CAUSE_ACK_MISMATCH\x10\a\x12%\n" +
-	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\x86\x03\n" +
+	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\xc4\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_REASON_IN_DOUBT\x10\x01\x12\x19\n" +
@@ -3908,12 +5249,35 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x1aERROR_REASON_SHUTTING_DOWN\x10\t\x12$\n" +
 	" ERROR_REASON_JOURNAL_UNAVAILABLE\x10\n" +
 	"\x12\x19\n" +
-	"\x15ERROR_REASON_INTERNAL\x10\v*W\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\v\x12\x1d\n" +
+	"\x19ERROR_REASON_NOT_RETAINED\x10\f\x12\x1d\n" +
+	"\x19ERROR_REASON_NOT_IN_DOUBT\x10\r*W\n" +
 	"\n" +
 	"RecordKind\x12\x1b\n" +
 	"\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13RECORD_KIND_MESSAGE\x10\x01\x12\x13\n" +
-	"\x0fRECORD_KIND_ACK\x10\x022\xf7\x06\n" +
+	"\x0fRECORD_KIND_ACK\x10\x02*\xf0\x01\n" +
+	"\fMessageState\x12\x1d\n" +
+	"\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14MESSAGE_STATE_QUEUED\x10\x01\x12\x19\n" +
+	"\x15MESSAGE_STATE_SENDING\x10\x02\x12\x1e\n" +
+	"\x1aMESSAGE_STATE_AWAITING_ACK\x10\x03\x12\x1a\n" +
+	"\x16MESSAGE_STATE_ACCEPTED\x10\x04\x12\x18\n" +
+	"\x14MESSAGE_STATE_FAILED\x10\x05\x12\x1a\n" +
+	"\x16MESSAGE_STATE_IN_DOUBT\x10\x06\x12\x1a\n" +
+	"\x16MESSAGE_STATE_RECEIVED\x10\a*\xa3\x01\n" +
+	"\rAttemptResult\x12\x1e\n" +
+	"\x1aATTEMPT_RESULT_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17ATTEMPT_RESULT_ACCEPTED\x10\x01\x12\x1b\n" +
+	"\x17ATTEMPT_RESULT_REJECTED\x10\x02\x12\x1b\n" +
+	"\x17ATTEMPT_RESULT_NOT_SENT\x10\x03\x12\x1b\n" +
+	"\x17ATTEMPT_RESULT_IN_DOUBT\x10\x04*r\n" +
+	"\n" +
+	"Resolution\x12\x1a\n" +
+	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11RESOLUTION_RESEND\x10\x01\x12\x1c\n" +
+	"\x18RESOLUTION_MARK_ACCEPTED\x10\x02\x12\x13\n" +
+	"\x0fRESOLUTION_FAIL\x10\x032\x88\t\n" +
 	"\x12SwitchboardService\x12\\\n" +
 	"\rStartListener\x12$.switchboard.v1.StartListenerRequest\x1a%.switchboard.v1.StartListenerResponse\x12Y\n" +
 	"\fStopListener\x12#.switchboard.v1.StopListenerRequest\x1a$.switchboard.v1.StopListenerResponse\x12V\n" +
@@ -3925,7 +5289,11 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\rGetConnection\x12$.switchboard.v1.GetConnectionRequest\x1a%.switchboard.v1.GetConnectionResponse\x12b\n" +
 	"\x0fListConnections\x12&.switchboard.v1.ListConnectionsRequest\x1a'.switchboard.v1.ListConnectionsResponse\x12A\n" +
 	"\x04Send\x12\x1b.switchboard.v1.SendRequest\x1a\x1c.switchboard.v1.SendResponse\x12L\n" +
-	"\aReceive\x12\x1e.switchboard.v1.ReceiveRequest\x1a\x1f.switchboard.v1.ReceiveResponse0\x01B\xc8\x01\n" +
+	"\aReceive\x12\x1e.switchboard.v1.ReceiveRequest\x1a\x1f.switchboard.v1.ReceiveResponse0\x01\x12S\n" +
+	"\n" +
+	"GetMessage\x12!.switchboard.v1.GetMessageRequest\x1a\".switchboard.v1.GetMessageResponse\x12Y\n" +
+	"\fListMessages\x12#.switchboard.v1.ListMessagesRequest\x1a$.switchboard.v1.ListMessagesResponse\x12_\n" +
+	"\x0eResolveMessage\x12%.switchboard.v1.ResolveMessageRequest\x1a&.switchboard.v1.ResolveMessageResponseB\xc8\x01\n" +
 	"\x12com.switchboard.v1B\x10SwitchboardProtoP\x01ZGgithub.com/switchboard-dev/switchboard/gen/switchboard/v1;switchboardv1\xa2\x02\x03SXX\xaa\x02\x0eSwitchboard.V1\xca\x02\x0eSwitchboard\\V1\xe2\x02\x1aSwitchboard\\V1\\GPBMetadata\xea\x02\x0fSwitchboard::V1b\x06proto3"
 
 var (
@@ -3940,148 +5308,197 @@ func file_switchboard_v1_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_switchboard_proto_rawDescData
 }
 
-var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 13)
+var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_switchboard_v1_switchboard_proto_goTypes = []any{
 	(ListenerState)(0),              // 0: switchboard.v1.ListenerState
-	(Direction)(0),                  // 1: switchboard.v1.Direction
-	(ConnectionState)(0),            // 2: switchboard.v1.ConnectionState
-	(CloseReason)(0),                // 3: switchboard.v1.CloseReason
-	(AckCode)(0),                    // 4: switchboard.v1.AckCode
-	(SendOutcome)(0),                // 5: switchboard.v1.SendOutcome
-	(SendFailureCause)(0),           // 6: switchboard.v1.SendFailureCause
-	(ErrorReason)(0),                // 7: switchboard.v1.ErrorReason
-	(RecordKind)(0),                 // 8: switchboard.v1.RecordKind
-	(*Framing)(nil),                 // 9: switchboard.v1.Framing
-	(*MllpFraming)(nil),             // 10: switchboard.v1.MllpFraming
-	(*LengthPrefixFraming)(nil),     // 11: switchboard.v1.LengthPrefixFraming
-	(*DelimiterFraming)(nil),        // 12: switchboard.v1.DelimiterFraming
-	(*StartEndFraming)(nil),         // 13: switchboard.v1.StartEndFraming
-	(*AckPolicy)(nil),               // 14: switchboard.v1.AckPolicy
-	(*Hl7AckPolicy)(nil),            // 15: switchboard.v1.Hl7AckPolicy
-	(*SingleByteAckPolicy)(nil),     // 16: switchboard.v1.SingleByteAckPolicy
-	(*MllpCommitAckPolicy)(nil),     // 17: switchboard.v1.MllpCommitAckPolicy
-	(*FixedAckPolicy)(nil),          // 18: switchboard.v1.FixedAckPolicy
-	(*NoAckPolicy)(nil),             // 19: switchboard.v1.NoAckPolicy
-	(*ListenerConfig)(nil),          // 20: switchboard.v1.ListenerConfig
-	(*Listener)(nil),                // 21: switchboard.v1.Listener
-	(*ListenerStatus)(nil),          // 22: switchboard.v1.ListenerStatus
-	(*StartListenerRequest)(nil),    // 23: switchboard.v1.StartListenerRequest
-	(*StartListenerResponse)(nil),   // 24: switchboard.v1.StartListenerResponse
-	(*StopListenerRequest)(nil),     // 25: switchboard.v1.StopListenerRequest
-	(*StopListenerResponse)(nil),    // 26: switchboard.v1.StopListenerResponse
-	(*GetListenerRequest)(nil),      // 27: switchboard.v1.GetListenerRequest
-	(*GetListenerResponse)(nil),     // 28: switchboard.v1.GetListenerResponse
-	(*ListListenersRequest)(nil),    // 29: switchboard.v1.ListListenersRequest
-	(*ListListenersResponse)(nil),   // 30: switchboard.v1.ListListenersResponse
-	(*ConnectionConfig)(nil),        // 31: switchboard.v1.ConnectionConfig
-	(*AckCount)(nil),                // 32: switchboard.v1.AckCount
-	(*ConnectionCounters)(nil),      // 33: switchboard.v1.ConnectionCounters
-	(*Connection)(nil),              // 34: switchboard.v1.Connection
-	(*ConnectionStatus)(nil),        // 35: switchboard.v1.ConnectionStatus
-	(*ConnectRequest)(nil),          // 36: switchboard.v1.ConnectRequest
-	(*ConnectResponse)(nil),         // 37: switchboard.v1.ConnectResponse
-	(*DisconnectRequest)(nil),       // 38: switchboard.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),      // 39: switchboard.v1.DisconnectResponse
-	(*GetConnectionRequest)(nil),    // 40: switchboard.v1.GetConnectionRequest
-	(*GetConnectionResponse)(nil),   // 41: switchboard.v1.GetConnectionResponse
-	(*ListConnectionsRequest)(nil),  // 42: switchboard.v1.ListConnectionsRequest
-	(*ListConnectionsResponse)(nil), // 43: switchboard.v1.ListConnectionsResponse
-	(*SendRequest)(nil),             // 44: switchboard.v1.SendRequest
-	(*PeerAck)(nil),                 // 45: switchboard.v1.PeerAck
-	(*SendResponse)(nil),            // 46: switchboard.v1.SendResponse
-	(*SendFailure)(nil),             // 47: switchboard.v1.SendFailure
-	(*ReceiveRequest)(nil),          // 48: switchboard.v1.ReceiveRequest
-	(*ReceiveResponse)(nil),         // 49: switchboard.v1.ReceiveResponse
-	(*ReceivedMessage)(nil),         // 50: switchboard.v1.ReceivedMessage
-	(*durationpb.Duration)(nil),     // 51: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 52: google.protobuf.Timestamp
+	(InDoubtPolicy)(0),              // 1: switchboard.v1.InDoubtPolicy
+	(Direction)(0),                  // 2: switchboard.v1.Direction
+	(ConnectionState)(0),            // 3: switchboard.v1.ConnectionState
+	(CloseReason)(0),                // 4: switchboard.v1.CloseReason
+	(AckCode)(0),                    // 5: switchboard.v1.AckCode
+	(SendOutcome)(0),                // 6: switchboard.v1.SendOutcome
+	(SendFailureCause)(0),           // 7: switchboard.v1.SendFailureCause
+	(ErrorReason)(0),                // 8: switchboard.v1.ErrorReason
+	(RecordKind)(0),                 // 9: switchboard.v1.RecordKind
+	(MessageState)(0),               // 10: switchboard.v1.MessageState
+	(AttemptResult)(0),              // 11: switchboard.v1.AttemptResult
+	(Resolution)(0),                 // 12: switchboard.v1.Resolution
+	(*Framing)(nil),                 // 13: switchboard.v1.Framing
+	(*MllpFraming)(nil),             // 14: switchboard.v1.MllpFraming
+	(*LengthPrefixFraming)(nil),     // 15: switchboard.v1.LengthPrefixFraming
+	(*DelimiterFraming)(nil),        // 16: switchboard.v1.DelimiterFraming
+	(*StartEndFraming)(nil),         // 17: switchboard.v1.StartEndFraming
+	(*AckPolicy)(nil),               // 18: switchboard.v1.AckPolicy
+	(*Hl7AckPolicy)(nil),            // 19: switchboard.v1.Hl7AckPolicy
+	(*SingleByteAckPolicy)(nil),     // 20: switchboard.v1.SingleByteAckPolicy
+	(*MllpCommitAckPolicy)(nil),     // 21: switchboard.v1.MllpCommitAckPolicy
+	(*FixedAckPolicy)(nil),          // 22: switchboard.v1.FixedAckPolicy
+	(*NoAckPolicy)(nil),             // 23: switchboard.v1.NoAckPolicy
+	(*ListenerConfig)(nil),          // 24: switchboard.v1.ListenerConfig
+	(*Listener)(nil),                // 25: switchboard.v1.Listener
+	(*ListenerStatus)(nil),          // 26: switchboard.v1.ListenerStatus
+	(*StartListenerRequest)(nil),    // 27: switchboard.v1.StartListenerRequest
+	(*StartListenerResponse)(nil),   // 28: switchboard.v1.StartListenerResponse
+	(*StopListenerRequest)(nil),     // 29: switchboard.v1.StopListenerRequest
+	(*StopListenerResponse)(nil),    // 30: switchboard.v1.StopListenerResponse
+	(*GetListenerRequest)(nil),      // 31: switchboard.v1.GetListenerRequest
+	(*GetListenerResponse)(nil),     // 32: switchboard.v1.GetListenerResponse
+	(*ListListenersRequest)(nil),    // 33: switchboard.v1.ListListenersRequest
+	(*ListListenersResponse)(nil),   // 34: switchboard.v1.ListListenersResponse
+	(*ConnectionConfig)(nil),        // 35: switchboard.v1.ConnectionConfig
+	(*ReconnectPolicy)(nil),         // 36: switchboard.v1.ReconnectPolicy
+	(*OutboxPolicy)(nil),            // 37: switchboard.v1.OutboxPolicy
+	(*AckCount)(nil),                // 38: switchboard.v1.AckCount
+	(*ConnectionCounters)(nil),      // 39: switchboard.v1.ConnectionCounters
+	(*Connection)(nil),              // 40: switchboard.v1.Connection
+	(*ConnectionStatus)(nil),        // 41: switchboard.v1.ConnectionStatus
+	(*ConnectRequest)(nil),          // 42: switchboard.v1.ConnectRequest
+	(*ConnectResponse)(nil),         // 43: switchboard.v1.ConnectResponse
+	(*DisconnectRequest)(nil),       // 44: switchboard.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),      // 45: switchboard.v1.DisconnectResponse
+	(*GetConnectionRequest)(nil),    // 46: switchboard.v1.GetConnectionRequest
+	(*GetConnectionResponse)(nil),   // 47: switchboard.v1.GetConnectionResponse
+	(*ListConnectionsRequest)(nil),  // 48: switchboard.v1.ListConnectionsRequest
+	(*ListConnectionsResponse)(nil), // 49: switchboard.v1.ListConnectionsResponse
+	(*SendRequest)(nil),             // 50: switchboard.v1.SendRequest
+	(*PeerAck)(nil),                 // 51: switchboard.v1.PeerAck
+	(*SendResponse)(nil),            // 52: switchboard.v1.SendResponse
+	(*SendFailure)(nil),             // 53: switchboard.v1.SendFailure
+	(*ReceiveRequest)(nil),          // 54: switchboard.v1.ReceiveRequest
+	(*ReceiveResponse)(nil),         // 55: switchboard.v1.ReceiveResponse
+	(*ReceivedMessage)(nil),         // 56: switchboard.v1.ReceivedMessage
+	(*DeliveryAttempt)(nil),         // 57: switchboard.v1.DeliveryAttempt
+	(*Message)(nil),                 // 58: switchboard.v1.Message
+	(*GetMessageRequest)(nil),       // 59: switchboard.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),      // 60: switchboard.v1.GetMessageResponse
+	(*ListMessagesRequest)(nil),     // 61: switchboard.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),    // 62: switchboard.v1.ListMessagesResponse
+	(*ResolveMessageRequest)(nil),   // 63: switchboard.v1.ResolveMessageRequest
+	(*ResolveMessageResponse)(nil),  // 64: switchboard.v1.ResolveMessageResponse
+	(*durationpb.Duration)(nil),     // 65: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 66: google.protobuf.Timestamp
 }
 var file_switchboard_v1_switchboard_proto_depIdxs = []int32{
-	10, // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
-	11, // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
-	12, // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
-	13, // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
-	15, // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
-	16, // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
-	17, // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
-	18, // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
-	19, // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
-	9,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
-	14, // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	51, // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
-	51, // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
-	51, // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
-	20, // 14: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
-	22, // 15: switchboard.v1.Listener.status:type_name -> switchboard.v1.ListenerStatus
-	0,  // 16: switchboard.v1.ListenerStatus.state:type_name -> switchboard.v1.ListenerState
-	52, // 17: switchboard.v1.ListenerStatus.create_time:type_name -> google.protobuf.Timestamp
-	33, // 18: switchboard.v1.ListenerStatus.connection_totals:type_name -> switchboard.v1.ConnectionCounters
-	20, // 19: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
-	21, // 20: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
-	51, // 21: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
-	21, // 22: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
-	21, // 23: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
-	21, // 24: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
-	9,  // 25: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
-	14, // 26: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	51, // 27: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
-	51, // 28: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
-	51, // 29: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
-	4,  // 30: switchboard.v1.AckCount.code:type_name -> switchboard.v1.AckCode
-	32, // 31: switchboard.v1.ConnectionCounters.sent_acks:type_name -> switchboard.v1.AckCount
-	32, // 32: switchboard.v1.ConnectionCounters.received_acks:type_name -> switchboard.v1.AckCount
-	1,  // 33: switchboard.v1.Connection.direction:type_name -> switchboard.v1.Direction
-	31, // 34: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
-	35, // 35: switchboard.v1.Connection.status:type_name -> switchboard.v1.ConnectionStatus
-	2,  // 36: switchboard.v1.ConnectionStatus.state:type_name -> switchboard.v1.ConnectionState
-	52, // 37: switchboard.v1.ConnectionStatus.open_time:type_name -> google.protobuf.Timestamp
-	52, // 38: switchboard.v1.ConnectionStatus.last_activity_time:type_name -> google.protobuf.Timestamp
-	33, // 39: switchboard.v1.ConnectionStatus.counters:type_name -> switchboard.v1.ConnectionCounters
-	3,  // 40: switchboard.v1.ConnectionStatus.close_reason:type_name -> switchboard.v1.CloseReason
-	52, // 41: switchboard.v1.ConnectionStatus.close_time:type_name -> google.protobuf.Timestamp
-	31, // 42: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
-	34, // 43: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
-	34, // 44: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
-	34, // 45: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
-	1,  // 46: switchboard.v1.ListConnectionsRequest.direction:type_name -> switchboard.v1.Direction
-	34, // 47: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
-	51, // 48: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
-	4,  // 49: switchboard.v1.PeerAck.code:type_name -> switchboard.v1.AckCode
-	5,  // 50: switchboard.v1.SendResponse.outcome:type_name -> switchboard.v1.SendOutcome
-	45, // 51: switchboard.v1.SendResponse.ack:type_name -> switchboard.v1.PeerAck
-	51, // 52: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
-	6,  // 53: switchboard.v1.SendFailure.cause:type_name -> switchboard.v1.SendFailureCause
-	45, // 54: switchboard.v1.SendFailure.ack:type_name -> switchboard.v1.PeerAck
-	8,  // 55: switchboard.v1.ReceiveRequest.kinds:type_name -> switchboard.v1.RecordKind
-	50, // 56: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
-	52, // 57: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
-	8,  // 58: switchboard.v1.ReceivedMessage.kind:type_name -> switchboard.v1.RecordKind
-	23, // 59: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
-	25, // 60: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
-	27, // 61: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
-	29, // 62: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
-	36, // 63: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
-	38, // 64: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
-	40, // 65: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
-	42, // 66: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
-	44, // 67: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
-	48, // 68: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
-	24, // 69: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
-	26, // 70: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
-	28, // 71: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
-	30, // 72: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
-	37, // 73: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
-	39, // 74: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
-	41, // 75: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
-	43, // 76: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
-	46, // 77: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
-	49, // 78: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
-	69, // [69:79] is the sub-list for method output_type
-	59, // [59:69] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	14,  // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
+	15,  // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
+	16,  // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
+	17,  // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
+	19,  // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
+	20,  // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
+	21,  // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
+	22,  // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
+	23,  // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
+	13,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
+	18,  // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	65,  // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
+	65,  // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
+	65,  // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
+	24,  // 14: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
+	26,  // 15: switchboard.v1.Listener.status:type_name -> switchboard.v1.ListenerStatus
+	0,   // 16: switchboard.v1.ListenerStatus.state:type_name -> switchboard.v1.ListenerState
+	66,  // 17: switchboard.v1.ListenerStatus.create_time:type_name -> google.protobuf.Timestamp
+	39,  // 18: switchboard.v1.ListenerStatus.connection_totals:type_name -> switchboard.v1.ConnectionCounters
+	66,  // 19: switchboard.v1.ListenerStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
+	24,  // 20: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
+	25,  // 21: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
+	65,  // 22: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
+	25,  // 23: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
+	25,  // 24: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
+	25,  // 25: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
+	13,  // 26: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
+	18,  // 27: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	65,  // 28: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
+	65,  // 29: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
+	65,  // 30: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
+	36,  // 31: switchboard.v1.ConnectionConfig.reconnect:type_name -> switchboard.v1.ReconnectPolicy
+	37,  // 32: switchboard.v1.ConnectionConfig.outbox:type_name -> switchboard.v1.OutboxPolicy
+	65,  // 33: switchboard.v1.ReconnectPolicy.initial_delay:type_name -> google.protobuf.Duration
+	65,  // 34: switchboard.v1.ReconnectPolicy.max_delay:type_name -> google.protobuf.Duration
+	65,  // 35: switchboard.v1.OutboxPolicy.retry_delay:type_name -> google.protobuf.Duration
+	65,  // 36: switchboard.v1.OutboxPolicy.max_retry_delay:type_name -> google.protobuf.Duration
+	1,   // 37: switchboard.v1.OutboxPolicy.in_doubt:type_name -> switchboard.v1.InDoubtPolicy
+	5,   // 38: switchboard.v1.AckCount.code:type_name -> switchboard.v1.AckCode
+	38,  // 39: switchboard.v1.ConnectionCounters.sent_acks:type_name -> switchboard.v1.AckCount
+	38,  // 40: switchboard.v1.ConnectionCounters.received_acks:type_name -> switchboard.v1.AckCount
+	2,   // 41: switchboard.v1.Connection.direction:type_name -> switchboard.v1.Direction
+	35,  // 42: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
+	41,  // 43: switchboard.v1.Connection.status:type_name -> switchboard.v1.ConnectionStatus
+	3,   // 44: switchboard.v1.ConnectionStatus.state:type_name -> switchboard.v1.ConnectionState
+	66,  // 45: switchboard.v1.ConnectionStatus.open_time:type_name -> google.protobuf.Timestamp
+	66,  // 46: switchboard.v1.ConnectionStatus.last_activity_time:type_name -> google.protobuf.Timestamp
+	39,  // 47: switchboard.v1.ConnectionStatus.counters:type_name -> switchboard.v1.ConnectionCounters
+	4,   // 48: switchboard.v1.ConnectionStatus.close_reason:type_name -> switchboard.v1.CloseReason
+	66,  // 49: switchboard.v1.ConnectionStatus.close_time:type_name -> google.protobuf.Timestamp
+	66,  // 50: switchboard.v1.ConnectionStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
+	35,  // 51: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
+	40,  // 52: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
+	40,  // 53: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
+	40,  // 54: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
+	2,   // 55: switchboard.v1.ListConnectionsRequest.direction:type_name -> switchboard.v1.Direction
+	40,  // 56: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
+	65,  // 57: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
+	5,   // 58: switchboard.v1.PeerAck.code:type_name -> switchboard.v1.AckCode
+	6,   // 59: switchboard.v1.SendResponse.outcome:type_name -> switchboard.v1.SendOutcome
+	51,  // 60: switchboard.v1.SendResponse.ack:type_name -> switchboard.v1.PeerAck
+	65,  // 61: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
+	7,   // 62: switchboard.v1.SendFailure.cause:type_name -> switchboard.v1.SendFailureCause
+	51,  // 63: switchboard.v1.SendFailure.ack:type_name -> switchboard.v1.PeerAck
+	9,   // 64: switchboard.v1.ReceiveRequest.kinds:type_name -> switchboard.v1.RecordKind
+	56,  // 65: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
+	66,  // 66: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
+	9,   // 67: switchboard.v1.ReceivedMessage.kind:type_name -> switchboard.v1.RecordKind
+	66,  // 68: switchboard.v1.DeliveryAttempt.start_time:type_name -> google.protobuf.Timestamp
+	66,  // 69: switchboard.v1.DeliveryAttempt.end_time:type_name -> google.protobuf.Timestamp
+	11,  // 70: switchboard.v1.DeliveryAttempt.result:type_name -> switchboard.v1.AttemptResult
+	51,  // 71: switchboard.v1.DeliveryAttempt.ack:type_name -> switchboard.v1.PeerAck
+	2,   // 72: switchboard.v1.Message.direction:type_name -> switchboard.v1.Direction
+	10,  // 73: switchboard.v1.Message.state:type_name -> switchboard.v1.MessageState
+	66,  // 74: switchboard.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	66,  // 75: switchboard.v1.Message.update_time:type_name -> google.protobuf.Timestamp
+	57,  // 76: switchboard.v1.Message.attempts:type_name -> switchboard.v1.DeliveryAttempt
+	51,  // 77: switchboard.v1.Message.ack:type_name -> switchboard.v1.PeerAck
+	9,   // 78: switchboard.v1.Message.kind:type_name -> switchboard.v1.RecordKind
+	66,  // 79: switchboard.v1.Message.next_attempt_time:type_name -> google.protobuf.Timestamp
+	58,  // 80: switchboard.v1.GetMessageResponse.message:type_name -> switchboard.v1.Message
+	2,   // 81: switchboard.v1.ListMessagesRequest.direction:type_name -> switchboard.v1.Direction
+	10,  // 82: switchboard.v1.ListMessagesRequest.states:type_name -> switchboard.v1.MessageState
+	66,  // 83: switchboard.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
+	66,  // 84: switchboard.v1.ListMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
+	58,  // 85: switchboard.v1.ListMessagesResponse.messages:type_name -> switchboard.v1.Message
+	12,  // 86: switchboard.v1.ResolveMessageRequest.resolution:type_name -> switchboard.v1.Resolution
+	58,  // 87: switchboard.v1.ResolveMessageResponse.message:type_name -> switchboard.v1.Message
+	27,  // 88: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
+	29,  // 89: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
+	31,  // 90: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
+	33,  // 91: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
+	42,  // 92: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
+	44,  // 93: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
+	46,  // 94: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
+	48,  // 95: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
+	50,  // 96: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
+	54,  // 97: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
+	59,  // 98: switchboard.v1.SwitchboardService.GetMessage:input_type -> switchboard.v1.GetMessageRequest
+	61,  // 99: switchboard.v1.SwitchboardService.ListMessages:input_type -> switchboard.v1.ListMessagesRequest
+	63,  // 100: switchboard.v1.SwitchboardService.ResolveMessage:input_type -> switchboard.v1.ResolveMessageRequest
+	28,  // 101: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
+	30,  // 102: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
+	32,  // 103: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
+	34,  // 104: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
+	43,  // 105: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
+	45,  // 106: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
+	47,  // 107: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
+	49,  // 108: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
+	52,  // 109: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
+	55,  // 110: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
+	60,  // 111: switchboard.v1.SwitchboardService.GetMessage:output_type -> switchboard.v1.GetMessageResponse
+	62,  // 112: switchboard.v1.SwitchboardService.ListMessages:output_type -> switchboard.v1.ListMessagesResponse
+	64,  // 113: switchboard.v1.SwitchboardService.ResolveMessage:output_type -> switchboard.v1.ResolveMessageResponse
+	101, // [101:114] is the sub-list for method output_type
+	88,  // [88:101] is the sub-list for method input_type
+	88,  // [88:88] is the sub-list for extension type_name
+	88,  // [88:88] is the sub-list for extension extendee
+	0,   // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_switchboard_proto_init() }
@@ -4102,18 +5519,18 @@ func file_switchboard_v1_switchboard_proto_init() {
 		(*AckPolicy_Fixed)(nil),
 		(*AckPolicy_None)(nil),
 	}
-	file_switchboard_v1_switchboard_proto_msgTypes[25].OneofWrappers = []any{
+	file_switchboard_v1_switchboard_proto_msgTypes[27].OneofWrappers = []any{
 		(*Connection_ListenerId)(nil),
 		(*Connection_Config)(nil),
 	}
-	file_switchboard_v1_switchboard_proto_msgTypes[39].OneofWrappers = []any{}
+	file_switchboard_v1_switchboard_proto_msgTypes[41].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_switchboard_proto_rawDesc), len(file_switchboard_v1_switchboard_proto_rawDesc)),
-			NumEnums:      9,
-			NumMessages:   42,
+			NumEnums:      13,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,9 @@ const (
 	SwitchboardService_ListConnections_FullMethodName = "/switchboard.v1.SwitchboardService/ListConnections"
 	SwitchboardService_Send_FullMethodName            = "/switchboard.v1.SwitchboardService/Send"
 	SwitchboardService_Receive_FullMethodName         = "/switchboard.v1.SwitchboardService/Receive"
+	SwitchboardService_GetMessage_FullMethodName      = "/switchboard.v1.SwitchboardService/GetMessage"
+	SwitchboardService_ListMessages_FullMethodName    = "/switchboard.v1.SwitchboardService/ListMessages"
+	SwitchboardService_ResolveMessage_FullMethodName  = "/switchboard.v1.SwitchboardService/ResolveMessage"
 )
 
 // SwitchboardServiceClient is the client API for SwitchboardService service.
@@ -70,14 +73,19 @@ type SwitchboardServiceClient interface {
 	// An address that cannot be bound on this host (in use, not a local
 	// address, a privileged port, a host name that does not resolve) is
 	// FAILED_PRECONDITION (reason ADDRESS_NOT_BINDABLE) and nothing is
-	// created. Once created, a listener is desired state: when desired state
-	// becomes durable it will be bound again after a restart, retrying with
-	// backoff while its address is taken, until StopListener removes it.
+	// created. Once created, a listener is desired state, kept in the data
+	// directory: it is bound again after a restart before the server reports
+	// SERVING, and while its address cannot be bound it is shown BACKING_OFF
+	// with the error and retried with backoff (1 s doubling to 60 s), without
+	// holding up the others, until StopListener removes it. Repeating
+	// StartListener on a listener that is BACKING_OFF tries the bind at once
+	// (say, after freeing its port) and returns the listener either way.
 	StartListener(ctx context.Context, in *StartListenerRequest, opts ...grpc.CallOption) (*StartListenerResponse, error)
-	// StopListener removes a listener: it stops accepting, lets frames already
-	// being received finish and be acknowledged (bounded by drain_timeout),
-	// closes its connections and returns the listener's final status. Calls
-	// made while it drains wait for the same result.
+	// StopListener removes a listener, with its desired state: it stops
+	// accepting, lets frames already being received finish and be
+	// acknowledged (bounded by drain_timeout), closes its connections and
+	// returns the listener's final status. Calls made while it drains wait for
+	// the same result.
 	StopListener(ctx context.Context, in *StopListenerRequest, opts ...grpc.CallOption) (*StopListenerResponse, error)
 	// GetListener returns one listener with its status and counters.
 	GetListener(ctx context.Context, in *GetListenerRequest, opts ...grpc.CallOption) (*GetListenerResponse, error)
@@ -87,19 +95,32 @@ type SwitchboardServiceClient interface {
 	// the peer. A refused connection or a host name that does not resolve is
 	// UNAVAILABLE (reason CONNECT_FAILED) and a connect timeout is
 	// DEADLINE_EXCEEDED, with the cause in the message; nothing is created
-	// then.
+	// then, so a wrong address is reported at once instead of being retried
+	// for ever. A caller that wants the connection while its peer is briefly
+	// down retries Connect.
 	//
 	// It is idempotent by id like StartListener: the same connection_id and
-	// config returns the existing connection, and if that connection has
-	// closed (the peer hung up, or it was reset after an acknowledgement timed
-	// out) it is opened again. A different config is ALREADY_EXISTS (reason
-	// CONFIG_CONFLICT); Disconnect first. A closed outbound connection stays
-	// listed, with its close reason, until Disconnect removes it; once desired
-	// state is durable and reconnection lands, it will reconnect by itself.
+	// config returns the existing connection, whatever its state; one that is
+	// BACKING_OFF (or CLOSED, with reconnection disabled) is first tried again
+	// at once. With reconnection disabled a failed retry is the error, as for
+	// a new connection. A different config is ALREADY_EXISTS (reason
+	// CONFIG_CONFLICT); Disconnect first.
+	//
+	// Once created, the connection is desired state, kept in the data
+	// directory: it is opened again after a restart (the server gives each
+	// connection a short first try, about a second, before it reports
+	// SERVING, and goes on in the background), and whenever its TCP
+	// connection closes (the peer hung up, or it was reset after an
+	// acknowledgement timed out) it reconnects by itself with exponential
+	// backoff and jitter (see ReconnectPolicy), showing CONNECTING and
+	// BACKING_OFF with the last error and the next attempt's time meanwhile.
+	// It stays until Disconnect removes it.
 	Connect(ctx context.Context, in *ConnectRequest, opts ...grpc.CallOption) (*ConnectResponse, error)
-	// Disconnect closes a connection. An outbound connection is removed; an
-	// inbound one is closed (its peer may connect again). A Send waiting on it
-	// fails: NOT_SENT if its message was not written yet, IN_DOUBT if it was.
+	// Disconnect closes a connection. An outbound connection is removed, with
+	// its desired state; messages still queued for it fail (reason "connection
+	// removed"). An inbound one is closed (its peer may connect again). A Send
+	// waiting on it fails: NOT_SENT if its message was not written yet,
+	// IN_DOUBT if it was.
 	Disconnect(ctx context.Context, in *DisconnectRequest, opts ...grpc.CallOption) (*DisconnectResponse, error)
 	// GetConnection returns one inbound or outbound connection with its status
 	// and counters.
@@ -136,15 +157,46 @@ type SwitchboardServiceClient interface {
 	// acknowledgement before the next is written, in the order they reach the
 	// server's connection queue. Calls that are concurrent on the client have
 	// no defined order; a client that needs an order sends the next message
-	// after the previous call returned.
+	// after the previous call returned. A direct Send on an outbound
+	// connection that is connecting or backing off waits, within its
+	// deadline, until it is open, or fails at once (NOT_SENT) with fail_fast;
+	// one that does not reconnect by itself (reconnection disabled) fails at
+	// once. A wait that ends without a connection (the deadline, Disconnect,
+	// shutdown) is NOT_SENT, UNAVAILABLE, cause CONNECTION_NOT_OPEN.
+	//
+	// With queued = true the message is instead appended durably to the
+	// connection's outbox and the call returns QUEUED with its message_id
+	// once it is stored; the server then delivers it in queue order,
+	// retrying by the connection's OutboxPolicy, across reconnects and
+	// restarts. GetMessage and ListMessages follow it. A queued Send with an
+	// idempotency_key already used on that connection stores nothing and
+	// returns the first call's message_id.
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
 	// Receive streams records received on listeners and connections, read from
 	// the journal in sequence order: only new ones by default, or everything
 	// from start_sequence. A client that resumes at its last sequence + 1
 	// after a disconnect sees no gap and no duplicate. The stream ends with
 	// UNAVAILABLE when the server shuts down or the journal fails, with the
-	// sequence to resume from in the message.
+	// sequence to resume from in the message. Retention deletes the oldest
+	// records (serve's --retain-age and --retain-bytes): a start_sequence
+	// above 1 that is no longer retained, or a reader that falls so far
+	// behind that retention passes it, ends with OUT_OF_RANGE, reason
+	// NOT_RETAINED, metadata "first_sequence" the oldest record left.
 	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReceiveResponse], error)
+	// GetMessage returns one message: an outbound message queued with Send
+	// (its state, attempts and acknowledgement) or an inbound journaled one
+	// (read-only).
+	GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*GetMessageResponse, error)
+	// ListMessages returns messages matching its filters, a page at a time:
+	// outbound queued messages ordered by connection and queue position, then
+	// inbound journaled ones by sequence.
+	ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error)
+	// ResolveMessage settles a queued message held IN_DOUBT (its connection's
+	// in-doubt policy is HOLD): send it again, mark it accepted (the operator
+	// knows the peer has it) or fail it. Until then it blocks its connection's
+	// queue, so order is kept. Any other state is FAILED_PRECONDITION (reason
+	// NOT_IN_DOUBT).
+	ResolveMessage(ctx context.Context, in *ResolveMessageRequest, opts ...grpc.CallOption) (*ResolveMessageResponse, error)
 }
 
 type switchboardServiceClient struct {
@@ -264,6 +316,36 @@ func (c *switchboardServiceClient) Receive(ctx context.Context, in *ReceiveReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SwitchboardService_ReceiveClient = grpc.ServerStreamingClient[ReceiveResponse]
 
+func (c *switchboardServiceClient) GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*GetMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMessageResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_GetMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *switchboardServiceClient) ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMessagesResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_ListMessages_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *switchboardServiceClient) ResolveMessage(ctx context.Context, in *ResolveMessageRequest, opts ...grpc.CallOption) (*ResolveMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveMessageResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_ResolveMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SwitchboardServiceServer is the server API for SwitchboardService service.
 // All implementations must embed UnimplementedSwitchboardServiceServer
 // for forward compatibility.
@@ -303,14 +385,19 @@ type SwitchboardServiceServer interface {
 	// An address that cannot be bound on this host (in use, not a local
 	// address, a privileged port, a host name that does not resolve) is
 	// FAILED_PRECONDITION (reason ADDRESS_NOT_BINDABLE) and nothing is
-	// created. Once created, a listener is desired state: when desired state
-	// becomes durable it will be bound again after a restart, retrying with
-	// backoff while its address is taken, until StopListener removes it.
+	// created. Once created, a listener is desired state, kept in the data
+	// directory: it is bound again after a restart before the server reports
+	// SERVING, and while its address cannot be bound it is shown BACKING_OFF
+	// with the error and retried with backoff (1 s doubling to 60 s), without
+	// holding up the others, until StopListener removes it. Repeating
+	// StartListener on a listener that is BACKING_OFF tries the bind at once
+	// (say, after freeing its port) and returns the listener either way.
 	StartListener(context.Context, *StartListenerRequest) (*StartListenerResponse, error)
-	// StopListener removes a listener: it stops accepting, lets frames already
-	// being received finish and be acknowledged (bounded by drain_timeout),
-	// closes its connections and returns the listener's final status. Calls
-	// made while it drains wait for the same result.
+	// StopListener removes a listener, with its desired state: it stops
+	// accepting, lets frames already being received finish and be
+	// acknowledged (bounded by drain_timeout), closes its connections and
+	// returns the listener's final status. Calls made while it drains wait for
+	// the same result.
 	StopListener(context.Context, *StopListenerRequest) (*StopListenerResponse, error)
 	// GetListener returns one listener with its status and counters.
 	GetListener(context.Context, *GetListenerRequest) (*GetListenerResponse, error)
@@ -320,19 +407,32 @@ type SwitchboardServiceServer interface {
 	// the peer. A refused connection or a host name that does not resolve is
 	// UNAVAILABLE (reason CONNECT_FAILED) and a connect timeout is
 	// DEADLINE_EXCEEDED, with the cause in the message; nothing is created
-	// then.
+	// then, so a wrong address is reported at once instead of being retried
+	// for ever. A caller that wants the connection while its peer is briefly
+	// down retries Connect.
 	//
 	// It is idempotent by id like StartListener: the same connection_id and
-	// config returns the existing connection, and if that connection has
-	// closed (the peer hung up, or it was reset after an acknowledgement timed
-	// out) it is opened again. A different config is ALREADY_EXISTS (reason
-	// CONFIG_CONFLICT); Disconnect first. A closed outbound connection stays
-	// listed, with its close reason, until Disconnect removes it; once desired
-	// state is durable and reconnection lands, it will reconnect by itself.
+	// config returns the existing connection, whatever its state; one that is
+	// BACKING_OFF (or CLOSED, with reconnection disabled) is first tried again
+	// at once. With reconnection disabled a failed retry is the error, as for
+	// a new connection. A different config is ALREADY_EXISTS (reason
+	// CONFIG_CONFLICT); Disconnect first.
+	//
+	// Once created, the connection is desired state, kept in the data
+	// directory: it is opened again after a restart (the server gives each
+	// connection a short first try, about a second, before it reports
+	// SERVING, and goes on in the background), and whenever its TCP
+	// connection closes (the peer hung up, or it was reset after an
+	// acknowledgement timed out) it reconnects by itself with exponential
+	// backoff and jitter (see ReconnectPolicy), showing CONNECTING and
+	// BACKING_OFF with the last error and the next attempt's time meanwhile.
+	// It stays until Disconnect removes it.
 	Connect(context.Context, *ConnectRequest) (*ConnectResponse, error)
-	// Disconnect closes a connection. An outbound connection is removed; an
-	// inbound one is closed (its peer may connect again). A Send waiting on it
-	// fails: NOT_SENT if its message was not written yet, IN_DOUBT if it was.
+	// Disconnect closes a connection. An outbound connection is removed, with
+	// its desired state; messages still queued for it fail (reason "connection
+	// removed"). An inbound one is closed (its peer may connect again). A Send
+	// waiting on it fails: NOT_SENT if its message was not written yet,
+	// IN_DOUBT if it was.
 	Disconnect(context.Context, *DisconnectRequest) (*DisconnectResponse, error)
 	// GetConnection returns one inbound or outbound connection with its status
 	// and counters.
@@ -369,15 +469,46 @@ type SwitchboardServiceServer interface {
 	// acknowledgement before the next is written, in the order they reach the
 	// server's connection queue. Calls that are concurrent on the client have
 	// no defined order; a client that needs an order sends the next message
-	// after the previous call returned.
+	// after the previous call returned. A direct Send on an outbound
+	// connection that is connecting or backing off waits, within its
+	// deadline, until it is open, or fails at once (NOT_SENT) with fail_fast;
+	// one that does not reconnect by itself (reconnection disabled) fails at
+	// once. A wait that ends without a connection (the deadline, Disconnect,
+	// shutdown) is NOT_SENT, UNAVAILABLE, cause CONNECTION_NOT_OPEN.
+	//
+	// With queued = true the message is instead appended durably to the
+	// connection's outbox and the call returns QUEUED with its message_id
+	// once it is stored; the server then delivers it in queue order,
+	// retrying by the connection's OutboxPolicy, across reconnects and
+	// restarts. GetMessage and ListMessages follow it. A queued Send with an
+	// idempotency_key already used on that connection stores nothing and
+	// returns the first call's message_id.
 	Send(context.Context, *SendRequest) (*SendResponse, error)
 	// Receive streams records received on listeners and connections, read from
 	// the journal in sequence order: only new ones by default, or everything
 	// from start_sequence. A client that resumes at its last sequence + 1
 	// after a disconnect sees no gap and no duplicate. The stream ends with
 	// UNAVAILABLE when the server shuts down or the journal fails, with the
-	// sequence to resume from in the message.
+	// sequence to resume from in the message. Retention deletes the oldest
+	// records (serve's --retain-age and --retain-bytes): a start_sequence
+	// above 1 that is no longer retained, or a reader that falls so far
+	// behind that retention passes it, ends with OUT_OF_RANGE, reason
+	// NOT_RETAINED, metadata "first_sequence" the oldest record left.
 	Receive(*ReceiveRequest, grpc.ServerStreamingServer[ReceiveResponse]) error
+	// GetMessage returns one message: an outbound message queued with Send
+	// (its state, attempts and acknowledgement) or an inbound journaled one
+	// (read-only).
+	GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error)
+	// ListMessages returns messages matching its filters, a page at a time:
+	// outbound queued messages ordered by connection and queue position, then
+	// inbound journaled ones by sequence.
+	ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error)
+	// ResolveMessage settles a queued message held IN_DOUBT (its connection's
+	// in-doubt policy is HOLD): send it again, mark it accepted (the operator
+	// knows the peer has it) or fail it. Until then it blocks its connection's
+	// queue, so order is kept. Any other state is FAILED_PRECONDITION (reason
+	// NOT_IN_DOUBT).
+	ResolveMessage(context.Context, *ResolveMessageRequest) (*ResolveMessageResponse, error)
 	mustEmbedUnimplementedSwitchboardServiceServer()
 }
 
@@ -417,6 +548,15 @@ func (UnimplementedSwitchboardServiceServer) Send(context.Context, *SendRequest)
 }
 func (UnimplementedSwitchboardServiceServer) Receive(*ReceiveRequest, grpc.ServerStreamingServer[ReceiveResponse]) error {
 	return status.Error(codes.Unimplemented, "method Receive not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMessage not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMessages not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) ResolveMessage(context.Context, *ResolveMessageRequest) (*ResolveMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveMessage not implemented")
 }
 func (UnimplementedSwitchboardServiceServer) mustEmbedUnimplementedSwitchboardServiceServer() {}
 func (UnimplementedSwitchboardServiceServer) testEmbeddedByValue()                            {}
@@ -612,6 +752,60 @@ func _SwitchboardService_Receive_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SwitchboardService_ReceiveServer = grpc.ServerStreamingServer[ReceiveResponse]
 
+func _SwitchboardService_GetMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).GetMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_GetMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).GetMessage(ctx, req.(*GetMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SwitchboardService_ListMessages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMessagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).ListMessages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_ListMessages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).ListMessages(ctx, req.(*ListMessagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SwitchboardService_ResolveMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).ResolveMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_ResolveMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).ResolveMessage(ctx, req.(*ResolveMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SwitchboardService_ServiceDesc is the grpc.ServiceDesc for SwitchboardService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -654,6 +848,18 @@ var SwitchboardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Send",
 			Handler:    _SwitchboardService_Send_Handler,
+		},
+		{
+			MethodName: "GetMessage",
+			Handler:    _SwitchboardService_GetMessage_Handler,
+		},
+		{
+			MethodName: "ListMessages",
+			Handler:    _SwitchboardService_ListMessages_Handler,
+		},
+		{
+			MethodName: "ResolveMessage",
+			Handler:    _SwitchboardService_ResolveMessage_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

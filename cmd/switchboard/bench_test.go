@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/switchboard-dev/switchboard/bench"
+)
+
+// TestBenchSuiteStoreAndForward runs the suite's store-and-forward groups
+// tiny, with this test binary as the servers (TestMain runs the command in
+// the children), so they cannot rot. Nothing about the figures is checked
+// but that there are some.
+func TestBenchSuiteStoreAndForward(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	t.Setenv("SWITCHBOARD_RUN_MAIN", "1") // for the children
+	path := t.TempDir() + "/report.json"
+	var stdout, stderr bytes.Buffer
+	err := benchCmd([]string{"suite", "--only", "queued,pipeline,restart", "--rounds", "1", "--duration", "200ms", "--warmup", "0s",
+		"--pipeline-count", "20", "--restart-resources", "2", "--restart-messages", "30", "--dir", t.TempDir(), "--json", path}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench suite: %v\n%s", err, stderr.String())
+	}
+	var rep bench.Report
+	if err := readJSON(path, &rep); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, r := range rep.Results {
+		got[r.Group+"/"+r.Target]++
+		switch {
+		case r.Errors != nil:
+			t.Errorf("%s/%s: errors %v", r.Group, r.Target, r.Errors)
+		case r.Group == "restart" && r.Seconds <= 0:
+			t.Errorf("restart %s: %+v", r.Target, r)
+		case (r.Group == "pipeline" || r.Target == "switchboard-queued") && r.DeliveredRate <= 0:
+			t.Errorf("%s/%s delivered nothing: %+v", r.Group, r.Target, r)
+		}
+	}
+	for _, want := range []string{"queued/switchboard-send", "queued/switchboard-queued", "pipeline/window-1", "pipeline/window-8",
+		"restart/empty", "restart/2+2+30"} {
+		if got[want] != 1 {
+			t.Errorf("%s: %d results, want 1 (all: %v)", want, got[want], got)
+		}
+	}
+	if !strings.Contains(stdout.String(), "delivered/s") {
+		t.Errorf("no table:\n%s", stdout.String())
+	}
+}
+
+func TestBenchSuiteOnlyUnknownGroup(t *testing.T) {
+	var out bytes.Buffer
+	if err := benchCmd([]string{"suite", "--only", "queued,nope"}, &out, &out); err != errUsage || !strings.Contains(out.String(), `unknown group "nope"`) {
+		t.Errorf("bench suite --only nope = %v, %q", err, out.String())
+	}
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
