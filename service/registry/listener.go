@@ -173,10 +173,17 @@ func (r *Registry) keepBinding(ctx context.Context, e *listener) {
 		t.notify()
 		if first {
 			e.listed = true
-			close(e.ready)
+		}
+		// The first attempt's end is told after its event, so Restore
+		// returns once the event is out.
+		ready := func() {
+			if first {
+				close(e.ready)
+			}
 		}
 		if ctx.Err() != nil || r.closing {
 			r.mu.Unlock()
+			ready()
 			if l != nil {
 				l.Close()
 			}
@@ -189,11 +196,13 @@ func (r *Registry) keepBinding(ctx context.Context, e *listener) {
 			r.log.Warn("listener cannot bind its address; retrying", "listener_id", e.id, "address", e.cfg.Address,
 				"err", err, "retry_in", time.Until(next).Round(time.Millisecond), "failed_binds", failed)
 			r.event(Event{Kind: EventListenerBindFailed, ListenerID: e.id, Address: e.cfg.Address, Err: err, NextAttempt: next, Failed: failed})
+			ready()
 			continue
 		}
 		e.l, e.retry = l, nil
 		r.mu.Unlock()
 		r.event(Event{Kind: EventListenerStarted, ListenerID: e.id, Address: l.Addr().String()})
+		ready()
 		if !first {
 			r.log.Info("listener bound after retrying", "listener_id", e.id, "local_addr", l.Addr().String())
 		}
