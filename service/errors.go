@@ -17,6 +17,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/observe"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -59,10 +60,11 @@ func statusOf(code codes.Code, msg string, reason switchboardv1.ErrorReason, met
 // toStatus maps a domain error to a gRPC status error.
 func (s *Service) toStatus(ctx context.Context, err error) error {
 	var (
-		se  *transport.SendError
-		re  *registry.ResourceError
-		nr  *journal.NotRetainedError
-		inv errInvalid
+		se   *transport.SendError
+		re   *registry.ResourceError
+		nr   *journal.NotRetainedError
+		inv  errInvalid
+		slow *observe.TooSlowError
 	)
 	resource := func() protoadapt.MessageV1 {
 		return &errdetails.ResourceInfo{ResourceType: re.Type, ResourceName: re.ID}
@@ -110,6 +112,11 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		first := strconv.FormatUint(nr.First, 10)
 		return statusOf(codes.OutOfRange, fmt.Sprintf("sequence %d is no longer retained; the oldest retained is %s (start_sequence %s)", nr.From, first, first),
 			switchboardv1.ErrorReason_ERROR_REASON_NOT_RETAINED, map[string]string{"first_sequence": first})
+	case errors.As(err, &slow):
+		last := strconv.FormatUint(slow.LastSequence, 10)
+		return statusOf(codes.ResourceExhausted, fmt.Sprintf("watcher too slow: %d events were waiting to be sent, so the stream was cut off after sequence %s; "+
+			"watch again (replay_recent returns the recent events the server still holds)", slow.Buffer, last),
+			switchboardv1.ErrorReason_ERROR_REASON_WATCHER_TOO_SLOW, map[string]string{"last_sequence": last})
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

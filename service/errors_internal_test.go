@@ -18,6 +18,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/observe"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -146,6 +147,14 @@ func TestToStatus(t *testing.T) {
 		{name: "not retained", err: fmt.Errorf("read journal at 3: %w", &journal.NotRetainedError{From: 3, First: 90}),
 			code: codes.OutOfRange, msg: "sequence 3 is no longer retained; the oldest retained is 90 (start_sequence 90)",
 			reason: "NOT_RETAINED", meta: map[string]string{"first_sequence": "90"}},
+		{name: "watcher too slow", err: &observe.TooSlowError{LastSequence: 41, Buffer: 16},
+			code: codes.ResourceExhausted, msg: "watcher too slow: 16 events were waiting to be sent, so the stream was cut off after sequence 41; " +
+				"watch again (replay_recent returns the recent events the server still holds)",
+			reason: "WATCHER_TOO_SLOW", meta: map[string]string{"last_sequence": "41"}},
+		{name: "watcher too slow, wrapped", err: fmt.Errorf("watch: %w", &observe.TooSlowError{LastSequence: 0, Buffer: 1024}),
+			code: codes.ResourceExhausted, msg: "watcher too slow: 1024 events were waiting to be sent, so the stream was cut off after sequence 0; " +
+				"watch again (replay_recent returns the recent events the server still holds)",
+			reason: "WATCHER_TOO_SLOW", meta: map[string]string{"last_sequence": "0"}},
 		{name: "cancelled", err: context.Canceled, code: codes.Canceled},
 		{name: "cancelled, wrapped", err: fmt.Errorf("wait: %w", context.Canceled), code: codes.Canceled},
 		{name: "deadline", err: context.DeadlineExceeded, code: codes.DeadlineExceeded},
@@ -373,6 +382,7 @@ func TestErrorReasonsUsed(t *testing.T) {
 		&transport.SendError{Cause: transport.CauseNotOpen},
 		&registry.ResourceError{Type: outbox.TypeMessage, ID: "out-x-1", Err: outbox.ErrNotInDoubt},
 		&journal.NotRetainedError{From: 1, First: 2},
+		&observe.TooSlowError{LastSequence: 7, Buffer: 16},
 	}
 	used := map[string]bool{}
 	for _, err := range errs {

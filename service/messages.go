@@ -35,6 +35,7 @@ func (s *Service) newOutbox(store outbox.Store) (func(string, *switchboardv1.Con
 		}),
 		PeerAck: peerAckToProto,
 		Logger:  s.log,
+		Events:  s.events.OutboxHook(),
 	})
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/observe"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -42,9 +43,20 @@ type Config struct {
 	// frames being received (transport.MemoryBudget). Zero:
 	// DefaultMaxBufferedBytes.
 	MaxBufferedBytes int64
-	// Observer receives every connection's events (metrics, event streams);
-	// nil: none.
+	// Observer receives every connection's events (metrics, traces); nil:
+	// none.
 	Observer *transport.Observer
+	// Events is the event bus WatchEvents streams from (observe.NewBus).
+	// The Service feeds it: it joins Events.Observer() before Observer on
+	// every connection, hands the registry and the outbox its hooks, and
+	// follows the journal's health (observe.Bus.FollowJournal) until
+	// Shutdown; do not do those again. Nil: the Service makes a bus of its
+	// own (see Service.Events).
+	Events *observe.Bus
+	// EventBuffer is how many events a WatchEvents stream may have waiting
+	// to be sent before it is cut off (WATCHER_TOO_SLOW). Zero:
+	// DefaultEventBuffer.
+	EventBuffer int
 	// Outbox stores queued outbound messages (the embedded one shares the
 	// journal's database). Nil: queued sends are refused. Like the journal,
 	// it is not closed by the Service.
@@ -65,6 +77,8 @@ type Service struct {
 	sink     transport.Sink
 	budget   *transport.MemoryBudget
 	observer *transport.Observer
+	events   *observe.Bus
+	eventBuf int
 	reg      *registry.Registry
 	outbox   *outbox.Outbox // nil without Config.Outbox (messages.go)
 	messages outbox.Store
@@ -92,13 +106,21 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxBufferedBytes <= 0 {
 		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
+	if cfg.Events == nil {
+		cfg.Events = observe.NewBus(observe.BusConfig{})
+	}
+	if cfg.EventBuffer <= 0 {
+		cfg.EventBuffer = DefaultEventBuffer
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		log:      cfg.Logger,
 		journal:  cfg.Journal,
 		sink:     journalSink{j: cfg.Journal},
 		budget:   transport.NewMemoryBudget(cfg.MaxBufferedBytes),
-		observer: cfg.Observer,
+		observer: observe.Join(cfg.Events.Observer(), cfg.Observer),
+		events:   cfg.Events,
+		eventBuf: cfg.EventBuffer,
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -113,13 +135,19 @@ func New(cfg Config) (*Service, error) {
 		ListenerConfig:  s.listenerConfig,
 		DialConfig:      s.dialConfig,
 		OutboundChanged: outboundChanged,
+		Events:          s.events.RegistryHook(),
 	})
 	if err := s.startOutbox(); err != nil {
 		cancel()
 		return nil, err
 	}
+	s.bg.Go(func() { s.events.FollowJournal(s.ctx, s.journal) })
 	return s, nil
 }
+
+// Events returns the event bus the Service publishes to (Config.Events, or
+// its own), for the console.
+func (s *Service) Events() *observe.Bus { return s.events }
 
 // Restore brings back the listeners and outbound connections recorded in
 // Config.State (see registry.Registry.Restore): call it once, before the

@@ -69,6 +69,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock is the time source; nil: the system clock.
 	Clock Clock
+	// Events, when set, is told of messages held in doubt and of messages
+	// failed (events.go), once that state is stored, for event streams and
+	// consoles. It is called on the goroutine that stored it (a worker's,
+	// ResolveMessage's, Disconnect's), possibly with one of the Outbox's
+	// locks held: it must be quick, must not block and must not call the
+	// Outbox.
+	Events func(Event)
 }
 
 // Validate reports whether cfg is usable.
@@ -89,6 +96,7 @@ type Outbox struct {
 	peerAck  func(*transport.PeerAck) *switchboardv1.PeerAck
 	log      *slog.Logger
 	clock    Clock
+	events   func(Event)
 
 	// closing ends when Close begins: no attempt starts after it, and idle
 	// workers return. stop ends when Close gives up waiting for
@@ -129,6 +137,7 @@ func New(cfg Config) (*Outbox, error) {
 		peerAck:  cfg.PeerAck,
 		log:      cfg.Logger,
 		clock:    cfg.Clock,
+		events:   cfg.Events,
 		workers:  make(map[string]*worker),
 	}
 	o.closing, o.cancelClose = context.WithCancel(context.Background())
@@ -309,6 +318,9 @@ func (o *Outbox) Resolve(ctx context.Context, connID string, seq uint64, r switc
 	}
 	o.log.Info("message in doubt resolved", "connection_id", connID, "message_id", id, "control_id", m.GetControlId(),
 		"resolution", r.String())
+	if m.GetState() == switchboardv1.MessageState_MESSAGE_STATE_FAILED {
+		o.event(EventFailed, m)
+	}
 	o.mu.Lock()
 	w := o.workers[connID]
 	o.mu.Unlock()
@@ -365,6 +377,9 @@ func (o *Outbox) failRemoved(ctx context.Context, connID string) error {
 				return err
 			}
 			n++
+		}
+		for _, m := range ms { // the page is durable
+			o.event(EventFailed, m)
 		}
 	}
 	if n > 0 {

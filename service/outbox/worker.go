@@ -501,6 +501,12 @@ func (w *worker) settle(m *switchboardv1.Message, o outcome, ack *transport.Peer
 	if isFinal(v.state) {
 		w.queued.Add(-1)
 	}
+	switch v.state {
+	case switchboardv1.MessageState_MESSAGE_STATE_IN_DOUBT:
+		w.o.event(EventInDoubt, m)
+	case switchboardv1.MessageState_MESSAGE_STATE_FAILED:
+		w.o.event(EventFailed, m)
+	}
 	args := []any{"message_id", m.GetMessageId(), "control_id", m.GetControlId(), "attempts", len(m.GetAttempts())}
 	switch v.state {
 	case switchboardv1.MessageState_MESSAGE_STATE_ACCEPTED:

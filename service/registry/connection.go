@@ -281,6 +281,7 @@ func (r *Registry) keepOpen(ctx context.Context, e *connection) {
 	for ctx.Err() == nil {
 		r.mu.Lock()
 		state, c, next := e.state, e.session, t.next
+		lastErr, failed := t.lastErr, t.failed
 		r.mu.Unlock()
 		switch state {
 		case ConnOpen:
@@ -291,6 +292,9 @@ func (r *Registry) keepOpen(ctx context.Context, e *connection) {
 			}
 			continue
 		case ConnBackingOff:
+			// Once per failed connect or lost session: each leads here once.
+			r.event(Event{Kind: EventConnectionReconnecting, ConnectionID: e.id, Address: e.dial.Address,
+				Err: lastErr, NextAttempt: next, Failed: failed})
 			if !t.wait(ctx, next, true) {
 				return
 			}

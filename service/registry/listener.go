@@ -106,8 +106,19 @@ func (r *Registry) StartListener(ctx context.Context, id string, spec *switchboa
 // bind does the I/O of StartListener without the lock (the bind, then the
 // state write), then commits. A failure of either leaves nothing behind.
 func (r *Registry) bind(ctx context.Context, e *listener, cfg transport.ListenerConfig) (ListenerView, error) {
+	v, err := r.bind1(ctx, e, cfg)
+	if err == nil {
+		r.event(Event{Kind: EventListenerStarted, ListenerID: e.id, Address: v.Info.Addr})
+	}
+	return v, err
+}
+
+func (r *Registry) bind1(ctx context.Context, e *listener, cfg transport.ListenerConfig) (ListenerView, error) {
 	e.cfg = r.listenerHooks(e.id, cfg)
 	l, err := r.listen(ctx, e.cfg)
+	if err != nil {
+		r.event(Event{Kind: EventListenerBindFailed, ListenerID: e.id, Address: e.cfg.Address, Err: err})
+	}
 	created := time.Now()
 	if err == nil {
 		if err = r.putState(ctx, TypeListener, e.id, e.spec, created); err != nil {
@@ -162,10 +173,17 @@ func (r *Registry) keepBinding(ctx context.Context, e *listener) {
 		t.notify()
 		if first {
 			e.listed = true
-			close(e.ready)
+		}
+		// The first attempt's end is told after its event, so Restore
+		// returns once the event is out.
+		ready := func() {
+			if first {
+				close(e.ready)
+			}
 		}
 		if ctx.Err() != nil || r.closing {
 			r.mu.Unlock()
+			ready()
 			if l != nil {
 				l.Close()
 			}
@@ -177,10 +195,14 @@ func (r *Registry) keepBinding(ctx context.Context, e *listener) {
 			r.mu.Unlock()
 			r.log.Warn("listener cannot bind its address; retrying", "listener_id", e.id, "address", e.cfg.Address,
 				"err", err, "retry_in", time.Until(next).Round(time.Millisecond), "failed_binds", failed)
+			r.event(Event{Kind: EventListenerBindFailed, ListenerID: e.id, Address: e.cfg.Address, Err: err, NextAttempt: next, Failed: failed})
+			ready()
 			continue
 		}
 		e.l, e.retry = l, nil
 		r.mu.Unlock()
+		r.event(Event{Kind: EventListenerStarted, ListenerID: e.id, Address: l.Addr().String()})
+		ready()
 		if !first {
 			r.log.Info("listener bound after retrying", "listener_id", e.id, "local_addr", l.Addr().String())
 		}
@@ -251,6 +273,7 @@ func (r *Registry) stopListener(ctx context.Context, e *listener, st *removal, d
 	}
 	close(st.done)
 	r.mu.Unlock()
+	r.event(Event{Kind: EventListenerStopped, ListenerID: e.id, Address: info.Addr})
 }
 
 // Listener returns a view of listener id.

@@ -116,6 +116,13 @@ type Config struct {
 	// and stop the connection's worker. For one connection the removal
 	// always comes after the creation; Disconnect returns after both.
 	OutboundChanged func(id string, spec *switchboardv1.ConnectionConfig, removed bool)
+	// Events, when set, is told of listeners started, stopped and failing
+	// to bind and of outbound connections reconnecting (events.go), for
+	// event streams and consoles. It is called outside the registry's lock,
+	// on the goroutine that did the work (a call's, a retry loop's), at
+	// once after it; it must be quick, must not block and must not call the
+	// Registry.
+	Events func(Event)
 }
 
 // New returns an empty registry.
@@ -207,10 +214,16 @@ func (r *Registry) Shutdown(deadline time.Time) {
 	r.mu.Lock()
 	r.closing = true
 	var listeners []*transport.Listener
+	var listenerIDs []string
 	var retries []*retry
 	for _, e := range r.listeners {
 		if e.l != nil {
 			listeners = append(listeners, e.l)
+			if e.stop == nil { // StopListener tells of its own
+				listenerIDs = append(listenerIDs, e.id)
+			} else {
+				listenerIDs = append(listenerIDs, "")
+			}
 		}
 		if e.retry != nil {
 			retries = append(retries, e.retry)
@@ -240,6 +253,11 @@ func (r *Registry) Shutdown(deadline time.Time) {
 		wg.Go(func() { c.Drain(deadline) })
 	}
 	wg.Wait()
+	for i, l := range listeners {
+		if listenerIDs[i] != "" {
+			r.event(Event{Kind: EventListenerStopped, ListenerID: listenerIDs[i], Address: l.Addr().String(), ShuttingDown: true})
+		}
+	}
 	r.loops.Wait()
 	r.mu.Lock()
 	for _, e := range r.conns {

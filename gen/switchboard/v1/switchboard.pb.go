@@ -655,6 +655,10 @@ const (
 	ErrorReason_ERROR_REASON_NOT_RETAINED ErrorReason = 12
 	// ResolveMessage: the message is not held in doubt.
 	ErrorReason_ERROR_REASON_NOT_IN_DOUBT ErrorReason = 13
+	// WatchEvents: the watcher did not read its events fast enough and was
+	// cut off; metadata "last_sequence" is the sequence of the last event it
+	// was sent.
+	ErrorReason_ERROR_REASON_WATCHER_TOO_SLOW ErrorReason = 14
 )
 
 // Enum value maps for ErrorReason.
@@ -674,6 +678,7 @@ var (
 		11: "ERROR_REASON_INTERNAL",
 		12: "ERROR_REASON_NOT_RETAINED",
 		13: "ERROR_REASON_NOT_IN_DOUBT",
+		14: "ERROR_REASON_WATCHER_TOO_SLOW",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -690,6 +695,7 @@ var (
 		"ERROR_REASON_INTERNAL":             11,
 		"ERROR_REASON_NOT_RETAINED":         12,
 		"ERROR_REASON_NOT_IN_DOUBT":         13,
+		"ERROR_REASON_WATCHER_TOO_SLOW":     14,
 	}
 )
 
@@ -967,6 +973,137 @@ func (x Resolution) Number() protoreflect.EnumNumber {
 // Deprecated: Use Resolution.Descriptor instead.
 func (Resolution) EnumDescriptor() ([]byte, []int) {
 	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
+}
+
+// EventKind says what an Event reports.
+type EventKind int32
+
+const (
+	// Not used; in a filter it means any kind.
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// A listener bound its address and accepts connections: started by
+	// StartListener, or restored after a restart (possibly after backing off).
+	// remote_address is the bound address.
+	EventKind_EVENT_KIND_LISTENER_STARTED EventKind = 1
+	// A listener stopped: StopListener removed it, or the server is shutting
+	// down (detail says which).
+	EventKind_EVENT_KIND_LISTENER_STOPPED EventKind = 2
+	// A listener's address could not be bound; detail is the error. A
+	// StartListener that fails this way creates nothing (no
+	// next_attempt_time); a restored listener is BACKING_OFF and retried at
+	// next_attempt_time.
+	EventKind_EVENT_KIND_LISTENER_BIND_FAILED EventKind = 3
+	// A connection opened: a peer connected to a listener (listener_id set),
+	// or an outbound connection connected (listener_id empty).
+	// remote_address is the peer's.
+	EventKind_EVENT_KIND_CONNECTION_OPENED EventKind = 4
+	// A connection closed; close_reason says why and detail gives the cause
+	// when there is one.
+	EventKind_EVENT_KIND_CONNECTION_CLOSED EventKind = 5
+	// An outbound connection lost its session or failed to connect and will
+	// try again at next_attempt_time; detail is the last error.
+	EventKind_EVENT_KIND_CONNECTION_RECONNECTING EventKind = 6
+	// A negative acknowledgement (AE, AR, CE, CR, 0x15, the fixed NAK) was
+	// sent to a peer for a message it sent; ack_code says which.
+	EventKind_EVENT_KIND_NAK_SENT EventKind = 7
+	// A peer answered a sent message negatively; ack_code says how and
+	// control_id is the sent message's MSH-10.
+	EventKind_EVENT_KIND_NAK_RECEIVED EventKind = 8
+	// A sent message's reply acknowledged another message, or could not be
+	// read (the message is in doubt and the connection was reset); control_id
+	// is the sent MSH-10, detail says what came back.
+	EventKind_EVENT_KIND_ACK_MISMATCH EventKind = 9
+	// A sent message got no acknowledgement in time (the message is in doubt
+	// and the connection was reset); control_id is its MSH-10.
+	EventKind_EVENT_KIND_ACK_TIMEOUT EventKind = 10
+	// A framing violation or a refused frame (too large, no memory, too much
+	// junk, a peer that closed mid-frame) is closing a connection; detail says
+	// which. A CONNECTION_CLOSED event follows.
+	EventKind_EVENT_KIND_FRAMING_ERROR EventKind = 11
+	// The journal cannot store messages (a failing or full disk): peers get
+	// negative acknowledgements until it recovers. detail is the failure.
+	EventKind_EVENT_KIND_JOURNAL_FAILED EventKind = 12
+	// The journal works again.
+	EventKind_EVENT_KIND_JOURNAL_RECOVERED EventKind = 13
+	// A listener turned a new connection away at once because a limit was
+	// reached; detail names the limit, remote_address is the peer's.
+	EventKind_EVENT_KIND_CONNECTION_REJECTED EventKind = 14
+	// A queued message was written and got no trustworthy acknowledgement,
+	// and is held IN_DOUBT for an operator (ResolveMessage); it blocks its
+	// connection's queue. message_id and control_id name it, detail says why.
+	EventKind_EVENT_KIND_MESSAGE_IN_DOUBT EventKind = 15
+	// A queued message failed for good (rejected, out of attempts, failed in
+	// doubt, its connection removed, an operator); detail says why.
+	EventKind_EVENT_KIND_MESSAGE_FAILED EventKind = 16
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0:  "EVENT_KIND_UNSPECIFIED",
+		1:  "EVENT_KIND_LISTENER_STARTED",
+		2:  "EVENT_KIND_LISTENER_STOPPED",
+		3:  "EVENT_KIND_LISTENER_BIND_FAILED",
+		4:  "EVENT_KIND_CONNECTION_OPENED",
+		5:  "EVENT_KIND_CONNECTION_CLOSED",
+		6:  "EVENT_KIND_CONNECTION_RECONNECTING",
+		7:  "EVENT_KIND_NAK_SENT",
+		8:  "EVENT_KIND_NAK_RECEIVED",
+		9:  "EVENT_KIND_ACK_MISMATCH",
+		10: "EVENT_KIND_ACK_TIMEOUT",
+		11: "EVENT_KIND_FRAMING_ERROR",
+		12: "EVENT_KIND_JOURNAL_FAILED",
+		13: "EVENT_KIND_JOURNAL_RECOVERED",
+		14: "EVENT_KIND_CONNECTION_REJECTED",
+		15: "EVENT_KIND_MESSAGE_IN_DOUBT",
+		16: "EVENT_KIND_MESSAGE_FAILED",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED":             0,
+		"EVENT_KIND_LISTENER_STARTED":        1,
+		"EVENT_KIND_LISTENER_STOPPED":        2,
+		"EVENT_KIND_LISTENER_BIND_FAILED":    3,
+		"EVENT_KIND_CONNECTION_OPENED":       4,
+		"EVENT_KIND_CONNECTION_CLOSED":       5,
+		"EVENT_KIND_CONNECTION_RECONNECTING": 6,
+		"EVENT_KIND_NAK_SENT":                7,
+		"EVENT_KIND_NAK_RECEIVED":            8,
+		"EVENT_KIND_ACK_MISMATCH":            9,
+		"EVENT_KIND_ACK_TIMEOUT":             10,
+		"EVENT_KIND_FRAMING_ERROR":           11,
+		"EVENT_KIND_JOURNAL_FAILED":          12,
+		"EVENT_KIND_JOURNAL_RECOVERED":       13,
+		"EVENT_KIND_CONNECTION_REJECTED":     14,
+		"EVENT_KIND_MESSAGE_IN_DOUBT":        15,
+		"EVENT_KIND_MESSAGE_FAILED":          16,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[13].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[13]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
 }
 
 // Framing selects how messages are delimited on a TCP stream. When no kind is
@@ -4840,6 +4977,288 @@ func (x *ResolveMessageResponse) GetMessage() *Message {
 	return nil
 }
 
+// WatchEventsRequest is the request of WatchEvents. Filters combine with AND;
+// unset filters match everything.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only events of this listener, including those of the connections it
+	// accepted.
+	ListenerId string `protobuf:"bytes,1,opt,name=listener_id,json=listenerId,proto3" json:"listener_id,omitempty"`
+	// Only events of this connection (inbound or outbound).
+	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Only events of these kinds. Empty: every kind.
+	Kinds []EventKind `protobuf:"varint,3,rep,packed,name=kinds,proto3,enum=switchboard.v1.EventKind" json:"kinds,omitempty"`
+	// First send the recent events the server still holds in memory (about
+	// the last thousand, those matching the filters), oldest first, then the
+	// new ones, with no gap and no duplicate between them.
+	ReplayRecent  bool `protobuf:"varint,4,opt,name=replay_recent,json=replayRecent,proto3" json:"replay_recent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *WatchEventsRequest) GetListenerId() string {
+	if x != nil {
+		return x.ListenerId
+	}
+	return ""
+}
+
+func (x *WatchEventsRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *WatchEventsRequest) GetKinds() []EventKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *WatchEventsRequest) GetReplayRecent() bool {
+	if x != nil {
+		return x.ReplayRecent
+	}
+	return false
+}
+
+// WatchEventsResponse carries one or more events in sequence order. Events
+// that are ready together are sent together.
+type WatchEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, in ascending sequence order.
+	Events        []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsResponse) Reset() {
+	*x = WatchEventsResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsResponse) ProtoMessage() {}
+
+func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *WatchEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// Event is one thing that happened. Fields that do not apply to its kind are
+// unset. String fields are valid UTF-8 (taken from message bytes, such as a
+// control id, they follow the rule of ReceivedMessage) and never hold
+// payload bytes.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Increases by one for each event the server publishes, from 1 when it
+	// starts (filters skip some), so a gap means missed events.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// When it happened.
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// What happened.
+	Kind EventKind `protobuf:"varint,3,opt,name=kind,proto3,enum=switchboard.v1.EventKind" json:"kind,omitempty"`
+	// The listener: the one the event is about, or the one that accepted the
+	// connection it is about.
+	ListenerId string `protobuf:"bytes,4,opt,name=listener_id,json=listenerId,proto3" json:"listener_id,omitempty"`
+	// The connection it is about: an inbound connection's id, or an outbound
+	// connection's (the id given to Connect).
+	ConnectionId string `protobuf:"bytes,5,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// The peer's address for connection events; the bound address for
+	// LISTENER_STARTED; the configured address for LISTENER_BIND_FAILED and
+	// CONNECTION_RECONNECTING.
+	RemoteAddress string `protobuf:"bytes,6,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
+	// CONNECTION_CLOSED: why it closed.
+	CloseReason CloseReason `protobuf:"varint,7,opt,name=close_reason,json=closeReason,proto3,enum=switchboard.v1.CloseReason" json:"close_reason,omitempty"`
+	// NAK_SENT, NAK_RECEIVED, ACK_MISMATCH: the acknowledgement's code (unset
+	// when it could not be read).
+	AckCode AckCode `protobuf:"varint,8,opt,name=ack_code,json=ackCode,proto3,enum=switchboard.v1.AckCode" json:"ack_code,omitempty"`
+	// HL7: the MSH-10 of the message the event is about (a sent message for
+	// NAK_RECEIVED, ACK_MISMATCH and ACK_TIMEOUT; a queued message for
+	// MESSAGE_IN_DOUBT and MESSAGE_FAILED).
+	ControlId string `protobuf:"bytes,9,opt,name=control_id,json=controlId,proto3" json:"control_id,omitempty"`
+	// What happened, in words: the error, the cause, the limit.
+	Detail string `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"`
+	// MESSAGE_IN_DOUBT, MESSAGE_FAILED: the queued message's id (GetMessage,
+	// ResolveMessage).
+	MessageId string `protobuf:"bytes,11,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// LISTENER_BIND_FAILED, CONNECTION_RECONNECTING: when the next attempt is
+	// made.
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *Event) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *Event) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Event) GetKind() EventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EventKind_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *Event) GetListenerId() string {
+	if x != nil {
+		return x.ListenerId
+	}
+	return ""
+}
+
+func (x *Event) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *Event) GetRemoteAddress() string {
+	if x != nil {
+		return x.RemoteAddress
+	}
+	return ""
+}
+
+func (x *Event) GetCloseReason() CloseReason {
+	if x != nil {
+		return x.CloseReason
+	}
+	return CloseReason_CLOSE_REASON_UNSPECIFIED
+}
+
+func (x *Event) GetAckCode() AckCode {
+	if x != nil {
+		return x.AckCode
+	}
+	return AckCode_ACK_CODE_UNSPECIFIED
+}
+
+func (x *Event) GetControlId() string {
+	if x != nil {
+		return x.ControlId
+	}
+	return ""
+}
+
+func (x *Event) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *Event) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *Event) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
 var File_switchboard_v1_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_switchboard_proto_rawDesc = "" +
@@ -5162,7 +5581,32 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\n" +
 	"resolution\"K\n" +
 	"\x16ResolveMessageResponse\x121\n" +
-	"\amessage\x18\x01 \x01(\v2\x17.switchboard.v1.MessageR\amessage*\xa6\x01\n" +
+	"\amessage\x18\x01 \x01(\v2\x17.switchboard.v1.MessageR\amessage\"\xd3\x01\n" +
+	"\x12WatchEventsRequest\x12(\n" +
+	"\vlistener_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\n" +
+	"listenerId\x12,\n" +
+	"\rconnection_id\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18@R\fconnectionId\x12@\n" +
+	"\x05kinds\x18\x03 \x03(\x0e2\x19.switchboard.v1.EventKindB\x0f\xbaH\f\x92\x01\t\x10\x14\"\x05\x82\x01\x02\x10\x01R\x05kinds\x12#\n" +
+	"\rreplay_recent\x18\x04 \x01(\bR\freplayRecent\"D\n" +
+	"\x13WatchEventsResponse\x12-\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.switchboard.v1.EventR\x06events\"\x81\x04\n" +
+	"\x05Event\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12-\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x19.switchboard.v1.EventKindR\x04kind\x12\x1f\n" +
+	"\vlistener_id\x18\x04 \x01(\tR\n" +
+	"listenerId\x12#\n" +
+	"\rconnection_id\x18\x05 \x01(\tR\fconnectionId\x12%\n" +
+	"\x0eremote_address\x18\x06 \x01(\tR\rremoteAddress\x12>\n" +
+	"\fclose_reason\x18\a \x01(\x0e2\x1b.switchboard.v1.CloseReasonR\vcloseReason\x122\n" +
+	"\back_code\x18\b \x01(\x0e2\x17.switchboard.v1.AckCodeR\aackCode\x12\x1d\n" +
+	"\n" +
+	"control_id\x18\t \x01(\tR\tcontrolId\x12\x16\n" +
+	"\x06detail\x18\n" +
+	" \x01(\tR\x06detail\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\v \x01(\tR\tmessageId\x12F\n" +
+	"\x11next_attempt_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime*\xa6\x01\n" +
 	"\rListenerState\x12\x1e\n" +
 	"\x1aLISTENER_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18LISTENER_STATE_LISTENING\x10\x01\x12\x1b\n" +
@@ -5235,7 +5679,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x1fSEND_FAILURE_CAUSE_WRITE_FAILED\x10\x05\x12&\n" +
 	"\"SEND_FAILURE_CAUSE_CONNECTION_LOST\x10\x06\x12#\n" +
 	"\x1fSEND_FAILURE_CAUSE_ACK_MISMATCH\x10\a\x12%\n" +
-	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\xc4\x03\n" +
+	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\xe7\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_REASON_IN_DOUBT\x10\x01\x12\x19\n" +
@@ -5251,7 +5695,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x12\x19\n" +
 	"\x15ERROR_REASON_INTERNAL\x10\v\x12\x1d\n" +
 	"\x19ERROR_REASON_NOT_RETAINED\x10\f\x12\x1d\n" +
-	"\x19ERROR_REASON_NOT_IN_DOUBT\x10\r*W\n" +
+	"\x19ERROR_REASON_NOT_IN_DOUBT\x10\r\x12!\n" +
+	"\x1dERROR_REASON_WATCHER_TOO_SLOW\x10\x0e*W\n" +
 	"\n" +
 	"RecordKind\x12\x1b\n" +
 	"\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -5277,7 +5722,26 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RESOLUTION_RESEND\x10\x01\x12\x1c\n" +
 	"\x18RESOLUTION_MARK_ACCEPTED\x10\x02\x12\x13\n" +
-	"\x0fRESOLUTION_FAIL\x10\x032\x88\t\n" +
+	"\x0fRESOLUTION_FAIL\x10\x03*\xac\x04\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bEVENT_KIND_LISTENER_STARTED\x10\x01\x12\x1f\n" +
+	"\x1bEVENT_KIND_LISTENER_STOPPED\x10\x02\x12#\n" +
+	"\x1fEVENT_KIND_LISTENER_BIND_FAILED\x10\x03\x12 \n" +
+	"\x1cEVENT_KIND_CONNECTION_OPENED\x10\x04\x12 \n" +
+	"\x1cEVENT_KIND_CONNECTION_CLOSED\x10\x05\x12&\n" +
+	"\"EVENT_KIND_CONNECTION_RECONNECTING\x10\x06\x12\x17\n" +
+	"\x13EVENT_KIND_NAK_SENT\x10\a\x12\x1b\n" +
+	"\x17EVENT_KIND_NAK_RECEIVED\x10\b\x12\x1b\n" +
+	"\x17EVENT_KIND_ACK_MISMATCH\x10\t\x12\x1a\n" +
+	"\x16EVENT_KIND_ACK_TIMEOUT\x10\n" +
+	"\x12\x1c\n" +
+	"\x18EVENT_KIND_FRAMING_ERROR\x10\v\x12\x1d\n" +
+	"\x19EVENT_KIND_JOURNAL_FAILED\x10\f\x12 \n" +
+	"\x1cEVENT_KIND_JOURNAL_RECOVERED\x10\r\x12\"\n" +
+	"\x1eEVENT_KIND_CONNECTION_REJECTED\x10\x0e\x12\x1f\n" +
+	"\x1bEVENT_KIND_MESSAGE_IN_DOUBT\x10\x0f\x12\x1d\n" +
+	"\x19EVENT_KIND_MESSAGE_FAILED\x10\x102\xe2\t\n" +
 	"\x12SwitchboardService\x12\\\n" +
 	"\rStartListener\x12$.switchboard.v1.StartListenerRequest\x1a%.switchboard.v1.StartListenerResponse\x12Y\n" +
 	"\fStopListener\x12#.switchboard.v1.StopListenerRequest\x1a$.switchboard.v1.StopListenerResponse\x12V\n" +
@@ -5293,7 +5757,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\n" +
 	"GetMessage\x12!.switchboard.v1.GetMessageRequest\x1a\".switchboard.v1.GetMessageResponse\x12Y\n" +
 	"\fListMessages\x12#.switchboard.v1.ListMessagesRequest\x1a$.switchboard.v1.ListMessagesResponse\x12_\n" +
-	"\x0eResolveMessage\x12%.switchboard.v1.ResolveMessageRequest\x1a&.switchboard.v1.ResolveMessageResponseB\xc8\x01\n" +
+	"\x0eResolveMessage\x12%.switchboard.v1.ResolveMessageRequest\x1a&.switchboard.v1.ResolveMessageResponse\x12X\n" +
+	"\vWatchEvents\x12\".switchboard.v1.WatchEventsRequest\x1a#.switchboard.v1.WatchEventsResponse0\x01B\xc8\x01\n" +
 	"\x12com.switchboard.v1B\x10SwitchboardProtoP\x01ZGgithub.com/switchboard-dev/switchboard/gen/switchboard/v1;switchboardv1\xa2\x02\x03SXX\xaa\x02\x0eSwitchboard.V1\xca\x02\x0eSwitchboard\\V1\xe2\x02\x1aSwitchboard\\V1\\GPBMetadata\xea\x02\x0fSwitchboard::V1b\x06proto3"
 
 var (
@@ -5308,8 +5773,8 @@ func file_switchboard_v1_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_switchboard_proto_rawDescData
 }
 
-var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 13)
-var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 14)
+var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_switchboard_v1_switchboard_proto_goTypes = []any{
 	(ListenerState)(0),              // 0: switchboard.v1.ListenerState
 	(InDoubtPolicy)(0),              // 1: switchboard.v1.InDoubtPolicy
@@ -5324,181 +5789,194 @@ var file_switchboard_v1_switchboard_proto_goTypes = []any{
 	(MessageState)(0),               // 10: switchboard.v1.MessageState
 	(AttemptResult)(0),              // 11: switchboard.v1.AttemptResult
 	(Resolution)(0),                 // 12: switchboard.v1.Resolution
-	(*Framing)(nil),                 // 13: switchboard.v1.Framing
-	(*MllpFraming)(nil),             // 14: switchboard.v1.MllpFraming
-	(*LengthPrefixFraming)(nil),     // 15: switchboard.v1.LengthPrefixFraming
-	(*DelimiterFraming)(nil),        // 16: switchboard.v1.DelimiterFraming
-	(*StartEndFraming)(nil),         // 17: switchboard.v1.StartEndFraming
-	(*AckPolicy)(nil),               // 18: switchboard.v1.AckPolicy
-	(*Hl7AckPolicy)(nil),            // 19: switchboard.v1.Hl7AckPolicy
-	(*SingleByteAckPolicy)(nil),     // 20: switchboard.v1.SingleByteAckPolicy
-	(*MllpCommitAckPolicy)(nil),     // 21: switchboard.v1.MllpCommitAckPolicy
-	(*FixedAckPolicy)(nil),          // 22: switchboard.v1.FixedAckPolicy
-	(*NoAckPolicy)(nil),             // 23: switchboard.v1.NoAckPolicy
-	(*ListenerConfig)(nil),          // 24: switchboard.v1.ListenerConfig
-	(*Listener)(nil),                // 25: switchboard.v1.Listener
-	(*ListenerStatus)(nil),          // 26: switchboard.v1.ListenerStatus
-	(*StartListenerRequest)(nil),    // 27: switchboard.v1.StartListenerRequest
-	(*StartListenerResponse)(nil),   // 28: switchboard.v1.StartListenerResponse
-	(*StopListenerRequest)(nil),     // 29: switchboard.v1.StopListenerRequest
-	(*StopListenerResponse)(nil),    // 30: switchboard.v1.StopListenerResponse
-	(*GetListenerRequest)(nil),      // 31: switchboard.v1.GetListenerRequest
-	(*GetListenerResponse)(nil),     // 32: switchboard.v1.GetListenerResponse
-	(*ListListenersRequest)(nil),    // 33: switchboard.v1.ListListenersRequest
-	(*ListListenersResponse)(nil),   // 34: switchboard.v1.ListListenersResponse
-	(*ConnectionConfig)(nil),        // 35: switchboard.v1.ConnectionConfig
-	(*ReconnectPolicy)(nil),         // 36: switchboard.v1.ReconnectPolicy
-	(*OutboxPolicy)(nil),            // 37: switchboard.v1.OutboxPolicy
-	(*AckCount)(nil),                // 38: switchboard.v1.AckCount
-	(*ConnectionCounters)(nil),      // 39: switchboard.v1.ConnectionCounters
-	(*Connection)(nil),              // 40: switchboard.v1.Connection
-	(*ConnectionStatus)(nil),        // 41: switchboard.v1.ConnectionStatus
-	(*ConnectRequest)(nil),          // 42: switchboard.v1.ConnectRequest
-	(*ConnectResponse)(nil),         // 43: switchboard.v1.ConnectResponse
-	(*DisconnectRequest)(nil),       // 44: switchboard.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),      // 45: switchboard.v1.DisconnectResponse
-	(*GetConnectionRequest)(nil),    // 46: switchboard.v1.GetConnectionRequest
-	(*GetConnectionResponse)(nil),   // 47: switchboard.v1.GetConnectionResponse
-	(*ListConnectionsRequest)(nil),  // 48: switchboard.v1.ListConnectionsRequest
-	(*ListConnectionsResponse)(nil), // 49: switchboard.v1.ListConnectionsResponse
-	(*SendRequest)(nil),             // 50: switchboard.v1.SendRequest
-	(*PeerAck)(nil),                 // 51: switchboard.v1.PeerAck
-	(*SendResponse)(nil),            // 52: switchboard.v1.SendResponse
-	(*SendFailure)(nil),             // 53: switchboard.v1.SendFailure
-	(*ReceiveRequest)(nil),          // 54: switchboard.v1.ReceiveRequest
-	(*ReceiveResponse)(nil),         // 55: switchboard.v1.ReceiveResponse
-	(*ReceivedMessage)(nil),         // 56: switchboard.v1.ReceivedMessage
-	(*DeliveryAttempt)(nil),         // 57: switchboard.v1.DeliveryAttempt
-	(*Message)(nil),                 // 58: switchboard.v1.Message
-	(*GetMessageRequest)(nil),       // 59: switchboard.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),      // 60: switchboard.v1.GetMessageResponse
-	(*ListMessagesRequest)(nil),     // 61: switchboard.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),    // 62: switchboard.v1.ListMessagesResponse
-	(*ResolveMessageRequest)(nil),   // 63: switchboard.v1.ResolveMessageRequest
-	(*ResolveMessageResponse)(nil),  // 64: switchboard.v1.ResolveMessageResponse
-	(*durationpb.Duration)(nil),     // 65: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 66: google.protobuf.Timestamp
+	(EventKind)(0),                  // 13: switchboard.v1.EventKind
+	(*Framing)(nil),                 // 14: switchboard.v1.Framing
+	(*MllpFraming)(nil),             // 15: switchboard.v1.MllpFraming
+	(*LengthPrefixFraming)(nil),     // 16: switchboard.v1.LengthPrefixFraming
+	(*DelimiterFraming)(nil),        // 17: switchboard.v1.DelimiterFraming
+	(*StartEndFraming)(nil),         // 18: switchboard.v1.StartEndFraming
+	(*AckPolicy)(nil),               // 19: switchboard.v1.AckPolicy
+	(*Hl7AckPolicy)(nil),            // 20: switchboard.v1.Hl7AckPolicy
+	(*SingleByteAckPolicy)(nil),     // 21: switchboard.v1.SingleByteAckPolicy
+	(*MllpCommitAckPolicy)(nil),     // 22: switchboard.v1.MllpCommitAckPolicy
+	(*FixedAckPolicy)(nil),          // 23: switchboard.v1.FixedAckPolicy
+	(*NoAckPolicy)(nil),             // 24: switchboard.v1.NoAckPolicy
+	(*ListenerConfig)(nil),          // 25: switchboard.v1.ListenerConfig
+	(*Listener)(nil),                // 26: switchboard.v1.Listener
+	(*ListenerStatus)(nil),          // 27: switchboard.v1.ListenerStatus
+	(*StartListenerRequest)(nil),    // 28: switchboard.v1.StartListenerRequest
+	(*StartListenerResponse)(nil),   // 29: switchboard.v1.StartListenerResponse
+	(*StopListenerRequest)(nil),     // 30: switchboard.v1.StopListenerRequest
+	(*StopListenerResponse)(nil),    // 31: switchboard.v1.StopListenerResponse
+	(*GetListenerRequest)(nil),      // 32: switchboard.v1.GetListenerRequest
+	(*GetListenerResponse)(nil),     // 33: switchboard.v1.GetListenerResponse
+	(*ListListenersRequest)(nil),    // 34: switchboard.v1.ListListenersRequest
+	(*ListListenersResponse)(nil),   // 35: switchboard.v1.ListListenersResponse
+	(*ConnectionConfig)(nil),        // 36: switchboard.v1.ConnectionConfig
+	(*ReconnectPolicy)(nil),         // 37: switchboard.v1.ReconnectPolicy
+	(*OutboxPolicy)(nil),            // 38: switchboard.v1.OutboxPolicy
+	(*AckCount)(nil),                // 39: switchboard.v1.AckCount
+	(*ConnectionCounters)(nil),      // 40: switchboard.v1.ConnectionCounters
+	(*Connection)(nil),              // 41: switchboard.v1.Connection
+	(*ConnectionStatus)(nil),        // 42: switchboard.v1.ConnectionStatus
+	(*ConnectRequest)(nil),          // 43: switchboard.v1.ConnectRequest
+	(*ConnectResponse)(nil),         // 44: switchboard.v1.ConnectResponse
+	(*DisconnectRequest)(nil),       // 45: switchboard.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),      // 46: switchboard.v1.DisconnectResponse
+	(*GetConnectionRequest)(nil),    // 47: switchboard.v1.GetConnectionRequest
+	(*GetConnectionResponse)(nil),   // 48: switchboard.v1.GetConnectionResponse
+	(*ListConnectionsRequest)(nil),  // 49: switchboard.v1.ListConnectionsRequest
+	(*ListConnectionsResponse)(nil), // 50: switchboard.v1.ListConnectionsResponse
+	(*SendRequest)(nil),             // 51: switchboard.v1.SendRequest
+	(*PeerAck)(nil),                 // 52: switchboard.v1.PeerAck
+	(*SendResponse)(nil),            // 53: switchboard.v1.SendResponse
+	(*SendFailure)(nil),             // 54: switchboard.v1.SendFailure
+	(*ReceiveRequest)(nil),          // 55: switchboard.v1.ReceiveRequest
+	(*ReceiveResponse)(nil),         // 56: switchboard.v1.ReceiveResponse
+	(*ReceivedMessage)(nil),         // 57: switchboard.v1.ReceivedMessage
+	(*DeliveryAttempt)(nil),         // 58: switchboard.v1.DeliveryAttempt
+	(*Message)(nil),                 // 59: switchboard.v1.Message
+	(*GetMessageRequest)(nil),       // 60: switchboard.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),      // 61: switchboard.v1.GetMessageResponse
+	(*ListMessagesRequest)(nil),     // 62: switchboard.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),    // 63: switchboard.v1.ListMessagesResponse
+	(*ResolveMessageRequest)(nil),   // 64: switchboard.v1.ResolveMessageRequest
+	(*ResolveMessageResponse)(nil),  // 65: switchboard.v1.ResolveMessageResponse
+	(*WatchEventsRequest)(nil),      // 66: switchboard.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),     // 67: switchboard.v1.WatchEventsResponse
+	(*Event)(nil),                   // 68: switchboard.v1.Event
+	(*durationpb.Duration)(nil),     // 69: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 70: google.protobuf.Timestamp
 }
 var file_switchboard_v1_switchboard_proto_depIdxs = []int32{
-	14,  // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
-	15,  // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
-	16,  // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
-	17,  // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
-	19,  // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
-	20,  // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
-	21,  // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
-	22,  // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
-	23,  // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
-	13,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
-	18,  // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	65,  // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
-	65,  // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
-	65,  // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
-	24,  // 14: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
-	26,  // 15: switchboard.v1.Listener.status:type_name -> switchboard.v1.ListenerStatus
+	15,  // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
+	16,  // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
+	17,  // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
+	18,  // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
+	20,  // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
+	21,  // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
+	22,  // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
+	23,  // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
+	24,  // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
+	14,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
+	19,  // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	69,  // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
+	69,  // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
+	69,  // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
+	25,  // 14: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
+	27,  // 15: switchboard.v1.Listener.status:type_name -> switchboard.v1.ListenerStatus
 	0,   // 16: switchboard.v1.ListenerStatus.state:type_name -> switchboard.v1.ListenerState
-	66,  // 17: switchboard.v1.ListenerStatus.create_time:type_name -> google.protobuf.Timestamp
-	39,  // 18: switchboard.v1.ListenerStatus.connection_totals:type_name -> switchboard.v1.ConnectionCounters
-	66,  // 19: switchboard.v1.ListenerStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
-	24,  // 20: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
-	25,  // 21: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
-	65,  // 22: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
-	25,  // 23: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
-	25,  // 24: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
-	25,  // 25: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
-	13,  // 26: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
-	18,  // 27: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	65,  // 28: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
-	65,  // 29: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
-	65,  // 30: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
-	36,  // 31: switchboard.v1.ConnectionConfig.reconnect:type_name -> switchboard.v1.ReconnectPolicy
-	37,  // 32: switchboard.v1.ConnectionConfig.outbox:type_name -> switchboard.v1.OutboxPolicy
-	65,  // 33: switchboard.v1.ReconnectPolicy.initial_delay:type_name -> google.protobuf.Duration
-	65,  // 34: switchboard.v1.ReconnectPolicy.max_delay:type_name -> google.protobuf.Duration
-	65,  // 35: switchboard.v1.OutboxPolicy.retry_delay:type_name -> google.protobuf.Duration
-	65,  // 36: switchboard.v1.OutboxPolicy.max_retry_delay:type_name -> google.protobuf.Duration
+	70,  // 17: switchboard.v1.ListenerStatus.create_time:type_name -> google.protobuf.Timestamp
+	40,  // 18: switchboard.v1.ListenerStatus.connection_totals:type_name -> switchboard.v1.ConnectionCounters
+	70,  // 19: switchboard.v1.ListenerStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
+	25,  // 20: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
+	26,  // 21: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
+	69,  // 22: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
+	26,  // 23: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
+	26,  // 24: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
+	26,  // 25: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
+	14,  // 26: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
+	19,  // 27: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	69,  // 28: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
+	69,  // 29: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
+	69,  // 30: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
+	37,  // 31: switchboard.v1.ConnectionConfig.reconnect:type_name -> switchboard.v1.ReconnectPolicy
+	38,  // 32: switchboard.v1.ConnectionConfig.outbox:type_name -> switchboard.v1.OutboxPolicy
+	69,  // 33: switchboard.v1.ReconnectPolicy.initial_delay:type_name -> google.protobuf.Duration
+	69,  // 34: switchboard.v1.ReconnectPolicy.max_delay:type_name -> google.protobuf.Duration
+	69,  // 35: switchboard.v1.OutboxPolicy.retry_delay:type_name -> google.protobuf.Duration
+	69,  // 36: switchboard.v1.OutboxPolicy.max_retry_delay:type_name -> google.protobuf.Duration
 	1,   // 37: switchboard.v1.OutboxPolicy.in_doubt:type_name -> switchboard.v1.InDoubtPolicy
 	5,   // 38: switchboard.v1.AckCount.code:type_name -> switchboard.v1.AckCode
-	38,  // 39: switchboard.v1.ConnectionCounters.sent_acks:type_name -> switchboard.v1.AckCount
-	38,  // 40: switchboard.v1.ConnectionCounters.received_acks:type_name -> switchboard.v1.AckCount
+	39,  // 39: switchboard.v1.ConnectionCounters.sent_acks:type_name -> switchboard.v1.AckCount
+	39,  // 40: switchboard.v1.ConnectionCounters.received_acks:type_name -> switchboard.v1.AckCount
 	2,   // 41: switchboard.v1.Connection.direction:type_name -> switchboard.v1.Direction
-	35,  // 42: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
-	41,  // 43: switchboard.v1.Connection.status:type_name -> switchboard.v1.ConnectionStatus
+	36,  // 42: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
+	42,  // 43: switchboard.v1.Connection.status:type_name -> switchboard.v1.ConnectionStatus
 	3,   // 44: switchboard.v1.ConnectionStatus.state:type_name -> switchboard.v1.ConnectionState
-	66,  // 45: switchboard.v1.ConnectionStatus.open_time:type_name -> google.protobuf.Timestamp
-	66,  // 46: switchboard.v1.ConnectionStatus.last_activity_time:type_name -> google.protobuf.Timestamp
-	39,  // 47: switchboard.v1.ConnectionStatus.counters:type_name -> switchboard.v1.ConnectionCounters
+	70,  // 45: switchboard.v1.ConnectionStatus.open_time:type_name -> google.protobuf.Timestamp
+	70,  // 46: switchboard.v1.ConnectionStatus.last_activity_time:type_name -> google.protobuf.Timestamp
+	40,  // 47: switchboard.v1.ConnectionStatus.counters:type_name -> switchboard.v1.ConnectionCounters
 	4,   // 48: switchboard.v1.ConnectionStatus.close_reason:type_name -> switchboard.v1.CloseReason
-	66,  // 49: switchboard.v1.ConnectionStatus.close_time:type_name -> google.protobuf.Timestamp
-	66,  // 50: switchboard.v1.ConnectionStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
-	35,  // 51: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
-	40,  // 52: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
-	40,  // 53: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
-	40,  // 54: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
+	70,  // 49: switchboard.v1.ConnectionStatus.close_time:type_name -> google.protobuf.Timestamp
+	70,  // 50: switchboard.v1.ConnectionStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
+	36,  // 51: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
+	41,  // 52: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
+	41,  // 53: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
+	41,  // 54: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
 	2,   // 55: switchboard.v1.ListConnectionsRequest.direction:type_name -> switchboard.v1.Direction
-	40,  // 56: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
-	65,  // 57: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
+	41,  // 56: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
+	69,  // 57: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
 	5,   // 58: switchboard.v1.PeerAck.code:type_name -> switchboard.v1.AckCode
 	6,   // 59: switchboard.v1.SendResponse.outcome:type_name -> switchboard.v1.SendOutcome
-	51,  // 60: switchboard.v1.SendResponse.ack:type_name -> switchboard.v1.PeerAck
-	65,  // 61: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
+	52,  // 60: switchboard.v1.SendResponse.ack:type_name -> switchboard.v1.PeerAck
+	69,  // 61: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
 	7,   // 62: switchboard.v1.SendFailure.cause:type_name -> switchboard.v1.SendFailureCause
-	51,  // 63: switchboard.v1.SendFailure.ack:type_name -> switchboard.v1.PeerAck
+	52,  // 63: switchboard.v1.SendFailure.ack:type_name -> switchboard.v1.PeerAck
 	9,   // 64: switchboard.v1.ReceiveRequest.kinds:type_name -> switchboard.v1.RecordKind
-	56,  // 65: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
-	66,  // 66: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
+	57,  // 65: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
+	70,  // 66: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
 	9,   // 67: switchboard.v1.ReceivedMessage.kind:type_name -> switchboard.v1.RecordKind
-	66,  // 68: switchboard.v1.DeliveryAttempt.start_time:type_name -> google.protobuf.Timestamp
-	66,  // 69: switchboard.v1.DeliveryAttempt.end_time:type_name -> google.protobuf.Timestamp
+	70,  // 68: switchboard.v1.DeliveryAttempt.start_time:type_name -> google.protobuf.Timestamp
+	70,  // 69: switchboard.v1.DeliveryAttempt.end_time:type_name -> google.protobuf.Timestamp
 	11,  // 70: switchboard.v1.DeliveryAttempt.result:type_name -> switchboard.v1.AttemptResult
-	51,  // 71: switchboard.v1.DeliveryAttempt.ack:type_name -> switchboard.v1.PeerAck
+	52,  // 71: switchboard.v1.DeliveryAttempt.ack:type_name -> switchboard.v1.PeerAck
 	2,   // 72: switchboard.v1.Message.direction:type_name -> switchboard.v1.Direction
 	10,  // 73: switchboard.v1.Message.state:type_name -> switchboard.v1.MessageState
-	66,  // 74: switchboard.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	66,  // 75: switchboard.v1.Message.update_time:type_name -> google.protobuf.Timestamp
-	57,  // 76: switchboard.v1.Message.attempts:type_name -> switchboard.v1.DeliveryAttempt
-	51,  // 77: switchboard.v1.Message.ack:type_name -> switchboard.v1.PeerAck
+	70,  // 74: switchboard.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	70,  // 75: switchboard.v1.Message.update_time:type_name -> google.protobuf.Timestamp
+	58,  // 76: switchboard.v1.Message.attempts:type_name -> switchboard.v1.DeliveryAttempt
+	52,  // 77: switchboard.v1.Message.ack:type_name -> switchboard.v1.PeerAck
 	9,   // 78: switchboard.v1.Message.kind:type_name -> switchboard.v1.RecordKind
-	66,  // 79: switchboard.v1.Message.next_attempt_time:type_name -> google.protobuf.Timestamp
-	58,  // 80: switchboard.v1.GetMessageResponse.message:type_name -> switchboard.v1.Message
+	70,  // 79: switchboard.v1.Message.next_attempt_time:type_name -> google.protobuf.Timestamp
+	59,  // 80: switchboard.v1.GetMessageResponse.message:type_name -> switchboard.v1.Message
 	2,   // 81: switchboard.v1.ListMessagesRequest.direction:type_name -> switchboard.v1.Direction
 	10,  // 82: switchboard.v1.ListMessagesRequest.states:type_name -> switchboard.v1.MessageState
-	66,  // 83: switchboard.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
-	66,  // 84: switchboard.v1.ListMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
-	58,  // 85: switchboard.v1.ListMessagesResponse.messages:type_name -> switchboard.v1.Message
+	70,  // 83: switchboard.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
+	70,  // 84: switchboard.v1.ListMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
+	59,  // 85: switchboard.v1.ListMessagesResponse.messages:type_name -> switchboard.v1.Message
 	12,  // 86: switchboard.v1.ResolveMessageRequest.resolution:type_name -> switchboard.v1.Resolution
-	58,  // 87: switchboard.v1.ResolveMessageResponse.message:type_name -> switchboard.v1.Message
-	27,  // 88: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
-	29,  // 89: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
-	31,  // 90: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
-	33,  // 91: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
-	42,  // 92: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
-	44,  // 93: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
-	46,  // 94: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
-	48,  // 95: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
-	50,  // 96: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
-	54,  // 97: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
-	59,  // 98: switchboard.v1.SwitchboardService.GetMessage:input_type -> switchboard.v1.GetMessageRequest
-	61,  // 99: switchboard.v1.SwitchboardService.ListMessages:input_type -> switchboard.v1.ListMessagesRequest
-	63,  // 100: switchboard.v1.SwitchboardService.ResolveMessage:input_type -> switchboard.v1.ResolveMessageRequest
-	28,  // 101: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
-	30,  // 102: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
-	32,  // 103: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
-	34,  // 104: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
-	43,  // 105: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
-	45,  // 106: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
-	47,  // 107: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
-	49,  // 108: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
-	52,  // 109: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
-	55,  // 110: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
-	60,  // 111: switchboard.v1.SwitchboardService.GetMessage:output_type -> switchboard.v1.GetMessageResponse
-	62,  // 112: switchboard.v1.SwitchboardService.ListMessages:output_type -> switchboard.v1.ListMessagesResponse
-	64,  // 113: switchboard.v1.SwitchboardService.ResolveMessage:output_type -> switchboard.v1.ResolveMessageResponse
-	101, // [101:114] is the sub-list for method output_type
-	88,  // [88:101] is the sub-list for method input_type
-	88,  // [88:88] is the sub-list for extension type_name
-	88,  // [88:88] is the sub-list for extension extendee
-	0,   // [0:88] is the sub-list for field type_name
+	59,  // 87: switchboard.v1.ResolveMessageResponse.message:type_name -> switchboard.v1.Message
+	13,  // 88: switchboard.v1.WatchEventsRequest.kinds:type_name -> switchboard.v1.EventKind
+	68,  // 89: switchboard.v1.WatchEventsResponse.events:type_name -> switchboard.v1.Event
+	70,  // 90: switchboard.v1.Event.time:type_name -> google.protobuf.Timestamp
+	13,  // 91: switchboard.v1.Event.kind:type_name -> switchboard.v1.EventKind
+	4,   // 92: switchboard.v1.Event.close_reason:type_name -> switchboard.v1.CloseReason
+	5,   // 93: switchboard.v1.Event.ack_code:type_name -> switchboard.v1.AckCode
+	70,  // 94: switchboard.v1.Event.next_attempt_time:type_name -> google.protobuf.Timestamp
+	28,  // 95: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
+	30,  // 96: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
+	32,  // 97: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
+	34,  // 98: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
+	43,  // 99: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
+	45,  // 100: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
+	47,  // 101: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
+	49,  // 102: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
+	51,  // 103: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
+	55,  // 104: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
+	60,  // 105: switchboard.v1.SwitchboardService.GetMessage:input_type -> switchboard.v1.GetMessageRequest
+	62,  // 106: switchboard.v1.SwitchboardService.ListMessages:input_type -> switchboard.v1.ListMessagesRequest
+	64,  // 107: switchboard.v1.SwitchboardService.ResolveMessage:input_type -> switchboard.v1.ResolveMessageRequest
+	66,  // 108: switchboard.v1.SwitchboardService.WatchEvents:input_type -> switchboard.v1.WatchEventsRequest
+	29,  // 109: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
+	31,  // 110: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
+	33,  // 111: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
+	35,  // 112: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
+	44,  // 113: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
+	46,  // 114: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
+	48,  // 115: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
+	50,  // 116: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
+	53,  // 117: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
+	56,  // 118: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
+	61,  // 119: switchboard.v1.SwitchboardService.GetMessage:output_type -> switchboard.v1.GetMessageResponse
+	63,  // 120: switchboard.v1.SwitchboardService.ListMessages:output_type -> switchboard.v1.ListMessagesResponse
+	65,  // 121: switchboard.v1.SwitchboardService.ResolveMessage:output_type -> switchboard.v1.ResolveMessageResponse
+	67,  // 122: switchboard.v1.SwitchboardService.WatchEvents:output_type -> switchboard.v1.WatchEventsResponse
+	109, // [109:123] is the sub-list for method output_type
+	95,  // [95:109] is the sub-list for method input_type
+	95,  // [95:95] is the sub-list for extension type_name
+	95,  // [95:95] is the sub-list for extension extendee
+	0,   // [0:95] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_switchboard_proto_init() }
@@ -5529,8 +6007,8 @@ func file_switchboard_v1_switchboard_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_switchboard_proto_rawDesc), len(file_switchboard_v1_switchboard_proto_rawDesc)),
-			NumEnums:      13,
-			NumMessages:   52,
+			NumEnums:      14,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	SwitchboardService_GetMessage_FullMethodName      = "/switchboard.v1.SwitchboardService/GetMessage"
 	SwitchboardService_ListMessages_FullMethodName    = "/switchboard.v1.SwitchboardService/ListMessages"
 	SwitchboardService_ResolveMessage_FullMethodName  = "/switchboard.v1.SwitchboardService/ResolveMessage"
+	SwitchboardService_WatchEvents_FullMethodName     = "/switchboard.v1.SwitchboardService/WatchEvents"
 )
 
 // SwitchboardServiceClient is the client API for SwitchboardService service.
@@ -197,6 +198,26 @@ type SwitchboardServiceClient interface {
 	// queue, so order is kept. Any other state is FAILED_PRECONDITION (reason
 	// NOT_IN_DOUBT).
 	ResolveMessage(ctx context.Context, in *ResolveMessageRequest, opts ...grpc.CallOption) (*ResolveMessageResponse, error)
+	// WatchEvents streams what happens to listeners, connections, queued
+	// messages and the journal as it happens: a listener started, stopped or
+	// unable to bind; a connection opened, closed (with the reason), rejected
+	// or reconnecting; negative acknowledgements sent and received;
+	// acknowledgement mismatches and timeouts; framing errors; a queued
+	// message held in doubt or failed; the journal failing and recovering.
+	// Events are for people and alerting, not a record: they are not stored,
+	// and only the most recent ones (about a thousand) are kept in memory, for
+	// replay_recent. Each carries a sequence, increasing by one for every
+	// event the server publishes (since it started), so a watcher can tell
+	// when it missed some (filters skip some too). Events never carry payload
+	// bytes.
+	//
+	// A watcher that does not keep up is cut off instead of slowing anything
+	// down: its events are buffered up to a bound, and when that is full the
+	// stream ends, after the events already buffered, with
+	// RESOURCE_EXHAUSTED, reason WATCHER_TOO_SLOW, metadata "last_sequence"
+	// the sequence of the last event it was sent. The stream ends with
+	// UNAVAILABLE (reason SHUTTING_DOWN) when the server shuts down.
+	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
 }
 
 type switchboardServiceClient struct {
@@ -345,6 +366,25 @@ func (c *switchboardServiceClient) ResolveMessage(ctx context.Context, in *Resol
 	}
 	return out, nil
 }
+
+func (c *switchboardServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SwitchboardService_ServiceDesc.Streams[1], SwitchboardService_WatchEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEventsRequest, WatchEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SwitchboardService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
 // SwitchboardServiceServer is the server API for SwitchboardService service.
 // All implementations must embed UnimplementedSwitchboardServiceServer
@@ -509,6 +549,26 @@ type SwitchboardServiceServer interface {
 	// queue, so order is kept. Any other state is FAILED_PRECONDITION (reason
 	// NOT_IN_DOUBT).
 	ResolveMessage(context.Context, *ResolveMessageRequest) (*ResolveMessageResponse, error)
+	// WatchEvents streams what happens to listeners, connections, queued
+	// messages and the journal as it happens: a listener started, stopped or
+	// unable to bind; a connection opened, closed (with the reason), rejected
+	// or reconnecting; negative acknowledgements sent and received;
+	// acknowledgement mismatches and timeouts; framing errors; a queued
+	// message held in doubt or failed; the journal failing and recovering.
+	// Events are for people and alerting, not a record: they are not stored,
+	// and only the most recent ones (about a thousand) are kept in memory, for
+	// replay_recent. Each carries a sequence, increasing by one for every
+	// event the server publishes (since it started), so a watcher can tell
+	// when it missed some (filters skip some too). Events never carry payload
+	// bytes.
+	//
+	// A watcher that does not keep up is cut off instead of slowing anything
+	// down: its events are buffered up to a bound, and when that is full the
+	// stream ends, after the events already buffered, with
+	// RESOURCE_EXHAUSTED, reason WATCHER_TOO_SLOW, metadata "last_sequence"
+	// the sequence of the last event it was sent. The stream ends with
+	// UNAVAILABLE (reason SHUTTING_DOWN) when the server shuts down.
+	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
 	mustEmbedUnimplementedSwitchboardServiceServer()
 }
 
@@ -557,6 +617,9 @@ func (UnimplementedSwitchboardServiceServer) ListMessages(context.Context, *List
 }
 func (UnimplementedSwitchboardServiceServer) ResolveMessage(context.Context, *ResolveMessageRequest) (*ResolveMessageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveMessage not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
 }
 func (UnimplementedSwitchboardServiceServer) mustEmbedUnimplementedSwitchboardServiceServer() {}
 func (UnimplementedSwitchboardServiceServer) testEmbeddedByValue()                            {}
@@ -806,6 +869,17 @@ func _SwitchboardService_ResolveMessage_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SwitchboardService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SwitchboardServiceServer).WatchEvents(m, &grpc.GenericServerStream[WatchEventsRequest, WatchEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SwitchboardService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
+
 // SwitchboardService_ServiceDesc is the grpc.ServiceDesc for SwitchboardService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -866,6 +940,11 @@ var SwitchboardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Receive",
 			Handler:       _SwitchboardService_Receive_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchEvents",
+			Handler:       _SwitchboardService_WatchEvents_Handler,
 			ServerStreams: true,
 		},
 	},
