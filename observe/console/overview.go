@@ -78,19 +78,18 @@ type connRow struct {
 }
 
 type journalView struct {
-	Healthy         bool
-	Error           string
-	First, Last     uint64
-	Retained        uint64
-	FigureErr       string
-	HasStats        bool
-	Appends         uint64
-	Refused         uint64
-	Commits         uint64
-	Records         uint64
-	Failures        uint64
-	Recoveries      uint64
-	RecordsPerFsync string
+	Healthy     bool
+	Error       string
+	First, Last uint64
+	Retained    uint64
+	FigureErr   string
+	HasStats    bool
+	Appends     uint64
+	Refused     uint64
+	Commits     uint64
+	Records     uint64
+	Failures    uint64
+	Recoveries  uint64
 }
 
 func (c *console) overview(w http.ResponseWriter, r *http.Request) {
@@ -267,9 +266,6 @@ func (c *console) journalFigures(ctx context.Context) *journalView {
 		v.HasStats = true
 		v.Appends, v.Refused, v.Commits, v.Records = st.Appends, st.Refused, st.Commits, st.Records
 		v.Failures, v.Recoveries = st.Failures, st.Recoveries
-		if st.Commits > 0 {
-			v.RecordsPerFsync = fmt.Sprintf("%.1f", float64(st.Records)/float64(st.Commits))
-		}
 	}
 	return v
 }
