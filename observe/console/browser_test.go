@@ -180,6 +180,11 @@ func TestConsoleBrowser(t *testing.T) {
 	})); err != nil {
 		t.Fatalf("disable JavaScript: %v", err)
 	}
+	// First, that it is off: a page whose script would retitle it.
+	navigate(t, tab, "data:text/html,<title>script off</title><script>document.title='script ran'</script>")
+	if title := must[string](t, "title")(chromedp.Run(tab, chromedp.Title())); title != "script off" {
+		t.Fatalf("JavaScript is not off in the tab: the title is %q", title)
+	}
 	navigate(t, tab, overview+"?refresh=0")
 	html := must[string](t, "outer HTML")(chromedp.Run(tab, chromedp.OuterHTML(chromedp.CSS(`tr[data-listener="adt"]`))))
 	if !strings.Contains(html, ">adt<") || !strings.Contains(html, ">5<") {
