@@ -47,7 +47,8 @@ type Config struct {
 	// says that events are not available.
 	Events EventSource
 	// Journal gives the journal's figures for the overview. A
-	// journal.Journal satisfies it as it is. Nil: no journal panel.
+	// journal.Journal satisfies it as it is. Nil: the journal panel says
+	// its figures are not available.
 	Journal JournalSource
 	// ShowPayloads lets a message page link to the message's payload, shown
 	// on a page of its own (a separate GET URL) after an explicit click.
