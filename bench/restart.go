@@ -123,7 +123,11 @@ func timeRestart(ctx context.Context, cfg RestartConfig, dir string, listeners, 
 	defer cc.Close()
 	health := healthpb.NewHealthClient(cc)
 	start := time.Now()
-	c, err := launch(cfg.Exe, cfg.Dir, "restart", "serve", "--grpc-addr", grpcAddr, "--data-dir", dir, "--log-level", "warn")
+	adminAddr, err := freeAddr()
+	if err != nil {
+		return 0, err
+	}
+	c, err := launch(cfg.Exe, cfg.Dir, "restart", "serve", "--grpc-addr", grpcAddr, "--admin-addr", adminAddr, "--data-dir", dir, "--log-level", "warn")
 	if err != nil {
 		return 0, err
 	}

@@ -22,7 +22,7 @@ import (
 // Result is one measured configuration.
 type Result struct {
 	// Group is what was measured: inbound, outbound, receive, storage,
-	// latency, idle, slow-receiver, queued, pipeline, restart.
+	// latency, idle, slow-receiver, queued, pipeline, restart, metrics.
 	Group string `json:"group"`
 	// Target is who was measured: switchboard, bare-ack, minimal-durable,
 	// direct-tcp, grpc-echo, pebble-sync, journal-append, ...

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +36,9 @@ type SuiteConfig struct {
 	Rounds int
 	// Conns are the connection counts of the inbound comparison.
 	Conns []int
+	// MetricsConns are those of the metrics on vs off comparison; default
+	// 8 and 64.
+	MetricsConns []int
 	// ReceiveCount is how many 1 KiB messages the Receive test delivers.
 	ReceiveCount int
 	// IdleConns is how many idle connections the memory test opens.
@@ -96,6 +100,8 @@ type child struct {
 	name string
 	cmd  *exec.Cmd
 	done chan error
+	// admin is serve's admin address (metrics), "" when it has none.
+	admin string
 }
 
 func freeAddr() (string, error) {
@@ -186,15 +192,30 @@ func (c *child) stop() {
 }
 
 // serveChild starts `switchboard serve` on dataDir and returns it with its
-// gRPC address once that accepts connections.
+// gRPC address once that accepts connections. It serves metrics on an
+// admin address of its own, as serve does by default (extra may say
+// `--admin-addr ""` to run without).
 func serveChild(ctx context.Context, exe, dir, name, dataDir string, extra ...string) (*child, string, error) {
 	grpcAddr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	args := append([]string{"serve", "--grpc-addr", grpcAddr, "--data-dir", dataDir, "--log-level", "warn"}, extra...)
+	adminAddr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	args := append([]string{"serve", "--grpc-addr", grpcAddr, "--admin-addr", adminAddr, "--data-dir", dataDir, "--log-level", "warn"}, extra...)
+	for i, a := range extra { // the last one given wins, as for the flag
+		if a == "--admin-addr" && i+1 < len(extra) {
+			adminAddr = extra[i+1]
+		}
+	}
 	c, err := startChild(ctx, exe, dir, name, grpcAddr, args...)
-	return c, grpcAddr, err
+	if err != nil {
+		return nil, "", err
+	}
+	c.admin = adminAddr
+	return c, grpcAddr, nil
 }
 
 // switchboard starts `switchboard serve` and a listener on it; it returns
@@ -378,6 +399,11 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 		inbound("bare-ack", ackAddr, bare.pid(), 8, 0)); err != nil {
 		return rep, err
 	}
+	if cfg.wants("metrics") {
+		if err := metricsCost(ctx, cfg, run, inbound); err != nil {
+			return rep, err
+		}
+	}
 	if err := run("latency", "latency at 2,000 msgs/s over 8 connections", byP99,
 		inbound("switchboard", sbAddr, sb.pid(), 8, 2000),
 		inbound("minimal-durable", durAddr, durable.pid(), 8, 2000)); err != nil {
@@ -477,13 +503,92 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 	return rep, nil
 }
 
+// metricsCost compares inbound durable load on two fresh servers, one
+// with metrics (an admin address, scraped every second as a busy
+// Prometheus would) and one started with --admin-addr "" (no Metrics
+// object, no observer, no gRPC interceptor), at cfg.MetricsConns.
+func metricsCost(ctx context.Context, cfg SuiteConfig, run func(string, string, func(Result) float64, ...contender) error,
+	inbound func(name, addr string, pid, conns int, rate float64) contender) error {
+	dir := func(name string) string { return filepath.Join(cfg.Dir, name) }
+	on, _, onAddr, err := switchboard(ctx, cfg, "switchboard-metrics-on", dir("metrics-on"))
+	if err != nil {
+		return err
+	}
+	defer on.stop()
+	off, _, offAddr, err := switchboard(ctx, cfg, "switchboard-metrics-off", dir("metrics-off"), "--admin-addr", "")
+	if err != nil {
+		return err
+	}
+	defer off.stop()
+	conns := cfg.MetricsConns
+	if len(conns) == 0 {
+		conns = []int{8, 64}
+	}
+	for _, n := range conns {
+		if err := run("metrics", fmt.Sprintf("metrics on (scraped every second) vs off, %d connections, fsync on", n), func(r Result) float64 { return r.Rate },
+			scraped(ctx, on.admin, time.Second, inbound("metrics-on", onAddr, on.pid(), n, 0)),
+			inbound("metrics-off", offAddr, off.pid(), n, 0)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scraped runs c while GET http://admin/metrics runs every interval, and
+// notes how many scrapes there were; a failed scrape is an error.
+func scraped(ctx context.Context, admin string, interval time.Duration, c contender) contender {
+	return contender{c.name, func() (Result, error) {
+		sctx, cancel := context.WithCancel(ctx)
+		var n, failed int
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			client := &http.Client{Timeout: 10 * time.Second}
+			defer client.CloseIdleConnections()
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for {
+				select {
+				case <-sctx.Done():
+					return
+				case <-t.C:
+				}
+				resp, err := client.Get("http://" + admin + "/metrics")
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					failed++
+				} else {
+					n++
+				}
+			}
+		}()
+		r, err := c.run()
+		cancel()
+		<-done
+		if failed > 0 {
+			if r.Errors == nil {
+				r.Errors = map[string]uint64{}
+			}
+			r.Errors["scrape"] += uint64(failed)
+		}
+		r.Note = strings.TrimSpace(r.Note + fmt.Sprintf(" /metrics scraped every %v (%d scrapes)", interval, n))
+		return r, err
+	}}
+}
+
 // wants reports whether the run includes group.
 func (cfg SuiteConfig) wants(group string) bool {
 	return len(cfg.Only) == 0 || slices.Contains(cfg.Only, group)
 }
 
 // Groups are the suite's result groups, in the order it runs them.
-var Groups = []string{"storage", "inbound", "inbound-nofsync", "latency", "slow-receiver", "outbound", "queued",
+var Groups = []string{"storage", "inbound", "inbound-nofsync", "metrics", "latency", "slow-receiver", "outbound", "queued",
 	"pipeline", "pipeline-nofsync", "idle", "receive", "restart"}
 
 // withStalledReceiver runs f while a Receive stream replays the journal

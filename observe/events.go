@@ -480,7 +480,7 @@ func ProtoCloseReason(r transport.CloseReason) switchboardv1.CloseReason {
 // ProtoAckCode is the API's value of c (UNSPECIFIED when unreadable), as
 // the service maps it.
 func ProtoAckCode(c transport.AckCode) switchboardv1.AckCode {
-	return ackCodes[c]
+	return protoAckCodes[c]
 }
 
 var closeReasons = map[transport.CloseReason]switchboardv1.CloseReason{
@@ -505,7 +505,7 @@ var closeReasons = map[transport.CloseReason]switchboardv1.CloseReason{
 	transport.CloseReadError:          switchboardv1.CloseReason_CLOSE_REASON_READ_ERROR,
 }
 
-var ackCodes = map[transport.AckCode]switchboardv1.AckCode{
+var protoAckCodes = map[transport.AckCode]switchboardv1.AckCode{
 	transport.AckAA:       switchboardv1.AckCode_ACK_CODE_AA,
 	transport.AckAE:       switchboardv1.AckCode_ACK_CODE_AE,
 	transport.AckAR:       switchboardv1.AckCode_ACK_CODE_AR,

@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal/pebbletest"
 	"github.com/switchboard-dev/switchboard/service"
+	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
@@ -198,6 +199,24 @@ func (s *server) waitState(ctx context.Context, id string, state switchboardv1.M
 }
 
 // attemptResults lists a message's attempts' results, as "IN_DOUBT,ACCEPTED".
+// waitOutboxStats waits until the outbox's figures for connection conn
+// satisfy cond (they follow the stored state by a moment).
+func (s *server) waitOutboxStats(ctx context.Context, conn, what string, cond func(outbox.ConnStats) bool) {
+	s.t.Helper()
+	var last outbox.ConnStats
+	for ctx.Err() == nil {
+		for _, st := range s.svc.Outbox().Stats(ctx) {
+			if st.ConnectionID == conn {
+				if last = st; cond(st) {
+					return
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.t.Fatalf("outbox stats of %s never showed %s; last %+v", conn, what, last)
+}
+
 func attemptResults(m *switchboardv1.Message) string {
 	var r []string
 	for _, a := range m.GetAttempts() {
@@ -450,6 +469,9 @@ func TestQueuedInDoubt(t *testing.T) {
 				if m.GetState() != stateInDoubt || !strings.Contains(m.GetFailure(), "in doubt") {
 					t.Fatalf("M1 = %v %q; want held IN_DOUBT", m.GetState(), m.GetFailure())
 				}
+				s.waitOutboxStats(ctx, conn, "M1 held in doubt", func(st outbox.ConnStats) bool {
+					return st.Counted && st.InDoubt == 1 && st.Queued == 2 && !st.Oldest.IsZero() && st.Attempts[3] == 1
+				})
 				peer.expectNothing(t) // M2 waits behind M1
 				if st := s.getMessage(ctx, m2).GetState(); st != stateQueued {
 					t.Fatalf("M2 is %v while M1 is held; want QUEUED", st)
@@ -471,6 +493,13 @@ func TestQueuedInDoubt(t *testing.T) {
 				t.Errorf("M1 attempts %s, want %s", got, tc.attempts)
 			}
 			s.waitState(ctx, m2, stateAccepted)
+			failed := int64(0)
+			if tc.state == stateFailed {
+				failed = 1
+			}
+			s.waitOutboxStats(ctx, conn, "both final", func(st outbox.ConnStats) bool {
+				return st.InDoubt == 0 && st.Queued == 0 && st.Oldest.IsZero() && st.Failed == failed && st.Attempts[0] >= 1
+			})
 			got, again := peer.nextReceived(t)
 			if got != tc.received[1] {
 				t.Fatalf("peer received %s after the first M1, want %s", got, tc.received[1])

@@ -37,6 +37,12 @@ type ServerOptions struct {
 	// Logger receives one line per call (not for health, reflection, or
 	// Send below debug level) and panics. Nil discards them.
 	Logger *slog.Logger
+	// OuterUnaryInterceptors and OuterStreamInterceptors run first, around
+	// everything else: metrics go here, so that they count every call with
+	// the code its caller got, validation errors and recovered panics
+	// (INTERNAL) included. They must not panic themselves.
+	OuterUnaryInterceptors  []grpc.UnaryServerInterceptor
+	OuterStreamInterceptors []grpc.StreamServerInterceptor
 	// UnaryInterceptors and StreamInterceptors run after recovery and
 	// logging and before request validation: authentication and
 	// authorization go here, so denied calls are logged and an
@@ -54,6 +60,7 @@ type ServerOptions struct {
 // project's interceptors, plus grpc.health.v1 and (unless disabled) server
 // reflection. The chain, outermost first:
 //
+//	outer        opts.OuterUnaryInterceptors / OuterStreamInterceptors (metrics)
 //	recovery     a panic anywhere below becomes INTERNAL, logged with its stack
 //	logging      one line per call with its code; never payloads
 //	extra        opts.UnaryInterceptors / StreamInterceptors (auth)
@@ -94,16 +101,18 @@ func NewGRPCServer(svc *Service, opts ServerOptions) (*grpc.Server, *health.Serv
 		logger.ErrorContext(ctx, "handler panic", "panic", p, "stack", string(debug.Stack()))
 		return panicStatus()
 	})
-	unary := []grpc.UnaryServerInterceptor{
+	unary := append([]grpc.UnaryServerInterceptor(nil), opts.OuterUnaryInterceptors...)
+	unary = append(unary,
 		recovery.UnaryServerInterceptor(onPanic),
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(rpcLog, logOpts...), logged),
-	}
+	)
 	unary = append(unary, opts.UnaryInterceptors...)
 	unary = append(unary, validationDetailsUnary, grpcvalidate.UnaryServerInterceptor(v))
-	stream := []grpc.StreamServerInterceptor{
+	stream := append([]grpc.StreamServerInterceptor(nil), opts.OuterStreamInterceptors...)
+	stream = append(stream,
 		recovery.StreamServerInterceptor(onPanic),
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(rpcLog, logOpts...), logged),
-	}
+	)
 	stream = append(stream, opts.StreamInterceptors...)
 	stream = append(stream, validationDetailsStream, grpcvalidate.StreamServerInterceptor(v))
 

@@ -161,6 +161,15 @@ func (s *Service) Restore(ctx context.Context) error {
 // Budget returns the memory budget shared by all connections.
 func (s *Service) Budget() *transport.MemoryBudget { return s.budget }
 
+// Registry returns the service's listeners and connections, for metrics,
+// readiness and the admin console: read it, never change resources through
+// it (the API does).
+func (s *Service) Registry() *registry.Registry { return s.reg }
+
+// Outbox returns the outbox that delivers queued messages, for its
+// figures (outbox.Outbox.Stats); nil without Config.Outbox.
+func (s *Service) Outbox() *outbox.Outbox { return s.outbox }
+
 // Shutdown stops every listener (in-flight frames are finished and
 // acknowledged until ctx's deadline, or DefaultDrainTimeout), lets in-flight
 // Sends finish, closes all connections, then ends Receive streams with

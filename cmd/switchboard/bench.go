@@ -273,7 +273,7 @@ func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg bench.SuiteConfig
-	var jsonPath, conns, only string
+	var jsonPath, conns, metricsConns, only string
 	fs := flag.NewFlagSet("bench suite", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&cfg.Size, "size", 260, "HL7 message size in bytes")
@@ -281,6 +281,7 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.DurationVar(&cfg.Warmup, "warmup", 500*time.Millisecond, "unmeasured time before each run")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of each comparison, alternating targets; the median is reported")
 	fs.StringVar(&conns, "conns", "1,8,64", "connection counts for the inbound and storage comparisons")
+	fs.StringVar(&metricsConns, "metrics-conns", "8,64", "connection counts for the metrics on vs off comparison")
 	fs.IntVar(&cfg.ReceiveCount, "receive-count", 200000, "1 KiB messages delivered by the Receive test")
 	fs.IntVar(&cfg.IdleConns, "idle-conns", 10000, "idle connections in the memory test")
 	fs.IntVar(&cfg.PipelineCount, "pipeline-count", 2000, "messages queued in each round of the pipelining test")
@@ -302,13 +303,18 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		cfg.Only = append(cfg.Only, g)
 	}
-	for _, c := range strings.Split(conns, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(c))
-		if err != nil || n < 1 {
-			fmt.Fprintf(stderr, "bench suite: bad --conns %q\n", conns)
-			return errUsage
+	for _, c := range []struct {
+		flag, list string
+		to         *[]int
+	}{{"--conns", conns, &cfg.Conns}, {"--metrics-conns", metricsConns, &cfg.MetricsConns}} {
+		for _, v := range strings.Split(c.list, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 1 {
+				fmt.Fprintf(stderr, "bench suite: bad %s %q\n", c.flag, c.list)
+				return errUsage
+			}
+			*c.to = append(*c.to, n)
 		}
-		cfg.Conns = append(cfg.Conns, n)
 	}
 	exe, dir, cleanup, err := exeAndDir(cfg.Dir)
 	if err != nil {

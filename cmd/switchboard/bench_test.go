@@ -11,7 +11,7 @@ import (
 )
 
 // TestBenchSuiteStoreAndForward runs the suite's store-and-forward groups
-// tiny, with this test binary as the servers (TestMain runs the command in
+// and the metrics cost tiny, with this test binary as the servers (TestMain runs the command in
 // the children), so they cannot rot. Nothing about the figures is checked
 // but that there are some.
 func TestBenchSuiteStoreAndForward(t *testing.T) {
@@ -21,7 +21,7 @@ func TestBenchSuiteStoreAndForward(t *testing.T) {
 	t.Setenv("SWITCHBOARD_RUN_MAIN", "1") // for the children
 	path := t.TempDir() + "/report.json"
 	var stdout, stderr bytes.Buffer
-	err := benchCmd([]string{"suite", "--only", "queued,pipeline,restart", "--rounds", "1", "--duration", "200ms", "--warmup", "0s",
+	err := benchCmd([]string{"suite", "--only", "queued,pipeline,restart,metrics", "--metrics-conns", "1,2", "--rounds", "1", "--duration", "200ms", "--warmup", "0s",
 		"--pipeline-count", "20", "--restart-resources", "2", "--restart-messages", "30", "--dir", t.TempDir(), "--json", path}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench suite: %v\n%s", err, stderr.String())
@@ -43,9 +43,13 @@ func TestBenchSuiteStoreAndForward(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"queued/switchboard-send", "queued/switchboard-queued", "pipeline/window-1", "pipeline/window-8",
-		"restart/empty", "restart/2+2+30"} {
-		if got[want] != 1 {
-			t.Errorf("%s: %d results, want 1 (all: %v)", want, got[want], got)
+		"restart/empty", "restart/2+2+30", "metrics/metrics-on", "metrics/metrics-off"} {
+		n := 1
+		if strings.HasPrefix(want, "metrics/") {
+			n = 2 // at 1 and 2 connections
+		}
+		if got[want] != n {
+			t.Errorf("%s: %d results, want %d (all: %v)", want, got[want], n, got)
 		}
 	}
 	if !strings.Contains(stdout.String(), "delivered/s") {

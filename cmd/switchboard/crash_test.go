@@ -64,7 +64,7 @@ func (s *crashServer) start() {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.cmd = exec.Command(os.Args[0], "serve", "--grpc-addr", s.grpcAddr, "--data-dir", filepath.Join(s.dir, "data"), "--log-format", "json")
+	s.cmd = exec.Command(os.Args[0], "serve", "--grpc-addr", s.grpcAddr, "--admin-addr", "127.0.0.1:0", "--data-dir", filepath.Join(s.dir, "data"), "--log-format", "json")
 	s.cmd.Env = append(os.Environ(), "SWITCHBOARD_RUN_MAIN=1")
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {

@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -51,6 +53,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"serve", "--no-such-flag"}, 2, "flag provided but not defined"},
 		{[]string{"serve", "--log-level", "loud"}, 1, "--log-level"},
 		{[]string{"serve", "extra"}, 2, "unexpected arguments"},
+		{[]string{"serve", "--admin-addr", "", "--admin-pprof"}, 2, "--admin-pprof needs an --admin-addr"},
+		{[]string{"serve", "--pprof-addr", "127.0.0.1:6060"}, 2, "flag provided but not defined"},
 	} {
 		var out bytes.Buffer
 		if code := run(tc.args, &out, &out); code != tc.code || !strings.Contains(out.String(), tc.out) {
@@ -68,7 +72,7 @@ func TestServeSignal(t *testing.T) {
 		t.Skip("starts a child process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json", "--drain-timeout", "5s")
+	cmd := exec.Command(os.Args[0], "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json", "--drain-timeout", "5s")
 	cmd.Env = append(os.Environ(), "SWITCHBOARD_RUN_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -97,21 +101,24 @@ func TestServeSignal(t *testing.T) {
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	var grpcAddr string
+	var grpcAddr, adminAddr string
 	for rec := range logs {
+		if rec["msg"] == "admin serving" {
+			adminAddr, _ = rec["admin_addr"].(string)
+		}
 		if rec["msg"] == "switchboard serving" {
 			grpcAddr, _ = rec["grpc_addr"].(string)
 			break
 		}
 	}
-	if grpcAddr == "" {
-		t.Fatal("serve never logged its address")
+	if grpcAddr == "" || adminAddr == "" {
+		t.Fatalf("serve never logged its addresses (gRPC %q, admin %q)", grpcAddr, adminAddr)
 	}
 	t.Logf("serve is up on %s", grpcAddr)
 
 	// A second server on the same data directory is refused, saying why.
 	var second bytes.Buffer
-	if code := run([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir}, &second, &second); code != 1 || !strings.Contains(second.String(), "locked by another process") {
+	if code := run([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--data-dir", dir}, &second, &second); code != 1 || !strings.Contains(second.String(), "locked by another process") {
 		t.Errorf("second serve on the same directory = %d, %q", code, second.String())
 	}
 
@@ -161,6 +168,26 @@ func TestServeSignal(t *testing.T) {
 		}
 	}
 
+	// The admin address: ready, the listener and its connection in the
+	// metrics, no pprof unless asked for.
+	if code, body := httpGet(t, "http://"+adminAddr+"/readyz"); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("/readyz = %d %q; want 200 ready", code, body)
+	}
+	if code, _ := httpGet(t, "http://"+adminAddr+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without --admin-pprof = %d; want 404", code)
+	}
+	_, metrics := httpGet(t, "http://"+adminAddr+"/metrics")
+	for _, want := range []string{
+		`switchboard_listener_up{listener="adt"} 1`,
+		`switchboard_connections_open{connection="",direction="inbound",listener="adt"} 1`,
+		`switchboard_journal_healthy 1`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="StartListener",grpc_service="switchboard.v1.SwitchboardService",grpc_type="unary"} 1`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +197,10 @@ func TestServeSignal(t *testing.T) {
 		if rec["msg"] == "shutting down" {
 			break
 		}
+	}
+	// Draining waits for the frame: not ready meanwhile.
+	if code, body := httpGet(t, "http://"+adminAddr+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "shutting down") {
+		t.Errorf("/readyz while draining = %d %q; want 503 shutting down", code, body)
 	}
 	if _, err := nc.Write(frame[15:]); err != nil {
 		t.Fatal(err)
@@ -370,4 +401,21 @@ func TestNotServingUntilRestored(t *testing.T) {
 			check(healthpb.HealthCheckResponse_SERVING)
 		}
 	}
+}
+
+// httpGet returns the status and body of a GET.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
 }

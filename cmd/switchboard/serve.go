@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // served only when --pprof-addr is set
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -17,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -24,6 +24,7 @@ import (
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
+	"github.com/switchboard-dev/switchboard/observe"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -36,7 +37,8 @@ type serveFlags struct {
 	drainTimeout    time.Duration
 	shutdownTimeout time.Duration
 	noFsync         bool
-	pprofAddr       string
+	adminAddr       string
+	adminPprof      bool
 	maxBuffered     int64
 	memoryLimit     int64
 	retainAge       time.Duration
@@ -58,7 +60,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.Int64Var(&f.memoryLimit, "memory-limit", -1, "Go soft memory limit in bytes (runtime/debug.SetMemoryLimit), so garbage left by growing receive buffers is collected before the process grows far past its live memory; default --max-buffered-bytes + 256 MiB; 0: none; the GOMEMLIMIT environment variable, when set, wins")
 	fs.DurationVar(&f.retainAge, "retain-age", pebblejournal.DefaultMaxAge, "how long received messages, and sent ones once accepted or failed, are kept; a negative value keeps them whatever their age")
 	fs.Int64Var(&f.retainBytes, "retain-bytes", pebblejournal.DefaultMaxBytes, "disk space kept for received and sent messages; above it the oldest are deleted (queued messages never are); a negative value sets no bound")
-	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
+	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server: Prometheus /metrics, /healthz, /readyz (loopback by default: it has no authentication); empty: no admin server and no metrics at all")
+	fs.BoolVar(&f.adminPprof, "admin-pprof", false, "also serve net/http/pprof (CPU, heap, block profiles) under /debug/pprof/ on the admin address")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return f, err
@@ -67,6 +70,10 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "serve: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return f, errUsage
+	}
+	if f.adminPprof && f.adminAddr == "" {
+		fmt.Fprintln(stderr, "serve: --admin-pprof needs an --admin-addr")
 		return f, errUsage
 	}
 	return f, nil
@@ -112,12 +119,26 @@ func serve(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	j, err := pebblejournal.Open(f.dataDir, pebblejournal.Options{
+	// Metrics only with an admin address to serve them: without one there
+	// is no Metrics object at all, and no observer or interceptor of its.
+	var (
+		metrics *observe.Metrics
+		reg     *prometheus.Registry
+	)
+	jopts := pebblejournal.Options{
 		NoSync:   f.noFsync,
 		Logger:   logger.With("component", "journal"),
 		MaxAge:   f.retainAge,
 		MaxBytes: f.retainBytes,
-	})
+	}
+	if f.adminAddr != "" {
+		reg = prometheus.NewRegistry()
+		if metrics, err = observe.NewMetrics(reg); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		jopts.OnCommit = metrics.JournalCommitted
+	}
+	j, err := pebblejournal.Open(f.dataDir, jopts)
 	if err != nil {
 		return fmt.Errorf("open journal: %w", err)
 	}
@@ -125,6 +146,11 @@ func serve(args []string, stderr io.Writer) error {
 	if f.noFsync {
 		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 	}
+	ext, err := newObsExtras(ctx, logger, j)
+	if err != nil {
+		return err
+	}
+	defer ext.shutdown(f.shutdownTimeout)
 
 	svc, err := service.New(service.Config{
 		Journal:          j,
@@ -132,13 +158,24 @@ func serve(args []string, stderr io.Writer) error {
 		MaxBufferedBytes: f.maxBuffered,
 		State:            j.StateStore(),
 		Outbox:           j.Outbox(),
+		Observer:         observe.Join(append([]*transport.Observer{metricsObserver(metrics)}, ext.observers...)...),
 	})
 	if err != nil {
 		return err
 	}
-	gs, hs, err := service.NewGRPCServer(svc, service.ServerOptions{Logger: logger})
+	sopts := service.ServerOptions{Logger: logger, GRPCOptions: ext.grpcOptions}
+	if metrics != nil {
+		unary, stream := metrics.GRPCInterceptors()
+		sopts.OuterUnaryInterceptors = []grpc.UnaryServerInterceptor{unary}
+		sopts.OuterStreamInterceptors = []grpc.StreamServerInterceptor{stream}
+	}
+	gs, hs, err := service.NewGRPCServer(svc, sopts)
 	if err != nil {
 		return err
+	}
+	if metrics != nil {
+		metrics.InitializeGRPC(gs)
+		metrics.SetSources(observe.Sources{Journal: j, Resources: svc.Registry(), Outbox: svc.Outbox()})
 	}
 	// NOT_SERVING until the desired state is back (Restore below): a
 	// balancer or orchestrator must not send work to a server whose
@@ -148,15 +185,20 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("gRPC listen: %w", err)
 	}
-	if f.pprofAddr != "" {
-		ps := &http.Server{Addr: f.pprofAddr, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := ps.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("pprof server failed", "err", err)
-			}
-		}()
-		defer ps.Close()
-		logger.Info("pprof enabled", "pprof_addr", f.pprofAddr)
+	// Served from before Restore, so /readyz tells an orchestrator when
+	// the last run's listeners are back.
+	life := &observe.Lifecycle{}
+	if f.adminAddr != "" {
+		mux := observe.AdminMux(observe.AdminConfig{Gatherer: reg, Journal: j, Resources: svc.Registry(), Lifecycle: life, Pprof: f.adminPprof})
+		ext.mount(mux, svc)
+		stopAdmin, err := serveAdmin(f.adminAddr, mux, logger, f.adminPprof)
+		if err != nil {
+			_ = lis.Close()
+			svc.Shutdown(context.Background())
+			return err
+		}
+		// Last: /metrics and /readyz answer while the server drains.
+		defer stopAdmin()
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
@@ -165,6 +207,7 @@ func serve(args []string, stderr io.Writer) error {
 		gs.Stop()
 		return err
 	}
+	life.SetRestored()
 	hctx, stopHealth := context.WithCancel(context.Background())
 	healthDone := make(chan struct{})
 	go func() {
@@ -182,6 +225,7 @@ func serve(args []string, stderr io.Writer) error {
 	case err := <-serveErr:
 		return fmt.Errorf("gRPC server: %w", err)
 	}
+	life.SetStopping()
 	logger.Info("shutting down")
 	stopHealth()
 	<-healthDone
@@ -192,6 +236,64 @@ func serve(args []string, stderr io.Writer) error {
 	stopGRPC(gs, f.shutdownTimeout)
 	logger.Info("stopped")
 	return nil
+}
+
+// serveAdmin serves the admin mux on addr until the returned func stops
+// it.
+func serveAdmin(addr string, mux *http.ServeMux, logger *slog.Logger, pprof bool) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listen (--admin-addr): %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("admin server failed", "err", err)
+		}
+	}()
+	logger.Info("admin serving", "admin_addr", ln.Addr().String(), "pprof", pprof)
+	return func() {
+		// A pprof profile may be under way: it is cut, not waited for.
+		_ = srv.Close()
+		<-done
+	}, nil
+}
+
+// metricsObserver is m's Observer, or nil without metrics.
+func metricsObserver(m *observe.Metrics) *transport.Observer {
+	if m == nil {
+		return nil
+	}
+	return m.Observer()
+}
+
+// obsExtras are the parts of observability (issue 12) that serve wires in
+// besides the metrics: the event bus's and tracing's transport Observers
+// (joined after the metrics' one), their gRPC server options (otelgrpc's
+// stats handler), the handlers they add to the admin mux (the console
+// under /console/; mount is called only when there is an admin address),
+// and how they stop (after gRPC and the service, before the journal
+// closes).
+type obsExtras struct {
+	observers   []*transport.Observer
+	grpcOptions []grpc.ServerOption
+	mount       func(mux *http.ServeMux, svc *service.Service)
+	shutdown    func(timeout time.Duration)
+}
+
+// newObsExtras builds them.
+//
+// TODO(lead, issue 12): the event bus (observe.NewBus: its Observer,
+// RegistryHook, FollowJournal(ctx, j), WatchEvents), tracing
+// (observe.NewTracing(ctx): its Observer, ServerOption, Shutdown) and the
+// console (mounted on /console/) plug in here.
+func newObsExtras(ctx context.Context, logger *slog.Logger, j journal.Journal) (*obsExtras, error) {
+	return &obsExtras{
+		mount:    func(*http.ServeMux, *service.Service) {},
+		shutdown: func(time.Duration) {},
+	}, nil
 }
 
 // restoreThenServe brings back the last run's listeners and connections,

@@ -27,7 +27,8 @@ type group struct {
 	// committed (nil) or failed, outside j.mu and before done is closed.
 	settled []func(error)
 	done    chan struct{}
-	err     error // valid after done is closed
+	err     error     // valid after done is closed
+	opened  time.Time // when its first write came; only with Options.OnCommit
 }
 
 // opKind says what an op does.
@@ -221,6 +222,9 @@ func (j *Journal) openGroup(size int) *group {
 		}
 	}
 	g := &group{db: j.db, batch: j.db.NewBatch(), done: make(chan struct{})}
+	if j.onCommit != nil {
+		g.opened = time.Now()
+	}
 	j.queue = append(j.queue, g)
 	if len(j.queue) == 1 {
 		j.work.Signal()
@@ -240,6 +244,9 @@ func (j *Journal) openGroup(size int) *group {
 func (j *Journal) appendNoSync(r *journal.Record, size int) (uint64, error) {
 	seq := j.nextSeq
 	g := &group{batch: j.db.NewBatch(), base: seq, n: 1, ops: 1, size: size}
+	if j.onCommit != nil {
+		g.opened = time.Now()
+	}
 	defer g.batch.Close()
 	j.encodeRecord(g.batch, r, seq, size)
 	j.markGroup(g)
@@ -254,6 +261,9 @@ func (j *Journal) appendNoSync(r *journal.Record, size int) (uint64, error) {
 	j.settle(g, nil)
 	j.mu.Unlock()
 	j.appends.Add(1)
+	if j.onCommit != nil {
+		j.onCommit(1, time.Since(g.opened))
+	}
 	r.Seq = seq
 	return seq, nil
 }
@@ -297,6 +307,9 @@ func (j *Journal) commitLoop() {
 		j.mu.Unlock()
 		g.finish(nil)
 		finishAll(failed, g.err)
+		if j.onCommit != nil && g.err == nil && g.n > 0 {
+			j.onCommit(g.n, time.Since(g.opened))
+		}
 		g = next
 	}
 }

@@ -53,6 +53,13 @@ type Options struct {
 	// Pending outbox messages are never deleted. Zero means
 	// DefaultMaxBytes; negative sets no bound.
 	MaxBytes int64
+	// OnCommit, if set, is called once per commit that holds journal
+	// records, after its appends were released, with how many records it
+	// held and how long the oldest of them waited: from the first write
+	// of the group to the end of its commit (the queue and the fsync). It
+	// runs on the committer's goroutine, so it must be quick (metrics: an
+	// observation or two); nothing is timed when it is nil.
+	OnCommit func(records int, d time.Duration)
 
 	// Tests only: clock replaces time.Now for retention's ages;
 	// flushDelay, when set, replaces deleteFlushDelay; finalsPerPass,
@@ -89,6 +96,7 @@ type Journal struct {
 	maxAge        time.Duration // < 0: no bound
 	maxBytes      int64         // < 0: no bound
 	markEvery     time.Duration // how often the committer writes a time mark
+	onCommit      func(records int, d time.Duration)
 
 	lastSeq  atomic.Uint64 // highest committed sequence
 	firstSeq atomic.Uint64 // oldest retained sequence (lastSeq+1 when none)
@@ -177,6 +185,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 		maxAge:        opts.MaxAge,
 		maxBytes:      opts.MaxBytes,
 		markEvery:     markInterval(opts.MaxAge),
+		onCommit:      opts.OnCommit,
 		dir:           dir,
 		fs:            opts.FS,
 		logger:        opts.Logger,
@@ -414,6 +423,18 @@ func (j *Journal) Stats() journal.Stats {
 		Failures:   j.failures.Load(),
 		Recoveries: j.recoveries.Load(),
 	}
+}
+
+// DiskBytes is the disk space the database takes now, as Pebble counts
+// it (write-ahead log, tables and their obsolete files not yet deleted);
+// 0 while recovery has no database open, or after Close.
+func (j *Journal) DiskBytes() uint64 {
+	j.dbMu.RLock()
+	defer j.dbMu.RUnlock()
+	if j.dbClosed || j.db == nil {
+		return 0
+	}
+	return j.db.Metrics().DiskSpaceUsage()
 }
 
 // Read returns committed records with Seq >= from; see journal.Journal.

@@ -107,6 +107,51 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
+// TestOnCommit: the hook hears of every commit holding records, once, with
+// its record count; DiskBytes reports the database's size.
+func TestOnCommit(t *testing.T) {
+	for _, noSync := range []bool{false, true} {
+		const writers, perWriter = 16, 20
+		var calls, records atomic.Int64
+		j, err := Open(t.TempDir(), Options{NoSync: noSync, OnCommit: func(n int, d time.Duration) {
+			calls.Add(1)
+			records.Add(int64(n))
+			if n < 1 || d < 0 {
+				t.Errorf("OnCommit(%d, %v)", n, d)
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := range perWriter {
+					if _, err := j.Append(context.Background(), testRecord(w*perWriter+i)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if n := j.DiskBytes(); n == 0 {
+			t.Errorf("DiskBytes = 0 with %d records", writers*perWriter)
+		}
+		st := j.Stats()
+		if err := j.Close(); err != nil { // the committer has returned: every call was made
+			t.Fatal(err)
+		}
+		if records.Load() != writers*perWriter || calls.Load() > int64(st.Commits) || calls.Load() < 1 {
+			t.Errorf("noSync %v: OnCommit got %d records in %d calls; want %d records in at most %d calls",
+				noSync, records.Load(), calls.Load(), writers*perWriter, st.Commits)
+		}
+		if n := j.DiskBytes(); n != 0 {
+			t.Errorf("DiskBytes after Close = %d; want 0", n)
+		}
+	}
+}
+
 func TestNoSync(t *testing.T) {
 	dir := t.TempDir()
 	// Two records fit under MaxBatchBytes, so every commit holds at most two.

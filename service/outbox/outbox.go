@@ -324,8 +324,14 @@ func (o *Outbox) Resolve(ctx context.Context, connID string, seq uint64, r switc
 	o.mu.Lock()
 	w := o.workers[connID]
 	o.mu.Unlock()
-	if w != nil && isFinal(m.GetState()) && w.counted.Load() {
-		w.queued.Add(-1)
+	if w != nil && w.counted.Load() {
+		w.stats.inDoubt.Add(-1) // it was held in doubt
+		if isFinal(m.GetState()) {
+			w.queued.Add(-1)
+		}
+	}
+	if w != nil && m.GetState() == switchboardv1.MessageState_MESSAGE_STATE_FAILED {
+		w.stats.failed.Add(1)
 	}
 	if w != nil {
 		w.wake()

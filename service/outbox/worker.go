@@ -77,6 +77,9 @@ type worker struct {
 	queued  atomic.Int64
 	counted atomic.Bool
 	recount atomic.Bool // WakeAll: count again
+	// stats are the figures Stats reports; inDoubt is set by count, like
+	// queued.
+	stats workerStats
 
 	// held are messages whose latest state the worker has not handed to
 	// the store yet (put); only the worker's goroutine touches it.
@@ -131,7 +134,7 @@ func (w *worker) count() error {
 	defer w.appendMu.Unlock()
 	w.o.resolveMu.Lock()
 	defer w.o.resolveMu.Unlock()
-	var n int64
+	var n, doubt int64
 	for after := uint64(0); ; {
 		ms, err := w.o.store.Pending(w.ctx, w.id, after, 1000)
 		if err != nil {
@@ -141,9 +144,15 @@ func (w *worker) count() error {
 			break
 		}
 		n += int64(len(ms))
+		for _, m := range ms {
+			if m.GetState() == switchboardv1.MessageState_MESSAGE_STATE_IN_DOUBT {
+				doubt++
+			}
+		}
 		after = ms[len(ms)-1].GetSequence()
 	}
 	w.queued.Store(n)
+	w.stats.inDoubt.Store(doubt)
 	w.counted.Store(true)
 	return nil
 }
@@ -491,6 +500,9 @@ func (w *worker) settle(m *switchboardv1.Message, o outcome, ack *transport.Peer
 	if v.state == switchboardv1.MessageState_MESSAGE_STATE_QUEUED {
 		m.NextAttemptTime = timestamppb.New(now.Add(w.pol.backoff(len(m.GetAttempts()))))
 	}
+	if int(o.result) < numResults {
+		w.stats.attempts[o.result].Add(1) // it ended, whether or not that is stored
+	}
 	// The context that survives Close, so an outcome read during shutdown is
 	// still stored. ACCEPTED is held back (see the state machine).
 	sync := v.state != switchboardv1.MessageState_MESSAGE_STATE_ACCEPTED
@@ -503,8 +515,10 @@ func (w *worker) settle(m *switchboardv1.Message, o outcome, ack *transport.Peer
 	}
 	switch v.state {
 	case switchboardv1.MessageState_MESSAGE_STATE_IN_DOUBT:
+		w.stats.inDoubt.Add(1)
 		w.o.event(EventInDoubt, m)
 	case switchboardv1.MessageState_MESSAGE_STATE_FAILED:
+		w.stats.failed.Add(1)
 		w.o.event(EventFailed, m)
 	}
 	args := []any{"message_id", m.GetMessageId(), "control_id", m.GetControlId(), "attempts", len(m.GetAttempts())}
