@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/observe"
+	"github.com/switchboard-dev/switchboard/observe/console"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -283,17 +284,49 @@ type obsExtras struct {
 	shutdown    func(timeout time.Duration)
 }
 
-// newObsExtras builds them.
-//
-// TODO(lead, issue 12): the event bus (observe.NewBus: its Observer,
-// RegistryHook, FollowJournal(ctx, j), WatchEvents), tracing
-// (observe.NewTracing(ctx): its Observer, ServerOption, Shutdown) and the
-// console (mounted on /console/) plug in here.
+// newObsExtras builds them. The event bus is the service's own
+// (service.New makes it, joins its Observer and follows the journal); the
+// console reads it, the service and the journal. Tracing is off unless the
+// OTEL_* environment configures an exporter.
 func newObsExtras(ctx context.Context, logger *slog.Logger, j journal.Journal) (*obsExtras, error) {
 	return &obsExtras{
-		mount:    func(*http.ServeMux, *service.Service) {},
+		mount: func(mux *http.ServeMux, svc *service.Service) {
+			mux.Handle("/console/", console.Handler(console.Config{
+				API:     svc,
+				Events:  consoleEvents{svc.Events()},
+				Journal: j,
+				Logger:  logger.With("component", "console"),
+			}))
+		},
 		shutdown: func(time.Duration) {},
 	}, nil
+}
+
+// consoleEvents shows the event bus's recent events in the console.
+type consoleEvents struct{ bus *observe.Bus }
+
+// Recent returns the latest n events, newest first.
+func (e consoleEvents) Recent(n int) []console.EventRow {
+	evs := e.bus.Recent(n, nil)
+	rows := make([]console.EventRow, 0, len(evs))
+	for i := len(evs) - 1; i >= 0; i-- {
+		ev := evs[i]
+		detail := ev.GetDetail()
+		if r := ev.GetCloseReason(); r != switchboardv1.CloseReason_CLOSE_REASON_UNSPECIFIED {
+			detail = strings.TrimSpace(strings.TrimPrefix(r.String(), "CLOSE_REASON_") + " " + detail)
+		}
+		if c := ev.GetControlId(); c != "" {
+			detail = strings.TrimSpace(detail + " control id " + c)
+		}
+		rows = append(rows, console.EventRow{
+			Time:         ev.GetTime().AsTime().UTC().Format("2006-01-02 15:04:05.000"),
+			Kind:         strings.TrimPrefix(ev.GetKind().String(), "EVENT_KIND_"),
+			ListenerID:   ev.GetListenerId(),
+			ConnectionID: ev.GetConnectionId(),
+			Detail:       detail,
+		})
+	}
+	return rows
 }
 
 // restoreThenServe brings back the last run's listeners and connections,
