@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/service/outbox"
@@ -42,9 +44,14 @@ type Config struct {
 	// frames being received (transport.MemoryBudget). Zero:
 	// DefaultMaxBufferedBytes.
 	MaxBufferedBytes int64
-	// Observer receives every connection's events (metrics, event streams);
-	// nil: none.
+	// Observer receives every connection's events (metrics, event streams,
+	// traces); nil: none.
 	Observer *transport.Observer
+	// InboundSpan, when set, returns the span context of the span that
+	// traced the receipt of the frame stored at a journal sequence, or an
+	// invalid one (observe.Tracing.InboundSpan): Receive's delivery spans
+	// link to it.
+	InboundSpan func(seq uint64) trace.SpanContext
 	// Outbox stores queued outbound messages (the embedded one shares the
 	// journal's database). Nil: queued sends are refused. Like the journal,
 	// it is not closed by the Service.
@@ -65,6 +72,7 @@ type Service struct {
 	sink     transport.Sink
 	budget   *transport.MemoryBudget
 	observer *transport.Observer
+	inbound  func(uint64) trace.SpanContext
 	reg      *registry.Registry
 	outbox   *outbox.Outbox // nil without Config.Outbox (messages.go)
 	messages outbox.Store
@@ -99,6 +107,7 @@ func New(cfg Config) (*Service, error) {
 		sink:     journalSink{j: cfg.Journal},
 		budget:   transport.NewMemoryBudget(cfg.MaxBufferedBytes),
 		observer: cfg.Observer,
+		inbound:  cfg.InboundSpan,
 		ctx:      ctx,
 		cancel:   cancel,
 	}
