@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -52,16 +51,20 @@ const (
 	AttrConnectionID = attribute.Key("switchboard.connection_id")
 	AttrSequence     = attribute.Key("switchboard.sequence")
 	AttrAckCode      = attribute.Key("switchboard.ack_code")
-	AttrFrameClass   = attribute.Key("switchboard.frame_class")
-	AttrFrameBytes   = attribute.Key("switchboard.frame_bytes")
+	// AttrFrameClass is "ack" on the span of an acknowledgement that no
+	// Send waited for (stored, never answered); messages have none.
+	AttrFrameClass = attribute.Key("switchboard.frame_class")
 
-	// EventAppended marks, on an inbound span, when the journal append
-	// returned.
-	EventAppended = "journal.appended"
+	// AttrAppendMicros is, on an inbound span, the time from the frame's
+	// receipt until the journal append returned, in microseconds (the rest
+	// of the span is building and writing the acknowledgement).
+	AttrAppendMicros = attribute.Key("switchboard.append_us")
 )
 
 // maxAttrText bounds a string attribute taken from message bytes.
 const maxAttrText = 256
+
+var serverKind = trace.WithSpanKind(trace.SpanKindServer)
 
 // scope is the instrumentation scope of the spans made here.
 const scope = "github.com/switchboard-dev/switchboard/observe"
@@ -74,7 +77,7 @@ const scope = "github.com/switchboard-dev/switchboard/observe"
 const EnvTraceExporter = "SWITCHBOARD_TRACE_EXPORTER"
 
 // MemorySpans is how many spans the "memory" exporter keeps.
-const MemorySpans = 4096
+const MemorySpans = 1024
 
 // inboundRing is how many recent inbound span contexts are remembered by
 // journal sequence, for the links of Receive's delivery spans.
@@ -231,16 +234,17 @@ func (t *Tracing) ServerOption() grpc.ServerOption {
 }
 
 // Observer returns the transport Observer that makes an inbound span
-// (SpanInbound) per received message: it starts at the frame's receive time
-// (Frame.Time), has an event when the journal append returned, and ends
-// when the acknowledgement was written (FrameAnswered), or at once for an
-// acknowledgement frame that is stored but never answered. Replies to a
-// Send are part of the Send's span, not an inbound one. Attributes:
-// hl7.control_id, hl7.message_type, switchboard.listener_id,
-// switchboard.connection_id, switchboard.sequence, switchboard.ack_code,
-// the frame's size and the peer's address. The status is an error when the
-// frame was not stored, its answer was negative or could not be written.
-// Off, it is nil (Join skips it).
+// (SpanInbound) per received message: it starts at the frame's receive
+// time (Frame.Time), notes when the journal append returned
+// (AttrAppendMicros), and ends when the acknowledgement was written
+// (FrameAnswered), or at once for an acknowledgement frame that is stored
+// but never answered. Replies to a Send are part of the Send's span, not an
+// inbound one. Attributes: hl7.control_id, hl7.message_type,
+// switchboard.listener_id, switchboard.connection_id,
+// switchboard.sequence, switchboard.ack_code, switchboard.append_us and
+// network.peer.address. The status is an error when the frame was not
+// stored, its answer was negative or could not be written. Off, it is nil
+// (Join skips it).
 func (t *Tracing) Observer() *transport.Observer {
 	if !t.Enabled() {
 		return nil
@@ -287,6 +291,7 @@ func (t *Tracing) remember(seq uint64, sc trace.SpanContext) {
 // connection's read loop touches it.
 type connTrace struct {
 	base    []attribute.KeyValue // the connection's attributes
+	buf     []attribute.KeyValue // a span's start attributes (the SDK copies them)
 	pending trace.Span           // the inbound span waiting for its answer
 }
 
@@ -304,11 +309,8 @@ func connAttrs(c *transport.Conn) []attribute.KeyValue {
 	if id := c.ListenerID(); id != "" {
 		attrs = append(attrs, AttrListenerID.String(id))
 	}
-	if host, port, err := net.SplitHostPort(c.Info().RemoteAddr); err == nil {
+	if host, _, err := net.SplitHostPort(c.Info().RemoteAddr); err == nil {
 		attrs = append(attrs, semconv.NetworkPeerAddress(host))
-		if p, err := strconv.Atoi(port); err == nil {
-			attrs = append(attrs, semconv.NetworkPeerPort(p))
-		}
 	}
 	return attrs
 }
@@ -320,12 +322,14 @@ func (t *Tracing) frameReceived(c *transport.Conn, in *transport.Frame, class tr
 	appended := time.Now()
 	ct := t.conn(c)
 	if ct.pending != nil { // not answered: cannot happen, but never leak a span
-		ct.pending.End()
-		ct.pending = nil
+		ct.end()
 	}
-	attrs := make([]attribute.KeyValue, 0, len(ct.base)+5)
-	attrs = append(attrs, ct.base...)
-	attrs = append(attrs, AttrFrameClass.String(class.String()), AttrFrameBytes.Int(len(in.Payload)))
+	// The attributes are set once, when the span ends: the SDK then copies
+	// them once, into a slice of the right size.
+	attrs := append(ct.buf[:0], ct.base...)
+	if class != transport.FrameMessage {
+		attrs = append(attrs, AttrFrameClass.String(class.String()))
+	}
 	if in.Seq > 0 {
 		attrs = append(attrs, AttrSequence.Int64(int64(in.Seq)))
 	}
@@ -333,42 +337,47 @@ func (t *Tracing) frameReceived(c *transport.Conn, in *transport.Frame, class tr
 		attrs = append(attrs, AttrControlID.String(attrText(in.Header.ControlID)),
 			AttrMessageType.String(attrText(in.Header.MessageType)))
 	}
-	_, span := t.tr.Start(context.Background(), SpanInbound,
-		trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(in.Time), trace.WithAttributes(attrs...))
+	// When the append returned, as an attribute rather than an event: an
+	// event costs a tenth of the span again, and a number can be searched
+	// (slow appends).
+	attrs = append(attrs, AttrAppendMicros.Int64(appended.Sub(in.Time).Microseconds()))
+	ct.buf = attrs
+	_, span := t.tr.Start(context.Background(), SpanInbound, serverKind, trace.WithTimestamp(in.Time))
+	ct.pending = span
 	if sc := span.SpanContext(); in.Seq > 0 && sc.IsSampled() {
 		t.remember(in.Seq, sc)
 	}
 	if in.StoreErr != nil {
-		span.AddEvent(EventAppended, trace.WithTimestamp(appended), trace.WithAttributes(attribute.Bool("stored", false)))
 		span.SetStatus(codes.Error, "not stored: "+in.StoreErr.Error())
-	} else {
-		span.AddEvent(EventAppended, trace.WithTimestamp(appended))
 	}
 	if class == transport.FrameAck {
-		span.End() // stored, never answered
-		return
+		ct.end() // stored, never answered
 	}
-	ct.pending = span
 }
 
 func (t *Tracing) frameAnswered(c *transport.Conn, in *transport.Frame, code transport.AckCode, err error) {
 	ct := t.conn(c)
-	span := ct.pending
-	if span == nil {
+	if ct.pending == nil {
 		return
 	}
-	ct.pending = nil
 	if code != 0 {
-		span.SetAttributes(AttrAckCode.String(code.String()))
+		ct.buf = append(ct.buf, AttrAckCode.String(code.String()))
 	}
 	switch {
 	case err != nil:
-		span.SetStatus(codes.Error, "acknowledgement not written: "+err.Error())
+		ct.pending.SetStatus(codes.Error, "acknowledgement not written: "+err.Error())
 	case in.StoreErr != nil: // status already set
 	case code != 0 && !code.Positive():
-		span.SetStatus(codes.Error, "answered "+code.String())
+		ct.pending.SetStatus(codes.Error, "answered "+code.String())
 	}
-	span.End()
+	ct.end()
+}
+
+// end ends the pending span with its attributes.
+func (ct *connTrace) end() {
+	ct.pending.SetAttributes(ct.buf...)
+	ct.pending.End()
+	ct.pending, ct.buf = nil, ct.buf[:0]
 }
 
 func (t *Tracing) connClosed(c *transport.Conn, _ transport.ConnInfo) {
@@ -378,8 +387,7 @@ func (t *Tracing) connClosed(c *transport.Conn, _ transport.ConnInfo) {
 	}
 	if ct := v.(*connTrace); ct.pending != nil {
 		ct.pending.SetStatus(codes.Error, "connection closed before the answer")
-		ct.pending.End()
-		ct.pending = nil
+		ct.end()
 	}
 }
 
