@@ -17,8 +17,11 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
@@ -366,4 +369,45 @@ func spanID(spans tracetest.SpanStubs, name string) trace.SpanID {
 		}
 	}
 	return trace.SpanID{}
+}
+
+// TestSendSpanInDoubt: a Send whose peer never answers ends its span in
+// error, saying the message was written (in doubt) and why.
+func TestSendSpanInDoubt(t *testing.T) {
+	ts := startTraced(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if nc, err := silent.Accept(); err == nil {
+			accepted <- nc
+		}
+	}()
+	if _, err := ts.client.Connect(ctx, &switchboardv1.ConnectRequest{ConnectionId: "silent",
+		Config: &switchboardv1.ConnectionConfig{Address: silent.Addr().String(), Reconnect: &switchboardv1.ReconnectPolicy{Disabled: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	nc := <-accepted
+	defer nc.Close()
+	_, err = ts.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "silent", Payload: hl7Message("ORU^R01^ORU_R01", "LOST0001"),
+		AckTimeout: durationpb.New(100 * time.Millisecond)})
+	if status.Code(err) != grpccodes.DeadlineExceeded {
+		t.Fatalf("Send: %v; want DEADLINE_EXCEEDED (in doubt)", err)
+	}
+	ts.stop()
+	sends := named(ts.exp.GetSpans(), observe.SpanSend)
+	if len(sends) != 1 {
+		t.Fatalf("%d send spans; want 1", len(sends))
+	}
+	s := sends[0]
+	a := attrs(s)
+	if s.Status.Code != codes.Error || !a["switchboard.written"].AsBool() || a["switchboard.send_failure_cause"].AsString() != "ack timeout" ||
+		a[observe.AttrControlID].AsString() != "LOST0001" {
+		t.Errorf("send span: status %v, attributes %v", s.Status, s.Attributes)
+	}
 }
