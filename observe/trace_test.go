@@ -65,7 +65,8 @@ func startTraced(t *testing.T) *tracedServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs, _, err := service.NewGRPCServer(svc, service.ServerOptions{GRPCOptions: []grpc.ServerOption{tr.ServerOption()}})
+	// Stop waits for the handlers, so their spans have ended when it returns.
+	gs, _, err := service.NewGRPCServer(svc, service.ServerOptions{GRPCOptions: []grpc.ServerOption{tr.ServerOption(), grpc.WaitForHandlers(true)}})
 	if err != nil {
 		t.Fatal(err)
 	}
