@@ -130,7 +130,7 @@ func (s *flakySink) Append(context.Context, *transport.Message) (uint64, error) 
 	return s.seq.Add(1), nil
 }
 
-func listen(t *testing.T, tr *observe.Tracing, sink transport.Sink, ack transport.AckPolicy) string {
+func listen(t *testing.T, tr *observe.Tracing, sink transport.Sink, ack transport.AckPolicy) *transport.Listener {
 	t.Helper()
 	l, err := transport.Listen(t.Context(), transport.ListenerConfig{ID: "in", Address: "127.0.0.1:0", Sink: sink,
 		Conn: transport.ConnConfig{Ack: ack, Observer: tr.Observer()}})
@@ -138,7 +138,7 @@ func listen(t *testing.T, tr *observe.Tracing, sink transport.Sink, ack transpor
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	return l.Addr().String()
+	return l
 }
 
 // waitSpans waits until exp has n spans.
@@ -169,7 +169,7 @@ func TestInboundSpanOutcomes(t *testing.T) {
 
 	sink := &flakySink{}
 	sink.fail.Store(true)
-	p := dialPeer(t, listen(t, tr, sink, transport.HL7Ack()))
+	p := dialPeer(t, listen(t, tr, sink, transport.HL7Ack()).Addr().String())
 	if ack := p.roundTrip(hl7Message("ADT^A01^ADT_A01", "FAIL1")); !strings.Contains(ack, "MSA|AR|FAIL1") {
 		t.Fatalf("ACK %q", ack)
 	}
@@ -184,7 +184,7 @@ func TestInboundSpanOutcomes(t *testing.T) {
 	exp.Reset()
 
 	// No answer at all: the span ends once appended.
-	p = dialPeer(t, listen(t, tr, &flakySink{}, transport.NoAck()))
+	p = dialPeer(t, listen(t, tr, &flakySink{}, transport.NoAck()).Addr().String())
 	long := strings.Repeat("\xe9", 1000) // ISO-8859-1 é, not UTF-8
 	if _, err := p.nc.Write(p.f.AppendFrame(nil, hl7Message("ADT^A01^ADT_A01", long))); err != nil {
 		t.Fatal(err)
