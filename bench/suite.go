@@ -558,9 +558,15 @@ func tracingGroup(ctx context.Context, cfg SuiteConfig, run func(group, title st
 	}
 	defer traced.stop()
 	for _, n := range cfg.Conns {
+		on := inbound("tracing-memory", tracedAddr, traced.pid(), n, 0)
+		measure := on.run
+		on.run = func() (Result, error) {
+			r, err := measure()
+			r.Note = strings.TrimSpace(r.Note + " SWITCHBOARD_TRACE_EXPORTER=memory: a span per message, batch processor, in-memory exporter")
+			return r, err
+		}
 		if err := run("tracing", fmt.Sprintf("inbound, %d connections, tracing to memory vs off", n), func(r Result) float64 { return r.Rate },
-			inbound("tracing-off", plainAddr, plain.pid(), n, 0),
-			inbound("tracing-memory", tracedAddr, traced.pid(), n, 0)); err != nil {
+			inbound("tracing-off", plainAddr, plain.pid(), n, 0), on); err != nil {
 			return err
 		}
 	}
