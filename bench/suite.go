@@ -116,7 +116,12 @@ func freeAddr() (string, error) {
 // startChild runs exe args with its output in dir/name.log and waits until
 // addr accepts connections.
 func startChild(ctx context.Context, exe, dir, name, addr string, args ...string) (*child, error) {
-	c, err := launch(exe, dir, name, args...)
+	return startChildEnv(ctx, exe, dir, name, addr, nil, args...)
+}
+
+// startChildEnv is startChild with env added to the child's environment.
+func startChildEnv(ctx context.Context, exe, dir, name, addr string, env []string, args ...string) (*child, error) {
+	c, err := launchEnv(exe, dir, name, env, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -129,11 +134,19 @@ func startChild(ctx context.Context, exe, dir, name, addr string, args ...string
 
 // launch runs exe args with its output in dir/name.log.
 func launch(exe, dir, name string, args ...string) (*child, error) {
+	return launchEnv(exe, dir, name, nil, args...)
+}
+
+// launchEnv is launch with env added to the child's environment.
+func launchEnv(exe, dir, name string, env []string, args ...string) (*child, error) {
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -196,6 +209,11 @@ func (c *child) stop() {
 // admin address of its own, as serve does by default (extra may say
 // `--admin-addr ""` to run without).
 func serveChild(ctx context.Context, exe, dir, name, dataDir string, extra ...string) (*child, string, error) {
+	return serveChildEnv(ctx, exe, dir, name, dataDir, nil, extra...)
+}
+
+// serveChildEnv is serveChild with env added to the child's environment.
+func serveChildEnv(ctx context.Context, exe, dir, name, dataDir string, env []string, extra ...string) (*child, string, error) {
 	grpcAddr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
@@ -210,7 +228,7 @@ func serveChild(ctx context.Context, exe, dir, name, dataDir string, extra ...st
 			adminAddr = extra[i+1]
 		}
 	}
-	c, err := startChild(ctx, exe, dir, name, grpcAddr, args...)
+	c, err := startChildEnv(ctx, exe, dir, name, grpcAddr, env, args...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -221,7 +239,13 @@ func serveChild(ctx context.Context, exe, dir, name, dataDir string, extra ...st
 // switchboard starts `switchboard serve` and a listener on it; it returns
 // the child, its gRPC address and the listener's address.
 func switchboard(ctx context.Context, cfg SuiteConfig, name, dataDir string, extra ...string) (*child, string, string, error) {
-	c, grpcAddr, err := serveChild(ctx, cfg.Exe, cfg.Dir, name, dataDir, extra...)
+	return switchboardEnv(ctx, cfg, name, dataDir, nil, extra...)
+}
+
+// switchboardEnv is switchboard with env added to the server's
+// environment.
+func switchboardEnv(ctx context.Context, cfg SuiteConfig, name, dataDir string, env []string, extra ...string) (*child, string, string, error) {
+	c, grpcAddr, err := serveChildEnv(ctx, cfg.Exe, cfg.Dir, name, dataDir, env, extra...)
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -391,6 +415,11 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 			inbound("switchboard", sbAddr, sb.pid(), n, 0),
 			inbound("minimal-durable", durAddr, durable.pid(), n, 0),
 			inbound("bare-ack", ackAddr, bare.pid(), n, 0)); err != nil {
+			return rep, err
+		}
+	}
+	if cfg.wants("tracing") {
+		if err := tracingGroup(ctx, cfg, run, inbound); err != nil {
 			return rep, err
 		}
 	}
@@ -588,7 +617,7 @@ func (cfg SuiteConfig) wants(group string) bool {
 }
 
 // Groups are the suite's result groups, in the order it runs them.
-var Groups = []string{"storage", "inbound", "inbound-nofsync", "metrics", "latency", "slow-receiver", "outbound", "queued",
+var Groups = []string{"storage", "inbound", "tracing", "inbound-nofsync", "metrics", "latency", "slow-receiver", "outbound", "queued",
 	"pipeline", "pipeline-nofsync", "idle", "receive", "restart"}
 
 // withStalledReceiver runs f while a Receive stream replays the journal
@@ -612,4 +641,39 @@ func withStalledReceiver(ctx context.Context, grpcAddr string, f func() (Result,
 	r, err := f()
 	r.Note = strings.TrimSpace(r.Note + " a Receive stream from sequence 1 was open and never read")
 	return r, err
+}
+
+// tracingGroup measures what tracing costs: durable inbound load on two
+// fresh servers, one tracing every message (an inbound span each, through
+// the batch span processor to the in-memory exporter that
+// SWITCHBOARD_TRACE_EXPORTER=memory installs) and one with tracing off
+// (no OTEL_* exporter), in alternating rounds.
+func tracingGroup(ctx context.Context, cfg SuiteConfig, run func(group, title string, key func(Result) float64, cs ...contender) error,
+	inbound func(name, addr string, pid, conns int, rate float64) contender) error {
+	off := []string{"OTEL_TRACES_EXPORTER=none", "SWITCHBOARD_TRACE_EXPORTER="}
+	plain, _, plainAddr, err := switchboardEnv(ctx, cfg, "switchboard-untraced", filepath.Join(cfg.Dir, "switchboard-untraced"), off)
+	if err != nil {
+		return err
+	}
+	defer plain.stop()
+	traced, _, tracedAddr, err := switchboardEnv(ctx, cfg, "switchboard-traced", filepath.Join(cfg.Dir, "switchboard-traced"),
+		[]string{"OTEL_TRACES_EXPORTER=none", "SWITCHBOARD_TRACE_EXPORTER=memory"})
+	if err != nil {
+		return err
+	}
+	defer traced.stop()
+	for _, n := range cfg.Conns {
+		on := inbound("tracing-memory", tracedAddr, traced.pid(), n, 0)
+		measure := on.run
+		on.run = func() (Result, error) {
+			r, err := measure()
+			r.Note = strings.TrimSpace(r.Note + " SWITCHBOARD_TRACE_EXPORTER=memory: a span per message, batch processor, in-memory exporter")
+			return r, err
+		}
+		if err := run("tracing", fmt.Sprintf("inbound, %d connections, tracing to memory vs off", n), func(r Result) float64 { return r.Rate },
+			inbound("tracing-off", plainAddr, plain.pid(), n, 0), on); err != nil {
+			return err
+		}
+	}
+	return nil
 }

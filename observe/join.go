@@ -27,6 +27,7 @@ func Join(obs ...*transport.Observer) *transport.Observer {
 		j.ConnOpened = chain1(j.ConnOpened, o.ConnOpened)
 		j.FrameReceived = chain3(j.FrameReceived, o.FrameReceived)
 		j.AckSent = chain2(j.AckSent, o.AckSent)
+		j.FrameAnswered = chain4(j.FrameAnswered, o.FrameAnswered)
 		j.SendDone = chain3(j.SendDone, o.SendDone)
 		j.FramingError = chain2(j.FramingError, o.FramingError)
 		j.ConnClosed = chain2(j.ConnClosed, o.ConnClosed)
@@ -63,4 +64,14 @@ func chain3[A, B, C any](f, g func(A, B, C)) func(A, B, C) {
 		return f
 	}
 	return func(a A, b B, c C) { f(a, b, c); g(a, b, c) }
+}
+
+func chain4[A, B, C, D any](f, g func(A, B, C, D)) func(A, B, C, D) {
+	switch {
+	case f == nil:
+		return g
+	case g == nil:
+		return f
+	}
+	return func(a A, b B, c C, d D) { f(a, b, c, d); g(a, b, c, d) }
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -125,7 +126,8 @@ func (s *stack) scrape() families {
 	if code != http.StatusOK {
 		s.t.Fatalf("/metrics = %d %s", code, body)
 	}
-	fams, err := new(expfmt.TextParser).TextToMetricFamilies(strings.NewReader(body))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
 	if err != nil {
 		s.t.Fatalf("parse /metrics: %v", err)
 	}

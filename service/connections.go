@@ -89,7 +89,9 @@ func (s *Service) Send(ctx context.Context, req *switchboardv1.SendRequest) (*sw
 			return nil, notSentStatus(err, id)
 		}
 		var res transport.SendResult
+		span := startSendSpan(ctx, c, req.GetPayload())
 		res, err = c.Send(ctx, req.GetPayload(), durationOr(req.GetAckTimeout(), 0))
+		endSendSpan(span, res, err)
 		var se *transport.SendError
 		switch {
 		case err == nil:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -50,6 +51,7 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 		next = last + 1
 	}
 
+	receiveSpanStart(ctx, next)
 	// Headers now, so the client knows the subscription is live before the
 	// first message.
 	if err := stream.SendHeader(nil); err != nil {
@@ -82,9 +84,11 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 			}
 		}
 		if len(resp.Messages) > 0 {
+			start := time.Now()
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
+			traceDelivery(ctx, start, resp.Messages, s.inbound)
 		}
 		next = recs[len(recs)-1].Seq + 1
 		replayAll = false

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/observe"
@@ -57,6 +59,11 @@ type Config struct {
 	// to be sent before it is cut off (WATCHER_TOO_SLOW). Zero:
 	// DefaultEventBuffer.
 	EventBuffer int
+	// InboundSpan, when set, returns the span context of the span that
+	// traced the receipt of the frame stored at a journal sequence, or an
+	// invalid one (observe.Tracing.InboundSpan): Receive's delivery spans
+	// link to it.
+	InboundSpan func(seq uint64) trace.SpanContext
 	// Outbox stores queued outbound messages (the embedded one shares the
 	// journal's database). Nil: queued sends are refused. Like the journal,
 	// it is not closed by the Service.
@@ -79,6 +86,7 @@ type Service struct {
 	observer *transport.Observer
 	events   *observe.Bus
 	eventBuf int
+	inbound  func(uint64) trace.SpanContext
 	reg      *registry.Registry
 	outbox   *outbox.Outbox // nil without Config.Outbox (messages.go)
 	messages outbox.Store
@@ -121,6 +129,7 @@ func New(cfg Config) (*Service, error) {
 		observer: observe.Join(cfg.Events.Observer(), cfg.Observer),
 		events:   cfg.Events,
 		eventBuf: cfg.EventBuffer,
+		inbound:  cfg.InboundSpan,
 		ctx:      ctx,
 		cancel:   cancel,
 	}

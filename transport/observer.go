@@ -18,6 +18,13 @@ type Observer struct {
 	FrameReceived func(c *Conn, in *Frame, class FrameClass)
 	// AckSent: an acknowledgement was written to the peer.
 	AckSent func(c *Conn, code AckCode)
+	// FrameAnswered: the read loop is done with a received message (class
+	// FrameMessage, after its FrameReceived): the answer its policy decided
+	// was written (code; AckSent came just before), or the policy writes
+	// none (code 0), or writing it failed (err; the connection is closing).
+	// Frames of the other classes are never answered: FrameReceived is
+	// their last event.
+	FrameAnswered func(c *Conn, in *Frame, code AckCode, err error)
 	// SendDone: a Send ended, or a dispatched message's outcome became
 	// known, with a result or an error (*SendError or wrapping
 	// ErrInvalidPayload).

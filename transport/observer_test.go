@@ -48,6 +48,9 @@ func (e *eventLog) observer() *Observer {
 			e.add(c, "frame %v seq=%d id=%s", class, in.Seq, in.Header.ControlID)
 		},
 		AckSent: func(c *Conn, code AckCode) { e.add(c, "ack sent %v", code) },
+		FrameAnswered: func(c *Conn, in *Frame, code AckCode, err error) {
+			e.add(c, "answered seq=%d code=%v err=%v", in.Seq, code, err)
+		},
 		SendDone: func(c *Conn, res SendResult, err error) {
 			e.add(c, "send done %v for %s, err=%v", res.Outcome, res.Ack.ControlID, err)
 		},
@@ -121,6 +124,7 @@ func TestObserverEvents(t *testing.T) {
 		"opened inbound in",
 		"frame message seq=1 id=MSG00001",
 		"ack sent AA",
+		"answered seq=1 code=AA err=<nil>",
 		"frame reply seq=0 id=PEER-ACK-1",
 		"framing error, junk limit: true",
 		"closed junk limit frames_in=2",

@@ -224,14 +224,18 @@ func (c *Conn) answer(in *Frame, r Reply) bool {
 	if r.Invalid {
 		c.stats.invalidMessages.Add(1)
 	}
+	var code AckCode
 	if r.Payload != nil {
 		c.ackBuf = r.Payload[:0]
 		if err := c.writeFrame(r.Payload, time.Now().Add(c.cfg.WriteTimeout)); err != nil {
 			c.closeWith(CloseAckWriteFailed, err)
+			c.frameAnswered(in, 0, err)
 			return false
 		}
 		c.ackSent(r.Code)
+		code = r.Code
 	}
+	c.frameAnswered(in, code, nil)
 	switch {
 	case r.Negative != "" || in.StoreErr != nil:
 		// Sampled: a failing journal refuses every frame, and garbage can
@@ -248,6 +252,12 @@ func (c *Conn) answer(in *Frame, r Reply) bool {
 		return false
 	}
 	return true
+}
+
+func (c *Conn) frameAnswered(in *Frame, code AckCode, err error) {
+	if f := c.obs.FrameAnswered; f != nil {
+		f(c, in, code, err)
+	}
 }
 
 func (c *Conn) ackSent(code AckCode) {

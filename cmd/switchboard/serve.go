@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -160,6 +161,7 @@ func serve(args []string, stderr io.Writer) error {
 		State:            j.StateStore(),
 		Outbox:           j.Outbox(),
 		Observer:         observe.Join(append([]*transport.Observer{metricsObserver(metrics)}, ext.observers...)...),
+		InboundSpan:      ext.inboundSpan,
 	})
 	if err != nil {
 		return err
@@ -280,6 +282,7 @@ func metricsObserver(m *observe.Metrics) *transport.Observer {
 type obsExtras struct {
 	observers   []*transport.Observer
 	grpcOptions []grpc.ServerOption
+	inboundSpan func(seq uint64) trace.SpanContext
 	mount       func(mux *http.ServeMux, svc *service.Service)
 	shutdown    func(timeout time.Duration)
 }
@@ -289,7 +292,19 @@ type obsExtras struct {
 // console reads it, the service and the journal. Tracing is off unless the
 // OTEL_* environment configures an exporter.
 func newObsExtras(ctx context.Context, logger *slog.Logger, j journal.Journal) (*obsExtras, error) {
+	tr, err := observe.NewTracing(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tracing (OTEL_* environment): %w", err)
+	}
+	var inboundSpan func(uint64) trace.SpanContext
+	if tr.Enabled() {
+		logger.Info("tracing on", "exporter", tr.Exporter())
+		inboundSpan = tr.InboundSpan
+	}
 	return &obsExtras{
+		observers:   []*transport.Observer{tr.Observer()},
+		grpcOptions: []grpc.ServerOption{tr.ServerOption()},
+		inboundSpan: inboundSpan,
 		mount: func(mux *http.ServeMux, svc *service.Service) {
 			mux.Handle("/console/", console.Handler(console.Config{
 				API:     svc,
@@ -298,7 +313,15 @@ func newObsExtras(ctx context.Context, logger *slog.Logger, j journal.Journal) (
 				Logger:  logger.With("component", "console"),
 			}))
 		},
-		shutdown: func(time.Duration) {},
+		// After gRPC and the service have stopped, so the last spans have
+		// ended; bounded, so an unreachable collector cannot hold the exit.
+		shutdown: func(timeout time.Duration) {
+			sctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			if err := tr.Shutdown(sctx); err != nil {
+				logger.Error("flushing traces", "err", err)
+			}
+		},
 	}, nil
 }
 
