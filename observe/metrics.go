@@ -196,7 +196,6 @@ func (k groupKey) labels() (listener, connection string) {
 // group is what is counted for one groupKey. Guarded by Metrics.mu, but
 // for roundTrip (safe for concurrent use).
 type group struct {
-	key      groupKey
 	live     map[*transport.Conn]*connEntry
 	closed   transport.Counters // the final counters of the connections that closed
 	accepted uint64
@@ -222,7 +221,7 @@ func (m *Metrics) groupFor(k groupKey) *group {
 	g := m.groups[k]
 	if g == nil {
 		l, c := k.labels()
-		g = &group{key: k, live: make(map[*transport.Conn]*connEntry), rejected: map[transport.RejectReason]uint64{},
+		g = &group{live: make(map[*transport.Conn]*connEntry), rejected: map[transport.RejectReason]uint64{},
 			closedBy: map[transport.CloseReason]uint64{}, framing: map[string]uint64{},
 			roundTrip: m.roundTrip.WithLabelValues(l, c)}
 		m.groups[k] = g

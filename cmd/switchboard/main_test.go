@@ -403,6 +403,30 @@ func TestNotServingUntilRestored(t *testing.T) {
 	}
 }
 
+// TestNoAdminNoMetrics: --admin-addr "" means no metrics at all (the cost
+// benchmark's "off"), and the default serves them on loopback.
+func TestNoAdminNoMetrics(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		addr string
+	}{
+		{nil, "127.0.0.1:9090"},
+		{[]string{"--admin-addr", ""}, ""},
+	} {
+		f, err := parseServeFlags(tc.args, io.Discard)
+		if err != nil || f.adminAddr != tc.addr || f.adminPprof {
+			t.Errorf("parseServeFlags(%q) = %+v, %v", tc.args, f, err)
+		}
+		m, reg, err := newMetrics(f)
+		if err != nil || (m == nil) != (tc.addr == "") || (reg == nil) != (m == nil) {
+			t.Errorf("--admin-addr %q: metrics %v, registry %v, %v", tc.addr, m != nil, reg != nil, err)
+		}
+		if tc.addr == "" && metricsObserver(m) != nil {
+			t.Error("an Observer without metrics")
+		}
+	}
+}
+
 // httpGet returns the status and body of a GET.
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()

@@ -121,23 +121,17 @@ func serve(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	// Metrics only with an admin address to serve them: without one there
-	// is no Metrics object at all, and no observer or interceptor of its.
-	var (
-		metrics *observe.Metrics
-		reg     *prometheus.Registry
-	)
+	metrics, reg, err := newMetrics(f)
+	if err != nil {
+		return err
+	}
 	jopts := pebblejournal.Options{
 		NoSync:   f.noFsync,
 		Logger:   logger.With("component", "journal"),
 		MaxAge:   f.retainAge,
 		MaxBytes: f.retainBytes,
 	}
-	if f.adminAddr != "" {
-		reg = prometheus.NewRegistry()
-		if metrics, err = observe.NewMetrics(reg); err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
+	if metrics != nil {
 		jopts.OnCommit = metrics.JournalCommitted
 	}
 	j, err := pebblejournal.Open(f.dataDir, jopts)
@@ -262,6 +256,21 @@ func serveAdmin(addr string, mux *http.ServeMux, logger *slog.Logger, pprof bool
 		_ = srv.Close()
 		<-done
 	}, nil
+}
+
+// newMetrics makes the metrics and their registry, only when there is an
+// admin address to serve them: without one there is no Metrics object at
+// all, so no observer, interceptor or commit hook of theirs runs.
+func newMetrics(f serveFlags) (*observe.Metrics, *prometheus.Registry, error) {
+	if f.adminAddr == "" {
+		return nil, nil, nil
+	}
+	reg := prometheus.NewRegistry()
+	m, err := observe.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics: %w", err)
+	}
+	return m, reg, nil
 }
 
 // metricsObserver is m's Observer, or nil without metrics.
