@@ -471,14 +471,15 @@ func (b *Bus) FollowJournal(ctx context.Context, j journal.Journal) {
 	}
 }
 
-// ProtoCloseReason is the API's value of r (UNSPECIFIED for none), as the
-// service maps it (the service's tests check they agree).
+// ProtoCloseReason is the API's value of r (UNSPECIFIED for none): the one
+// mapping, which events and the service's resources both use (the
+// service's TestEnumMappings checks every transport value has one).
 func ProtoCloseReason(r transport.CloseReason) switchboardv1.CloseReason {
 	return closeReasons[r]
 }
 
-// ProtoAckCode is the API's value of c (UNSPECIFIED when unreadable), as
-// the service maps it.
+// ProtoAckCode is the API's value of c (UNSPECIFIED when unreadable), for
+// events and the service alike.
 func ProtoAckCode(c transport.AckCode) switchboardv1.AckCode {
 	return protoAckCodes[c]
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/observe"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -314,47 +315,15 @@ func directionFromProto(d switchboardv1.Direction) transport.Direction {
 	return 0
 }
 
-var closeReasons = map[transport.CloseReason]switchboardv1.CloseReason{
-	transport.CloseLocal:              switchboardv1.CloseReason_CLOSE_REASON_CLOSED_LOCALLY,
-	transport.ClosePeerClosed:         switchboardv1.CloseReason_CLOSE_REASON_PEER_CLOSED,
-	transport.ClosePeerClosedMidFrame: switchboardv1.CloseReason_CLOSE_REASON_PEER_CLOSED_MID_FRAME,
-	transport.ClosePeerReset:          switchboardv1.CloseReason_CLOSE_REASON_PEER_RESET,
-	transport.CloseIdleTimeout:        switchboardv1.CloseReason_CLOSE_REASON_IDLE_TIMEOUT,
-	transport.CloseFrameTimeout:       switchboardv1.CloseReason_CLOSE_REASON_FRAME_TIMEOUT,
-	transport.CloseFramingError:       switchboardv1.CloseReason_CLOSE_REASON_FRAMING_ERROR,
-	transport.CloseFrameTooLarge:      switchboardv1.CloseReason_CLOSE_REASON_FRAME_TOO_LARGE,
-	transport.CloseJunkLimit:          switchboardv1.CloseReason_CLOSE_REASON_JUNK_LIMIT,
-	transport.CloseMemoryLimit:        switchboardv1.CloseReason_CLOSE_REASON_MEMORY_LIMIT,
-	transport.CloseDrained:            switchboardv1.CloseReason_CLOSE_REASON_DRAINED,
-	transport.CloseDrainTimeout:       switchboardv1.CloseReason_CLOSE_REASON_DRAIN_TIMEOUT,
-	transport.CloseAckTimeout:         switchboardv1.CloseReason_CLOSE_REASON_ACK_TIMEOUT,
-	transport.CloseAckMismatch:        switchboardv1.CloseReason_CLOSE_REASON_ACK_MISMATCH,
-	transport.CloseSendCancelled:      switchboardv1.CloseReason_CLOSE_REASON_SEND_CANCELLED,
-	transport.CloseSendWriteFailed:    switchboardv1.CloseReason_CLOSE_REASON_SEND_WRITE_FAILED,
-	transport.CloseAckWriteFailed:     switchboardv1.CloseReason_CLOSE_REASON_ACK_WRITE_FAILED,
-	transport.CloseNotStored:          switchboardv1.CloseReason_CLOSE_REASON_NOT_STORED,
-	transport.CloseReadError:          switchboardv1.CloseReason_CLOSE_REASON_READ_ERROR,
-}
+// The transport -> API mappings of close reasons and ACK codes are the
+// event bus's (observe), so events and resources name them alike.
 
 func closeReason(r transport.CloseReason) switchboardv1.CloseReason {
-	return closeReasons[r] // UNSPECIFIED while open
-}
-
-var ackCodes = map[transport.AckCode]switchboardv1.AckCode{
-	transport.AckAA:       switchboardv1.AckCode_ACK_CODE_AA,
-	transport.AckAE:       switchboardv1.AckCode_ACK_CODE_AE,
-	transport.AckAR:       switchboardv1.AckCode_ACK_CODE_AR,
-	transport.AckCA:       switchboardv1.AckCode_ACK_CODE_CA,
-	transport.AckCE:       switchboardv1.AckCode_ACK_CODE_CE,
-	transport.AckCR:       switchboardv1.AckCode_ACK_CODE_CR,
-	transport.AckByteACK:  switchboardv1.AckCode_ACK_CODE_BYTE_ACK,
-	transport.AckByteNAK:  switchboardv1.AckCode_ACK_CODE_BYTE_NAK,
-	transport.AckFixedACK: switchboardv1.AckCode_ACK_CODE_FIXED_ACK,
-	transport.AckFixedNAK: switchboardv1.AckCode_ACK_CODE_FIXED_NAK,
+	return observe.ProtoCloseReason(r) // UNSPECIFIED while open
 }
 
 func ackCode(c transport.AckCode) switchboardv1.AckCode {
-	return ackCodes[c] // UNSPECIFIED when it could not be read
+	return observe.ProtoAckCode(c) // UNSPECIFIED when it could not be read
 }
 
 func sendOutcome(o transport.Outcome) switchboardv1.SendOutcome {

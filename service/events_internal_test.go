@@ -4,25 +4,7 @@ import (
 	"testing"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
-	"github.com/switchboard-dev/switchboard/observe"
-	"github.com/switchboard-dev/switchboard/transport"
 )
-
-// TestEventEnumsAgree: the events the bus builds name close reasons and ACK
-// codes exactly as the rest of the API does (observe keeps its own copy of
-// the mapping, since it cannot import this package).
-func TestEventEnumsAgree(t *testing.T) {
-	for _, r := range append(transport.CloseReasons(), 0) {
-		if got, want := observe.ProtoCloseReason(r), closeReason(r); got != want {
-			t.Errorf("close reason %v: events say %v, the API %v", r, got, want)
-		}
-	}
-	for _, c := range append(transport.AckCodes(), 0) {
-		if got, want := observe.ProtoAckCode(c), ackCode(c); got != want {
-			t.Errorf("ack code %v: events say %v, the API %v", c, got, want)
-		}
-	}
-}
 
 // TestEventFilter: listener, connection and kinds combine with AND; no
 // filter (or only UNSPECIFIED kinds) takes everything.
