@@ -22,7 +22,7 @@ func (s *Service) listenerConfig(c *switchboardv1.ListenerConfig) transport.List
 		Address: c.GetAddress(),
 		Conn: transport.ConnConfig{
 			Framing:      framingFromProto(c.GetFraming(), c.GetMaxFrameBytes(), c.GetMaxJunkBytes()),
-			Ack:          ackFromProto(c.GetAckPolicy()),
+			Ack:          s.listenerAck(c),
 			IdleTimeout:  durationOr(c.GetIdleTimeout(), 0),
 			FrameTimeout: durationOr(c.GetFrameTimeout(), 0),
 			Keepalive:    keepaliveFromProto(c.GetKeepalive()),

@@ -15,6 +15,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/observe"
+	"github.com/switchboard-dev/switchboard/service/delivery"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -73,6 +75,10 @@ type Config struct {
 	// the embedded one is pebblejournal.Journal.StateStore. Nil keeps them
 	// in memory only.
 	State registry.StateStore
+	// Consumers keeps durable consumers' positions and dead letters (the
+	// embedded one is pebblejournal.Journal.Consumers). Nil keeps them in
+	// memory only.
+	Consumers delivery.Store
 }
 
 // Service implements switchboardv1.SwitchboardServiceServer.
@@ -90,6 +96,12 @@ type Service struct {
 	reg      *registry.Registry
 	outbox   *outbox.Outbox // nil without Config.Outbox (messages.go)
 	messages outbox.Store
+	// consumers delivers to durable consumers (Receive with a name, Ack).
+	consumers *delivery.Manager
+	// book pairs deciding consumers' answers with the messages waiting for
+	// them, and deciding names those consumers (answers.go).
+	book     *answerBook
+	deciding sync.Map // consumer name -> true
 
 	// bg runs the service's own goroutines (wakeOutboxOnRecovery); Shutdown
 	// waits for them after cancel.
@@ -130,12 +142,20 @@ func New(cfg Config) (*Service, error) {
 		events:   cfg.Events,
 		eventBuf: cfg.EventBuffer,
 		inbound:  cfg.InboundSpan,
+		book:     newAnswerBook(),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	consumers, err := delivery.Open(ctx, delivery.Config{Journal: cfg.Journal, Store: cfg.Consumers, Logger: cfg.Logger})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("service: load consumers: %w", err)
+	}
+	s.consumers = consumers
 	outboundChanged, err := s.newOutbox(cfg.Outbox)
 	if err != nil {
 		cancel()
+		consumers.Close()
 		return nil, err
 	}
 	s.reg = registry.New(registry.Config{
@@ -148,6 +168,7 @@ func New(cfg Config) (*Service, error) {
 	})
 	if err := s.startOutbox(); err != nil {
 		cancel()
+		consumers.Close()
 		return nil, err
 	}
 	s.bg.Go(func() { s.events.FollowJournal(s.ctx, s.journal) })
@@ -200,6 +221,7 @@ func (s *Service) Shutdown(ctx context.Context) {
 	s.reg.Shutdown(deadline)
 	wg.Wait()
 	s.cancel()
+	s.consumers.Close()
 	s.bg.Wait()
 }
 

@@ -136,7 +136,7 @@ func (noMemoryError) Is(target error) bool { return target == ErrNoMemory }
 // policy can say so from the part of it that was read.
 func (c *Conn) refuse(partial []byte, why error) {
 	in := &c.in
-	*in = Frame{Payload: partial, Time: time.Now(), StoreErr: why, NewControlID: c.newID}
+	*in = Frame{Payload: partial, Time: time.Now(), StoreErr: why, NewControlID: c.newID, ConnectionID: c.id}
 	in.Header, in.HeaderErr = hl7.ParseHeader(partial)
 	r := c.cfg.Ack.Reply(c.ctx, c.ackBuf[:0], in)
 	if r.Payload != nil && c.writeFrame(r.Payload, time.Now().Add(c.cfg.WriteTimeout)) == nil {
@@ -151,7 +151,7 @@ func (c *Conn) handleFrame(payload []byte) bool {
 	c.stats.framesIn.Add(1)
 	c.stats.bytesIn.Add(int64(len(payload)))
 	in := &c.in
-	*in = Frame{Payload: payload, Time: now, NewControlID: c.newID}
+	*in = Frame{Payload: payload, Time: now, NewControlID: c.newID, ConnectionID: c.id}
 	in.Header, in.HeaderErr = hl7.ParseHeader(payload)
 
 	exp, waiting, windowed := c.pendingExpectation()
