@@ -196,6 +196,11 @@ func (s *Service) Budget() *transport.MemoryBudget { return s.budget }
 // it (the API does).
 func (s *Service) Registry() *registry.Registry { return s.reg }
 
+// Consumers returns the durable consumers, for their figures and for the
+// journal's retention floor (delivery.Manager.Floor): read it, never change
+// consumers through it (the API does).
+func (s *Service) Consumers() *delivery.Manager { return s.consumers }
+
 // Outbox returns the outbox that delivers queued messages, for its
 // figures (outbox.Outbox.Stats); nil without Config.Outbox.
 func (s *Service) Outbox() *outbox.Outbox { return s.outbox }
