@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
@@ -25,6 +26,7 @@ type Decider struct {
 	done   chan struct{}
 
 	mu       sync.Mutex
+	inflight int // AnswerMessage calls under way
 	answered uint64
 	errs     errCounter
 	err      error // why the stream ended early
@@ -93,9 +95,15 @@ func (d *Decider) run(ctx context.Context, client switchboardv1.SwitchboardServi
 			case <-ctx.Done():
 				return
 			}
+			d.mu.Lock()
+			d.inflight++
+			d.mu.Unlock()
 			wg.Go(func() {
 				defer func() { <-sem }()
 				d.answer(ctx, client, consumer, m.GetSequence())
+				d.mu.Lock()
+				d.inflight--
+				d.mu.Unlock()
 			})
 		}
 	}
@@ -125,8 +133,18 @@ func (d *Decider) count(kind string) {
 }
 
 // Take returns what the Decider did since the last Take and starts
-// counting again, or the error the stream ended with.
+// counting again, or the error the stream ended with. It first waits (up
+// to 5 s) for the AnswerMessage calls under way to return: the peer can
+// read an answer before the call that gave it has returned.
 func (d *Decider) Take() (DeciderStats, error) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		d.mu.Lock()
+		n := d.inflight
+		d.mu.Unlock()
+		if n == 0 {
+			break
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := DeciderStats{Answered: d.answered, Errors: mergeErrors([]errCounter{d.errs})}
