@@ -35,9 +35,11 @@ const (
 
 // consumerGroup compares, on one server with a pre-filled journal of
 // cfg.ReceiveCount 1 KiB records, an anonymous Receive stream from
-// sequence 1 with a new durable consumer from sequence 1 that acks each
-// response before reading the next: with one Ack{through_sequence} and
-// with one Ack{sequences: each message}. One stream each.
+// sequence 1 with a new durable consumer from sequence 1 (default
+// settings: max_ack_pending 1000) that acks each response before reading
+// the next, with one Ack{through_sequence} and with one Ack{sequences:
+// each message}, and one that acks from a second goroutine while it reads
+// on (AckAsync). One stream each.
 func consumerGroup(ctx context.Context, cfg SuiteConfig, run runFunc) error {
 	dir := filepath.Join(cfg.Dir, "consumer")
 	if err := Prefill(ctx, dir, cfg.ReceiveCount, 1024); err != nil {
@@ -60,7 +62,7 @@ func consumerGroup(ctx context.Context, cfg SuiteConfig, run runFunc) error {
 	}
 	return run("consumer", fmt.Sprintf("durable consumer with acks vs anonymous Receive, %d 1 KiB messages, one stream", cfg.ReceiveCount),
 		func(r Result) float64 { return r.Rate },
-		recv("anonymous", ""), recv("consumer-through", AckThrough), recv("consumer-each", AckEach))
+		recv("anonymous", ""), recv("consumer-through", AckThrough), recv("consumer-each", AckEach), recv("consumer-async", AckAsync))
 }
 
 // appAckGroup compares ACK latency at a paced 1,000 msgs/s over 8

@@ -14,7 +14,7 @@ import (
 )
 
 // TestReceiveConsumer delivers a pre-filled journal to a new durable
-// consumer through a real Switchboard, acking each response both ways:
+// consumer through a real Switchboard, acking each way:
 // every message once, the consumer deleted afterwards. A consumer that
 // exists already is refused rather than measured from its old position.
 func TestReceiveConsumer(t *testing.T) {
@@ -24,7 +24,7 @@ func TestReceiveConsumer(t *testing.T) {
 	}
 	addr := startService(t, dir)
 	client := grpcClient(t, addr)
-	for _, mode := range []AckMode{AckThrough, AckEach} {
+	for _, mode := range []AckMode{AckThrough, AckEach, AckAsync} {
 		name := "t-" + string(mode)
 		res, err := Receive(t.Context(), ReceiveConfig{GRPCAddr: addr, Count: 300, Size: 1024, Consumer: name, Ack: mode})
 		if err != nil || res.Msgs != 300 || res.Rate <= 0 || !strings.Contains(res.Note, "Acks") {
@@ -54,7 +54,7 @@ func TestReceiveConsumer(t *testing.T) {
 }
 
 func TestParseAckMode(t *testing.T) {
-	for in, want := range map[string]AckMode{"": AckThrough, "through": AckThrough, "each": AckEach} {
+	for in, want := range map[string]AckMode{"": AckThrough, "through": AckThrough, "each": AckEach, "async": AckAsync} {
 		if got, err := ParseAckMode(in); got != want || err != nil {
 			t.Errorf("ParseAckMode(%q) = %q, %v", in, got, err)
 		}

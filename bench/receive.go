@@ -68,7 +68,8 @@ type ReceiveConfig struct {
 	// as Ack says, and the run ends when Count messages are delivered and
 	// acked. The consumer must not exist; it is deleted afterwards.
 	Consumer string
-	// Ack is how the consumer acks: AckThrough (the default) or AckEach.
+	// Ack is how the consumer acks: AckThrough (the default), AckEach or
+	// AckAsync.
 	Ack AckMode
 }
 

@@ -237,7 +237,7 @@ func benchReceive(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&cfg.Streams, "streams", 1, "concurrent Receive streams, each from sequence 1")
 	fs.IntVar(&cfg.Count, "count", 100000, "messages each stream reads (the journal must hold at least this many)")
 	fs.StringVar(&cfg.Consumer, "consumer", "", "measure a new durable consumer of this name (one stream, from sequence 1, deleted afterwards) instead of anonymous streams")
-	ack := fs.String("ack", "through", "how the consumer acks each response: through (one Ack{through_sequence}) or each (one Ack{sequences})")
+	ack := fs.String("ack", "through", "how the consumer acks: through (one Ack{through_sequence} per response, before reading on), each (one Ack{sequences} per response) or async (Ack{through_sequence} from a second goroutine, one call at a time, reading on meanwhile)")
 	out.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err

@@ -98,7 +98,7 @@ func TestBenchSuiteConsumers(t *testing.T) {
 			t.Errorf("%s/%s: %d messages, errors %v", r.Group, r.Target, r.Msgs, r.Errors)
 		}
 	}
-	for want, n := range map[string]int{"consumer/anonymous": 1, "consumer/consumer-through": 1, "consumer/consumer-each": 1,
+	for want, n := range map[string]int{"consumer/anonymous": 1, "consumer/consumer-through": 1, "consumer/consumer-each": 1, "consumer/consumer-async": 1,
 		"app-ack/automatic": 1, "app-ack/app-ack": 1, "dedup/dedup-off": 2, "dedup/dedup-10m": 2} {
 		if got[want] != n {
 			t.Errorf("%s: %d results, want %d (all: %v)", want, got[want], n, got)
