@@ -479,7 +479,7 @@ func TestDelete(t *testing.T) {
 	s := e.attach("c", delivery.AttachOptions{Spec: &delivery.Spec{MaxDeliveries: 1, AckWait: time.Millisecond, MaxAckPending: 1}})
 	want(t, "c", seqs(next(t, s, 1)), 1)
 	want(t, "c", seqs(next(t, s, 1)), 2) // 1 is a dead letter
-	r := nextAsync(ctx(t), s, 1)          // 2 becomes one too, then it waits
+	r := nextAsync(ctx(t), s, 1)         // 2 becomes one too, then it waits
 	for e.info("c").DeadLetters != 2 {
 		time.Sleep(time.Millisecond)
 	}
