@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/switchboard-dev/switchboard/journal"
 )
@@ -53,7 +54,7 @@ type stagedDead struct {
 func (j *Journal) Consumers() *ConsumerStore { return j.consumers }
 
 // deadLetterV1 starts every stored dead letter: a version byte, then
-// uvarint deliveries, zigzag varint unix seconds, uvarint nanoseconds.
+// uvarints: deliveries, zigzag unix seconds, nanoseconds.
 const deadLetterV1 byte = 1
 
 func consumerKey(name string) []byte { return append([]byte{prefixConsumer}, name...) }
@@ -62,51 +63,29 @@ func deadLetterValue(d journal.DeadLetter) []byte {
 	v := make([]byte, 0, 1+3*binary.MaxVarintLen64)
 	v = append(v, deadLetterV1)
 	v = binary.AppendUvarint(v, uint64(d.Deliveries))
-	v = binary.AppendVarint(v, d.Time.Unix())
+	v = binary.AppendUvarint(v, protowire.EncodeZigZag(d.Time.Unix()))
 	return binary.AppendUvarint(v, uint64(d.Time.Nanosecond()))
 }
 
 func decodeDeadLetter(k, v []byte) (journal.DeadLetter, error) {
-	_, seq, ok := splitConnSeq(k[1:])
 	bad := fmt.Errorf("malformed dead letter %q", k)
+	_, seq, ok := splitConnSeq(k[1:])
 	if !ok || len(v) == 0 || v[0] != deadLetterV1 {
 		return journal.DeadLetter{}, bad
 	}
-	d := varintDecoder{b: v[1:]}
-	n := d.uvarint()
-	sec := d.varint()
-	nsec := d.uvarint()
-	if d.bad || len(d.b) != 0 || n > uint64(^uint32(0)) || nsec >= uint64(time.Second) {
+	v = v[1:]
+	var f [3]uint64 // deliveries, zigzag seconds, nanoseconds
+	for i := range f {
+		x, n := binary.Uvarint(v)
+		if n <= 0 {
+			return journal.DeadLetter{}, bad
+		}
+		f[i], v = x, v[n:]
+	}
+	if len(v) != 0 || f[0] > uint64(^uint32(0)) || f[2] >= uint64(time.Second) {
 		return journal.DeadLetter{}, bad
 	}
-	return journal.DeadLetter{Seq: seq, Deliveries: uint32(n), Time: time.Unix(sec, int64(nsec)).UTC()}, nil
-}
-
-// varintDecoder reads varints front to back; after the first error it sets
-// bad and returns zero values.
-type varintDecoder struct {
-	b   []byte
-	bad bool
-}
-
-func (d *varintDecoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.bad = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *varintDecoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.bad = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	return journal.DeadLetter{Seq: seq, Deliveries: uint32(f[0]), Time: time.Unix(protowire.DecodeZigZag(f[1]), int64(f[2])).UTC()}, nil
 }
 
 // Save replaces name's state and applies the dead letter changes,
