@@ -107,6 +107,9 @@ type Journal struct {
 	state  *StateStore
 	outbox *Outbox
 
+	dedup   dedupClaims  // duplicate index claims (dedup.go)
+	answers *AnswerStore // answers.go
+
 	// Counters for Stats.
 	appends, refused, commits, records, failures, recoveries atomic.Uint64
 
@@ -205,6 +208,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	j.state = &StateStore{j: j}
 	j.outbox = newOutbox(j)
+	j.answers = &AnswerStore{j: j}
 	if opts.NoSync {
 		j.wo = pebble.NoSync
 		opts.Logger.Warn("journal: NoSync is set; acknowledged records can be lost on power failure")
