@@ -154,6 +154,7 @@ func serve(args []string, stderr io.Writer) error {
 		MaxBufferedBytes: f.maxBuffered,
 		State:            j.StateStore(),
 		Outbox:           j.Outbox(),
+		Answers:          j.Answers(),
 		Observer:         observe.Join(append([]*transport.Observer{metricsObserver(metrics)}, ext.observers...)...),
 		InboundSpan:      ext.inboundSpan,
 	})
