@@ -56,6 +56,9 @@ type pendingAnswer struct {
 	// answered says which request was used, when one was.
 	answered *switchboardv1.AnswerMessageRequest
 	late     []switchboardv1.AckCode
+	// enhanced: the read loop answered with a commit ACK; the outcome is
+	// the application ACK's, recorded by Later.
+	enhanced bool
 	// outcome is what was decided and sent; done is closed once it is
 	// recorded.
 	outcome *switchboardv1.InboundAnswer
@@ -213,6 +216,10 @@ func (d *decider) reply(dst []byte, h hl7.Header, a *switchboardv1.AnswerMessage
 func (d *decider) Later(in *transport.Frame) {
 	s := d.s
 	seq, received, h, connID := in.Seq, in.Time, in.Header, in.ConnectionID
+	p, _ := s.book.entry(seq, d.consumer)
+	s.book.mu.Lock()
+	p.enhanced = true
+	s.book.mu.Unlock()
 	s.bg.Go(func() {
 		a, why, ok := d.wait(s.ctx, seq, received)
 		if !ok {
@@ -267,12 +274,12 @@ func (s *Service) pendingOutcome(seq uint64, out *switchboardv1.InboundAnswer) {
 func (s *Service) answered(seq uint64, written bool) bool {
 	s.book.mu.Lock()
 	p := s.book.entries[seq]
+	ours := p != nil && p.outcome != nil && !p.enhanced
 	s.book.mu.Unlock()
-	if p == nil || p.outcome == nil {
-		return false
+	if ours {
+		s.finishAnswer(seq, nil, written)
 	}
-	s.finishAnswer(seq, nil, written)
-	return true
+	return ours
 }
 
 // finishAnswer records seq's outcome (out, or the one decided) with

@@ -14,6 +14,9 @@ import (
 //
 //	0x01 seq                          journal record (value: journal.AppendRecord)
 //	0x02 unix-nanos                   time mark: the first sequence of the group committed then (retention)
+//	0x03 id                           duplicate index: the record holding a DedupID (dedup.go)
+//	0x04 expires-nanos id             duplicate expiry index (empty value; retention)
+//	0x05 seq                          answer sent for an inbound record (answers.go)
 //	0x10 type 0x00 id                 desired state: a resource's spec
 //	0x20 conn 0x00 seq                outbox message (value: outboxValue)
 //	0x21 conn 0x00 seq                outbox pending index: the message is not final (empty value)

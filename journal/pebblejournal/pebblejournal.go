@@ -109,6 +109,9 @@ type Journal struct {
 	consumers *ConsumerStore
 	floor     atomic.Pointer[func() uint64] // SetRetentionFloor's; nil: none
 
+	dedup   dedupClaims  // duplicate index claims (dedup.go)
+	answers *AnswerStore // answers.go
+
 	// Counters for Stats.
 	appends, refused, commits, records, failures, recoveries atomic.Uint64
 
@@ -208,6 +211,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	j.state = &StateStore{j: j}
 	j.outbox = newOutbox(j)
 	j.consumers = &ConsumerStore{j: j}
+	j.answers = &AnswerStore{j: j}
 	if opts.NoSync {
 		j.wo = pebble.NoSync
 		opts.Logger.Warn("journal: NoSync is set; acknowledged records can be lost on power failure")

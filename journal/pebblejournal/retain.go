@@ -74,10 +74,8 @@ func (j *Journal) RetentionStats() RetentionStats {
 // retainLoop runs a pass at Open and then every retainEvery, until Close.
 func (j *Journal) retainLoop() {
 	defer close(j.retainDone)
-	if j.maxAge < 0 && j.maxBytes < 0 {
-		<-j.stop
-		return
-	}
+	// Passes run even when neither MaxAge nor MaxBytes bounds anything:
+	// they also delete expired duplicate index entries (dedup.go).
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -143,7 +141,7 @@ func (j *Journal) retain() (more bool, err error) {
 
 	w := write{epoch: anyEpoch}
 	if p.cut > first {
-		w.ops, w.first = append(w.ops, deleteRecords(first, p.cut)), p.cut
+		w.ops, w.first = append(w.ops, deleteRecords(first, p.cut), deleteAnswers(p.cut)), p.cut
 	}
 	if p.oldMarks {
 		w.ops = append(w.ops, op{kind: opDeleteRange, key: markKey(0), val: markKey(p.markTo)})
@@ -176,7 +174,11 @@ func (j *Journal) retain() (more bool, err error) {
 		j.logger.Debug("journal: retention deleted old data",
 			"records", records, "first_seq", max(p.cut, first), "outbox_messages", messages)
 	}
-	return p.more, nil
+	dmore, err := j.expireDuplicates()
+	if err != nil {
+		return false, fmt.Errorf("retention: duplicate index: %w", err)
+	}
+	return p.more || dmore, nil
 }
 
 // deleteRecords is the operation that deletes the records [first, cut):
