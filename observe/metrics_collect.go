@@ -28,6 +28,9 @@ var (
 		"1 while an outbound connection is open, 0 while it is connecting, backing off or closed.", []string{"connection"}, nil)
 	descListenerUp = prometheus.NewDesc("switchboard_listener_up",
 		"1 while a listener is listening, 0 while it backs off (its address cannot be bound), drains or is stopped.", []string{"listener"}, nil)
+	descInboundDuplicates = prometheus.NewDesc("switchboard_inbound_duplicates_total",
+		"Messages a listener with duplicate suppression did not store again (a resend within the window), answered with the first answer.",
+		[]string{"listener"}, nil)
 	descFramesReceived = prometheus.NewDesc("switchboard_frames_received_total",
 		"Frames received (messages and acknowledgements).", connLabels, nil)
 	descBytesReceived = prometheus.NewDesc("switchboard_bytes_received_total",
@@ -93,7 +96,7 @@ var (
 		descConsumerPending, descConsumerBacklog, descConsumerOldest, descConsumerRedeliveries, descConsumerDead, descConsumerStreams,
 		descConnectionsOpen, descAccepted, descRejected, descConnectionUp, descListenerUp,
 		descFramesReceived, descBytesReceived, descFramesSent, descBytesSent, descAcksSent, descAcksReceived,
-		descFramingErrors, descInDoubt, descClosed,
+		descFramingErrors, descInDoubt, descClosed, descInboundDuplicates,
 		descFsyncs, descDiskBytes, descFirstSeq, descLastSeq, descHealthy, descJournalFailures,
 		descOutboxQueued, descOutboxOldest, descOutboxAttempts, descOutboxInDoubt, descOutboxFailed,
 	}
@@ -210,6 +213,7 @@ func (m *Metrics) collectConns(ch chan<- prometheus.Metric, listeners []registry
 			for _, r := range rejectReasons {
 				ch <- counter(descRejected, float64(g.rejected[r]), l, rejectReasonLabel(r))
 			}
+			ch <- counter(descInboundDuplicates, float64(total.Duplicates), l)
 		}
 		ch <- counter(descFramesReceived, float64(total.FramesIn), dir, l, cn)
 		ch <- counter(descBytesReceived, float64(total.BytesIn), dir, l, cn)

@@ -25,7 +25,7 @@ func (s *Service) receiveConsumer(ctx context.Context, req *switchboardv1.Receiv
 	name := req.GetConsumer()
 	st, err := s.attach(ctx, req)
 	if err != nil {
-		return s.toStatus(ctx, err)
+		return s.toStatus(ctx, ofConsumer(name, err))
 	}
 	defer st.Close()
 	if err := stream.SendHeader(nil); err != nil {
@@ -165,14 +165,14 @@ func (s *Service) consumerStreamEnded(ctx context.Context, name string, err erro
 	case ctx.Err() != nil:
 		return status.FromContextError(ctx.Err()).Err()
 	}
-	return s.toStatus(ctx, err)
+	return s.toStatus(ctx, ofConsumer(name, err))
 }
 
 // Ack records a durable consumer's acknowledgements.
 func (s *Service) Ack(ctx context.Context, req *switchboardv1.AckRequest) (*switchboardv1.AckResponse, error) {
 	info, err := s.consumers.Ack(ctx, req.GetConsumer(), req.GetSequences(), req.GetThroughSequence(), req.GetNakSequences())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.toStatus(ctx, ofConsumer(req.GetConsumer(), err))
 	}
 	return &switchboardv1.AckResponse{Status: consumerStatusToProto(info)}, nil
 }
@@ -181,7 +181,7 @@ func (s *Service) Ack(ctx context.Context, req *switchboardv1.AckRequest) (*swit
 func (s *Service) GetConsumer(ctx context.Context, req *switchboardv1.GetConsumerRequest) (*switchboardv1.GetConsumerResponse, error) {
 	info, err := s.consumers.Get(ctx, req.GetName())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.toStatus(ctx, ofConsumer(req.GetName(), err))
 	}
 	return &switchboardv1.GetConsumerResponse{Consumer: consumerToProto(info)}, nil
 }
@@ -226,7 +226,7 @@ func cmpString(a, b string) int {
 // DeleteConsumer removes a durable consumer.
 func (s *Service) DeleteConsumer(ctx context.Context, req *switchboardv1.DeleteConsumerRequest) (*switchboardv1.DeleteConsumerResponse, error) {
 	if err := s.consumers.Delete(ctx, req.GetName()); err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.toStatus(ctx, ofConsumer(req.GetName(), err))
 	}
 	return &switchboardv1.DeleteConsumerResponse{}, nil
 }
@@ -240,7 +240,7 @@ func (s *Service) ListDeadLetters(ctx context.Context, req *switchboardv1.ListDe
 	n := pageSize(req.GetPageSize())
 	dls, err := s.consumers.DeadLetters(ctx, req.GetConsumer(), after, n+1)
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.toStatus(ctx, ofConsumer(req.GetConsumer(), err))
 	}
 	resp := &switchboardv1.ListDeadLettersResponse{}
 	if len(dls) > n {
@@ -259,7 +259,7 @@ func (s *Service) ListDeadLetters(ctx context.Context, req *switchboardv1.ListDe
 func (s *Service) ReplayDeadLetters(ctx context.Context, req *switchboardv1.ReplayDeadLettersRequest) (*switchboardv1.ReplayDeadLettersResponse, error) {
 	n, err := s.consumers.Replay(ctx, req.GetConsumer(), req.GetSequences())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.toStatus(ctx, ofConsumer(req.GetConsumer(), err))
 	}
 	return &switchboardv1.ReplayDeadLettersResponse{ReplayedCount: int64(n)}, nil
 }

@@ -138,6 +138,8 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 			switchboardv1.ErrorReason_ERROR_REASON_NOT_DELIVERED, nil)
 	case errors.Is(err, delivery.ErrClosed):
 		return shuttingDownStatus()
+	case errors.Is(err, delivery.ErrInvalid):
+		return statusOf(codes.InvalidArgument, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, nil)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -289,11 +291,29 @@ func panicStatus() error {
 	return statusOf(codes.Internal, "internal error", switchboardv1.ErrorReason_ERROR_REASON_INTERNAL, nil)
 }
 
-// consumerName is the consumer a delivery error names, for ResourceInfo.
+// consumerError is an error of the durable consumer name, so its status
+// can name it (ResourceInfo).
+type consumerError struct {
+	name string
+	err  error
+}
+
+func (e *consumerError) Error() string { return e.err.Error() }
+func (e *consumerError) Unwrap() error { return e.err }
+
+// ofConsumer wraps err, when there is one, as an error of consumer name.
+func ofConsumer(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &consumerError{name, err}
+}
+
+// consumerName is the consumer an error names, for ResourceInfo.
 func consumerName(err error) string {
-	var ce *delivery.ConsumerError
+	var ce *consumerError
 	if errors.As(err, &ce) {
-		return ce.Name
+		return ce.name
 	}
 	return ""
 }

@@ -15,6 +15,9 @@ func (s *Service) StartListener(ctx context.Context, req *switchboardv1.StartLis
 	if err := checkConsumerAck(req.GetConfig()); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
+	if err := checkDuplicates(req.GetConfig()); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	v, err := s.reg.StartListener(ctx, req.GetListenerId(), req.GetConfig(), s.listenerConfig(req.GetConfig()))
 	if err != nil {
 		return nil, s.toStatus(ctx, err)

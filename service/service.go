@@ -79,6 +79,12 @@ type Config struct {
 	// embedded one is pebblejournal.Journal.Consumers). Nil keeps them in
 	// memory only.
 	Consumers delivery.Store
+	// Answers records what was answered for the inbound messages of
+	// listeners with duplicate suppression, so that a resend gets the first
+	// answer again and GetMessage shows it: the embedded one is
+	// pebblejournal.Journal.Answers. Nil keeps them in memory (NewMemAnswers)
+	// until the process ends.
+	Answers AnswerStore
 }
 
 // Service implements switchboardv1.SwitchboardServiceServer.
@@ -102,6 +108,7 @@ type Service struct {
 	// them, and deciding names those consumers (answers.go).
 	book     *answerBook
 	deciding sync.Map // consumer name -> true
+	answers  AnswerStore
 
 	// bg runs the service's own goroutines (wakeOutboxOnRecovery); Shutdown
 	// waits for them after cancel.
@@ -132,6 +139,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.EventBuffer <= 0 {
 		cfg.EventBuffer = DefaultEventBuffer
 	}
+	if cfg.Answers == nil {
+		cfg.Answers = NewMemAnswers()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		log:      cfg.Logger,
@@ -143,6 +153,7 @@ func New(cfg Config) (*Service, error) {
 		eventBuf: cfg.EventBuffer,
 		inbound:  cfg.InboundSpan,
 		book:     newAnswerBook(),
+		answers:  cfg.Answers,
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -238,11 +249,17 @@ func (s *Service) Done() <-chan struct{} { return s.ctx.Done() }
 type journalSink struct{ j journal.Journal }
 
 func (s journalSink) Append(ctx context.Context, m *transport.Message) (uint64, error) {
+	return s.j.Append(ctx, s.record(m))
+}
+
+// record is the journal record of m. Listeners with duplicate suppression
+// add its DedupID (dedupSink, duplicates.go).
+func (journalSink) record(m *transport.Message) *journal.Record {
 	kind := journal.KindMessage
 	if m.Class == transport.FrameAck {
 		kind = journal.KindAck
 	}
-	return s.j.Append(ctx, &journal.Record{
+	return &journal.Record{
 		Kind:         kind,
 		Time:         m.Time,
 		ListenerID:   m.ListenerID,
@@ -251,5 +268,5 @@ func (s journalSink) Append(ctx context.Context, m *transport.Message) (uint64, 
 		MessageType:  m.MessageType,
 		ControlID:    m.ControlID,
 		Payload:      m.Payload,
-	})
+	}
 }

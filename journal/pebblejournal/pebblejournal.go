@@ -104,8 +104,13 @@ type Journal struct {
 	// the database (sequence counters) when the failed writes may be lost.
 	epoch atomic.Uint64
 
-	state  *StateStore
-	outbox *Outbox
+	state     *StateStore
+	outbox    *Outbox
+	consumers *ConsumerStore
+	floor     atomic.Pointer[func() uint64] // SetRetentionFloor's; nil: none
+
+	dedup   dedupClaims  // duplicate index claims (dedup.go)
+	answers *AnswerStore // answers.go
 
 	// Counters for Stats.
 	appends, refused, commits, records, failures, recoveries atomic.Uint64
@@ -205,6 +210,8 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	j.state = &StateStore{j: j}
 	j.outbox = newOutbox(j)
+	j.consumers = &ConsumerStore{j: j}
+	j.answers = &AnswerStore{j: j}
 	if opts.NoSync {
 		j.wo = pebble.NoSync
 		opts.Logger.Warn("journal: NoSync is set; acknowledged records can be lost on power failure")
