@@ -299,6 +299,10 @@ func compare(ctx context.Context, rounds int, progress io.Writer, cs ...contende
 	return compareBy(ctx, rounds, progress, func(r Result) float64 { return r.Rate }, cs...)
 }
 
+// rateOrder and p99Order order results by rate and by p99.
+func rateOrder(a, b Result) int { return cmp.Compare(a.Rate, b.Rate) }
+func p99Order(a, b Result) int  { return cmp.Compare(a.P99, b.P99) }
+
 // compareBy is compare with the median taken by key.
 func compareBy(ctx context.Context, rounds int, progress io.Writer, key func(Result) float64, cs ...contender) ([]Result, error) {
 	all := make([][]Result, len(cs))
@@ -326,8 +330,12 @@ func compareBy(ctx context.Context, rounds int, progress io.Writer, key func(Res
 		slices.SortFunc(rs, func(a, b Result) int { return cmp.Compare(key(a), key(b)) })
 		m := rs[len(rs)/2]
 		if len(rs) > 1 {
-			m.Note = strings.TrimSpace(m.Note + fmt.Sprintf(" median of %d rounds (%.0f-%.0f msgs/s, p99 %.0f-%.0f µs)",
-				len(rs), rs[0].Rate, rs[len(rs)-1].Rate, rs[0].P99, rs[len(rs)-1].P99))
+			lo, hi := slices.MinFunc(rs, rateOrder).Rate, slices.MaxFunc(rs, rateOrder).Rate
+			spread := fmt.Sprintf(" median of %d rounds (%.0f-%.0f msgs/s", len(rs), lo, hi)
+			if p99 := slices.MaxFunc(rs, p99Order).P99; p99 > 0 {
+				spread += fmt.Sprintf(", p99 %.0f-%.0f µs", slices.MinFunc(rs, p99Order).P99, p99)
+			}
+			m.Note = strings.TrimSpace(m.Note + spread + ")")
 		}
 		out = append(out, m)
 	}
