@@ -125,7 +125,9 @@ func deciderChecked(r Result, st DeciderStats) (Result, error) {
 	for k, v := range st.Errors {
 		r.Errors["decider_"+k] += v
 	}
-	r.Note = strings.TrimSpace(r.Note + fmt.Sprintf(" decider %s answered AA with AnswerMessage (%d answers written)", deciderName, st.Answered))
+	r.Note = strings.TrimSpace(r.Note + fmt.Sprintf(" decider %s answered AA with AnswerMessage (%d answers written;"+
+		" receive_time to delivery p50 %.0f µs, p99 %.0f µs; AnswerMessage call p50 %.0f µs, p99 %.0f µs)",
+		deciderName, st.Answered, st.DeliveryP50, st.DeliveryP99, st.AnswerP50, st.AnswerP99))
 	if st.Answered < r.Msgs {
 		return r, fmt.Errorf("the deciding consumer wrote %d answers for %d acknowledged messages (errors: %s): are its ACKs decided?",
 			st.Answered, r.Msgs, errorsString(st.Errors))

@@ -28,14 +28,21 @@ type Decider struct {
 	mu       sync.Mutex
 	inflight int // AnswerMessage calls under way
 	answered uint64
-	errs     errCounter
-	err      error // why the stream ended early
+	// lag is, per message, from its receive_time to its delivery here;
+	// call the AnswerMessage calls' durations.
+	lag, call latencies
+	errs      errCounter
+	err       error // why the stream ended early
 }
 
 // DeciderStats is what a Decider did since the last Take.
 type DeciderStats struct {
 	// Answered counts answers that were written to the peer.
 	Answered uint64
+	// Delivery is the time from a message's receive_time to its delivery
+	// to the Decider (the server and the Decider share a clock), Answer
+	// that of an AnswerMessage call: p50 and p99 in microseconds.
+	DeliveryP50, DeliveryP99, AnswerP50, AnswerP99 float64
 	// Errors counts, by kind, messages delivered without an
 	// answer_deadline (no_answer_deadline; they are answered anyway),
 	// answers not written (answer_not_written) and failed calls
@@ -86,7 +93,11 @@ func (d *Decider) run(ctx context.Context, client switchboardv1.SwitchboardServi
 			}
 			return
 		}
+		now := time.Now()
 		for _, m := range resp.GetMessages() {
+			d.mu.Lock()
+			d.lag = append(d.lag, now.Sub(m.GetReceiveTime().AsTime()))
+			d.mu.Unlock()
 			if m.GetAnswerDeadline() == nil {
 				d.count("no_answer_deadline")
 			}
@@ -110,8 +121,13 @@ func (d *Decider) run(ctx context.Context, client switchboardv1.SwitchboardServi
 }
 
 func (d *Decider) answer(ctx context.Context, client switchboardv1.SwitchboardServiceClient, consumer string, seq uint64) {
+	start := time.Now()
 	resp, err := client.AnswerMessage(ctx, &switchboardv1.AnswerMessageRequest{Consumer: consumer, Sequence: seq,
 		Answer: &switchboardv1.AnswerMessageRequest_Ack{Ack: &switchboardv1.AckAnswer{Code: switchboardv1.AckCode_ACK_CODE_AA}}})
+	took := time.Since(start)
+	d.mu.Lock()
+	d.call = append(d.call, took)
+	d.mu.Unlock()
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// Stopping.
@@ -148,7 +164,11 @@ func (d *Decider) Take() (DeciderStats, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := DeciderStats{Answered: d.answered, Errors: mergeErrors([]errCounter{d.errs})}
-	d.answered, d.errs = 0, errCounter{}
+	var lag, call Result
+	summarize(&lag, 0, []latencies{d.lag})
+	summarize(&call, 0, []latencies{d.call})
+	st.DeliveryP50, st.DeliveryP99, st.AnswerP50, st.AnswerP99 = lag.P50, lag.P99, call.P50, call.P99
+	d.answered, d.errs, d.lag, d.call = 0, errCounter{}, nil, nil
 	return st, d.err
 }
 
