@@ -3,7 +3,6 @@ package service_test
 import (
 	"bytes"
 	"context"
-	"strconv"
 	"testing"
 	"time"
 
@@ -29,16 +28,6 @@ func parseAck(t *testing.T, b []byte) hl7.Ack {
 		t.Fatalf("ParseAck(%q): %v", b, err)
 	}
 	return a
-}
-
-// inboundAnswer is what GetMessage shows was decided for seq.
-func (s *server) inboundAnswer(ctx context.Context, seq uint64) *switchboardv1.InboundAnswer {
-	s.t.Helper()
-	resp, err := s.client.GetMessage(ctx, &switchboardv1.GetMessageRequest{MessageId: "in-" + strconv.FormatUint(seq, 10)})
-	if err != nil {
-		s.t.Fatalf("GetMessage(in-%d): %v", seq, err)
-	}
-	return resp.GetMessage().GetAnswer()
 }
 
 // TestAnswerDecides: the deciding consumer's answer is the peer's ACK, and
@@ -72,7 +61,7 @@ func TestAnswerDecides(t *testing.T) {
 	if !resp.GetWritten() || !bytes.Equal(resp.GetAnswer().GetSent(), raw) || resp.GetAnswer().GetConsumer() != "decider" {
 		t.Errorf("AnswerMessage = %v; want written, sent = what the peer got", resp)
 	}
-	got := s.inboundAnswer(ctx, m.GetSequence())
+	got := s.waitAnswer(ctx, m.GetSequence())
 	if got.GetCode() != switchboardv1.AckCode_ACK_CODE_AE || got.GetFallback() || !got.GetWritten() || !bytes.Equal(got.GetSent(), raw) {
 		t.Errorf("GetMessage answer = %v; want the AE, written", got)
 	}
@@ -95,7 +84,7 @@ func TestAnswerFallback(t *testing.T) {
 	if a := parseAck(t, p.readFrame()); a.Code != hl7.AR || a.Text != "try later" || a.ControlID != "ALONE-1" {
 		t.Fatalf("with no consumer: %+v; want the AR fallback", a)
 	}
-	if got := s.inboundAnswer(ctx, s.lastSeq()); !got.GetFallback() || got.GetCode() != switchboardv1.AckCode_ACK_CODE_AR {
+	if got := s.waitAnswer(ctx, s.lastSeq()); !got.GetFallback() || got.GetCode() != switchboardv1.AckCode_ACK_CODE_AR {
 		t.Errorf("GetMessage answer = %v; want the fallback", got)
 	}
 
@@ -115,7 +104,7 @@ func TestAnswerFallback(t *testing.T) {
 	if resp.GetWritten() || len(resp.GetAnswer().GetLateCodes()) != 1 || resp.GetAnswer().GetLateCodes()[0] != switchboardv1.AckCode_ACK_CODE_AA {
 		t.Errorf("late AnswerMessage = %v; want not written, AA recorded as late", resp)
 	}
-	if got := s.inboundAnswer(ctx, m.GetSequence()); !got.GetFallback() || len(got.GetLateCodes()) != 1 {
+	if got := s.waitAnswer(ctx, m.GetSequence()); !got.GetFallback() || len(got.GetLateCodes()) != 1 {
 		t.Errorf("GetMessage answer = %v; want the fallback and the late AA", got)
 	}
 }
@@ -161,7 +150,7 @@ func TestAnswerEnhanced(t *testing.T) {
 	if a := parseAck(t, p.readFrame()); a.Code != hl7.AA || a.ControlID != "ENH-1" {
 		t.Fatalf("second frame %+v; want the application ACK AA", a)
 	}
-	if got := s.inboundAnswer(ctx, m.GetSequence()); got.GetCode() != switchboardv1.AckCode_ACK_CODE_AA || !got.GetWritten() {
+	if got := s.waitAnswer(ctx, m.GetSequence()); got.GetCode() != switchboardv1.AckCode_ACK_CODE_AA || !got.GetWritten() {
 		t.Errorf("GetMessage answer = %v; want the AA, written", got)
 	}
 }

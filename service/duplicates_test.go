@@ -101,7 +101,7 @@ func TestDuplicateResendGetsFirstAck(t *testing.T) {
 	if got := s.lastSeq(); got != 1 {
 		t.Fatalf("journal holds %d records, want 1", got)
 	}
-	a := s.inbound(ctx, 1).GetAnswer()
+	a := s.waitAnswer(ctx, 1)
 	if a == nil || !bytes.Equal(a.GetSent(), first) || !a.GetWritten() || a.GetCode() != switchboardv1.AckCode_ACK_CODE_AA || a.GetAnswerTime() == nil {
 		t.Fatalf("GetMessage answer = %v; want the ACK, written, AA", a)
 	}
@@ -112,11 +112,19 @@ func TestDuplicateResendGetsFirstAck(t *testing.T) {
 		t.Fatalf("journal holds %d records, want 2", got)
 	}
 
-	cs, err := s.client.ListConnections(ctx, &switchboardv1.ListConnectionsRequest{ListenerId: "adt"})
-	if err != nil || len(cs.GetConnections()) != 1 {
-		t.Fatalf("ListConnections = %v, %v", cs, err)
+	// An ACK is counted just after it is written: wait (bounded) for the
+	// last one.
+	var k *switchboardv1.ConnectionCounters
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		cs, err := s.client.ListConnections(ctx, &switchboardv1.ListConnectionsRequest{ListenerId: "adt"})
+		if err != nil || len(cs.GetConnections()) != 1 {
+			t.Fatalf("ListConnections = %v, %v", cs, err)
+		}
+		if k = cs.GetConnections()[0].GetStatus().GetCounters(); ackCount(k.GetSentAcks(), switchboardv1.AckCode_ACK_CODE_AA) == 3 {
+			break
+		}
 	}
-	if k := cs.GetConnections()[0].GetStatus().GetCounters(); k.GetDuplicateCount() != 1 || ackCount(k.GetSentAcks(), switchboardv1.AckCode_ACK_CODE_AA) != 3 {
+	if k.GetDuplicateCount() != 1 || ackCount(k.GetSentAcks(), switchboardv1.AckCode_ACK_CODE_AA) != 3 {
 		t.Errorf("connection counters = %v; want 1 duplicate, 3 AA sent", k)
 	}
 	gl, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "adt"})
@@ -176,7 +184,7 @@ func TestDuplicateAcrossRestart(t *testing.T) {
 	if got := s.lastSeq(); got != 1 {
 		t.Fatalf("journal holds %d records after the restart, want 1", got)
 	}
-	if a := s.inbound(ctx, 1).GetAnswer(); !bytes.Equal(a.GetSent(), first) {
+	if a := s.waitAnswer(ctx, 1); !bytes.Equal(a.GetSent(), first) {
 		t.Fatalf("answer after the restart = %v", a)
 	}
 }

@@ -22,14 +22,6 @@ import (
 // without node or examples/node/node_modules the tests skip, except in CI
 // (CI set), where they fail.
 
-// appAckImplemented: once the server implements ListenerConfig.consumer_ack
-// and AnswerMessage, set it to true, so that an UNIMPLEMENTED answer fails
-// TestNodeAppAck instead of skipping it.
-const appAckImplemented = false
-
-// appAckExitUnimplemented is appack.js's exit status when the server
-// answered UNIMPLEMENTED.
-const appAckExitUnimplemented = 3
 
 // nodeExamples returns examples/node, or skips (fails in CI) when node or
 // the packages are not installed.
@@ -197,17 +189,10 @@ func TestNodeExample(t *testing.T) {
 // TestNodeAppAck runs the application-ACK scenario (examples/node/appack.js):
 // a Node consumer decides the ACK (AE with text and error code), the
 // fallback AR with no consumer attached, and a complete RSP^K22 answer,
-// each checked at the npm MLLP peer. It skips only when the server answers
-// UNIMPLEMENTED (until appAckImplemented); any other failure fails.
+// each checked at the npm MLLP peer.
 func TestNodeAppAck(t *testing.T) {
 	dir := nodeExamples(t)
 	code, sum := runNode(t, dir, "appack.js", serveForNode(t))
-	if code == appAckExitUnimplemented && sum.Unimplemented != "" {
-		if appAckImplemented {
-			t.Fatalf("appack.js: the server answered UNIMPLEMENTED for %s: %s", sum.Unimplemented, sum.Error)
-		}
-		t.Skipf("consumer_ack not implemented on this branch (%s)", sum.Error)
-	}
 	if code != 0 || !sum.OK || len(sum.Checks) == 0 {
 		t.Fatalf("appack.js exited %d, ok %v, %d checks, error %q", code, sum.OK, len(sum.Checks), sum.Error)
 	}

@@ -2161,7 +2161,7 @@ func (x *ConsumerAck) GetApplicationAckConnectionId() string {
 // DuplicateSuppression configures a listener's duplicate window.
 type DuplicateSuppression struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// How long a control id is remembered. At most 7 days.
+	// How long a control id is remembered. Unset: 1 hour. At most 7 days.
 	Window *durationpb.Duration `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
 	// What makes two messages come from the same peer. Unset: SENDER.
 	Scope         DuplicateScope `protobuf:"varint,2,opt,name=scope,proto3,enum=switchboard.v1.DuplicateScope" json:"scope,omitempty"`
