@@ -355,11 +355,29 @@ func (s *Service) AnswerMessage(ctx context.Context, req *switchboardv1.AnswerMe
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	// Answering acks the message for the consumer, if it was delivered.
-	if _, err := s.consumers.Ack(ctx, consumer, []uint64{seq}, 0, nil); err != nil &&
-		!errors.Is(err, delivery.ErrNotDelivered) && !errors.Is(err, delivery.ErrNotFound) {
-		return nil, s.toStatus(ctx, err)
+	// Answering acks the message for the consumer, if it was delivered: in
+	// the background, so the peer does not wait for that fsync too. An ack
+	// lost in a crash only means the message is delivered again, and its
+	// second answer is late.
+	acked := make(chan error, 1)
+	go func() {
+		_, err := s.consumers.Ack(context.WithoutCancel(ctx), consumer, []uint64{seq}, 0, nil)
+		if errors.Is(err, delivery.ErrNotDelivered) || errors.Is(err, delivery.ErrNotFound) {
+			err = nil
+		}
+		acked <- err
+	}()
+	resp, err := s.answer(ctx, seq, consumer, rec, d, req)
+	if ackErr := <-acked; err == nil && ackErr != nil {
+		return nil, s.toStatus(ctx, ackErr)
 	}
+	return resp, err
+}
+
+// answer hands a consumer's answer to the read loop waiting for it (or
+// records it as late) and returns what was sent.
+func (s *Service) answer(ctx context.Context, seq uint64, consumer string, rec *journal.Record, d *decider,
+	req *switchboardv1.AnswerMessageRequest) (*switchboardv1.AnswerMessageResponse, error) {
 	p, made := s.book.entry(seq, consumer)
 	if made {
 		if out, err := s.storedAnswer(ctx, seq); err != nil || out != nil || time.Since(rec.Time) > d.timeout {

@@ -16,7 +16,7 @@ import (
 // per response, up to these limits (a single larger message still goes
 // alone).
 const (
-	receiveBatchRecords = 256
+	receiveBatchRecords = 1024
 	receiveBatchBytes   = 1 << 20
 )
 
