@@ -183,7 +183,12 @@ func (j *Journal) appendDedup(ctx context.Context, r *journal.Record, size int) 
 			}
 		}
 		now := j.now().UnixNano()
-		e, found, err := j.lookupDedup(r.DedupID)
+		var e dedupEntry
+		var found bool
+		var err error
+		if j.dedupIDs.mayHold(r.DedupID) {
+			e, found, err = j.lookupDedup(r.DedupID)
+		}
 		if err != nil {
 			releaseClaims([]*dedupClaim{c})
 			return 0, err
@@ -198,6 +203,9 @@ func (j *Journal) appendDedup(ctx context.Context, r *journal.Record, size int) 
 			c.expires = math.MaxInt64
 		}
 		c.replaces, c.oldExpires = found, e.expires
+		if !found {
+			j.dedupIDs.add(r.DedupID) // a replaced entry is counted already
+		}
 		return j.append(ctx, r, size, c)
 	}
 }
@@ -295,6 +303,7 @@ func (j *Journal) expireDuplicates() (more bool, err error) {
 		} // else an Append is writing a new entry: a later pass looks again
 	}
 	var ops []op
+	var gone []string // ids whose entry goes
 	err = j.readDB(func(db *pebble.DB) error {
 		for _, f := range mine {
 			ops = append(ops, op{kind: opDelete, key: f.key})
@@ -311,6 +320,7 @@ func (j *Journal) expireDuplicates() (more bool, err error) {
 			}
 			if e.expires == f.expires {
 				ops = append(ops, op{kind: opDelete, key: dedupKey(f.id)})
+				gone = append(gone, f.id)
 			}
 		}
 		return nil
@@ -318,7 +328,14 @@ func (j *Journal) expireDuplicates() (more bool, err error) {
 	if err == nil && len(ops) > 0 {
 		var g *group
 		if g, err = j.submit(write{ops: ops, epoch: anyEpoch, claims: claims}); err == nil {
-			return more, wait(context.Background(), g) // the group releases the claims
+			// The group releases the claims; the filter forgets the
+			// entries once their deletion is durable.
+			if err = wait(context.Background(), g); err == nil {
+				for _, id := range gone {
+					j.dedupIDs.remove(id)
+				}
+			}
+			return more, err
 		}
 	}
 	releaseClaims(claims)

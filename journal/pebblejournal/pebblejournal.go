@@ -109,8 +109,9 @@ type Journal struct {
 	consumers *ConsumerStore
 	floor     atomic.Pointer[func() uint64] // SetRetentionFloor's; nil: none
 
-	dedup   dedupClaims  // duplicate index claims (dedup.go)
-	answers *AnswerStore // answers.go
+	dedup    dedupClaims  // duplicate index claims (dedup.go)
+	dedupIDs *dedupFilter // which ids the index may hold (dedupfilter.go)
+	answers  *AnswerStore // answers.go
 
 	// Counters for Stats.
 	appends, refused, commits, records, failures, recoveries atomic.Uint64
@@ -236,6 +237,10 @@ func Open(dir string, opts Options) (*Journal, error) {
 	db, st, err := j.openReserved(r)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), lock.Close())
+	}
+	j.dedupIDs = newDedupFilter()
+	if err := j.dedupIDs.load(db); err != nil {
+		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), db.Close(), lock.Close())
 	}
 	j.db = db
 	j.adopt(st)
