@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -201,7 +202,7 @@ func (d *decider) reply(dst []byte, h hl7.Header, a *switchboardv1.AnswerMessage
 	}
 	payload := hl7.AppendAck(dst, h, req)
 	out.Code, out.Text = ackCode(transport.HL7Code(req.Code)), req.Text
-	out.Sent = payload
+	out.Sent = bytes.Clone(payload) // payload is the connection's buffer, reused for the next answer
 	r := transport.Reply{Payload: payload, Code: transport.HL7Code(req.Code)}
 	if !req.Code.Positive() {
 		r.Negative = req.Text

@@ -22,7 +22,6 @@ import (
 // without node or examples/node/node_modules the tests skip, except in CI
 // (CI set), where they fail.
 
-
 // nodeExamples returns examples/node, or skips (fails in CI) when node or
 // the packages are not installed.
 func nodeExamples(t *testing.T) string {
