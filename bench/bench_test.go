@@ -190,14 +190,15 @@ func TestOutbound(t *testing.T) {
 }
 
 // startService serves Switchboard over gRPC on loopback with its journal,
-// state and outbox in dir (fsync off), until the test ends.
+// state, outbox, consumers and answers in dir (fsync off), until the test
+// ends.
 func startService(t *testing.T, dir string) string {
 	t.Helper()
 	j, err := pebblejournal.Open(dir, pebblejournal.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := service.New(service.Config{Journal: j, State: j.StateStore(), Outbox: j.Outbox()})
+	svc, err := service.New(service.Config{Journal: j, State: j.StateStore(), Outbox: j.Outbox(), Consumers: j.Consumers(), Answers: j.Answers()})
 	if err != nil {
 		j.Close()
 		t.Fatal(err)

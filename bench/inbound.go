@@ -31,6 +31,12 @@ type InboundConfig struct {
 	Rate float64
 	// AckTimeout bounds the wait for each ACK. Zero: 10 s.
 	AckTimeout time.Duration
+	// IDBase is added to each worker's message counter in MSH-10, so runs
+	// with bases far enough apart (more than the messages a worker sends)
+	// send different control ids: a listener suppressing duplicates
+	// remembers the ids of earlier runs. Zero: every run sends the same
+	// ids.
+	IDBase int
 }
 
 func (c *InboundConfig) defaults() {
@@ -165,7 +171,7 @@ func inboundWorker(ctx context.Context, cfg InboundConfig, w int, remaining chan
 			next = next.Add(interval)
 		}
 		sent := time.Now()
-		putID(frame[idAt:], w, n)
+		putID(frame[idAt:], w, cfg.IDBase+n)
 		_ = nc.SetDeadline(time.Now().Add(cfg.AckTimeout))
 		if _, err := nc.Write(frame); err != nil {
 			errs["write"]++

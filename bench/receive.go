@@ -62,6 +62,15 @@ type ReceiveConfig struct {
 	// Stall is how long to wait for the next message before concluding the
 	// journal holds fewer than Count. Zero: 10 s.
 	Stall time.Duration
+	// Consumer, when set, measures a durable consumer of this name instead
+	// of anonymous streams: one stream (Streams must be 0 or 1) creates it
+	// from sequence 1 with the default settings, acks what it is delivered
+	// as Ack says, and the run ends when Count messages are delivered and
+	// acked. The consumer must not exist; it is deleted afterwards.
+	Consumer string
+	// Ack is how the consumer acks: AckThrough (the default), AckEach or
+	// AckAsync.
+	Ack AckMode
 }
 
 // Receive measures how fast a pre-filled journal is delivered. Rate is the
@@ -70,6 +79,9 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (Result, error) {
 	cfg.Streams = max(cfg.Streams, 1)
 	if cfg.Stall <= 0 {
 		cfg.Stall = 10 * time.Second
+	}
+	if cfg.Consumer != "" {
+		return consume(ctx, cfg)
 	}
 	res := Result{Group: "receive", Target: cfg.Target, Conns: cfg.Streams, Size: cfg.Size}
 	cc, err := dialGRPC(cfg.GRPCAddr)
@@ -86,25 +98,8 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (Result, error) {
 	errs := make([]error, cfg.Streams)
 	// A journal holding fewer than Count messages would leave the streams
 	// waiting for ever: give up when nothing arrives for cfg.Stall.
-	var progress atomic.Int64
-	progress.Store(time.Now().UnixNano())
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		t := time.NewTicker(cfg.Stall / 10)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				if time.Since(time.Unix(0, progress.Load())) > cfg.Stall {
-					cancel(fmt.Errorf("no message for %v: does the journal hold %d messages?", cfg.Stall, cfg.Count))
-					return
-				}
-			}
-		}
-	}()
+	progress, stopWatch := watchStall(cancel, cfg.Stall, cfg.Count)
+	defer stopWatch()
 	for s := range cfg.Streams {
 		wg.Go(func() {
 			stream, err := client.Receive(ctx, &switchboardv1.ReceiveRequest{StartSequence: proto.Uint64(1)})
@@ -147,6 +142,32 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// watchStall cancels with an explanation once progress (Unix nanoseconds
+// of the last message) is older than stall, until stop is called.
+func watchStall(cancel context.CancelCauseFunc, stall time.Duration, count int) (progress *atomic.Int64, stop func()) {
+	progress = new(atomic.Int64)
+	progress.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(stall / 10)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if time.Since(time.Unix(0, progress.Load())) > stall {
+					cancel(fmt.Errorf("no message for %v: does the journal hold %d messages?", stall, count))
+					return
+				}
+			}
+		}
+	}()
+	return progress, func() { close(done); <-exited }
 }
 
 // IdleConfig describes the idle-connection memory measurement: open Conns

@@ -156,5 +156,21 @@ func (h Header) AcceptAckWanted(negative bool) bool {
 	return true
 }
 
+// ApplicationAckWanted applies MSH-16 (HL7 table 0155) to an application
+// acknowledgement that would be negative or not, as AcceptAckWanted does
+// for MSH-15: AL or empty means always, NE never, ER only when negative, SU
+// only when positive, and an unknown value always.
+func (h Header) ApplicationAckWanted(negative bool) bool {
+	switch h.ApplicationAckType {
+	case "NE":
+		return false
+	case "ER":
+		return negative
+	case "SU":
+		return !negative
+	}
+	return true
+}
+
 // IsAck reports whether the message is a general acknowledgement (MSH-9.1 ACK).
 func (h Header) IsAck() bool { return h.MessageCode == "ACK" }

@@ -73,6 +73,17 @@
 // reader can miss a deleted record, so a reader sees records or
 // NotRetainedError, never a gap.
 //
+// # Duplicates
+//
+// A record with a DedupID is stored only if no record with the same id was
+// appended within its DedupWindow; otherwise Append returns the first
+// record's sequence with a *DuplicateError. The id index is written
+// atomically with its record, survives restarts, and lets exactly one of
+// concurrent Appends of an id through. Entries older than their window no
+// longer suppress anything and may be deleted (pebblejournal's retention
+// does). The service builds ids from HL7 MSH-10 so that a peer's resend of
+// a message it got no ACK for is not stored twice.
+//
 // # Other stores
 //
 // ErrNotFound is shared with stores that live beside a backend's records

@@ -47,6 +47,24 @@ func (e *NotRetainedError) Unwrap() error { return ErrNotRetained }
 // service layer.
 var ErrNotFound = errors.New("not found")
 
+// ErrDuplicate is wrapped by Append's error for a record whose DedupID a
+// record appended within the window already holds. The error is a
+// *DuplicateError, which names the first record's sequence.
+var ErrDuplicate = errors.New("journal: duplicate")
+
+// DuplicateError is Append's error for a record whose DedupID is taken: the
+// record was not stored, and Seq is the record that holds the id.
+type DuplicateError struct {
+	ID  string // the DedupID
+	Seq uint64 // the first record's sequence
+}
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("journal: duplicate of sequence %d", e.Seq)
+}
+
+func (e *DuplicateError) Unwrap() error { return ErrDuplicate }
+
 // Journal is the contract the rest of Switchboard depends on; the package
 // documentation states its promises. pebblejournal.Journal implements it on
 // Pebble; another backend (for example NATS JetStream) must keep the same
@@ -55,6 +73,16 @@ var ErrNotFound = errors.New("not found")
 type Journal interface {
 	// Append stores r and returns its sequence number, which it also sets
 	// in r.Seq. It returns nil only once r is durable. r is not retained.
+	//
+	// With r.DedupID set, Append stores r only if no record with that id
+	// was appended less than r.DedupWindow ago; otherwise it returns that
+	// record's sequence and a *DuplicateError (ErrDuplicate), and r.Seq is
+	// left alone. Of concurrent Appends of one id exactly one is stored;
+	// the others get its sequence once it is durable (or, if it fails,
+	// race again). The id index is durable with its record (no crash
+	// leaves one without the other) and survives restarts. This is
+	// JetStream's Nats-Msg-Id with its duplicate window. A backend may
+	// delete index entries once they are older than their window.
 	Append(ctx context.Context, r *Record) (uint64, error)
 	// LastSeq returns the highest committed sequence number, 0 when empty.
 	LastSeq(ctx context.Context) (uint64, error)

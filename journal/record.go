@@ -24,6 +24,14 @@ type Record struct {
 	MessageType  string // HL7 MSH-9 when known
 	ControlID    string // HL7 MSH-10 when known
 	Payload      []byte
+
+	// DedupID, when not empty, makes Append refuse a second record with
+	// the same id appended less than DedupWindow before it: Append then
+	// returns the first record's sequence and a *DuplicateError. The id is
+	// the backend's index key, not part of the stored record, so Read
+	// returns it empty. DedupWindow must be positive when DedupID is set.
+	DedupID     string
+	DedupWindow time.Duration
 }
 
 // Kind says what a record is, so consumers can tell (and filter) peers'

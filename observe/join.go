@@ -28,6 +28,7 @@ func Join(obs ...*transport.Observer) *transport.Observer {
 		j.FrameReceived = chain3(j.FrameReceived, o.FrameReceived)
 		j.AckSent = chain2(j.AckSent, o.AckSent)
 		j.FrameAnswered = chain4(j.FrameAnswered, o.FrameAnswered)
+		j.Duplicate = chain2(j.Duplicate, o.Duplicate)
 		j.SendDone = chain3(j.SendDone, o.SendDone)
 		j.FramingError = chain2(j.FramingError, o.FramingError)
 		j.ConnClosed = chain2(j.ConnClosed, o.ConnClosed)

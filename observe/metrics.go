@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/switchboard-dev/switchboard/journal"
+	"github.com/switchboard-dev/switchboard/service/delivery"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -65,6 +66,15 @@ type Sources struct {
 	Resources Resources
 	// Outbox gives the outbox figures; *outbox.Outbox implements it.
 	Outbox OutboxStats
+	// Consumers gives the durable consumers' figures; *delivery.Manager
+	// implements it.
+	Consumers ConsumerStats
+}
+
+// ConsumerStats lists the durable consumers; *delivery.Manager implements
+// it.
+type ConsumerStats interface {
+	List(ctx context.Context) ([]delivery.Info, error)
 }
 
 // Resources lists the listeners and connections; *registry.Registry

@@ -28,6 +28,9 @@ var (
 		"1 while an outbound connection is open, 0 while it is connecting, backing off or closed.", []string{"connection"}, nil)
 	descListenerUp = prometheus.NewDesc("switchboard_listener_up",
 		"1 while a listener is listening, 0 while it backs off (its address cannot be bound), drains or is stopped.", []string{"listener"}, nil)
+	descInboundDuplicates = prometheus.NewDesc("switchboard_inbound_duplicates_total",
+		"Messages a listener with duplicate suppression did not store again (a resend within the window), answered with the first answer.",
+		[]string{"listener"}, nil)
 	descFramesReceived = prometheus.NewDesc("switchboard_frames_received_total",
 		"Frames received (messages and acknowledgements).", connLabels, nil)
 	descBytesReceived = prometheus.NewDesc("switchboard_bytes_received_total",
@@ -74,10 +77,26 @@ var (
 	descOutboxFailed = prometheus.NewDesc("switchboard_outbox_failed_total",
 		"Queued messages that failed (by the policy or an operator).", []string{"connection"}, nil)
 
+	descConsumerPending = prometheus.NewDesc("switchboard_consumer_pending_messages",
+		"Messages delivered to a durable consumer and not yet acked.", []string{"consumer"}, nil)
+	descConsumerBacklog = prometheus.NewDesc("switchboard_consumer_backlog_records",
+		"Journal records stored after a durable consumer's position, before its filters: an upper bound of what it has still to get.",
+		[]string{"consumer"}, nil)
+	descConsumerOldest = prometheus.NewDesc("switchboard_consumer_oldest_pending_age_seconds",
+		"Time since the oldest message pending for a durable consumer was first delivered; 0 when none is.", []string{"consumer"}, nil)
+	descConsumerRedeliveries = prometheus.NewDesc("switchboard_consumer_redeliveries_total",
+		"Messages delivered again to a durable consumer (ack wait passed, its stream ended, or a nak), since the server started.",
+		[]string{"consumer"}, nil)
+	descConsumerDead = prometheus.NewDesc("switchboard_consumer_dead_letters",
+		"Messages a durable consumer gave up on after max_deliveries (ListDeadLetters, ReplayDeadLetters).", []string{"consumer"}, nil)
+	descConsumerStreams = prometheus.NewDesc("switchboard_consumer_streams",
+		"Receive streams attached to a durable consumer.", []string{"consumer"}, nil)
+
 	allDescs = []*prometheus.Desc{
+		descConsumerPending, descConsumerBacklog, descConsumerOldest, descConsumerRedeliveries, descConsumerDead, descConsumerStreams,
 		descConnectionsOpen, descAccepted, descRejected, descConnectionUp, descListenerUp,
 		descFramesReceived, descBytesReceived, descFramesSent, descBytesSent, descAcksSent, descAcksReceived,
-		descFramingErrors, descInDoubt, descClosed,
+		descFramingErrors, descInDoubt, descClosed, descInboundDuplicates,
 		descFsyncs, descDiskBytes, descFirstSeq, descLastSeq, descHealthy, descJournalFailures,
 		descOutboxQueued, descOutboxOldest, descOutboxAttempts, descOutboxInDoubt, descOutboxFailed,
 	}
@@ -128,6 +147,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if d, ok := j.(diskSizer); ok {
 			ch <- gauge(descDiskBytes, float64(d.DiskBytes()))
 		}
+	}
+	if c := src.Consumers; c != nil {
+		collectConsumers(ctx, ch, c)
 	}
 	if o := src.Outbox; o != nil {
 		now := time.Now()
@@ -191,6 +213,7 @@ func (m *Metrics) collectConns(ch chan<- prometheus.Metric, listeners []registry
 			for _, r := range rejectReasons {
 				ch <- counter(descRejected, float64(g.rejected[r]), l, rejectReasonLabel(r))
 			}
+			ch <- counter(descInboundDuplicates, float64(total.Duplicates), l)
 		}
 		ch <- counter(descFramesReceived, float64(total.FramesIn), dir, l, cn)
 		ch <- counter(descBytesReceived, float64(total.BytesIn), dir, l, cn)
@@ -250,4 +273,25 @@ func boolValue(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// collectConsumers sends the durable consumers' figures.
+func collectConsumers(ctx context.Context, ch chan<- prometheus.Metric, c ConsumerStats) {
+	infos, err := c.List(ctx)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for _, in := range infos {
+		ch <- gauge(descConsumerPending, float64(in.Pending), in.Name)
+		ch <- gauge(descConsumerBacklog, float64(in.Backlog), in.Name)
+		age := 0.0
+		if !in.OldestPending.IsZero() {
+			age = max(now.Sub(in.OldestPending).Seconds(), 0)
+		}
+		ch <- gauge(descConsumerOldest, age, in.Name)
+		ch <- counter(descConsumerRedeliveries, float64(in.Redeliveries), in.Name)
+		ch <- gauge(descConsumerDead, float64(in.DeadLetters), in.Name)
+		ch <- gauge(descConsumerStreams, float64(in.Streams), in.Name)
+	}
 }

@@ -22,7 +22,7 @@ func (s *Service) listenerConfig(c *switchboardv1.ListenerConfig) transport.List
 		Address: c.GetAddress(),
 		Conn: transport.ConnConfig{
 			Framing:      framingFromProto(c.GetFraming(), c.GetMaxFrameBytes(), c.GetMaxJunkBytes()),
-			Ack:          ackFromProto(c.GetAckPolicy()),
+			Ack:          s.listenerAck(c),
 			IdleTimeout:  durationOr(c.GetIdleTimeout(), 0),
 			FrameTimeout: durationOr(c.GetFrameTimeout(), 0),
 			Keepalive:    keepaliveFromProto(c.GetKeepalive()),
@@ -31,7 +31,7 @@ func (s *Service) listenerConfig(c *switchboardv1.ListenerConfig) transport.List
 		},
 		MaxConnections:          int(c.GetMaxConnections()),
 		MaxConnectionsPerSource: int(c.GetMaxConnectionsPerSource()),
-		Sink:                    s.sink,
+		Sink:                    s.listenerSink(c),
 		Logger:                  s.log,
 	}
 }
@@ -228,6 +228,7 @@ func countersToProto(k *transport.Counters) *switchboardv1.ConnectionCounters {
 		AckTimeoutCount:            k.AckTimeouts,
 		AckMismatchCount:           k.AckMismatches,
 		UnsolicitedAckCount:        k.UnsolicitedAcks,
+		DuplicateCount:             k.Duplicates,
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/observe"
+	"github.com/switchboard-dev/switchboard/service/delivery"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -65,6 +66,8 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		nr   *journal.NotRetainedError
 		inv  errInvalid
 		slow *observe.TooSlowError
+		bh   *beyondHeadError
+		na   *notAwaitingError
 	)
 	resource := func() protoadapt.MessageV1 {
 		return &errdetails.ResourceInfo{ResourceType: re.Type, ResourceName: re.ID}
@@ -117,6 +120,26 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return statusOf(codes.ResourceExhausted, fmt.Sprintf("watcher too slow: %d events were waiting to be sent, so the stream was cut off after sequence %s; "+
 			"watch again (replay_recent returns the recent events the server still holds)", slow.Buffer, last),
 			switchboardv1.ErrorReason_ERROR_REASON_WATCHER_TOO_SLOW, map[string]string{"last_sequence": last})
+	case errors.As(err, &bh):
+		last := strconv.FormatUint(bh.last, 10)
+		return statusOf(codes.OutOfRange, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_BEYOND_HEAD,
+			map[string]string{"last_sequence": last})
+	case errors.As(err, &na):
+		return statusOf(codes.FailedPrecondition, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_AWAITING_ANSWER, nil)
+	case errors.Is(err, delivery.ErrNotFound), errors.Is(err, delivery.ErrDeleted):
+		return statusOf(codes.NotFound, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_FOUND, nil,
+			&errdetails.ResourceInfo{ResourceType: "consumer", ResourceName: consumerName(err)})
+	case errors.Is(err, delivery.ErrConflict):
+		return statusOf(codes.AlreadyExists, err.Error()+"; repeat its filters and consumer_config, leave them unset, or delete it first",
+			switchboardv1.ErrorReason_ERROR_REASON_CONFIG_CONFLICT, nil,
+			&errdetails.ResourceInfo{ResourceType: "consumer", ResourceName: consumerName(err)})
+	case errors.Is(err, delivery.ErrNotDelivered):
+		return statusOf(codes.FailedPrecondition, err.Error()+"; nothing of this call was applied",
+			switchboardv1.ErrorReason_ERROR_REASON_NOT_DELIVERED, nil)
+	case errors.Is(err, delivery.ErrClosed):
+		return shuttingDownStatus()
+	case errors.Is(err, delivery.ErrInvalid):
+		return statusOf(codes.InvalidArgument, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, nil)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -266,4 +289,31 @@ func shuttingDownStatus() error {
 // interceptor has logged the panic and its stack.
 func panicStatus() error {
 	return statusOf(codes.Internal, "internal error", switchboardv1.ErrorReason_ERROR_REASON_INTERNAL, nil)
+}
+
+// consumerError is an error of the durable consumer name, so its status
+// can name it (ResourceInfo).
+type consumerError struct {
+	name string
+	err  error
+}
+
+func (e *consumerError) Error() string { return e.err.Error() }
+func (e *consumerError) Unwrap() error { return e.err }
+
+// ofConsumer wraps err, when there is one, as an error of consumer name.
+func ofConsumer(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &consumerError{name, err}
+}
+
+// consumerName is the consumer an error names, for ResourceInfo.
+func consumerName(err error) string {
+	var ce *consumerError
+	if errors.As(err, &ce) {
+		return ce.name
+	}
+	return ""
 }

@@ -19,6 +19,7 @@ import (
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/observe"
+	"github.com/switchboard-dev/switchboard/service/delivery"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -383,6 +384,7 @@ func TestErrorReasonsUsed(t *testing.T) {
 		&registry.ResourceError{Type: outbox.TypeMessage, ID: "out-x-1", Err: outbox.ErrNotInDoubt},
 		&journal.NotRetainedError{From: 1, First: 2},
 		&observe.TooSlowError{LastSequence: 7, Buffer: 16},
+		delivery.ErrNotDelivered, &beyondHeadError{start: 9, last: 3}, &notAwaitingError{seq: 1, consumer: "c", why: "test"},
 	}
 	used := map[string]bool{}
 	for _, err := range errs {

@@ -51,7 +51,9 @@ func startServer(t *testing.T, dir string) *server {
 
 func startServerWith(t *testing.T, j *pebblejournal.Journal, opts ...func(*service.Config)) *server {
 	t.Helper()
-	cfg := service.Config{Journal: j}
+	// The journal's own stores, as serve uses them, so that consumers and
+	// answers survive a restart on the same directory.
+	cfg := service.Config{Journal: j, Consumers: j.Consumers(), Answers: j.Answers()}
 	for _, o := range opts {
 		o(&cfg)
 	}

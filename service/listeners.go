@@ -12,8 +12,17 @@ import (
 // StartListener creates a listener and binds it, or returns the existing one
 // when the same id is started again with the same config.
 func (s *Service) StartListener(ctx context.Context, req *switchboardv1.StartListenerRequest) (*switchboardv1.StartListenerResponse, error) {
+	if err := checkConsumerAck(req.GetConfig()); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if err := checkDuplicates(req.GetConfig()); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	v, err := s.reg.StartListener(ctx, req.GetListenerId(), req.GetConfig(), s.listenerConfig(req.GetConfig()))
 	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	if err := s.ensureDecidingConsumer(ctx, v.ID, req.GetConfig().GetConsumerAck()); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
 	return &switchboardv1.StartListenerResponse{Listener: listenerToProto(v)}, nil

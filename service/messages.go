@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
@@ -138,7 +139,11 @@ func (s *Service) message(ctx context.Context, id string) (*switchboardv1.Messag
 		if len(recs) == 0 || recs[0].Seq != seq {
 			return nil, notFound
 		}
-		return inboundToProto(&recs[0]), nil
+		m := inboundToProto(&recs[0])
+		if err := s.addAnswer(ctx, m); err != nil {
+			return nil, err
+		}
+		return m, nil
 	}
 	connID, seq, ok := outbox.ParseMessageID(id)
 	if !ok {
@@ -155,6 +160,24 @@ func (s *Service) message(ctx context.Context, id string) (*switchboardv1.Messag
 		return nil, err
 	}
 	return m, nil
+}
+
+// addAnswer fills m.Answer from the answer store, when it holds one for
+// the inbound message m (listeners with duplicate suppression).
+func (s *Service) addAnswer(ctx context.Context, m *switchboardv1.Message) error {
+	v, err := s.answers.Answer(ctx, m.GetSequence())
+	switch {
+	case errors.Is(err, journal.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	a := &switchboardv1.InboundAnswer{}
+	if err := proto.Unmarshal(v, a); err != nil {
+		return fmt.Errorf("answer of %s: %w", m.GetMessageId(), err)
+	}
+	m.Answer = a
+	return nil
 }
 
 // inboundSeq reads an inbound message id, "in-<sequence>".

@@ -1,6 +1,9 @@
 package service
 
-import "encoding/base64"
+import (
+	"encoding/base64"
+	"strconv"
+)
 
 // Page sizes of the List RPCs (the API validates the upper bound too).
 const (
@@ -53,4 +56,20 @@ func page[V, P any](token string, size int32, list func(after string, n int) ([]
 		next = encodePageToken(id(views[len(views)-1]))
 	}
 	return out, next, nil
+}
+
+// encodeSeqToken and decodeSeqToken are page tokens of lists ordered by
+// journal sequence: the last sequence of the previous page.
+func encodeSeqToken(last uint64) string { return encodePageToken(strconv.FormatUint(last, 10)) }
+
+func decodeSeqToken(tok string) (uint64, error) {
+	s, err := decodePageToken(tok)
+	if err != nil || s == "" {
+		return 0, err
+	}
+	seq, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, errInvalid{field: "page_token", msg: "not a page token this server issued"}
+	}
+	return seq, nil
 }

@@ -16,40 +16,47 @@ import (
 // per response, up to these limits (a single larger message still goes
 // alone).
 const (
-	receiveBatchRecords = 256
+	receiveBatchRecords = 1024
 	receiveBatchBytes   = 1 << 20
 )
 
 // Receive streams journaled records in sequence order. It reads the journal
 // at the client's pace, so a slow client never holds up a TCP peer.
 func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv1.SwitchboardService_ReceiveServer) error {
-	match := receiveFilter(req)
 	// The stream ends when the client goes away or the service shuts down.
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	stopWatch := context.AfterFunc(s.ctx, cancel)
 	defer stopWatch()
+	if err := s.checkListeners(req.GetListenerIds()); err != nil {
+		return s.toStatus(ctx, err)
+	}
+	if req.GetConsumer() != "" {
+		return s.receiveConsumer(ctx, req, stream)
+	}
 
-	var next uint64
+	match := receiveFilter(req)
+	// head is where stop_at_head stops: the last record stored before the
+	// call.
+	head, err := s.journal.LastSeq(ctx)
+	if err != nil {
+		return s.streamEnded(stream.Context(), fmt.Errorf("journal last sequence: %w", err), 1)
+	}
+	next, err := s.startSequence(ctx, req)
+	if err != nil {
+		return s.toStatus(ctx, err)
+	}
 	// replayAll: the client asked for everything retained, so a first
 	// read that retention overtakes starts again at what is left.
-	replayAll := req.StartSequence != nil && req.GetStartSequence() <= 1
-	switch {
-	case replayAll:
+	replayAll := next == 0
+	if replayAll {
 		first, err := s.journal.FirstSeq(ctx)
 		if err != nil {
 			return s.streamEnded(stream.Context(), fmt.Errorf("journal first sequence: %w", err), 1)
 		}
 		next = first
-	case req.StartSequence != nil:
-		next = req.GetStartSequence()
-	default:
-		last, err := s.journal.LastSeq(ctx)
-		if err != nil {
-			return s.streamEnded(stream.Context(), fmt.Errorf("journal last sequence: %w", err), 1)
-		}
-		next = last + 1
 	}
+	stopAtHead := req.GetStopAtHead()
 
 	receiveSpanStart(ctx, next)
 	// Headers now, so the client knows the subscription is live before the
@@ -61,6 +68,9 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 	for {
 		if ctx.Err() != nil {
 			return s.streamEnded(stream.Context(), ctx.Err(), next)
+		}
+		if stopAtHead && next > head {
+			return nil
 		}
 		recs, err := s.journal.Read(ctx, next, receiveBatchRecords, receiveBatchBytes)
 		var nr *journal.NotRetainedError
@@ -79,7 +89,7 @@ func (s *Service) Receive(req *switchboardv1.ReceiveRequest, stream switchboardv
 		}
 		resp.Messages = resp.Messages[:0]
 		for i := range recs {
-			if r := &recs[i]; match(r) {
+			if r := &recs[i]; match(r) && (!stopAtHead || r.Seq <= head) {
 				resp.Messages = append(resp.Messages, recordToProto(r))
 			}
 		}

@@ -15,6 +15,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/observe"
+	"github.com/switchboard-dev/switchboard/service/delivery"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -73,6 +75,16 @@ type Config struct {
 	// the embedded one is pebblejournal.Journal.StateStore. Nil keeps them
 	// in memory only.
 	State registry.StateStore
+	// Consumers keeps durable consumers' positions and dead letters (the
+	// embedded one is pebblejournal.Journal.Consumers). Nil keeps them in
+	// memory only.
+	Consumers delivery.Store
+	// Answers records what was answered for the inbound messages of
+	// listeners with duplicate suppression, so that a resend gets the first
+	// answer again and GetMessage shows it: the embedded one is
+	// pebblejournal.Journal.Answers. Nil keeps them in memory (NewMemAnswers)
+	// until the process ends.
+	Answers AnswerStore
 }
 
 // Service implements switchboardv1.SwitchboardServiceServer.
@@ -90,6 +102,13 @@ type Service struct {
 	reg      *registry.Registry
 	outbox   *outbox.Outbox // nil without Config.Outbox (messages.go)
 	messages outbox.Store
+	// consumers delivers to durable consumers (Receive with a name, Ack).
+	consumers *delivery.Manager
+	// book pairs deciding consumers' answers with the messages waiting for
+	// them, and deciding names those consumers (answers.go).
+	book     *answerBook
+	deciding sync.Map // consumer name -> true
+	answers  AnswerStore
 
 	// bg runs the service's own goroutines (wakeOutboxOnRecovery); Shutdown
 	// waits for them after cancel.
@@ -120,6 +139,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.EventBuffer <= 0 {
 		cfg.EventBuffer = DefaultEventBuffer
 	}
+	if cfg.Answers == nil {
+		cfg.Answers = NewMemAnswers()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		log:      cfg.Logger,
@@ -130,12 +152,21 @@ func New(cfg Config) (*Service, error) {
 		events:   cfg.Events,
 		eventBuf: cfg.EventBuffer,
 		inbound:  cfg.InboundSpan,
+		book:     newAnswerBook(),
+		answers:  cfg.Answers,
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	consumers, err := delivery.Open(ctx, delivery.Config{Journal: cfg.Journal, Store: cfg.Consumers, Logger: cfg.Logger})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("service: load consumers: %w", err)
+	}
+	s.consumers = consumers
 	outboundChanged, err := s.newOutbox(cfg.Outbox)
 	if err != nil {
 		cancel()
+		consumers.Close()
 		return nil, err
 	}
 	s.reg = registry.New(registry.Config{
@@ -148,6 +179,7 @@ func New(cfg Config) (*Service, error) {
 	})
 	if err := s.startOutbox(); err != nil {
 		cancel()
+		consumers.Close()
 		return nil, err
 	}
 	s.bg.Go(func() { s.events.FollowJournal(s.ctx, s.journal) })
@@ -175,6 +207,11 @@ func (s *Service) Budget() *transport.MemoryBudget { return s.budget }
 // it (the API does).
 func (s *Service) Registry() *registry.Registry { return s.reg }
 
+// Consumers returns the durable consumers, for their figures and for the
+// journal's retention floor (delivery.Manager.Floor): read it, never change
+// consumers through it (the API does).
+func (s *Service) Consumers() *delivery.Manager { return s.consumers }
+
 // Outbox returns the outbox that delivers queued messages, for its
 // figures (outbox.Outbox.Stats); nil without Config.Outbox.
 func (s *Service) Outbox() *outbox.Outbox { return s.outbox }
@@ -200,6 +237,7 @@ func (s *Service) Shutdown(ctx context.Context) {
 	s.reg.Shutdown(deadline)
 	wg.Wait()
 	s.cancel()
+	s.consumers.Close()
 	s.bg.Wait()
 }
 
@@ -211,11 +249,17 @@ func (s *Service) Done() <-chan struct{} { return s.ctx.Done() }
 type journalSink struct{ j journal.Journal }
 
 func (s journalSink) Append(ctx context.Context, m *transport.Message) (uint64, error) {
+	return s.j.Append(ctx, s.record(m))
+}
+
+// record is the journal record of m. Listeners with duplicate suppression
+// add its DedupID (dedupSink, duplicates.go).
+func (journalSink) record(m *transport.Message) *journal.Record {
 	kind := journal.KindMessage
 	if m.Class == transport.FrameAck {
 		kind = journal.KindAck
 	}
-	return s.j.Append(ctx, &journal.Record{
+	return &journal.Record{
 		Kind:         kind,
 		Time:         m.Time,
 		ListenerID:   m.ListenerID,
@@ -224,5 +268,5 @@ func (s journalSink) Append(ctx context.Context, m *transport.Message) (uint64, 
 		MessageType:  m.MessageType,
 		ControlID:    m.ControlID,
 		Payload:      m.Payload,
-	})
+	}
 }

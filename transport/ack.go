@@ -60,6 +60,8 @@ type Frame struct {
 	StoreErr error
 	// NewControlID returns a fresh control id for an HL7 acknowledgement.
 	NewControlID func() string
+	// ConnectionID is the connection the frame arrived on.
+	ConnectionID string
 }
 
 // FrameClass is what a received frame is.

@@ -118,7 +118,9 @@ func (hl7Policy) Match(reply []byte, exp *Expectation) (Outcome, PeerAck, error)
 	return OutcomeRejected, pa, nil
 }
 
-// hl7Code maps an HL7 MSA-1 code to its AckCode; 0 for unknown codes.
+// HL7Code maps an HL7 MSA-1 code to its AckCode; 0 for unknown codes.
+func HL7Code(c hl7.AckCode) AckCode { return hl7Code(c) }
+
 func hl7Code(c hl7.AckCode) AckCode {
 	switch c {
 	case hl7.AA:

@@ -34,6 +34,9 @@ type Message struct {
 	// HL7, verbatim (they may hold any bytes).
 	MessageType string
 	ControlID   string
+	// SendingApplication and SendingFacility are MSH-3 and MSH-4 when the
+	// payload is HL7, verbatim.
+	SendingApplication, SendingFacility string
 	// Payload is the frame without framing.
 	Payload []byte
 }
@@ -48,6 +51,7 @@ type Conn struct {
 	nc         net.Conn
 	cfg        ConnConfig
 	sink       Sink
+	recorder   AnswerRecorder // sink, when it implements it
 	log        *slog.Logger
 	logs       *samplers
 	obs        *Observer
@@ -151,6 +155,7 @@ func newConn(nc net.Conn, p connParams) *Conn {
 		done:       make(chan struct{}),
 	}
 	c.newID = c.ids.next
+	c.recorder, _ = p.sink.(AnswerRecorder)
 	c.lastFrame = c.openTime
 	c.log = p.log.With("connection_id", c.id, "remote_addr", c.remoteAddr)
 	if c.listenerID != "" {

@@ -13,6 +13,7 @@ type connStats struct {
 	framingErrors, journalErrors           atomic.Int64
 	invalidMessages, ackTimeouts           atomic.Int64
 	ackMismatches, unsolicitedAcks         atomic.Int64
+	duplicates                             atomic.Int64
 }
 
 // AckCounts counts acknowledgements by code; index it with an AckCode.
@@ -26,6 +27,9 @@ type Counters struct {
 	JunkBytes, DiscardedPartials, MissingTrailers int64
 	FramingErrors, JournalErrors, InvalidMessages int64
 	AckTimeouts, AckMismatches, UnsolicitedAcks   int64
+	// Duplicates counts messages the Sink already held (DuplicateError):
+	// not stored again, answered with the first answer.
+	Duplicates int64
 }
 
 // Add adds o to k.
@@ -47,6 +51,7 @@ func (k *Counters) Add(o *Counters) {
 	k.AckTimeouts += o.AckTimeouts
 	k.AckMismatches += o.AckMismatches
 	k.UnsolicitedAcks += o.UnsolicitedAcks
+	k.Duplicates += o.Duplicates
 }
 
 func (s *connStats) snapshot() Counters {
@@ -58,6 +63,7 @@ func (s *connStats) snapshot() Counters {
 		FramingErrors:   s.framingErrors.Load(), JournalErrors: s.journalErrors.Load(),
 		InvalidMessages: s.invalidMessages.Load(), AckTimeouts: s.ackTimeouts.Load(),
 		AckMismatches: s.ackMismatches.Load(), UnsolicitedAcks: s.unsolicitedAcks.Load(),
+		Duplicates: s.duplicates.Load(),
 	}
 	for i := range k.AcksSent {
 		k.AcksSent[i] = s.acksSent[i].Load()

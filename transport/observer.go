@@ -25,6 +25,10 @@ type Observer struct {
 	// Frames of the other classes are never answered: FrameReceived is
 	// their last event.
 	FrameAnswered func(c *Conn, in *Frame, code AckCode, err error)
+	// Duplicate: the Sink already held a received message
+	// (DuplicateError); in.Seq is not set yet. FrameReceived and
+	// FrameAnswered follow as for a stored message.
+	Duplicate func(c *Conn, in *Frame)
 	// SendDone: a Send ended, or a dispatched message's outcome became
 	// known, with a result or an error (*SendError or wrapping
 	// ErrInvalidPayload).

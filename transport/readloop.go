@@ -136,7 +136,7 @@ func (noMemoryError) Is(target error) bool { return target == ErrNoMemory }
 // policy can say so from the part of it that was read.
 func (c *Conn) refuse(partial []byte, why error) {
 	in := &c.in
-	*in = Frame{Payload: partial, Time: time.Now(), StoreErr: why, NewControlID: c.newID}
+	*in = Frame{Payload: partial, Time: time.Now(), StoreErr: why, NewControlID: c.newID, ConnectionID: c.id}
 	in.Header, in.HeaderErr = hl7.ParseHeader(partial)
 	r := c.cfg.Ack.Reply(c.ctx, c.ackBuf[:0], in)
 	if r.Payload != nil && c.writeFrame(r.Payload, time.Now().Add(c.cfg.WriteTimeout)) == nil {
@@ -151,7 +151,7 @@ func (c *Conn) handleFrame(payload []byte) bool {
 	c.stats.framesIn.Add(1)
 	c.stats.bytesIn.Add(int64(len(payload)))
 	in := &c.in
-	*in = Frame{Payload: payload, Time: now, NewControlID: c.newID}
+	*in = Frame{Payload: payload, Time: now, NewControlID: c.newID, ConnectionID: c.id}
 	in.Header, in.HeaderErr = hl7.ParseHeader(payload)
 
 	exp, waiting, windowed := c.pendingExpectation()
@@ -194,8 +194,17 @@ func (c *Conn) handleFrame(payload []byte) bool {
 	}
 	if in.HeaderErr == nil {
 		m.MessageType, m.ControlID = in.Header.MessageType, in.Header.ControlID
+		m.SendingApplication, m.SendingFacility = in.Header.SendingApplication, in.Header.SendingFacility
 	}
 	seq, err := c.sink.Append(c.ctx, m)
+	var dup *DuplicateError
+	if err != nil && errors.As(err, &dup) {
+		c.stats.duplicates.Add(1)
+		if f := c.obs.Duplicate; f != nil {
+			f(c, in)
+		}
+		seq, err = dup.Seq, nil
+	}
 	if err != nil {
 		if c.ctx.Err() != nil {
 			// Closing: the frame may or may not be stored; say nothing.
@@ -209,7 +218,13 @@ func (c *Conn) handleFrame(payload []byte) bool {
 	if class == FrameAck {
 		return true // an acknowledgement is never answered
 	}
-	return c.answer(in, c.cfg.Ack.Reply(c.ctx, c.ackBuf[:0], in))
+	if dup != nil && dup.Reply != nil {
+		// The first answer, byte for byte (copied: the write buffer is
+		// reused for the next answer).
+		// It is recorded already: no AnswerRecorder call.
+		return c.answer(in, Reply{Payload: append(c.ackBuf[:0], dup.Reply...), Code: dup.Code}, false)
+	}
+	return c.answer(in, c.cfg.Ack.Reply(c.ctx, c.ackBuf[:0], in), true)
 }
 
 func (c *Conn) observeFrame(in *Frame, class FrameClass) {
@@ -218,9 +233,10 @@ func (c *Conn) observeFrame(in *Frame, class FrameClass) {
 	}
 }
 
-// answer writes the reply the policy decided for a received message. It
-// reports whether the connection stays open.
-func (c *Conn) answer(in *Frame, r Reply) bool {
+// answer writes the reply the policy decided for a received message and,
+// if record, tells the AnswerRecorder. It reports whether the connection
+// stays open.
+func (c *Conn) answer(in *Frame, r Reply, record bool) bool {
 	if r.Invalid {
 		c.stats.invalidMessages.Add(1)
 	}
@@ -228,12 +244,18 @@ func (c *Conn) answer(in *Frame, r Reply) bool {
 	if r.Payload != nil {
 		c.ackBuf = r.Payload[:0]
 		if err := c.writeFrame(r.Payload, time.Now().Add(c.cfg.WriteTimeout)); err != nil {
+			if record {
+				c.recordAnswer(in, r, false)
+			}
 			c.closeWith(CloseAckWriteFailed, err)
 			c.frameAnswered(in, 0, err)
 			return false
 		}
 		c.ackSent(r.Code)
 		code = r.Code
+	}
+	if record {
+		c.recordAnswer(in, r, r.Payload != nil)
 	}
 	c.frameAnswered(in, code, nil)
 	switch {
@@ -252,6 +274,14 @@ func (c *Conn) answer(in *Frame, r Reply) bool {
 		return false
 	}
 	return true
+}
+
+// recordAnswer tells the Sink's AnswerRecorder what a stored message was
+// answered.
+func (c *Conn) recordAnswer(in *Frame, r Reply, written bool) {
+	if c.recorder != nil && in.StoreErr == nil && in.Seq != 0 {
+		c.recorder.Answered(&c.msg, in.Seq, r, written)
+	}
 }
 
 func (c *Conn) frameAnswered(in *Frame, code AckCode, err error) {

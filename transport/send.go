@@ -20,18 +20,31 @@ import (
 // be credited to the next message) or wrap ErrInvalidPayload (nothing
 // written).
 func (c *Conn) Send(ctx context.Context, payload []byte, timeout time.Duration) (SendResult, error) {
-	res, err := c.send1(ctx, payload, timeout)
+	res, err := c.send1(ctx, payload, timeout, false)
 	if f := c.obs.SendDone; f != nil {
 		f(c, res, err)
 	}
 	return res, err
 }
 
-func (c *Conn) send1(ctx context.Context, payload []byte, timeout time.Duration) (SendResult, error) {
+// Post writes payload as one frame, in send order like Send, but waits for
+// no acknowledgement, whatever the policy: for messages a peer does not
+// answer, such as an HL7 application acknowledgement. Its result is
+// OutcomeWritten; errors are as Send's.
+func (c *Conn) Post(ctx context.Context, payload []byte, timeout time.Duration) (SendResult, error) {
+	res, err := c.send1(ctx, payload, timeout, true)
+	if f := c.obs.SendDone; f != nil {
+		f(c, res, err)
+	}
+	return res, err
+}
+
+func (c *Conn) send1(ctx context.Context, payload []byte, timeout time.Duration, noReply bool) (SendResult, error) {
 	exp, err := c.expect(payload)
 	if err != nil {
 		return SendResult{}, err
 	}
+	exp.NoReply = exp.NoReply || noReply
 	sentID := exp.ControlID
 	notSent := func(cause SendCause, err error) (SendResult, error) {
 		return SendResult{}, &SendError{Cause: cause, ControlID: sentID, Err: err}

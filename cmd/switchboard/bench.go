@@ -25,6 +25,7 @@ const benchUsage = `Usage:
                                                           gRPC Send load through Switchboard to a peer
                                                           (--queued: through the outbox, timed to delivery)
   switchboard bench receive  --grpc-addr HOST:PORT [flags]   Receive delivery rate
+                                                          (--consumer NAME: a durable consumer acking each response)
   switchboard bench echo     --addr HOST:PORT [flags]   plain gRPC unary echo load (bench baseline --kind echo)
   switchboard bench idle     --addr HOST:PORT --pid PID [flags]
                                                           RSS per idle connection of process PID
@@ -235,10 +236,18 @@ func benchReceive(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.Target, "target", "switchboard", "label for the result")
 	fs.IntVar(&cfg.Streams, "streams", 1, "concurrent Receive streams, each from sequence 1")
 	fs.IntVar(&cfg.Count, "count", 100000, "messages each stream reads (the journal must hold at least this many)")
+	fs.StringVar(&cfg.Consumer, "consumer", "", "measure a new durable consumer of this name (one stream, from sequence 1, deleted afterwards) instead of anonymous streams")
+	ack := fs.String("ack", "through", "how the consumer acks: through (one Ack{through_sequence} per response, before reading on), each (one Ack{sequences} per response) or async (Ack{through_sequence} from a second goroutine, one call at a time, reading on meanwhile)")
 	out.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	mode, err := bench.ParseAckMode(*ack)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench receive: %v\n", err)
+		return errUsage
+	}
+	cfg.Ack = mode
 	res, err := bench.Receive(ctx, cfg)
 	if err != nil {
 		return err
@@ -273,7 +282,7 @@ func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg bench.SuiteConfig
-	var jsonPath, conns, metricsConns, only string
+	var jsonPath, conns, metricsConns, dedupConns, only string
 	fs := flag.NewFlagSet("bench suite", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&cfg.Size, "size", 260, "HL7 message size in bytes")
@@ -282,7 +291,8 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of each comparison, alternating targets; the median is reported")
 	fs.StringVar(&conns, "conns", "1,8,64", "connection counts for the inbound and storage comparisons")
 	fs.StringVar(&metricsConns, "metrics-conns", "8,64", "connection counts for the metrics on vs off comparison")
-	fs.IntVar(&cfg.ReceiveCount, "receive-count", 200000, "1 KiB messages delivered by the Receive test")
+	fs.StringVar(&dedupConns, "dedup-conns", "8,64", "connection counts for the duplicate suppression on vs off comparison")
+	fs.IntVar(&cfg.ReceiveCount, "receive-count", 200000, "1 KiB messages delivered by the Receive test and by each round of the consumer comparison")
 	fs.IntVar(&cfg.IdleConns, "idle-conns", 10000, "idle connections in the memory test")
 	fs.IntVar(&cfg.PipelineCount, "pipeline-count", 2000, "messages queued in each round of the pipelining test")
 	fs.IntVar(&cfg.RestartResources, "restart-resources", 100, "listeners, and outbound connections, in the restart test's data directory")
@@ -306,7 +316,7 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for _, c := range []struct {
 		flag, list string
 		to         *[]int
-	}{{"--conns", conns, &cfg.Conns}, {"--metrics-conns", metricsConns, &cfg.MetricsConns}} {
+	}{{"--conns", conns, &cfg.Conns}, {"--metrics-conns", metricsConns, &cfg.MetricsConns}, {"--dedup-conns", dedupConns, &cfg.DedupConns}} {
 		for _, v := range strings.Split(c.list, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(v))
 			if err != nil || n < 1 {

@@ -71,3 +71,37 @@ func readJSON(path string, v any) error {
 	}
 	return json.Unmarshal(b, v)
 }
+
+// TestBenchSuiteConsumers runs the issue 10 groups (consumer, app-ack,
+// dedup) tiny, with this test binary as the servers, so they cannot rot:
+// every row there, without errors.
+func TestBenchSuiteConsumers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	t.Setenv("SWITCHBOARD_RUN_MAIN", "1") // for the children
+	path := t.TempDir() + "/report.json"
+	var stdout, stderr bytes.Buffer
+	err := benchCmd([]string{"suite", "--only", "consumer,app-ack,dedup", "--dedup-conns", "1,2", "--receive-count", "300", "--rounds", "1",
+		"--duration", "300ms", "--warmup", "0s", "--dir", t.TempDir(), "--json", path}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench suite: %v\n%s", err, stderr.String())
+	}
+	var rep bench.Report
+	if err := readJSON(path, &rep); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, r := range rep.Results {
+		got[r.Group+"/"+r.Target]++
+		if r.Errors != nil || r.Msgs == 0 {
+			t.Errorf("%s/%s: %d messages, errors %v", r.Group, r.Target, r.Msgs, r.Errors)
+		}
+	}
+	for want, n := range map[string]int{"consumer/anonymous": 1, "consumer/consumer-through": 1, "consumer/consumer-each": 1, "consumer/consumer-async": 1,
+		"app-ack/automatic": 1, "app-ack/app-ack": 1, "dedup/dedup-off": 2, "dedup/dedup-10m": 2} {
+		if got[want] != n {
+			t.Errorf("%s: %d results, want %d (all: %v)", want, got[want], n, got)
+		}
+	}
+}

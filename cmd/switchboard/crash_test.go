@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -16,11 +18,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
+	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
+	"github.com/switchboard-dev/switchboard/service/delivery"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/transport"
 )
@@ -298,6 +303,9 @@ func TestCrashRestart(t *testing.T) {
 		}
 	})
 
+	cons := &crashConsumer{delivered: map[uint64]bool{}, acked: map[uint64]bool{}, maybe: map[uint64]bool{}}
+	wg.Go(func() { cons.run(ctx, client, stop) })
+
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("kill times from seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
@@ -354,6 +362,23 @@ func TestCrashRestart(t *testing.T) {
 			next = r.Seq + 1
 		}
 	}
+	inSeqs := map[uint64]bool{}
+	for next := uint64(1); ; {
+		recs, err := j.Read(ctx, next, 1000, 16<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			if r.ListenerID == "in" && r.Kind == journal.KindMessage {
+				inSeqs[r.Seq] = true
+			}
+			next = r.Seq + 1
+		}
+	}
+	cons.check(t, ctx, j, inSeqs)
 	ack, res := acked.snapshot(), resent.snapshot()
 	lost, inDups := 0, 0
 	for id := range ack {
@@ -423,3 +448,126 @@ func TestCrashRestart(t *testing.T) {
 }
 
 func durationOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+// crashConsumer is a durable consumer that lives through the kills: it
+// attaches again after every restart and acks two messages in three
+// (sequence not divisible by 3), so that afterwards its un-acked set can
+// be compared with what it never acked.
+type crashConsumer struct {
+	mu        sync.Mutex
+	delivered map[uint64]bool
+	acked     map[uint64]bool // Ack returned OK
+	maybe     map[uint64]bool // Ack failed (the server died): either way
+	streams   int
+}
+
+const crashConsumerName = "crash-consumer"
+
+func (c *crashConsumer) run(ctx context.Context, client switchboardv1.SwitchboardServiceClient, stop <-chan struct{}) {
+	// Long ack wait and many deliveries: only restarts redeliver, and
+	// nothing becomes a dead letter during the run.
+	req := &switchboardv1.ReceiveRequest{Consumer: crashConsumerName, ListenerIds: []string{"in"},
+		Kinds: []switchboardv1.RecordKind{switchboardv1.RecordKind_RECORD_KIND_MESSAGE}, StartSequence: proto.Uint64(1),
+		ConsumerConfig: &switchboardv1.ConsumerConfig{AckWait: durationOf(time.Hour), MaxDeliveries: 1000, MaxAckPending: 100000}}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		<-stop
+		cancel()
+	}()
+	for sctx.Err() == nil {
+		stream, err := client.Receive(sctx, req)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		c.mu.Lock()
+		c.streams++
+		c.mu.Unlock()
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				break
+			}
+			var toAck []uint64
+			c.mu.Lock()
+			for _, m := range resp.GetMessages() {
+				c.delivered[m.GetSequence()] = true
+				if m.GetSequence()%3 != 0 {
+					toAck = append(toAck, m.GetSequence())
+				}
+			}
+			c.mu.Unlock()
+			if len(toAck) == 0 {
+				continue
+			}
+			actx, acancel := context.WithTimeout(sctx, 2*time.Second)
+			_, err = client.Ack(actx, &switchboardv1.AckRequest{Consumer: crashConsumerName, Sequences: toAck})
+			acancel()
+			c.mu.Lock()
+			for _, seq := range toAck {
+				if err == nil {
+					c.acked[seq] = true
+				} else if !c.acked[seq] {
+					c.maybe[seq] = true
+				}
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// check reads the consumer's state from the data directory after the last
+// stop: every stored inbound message was delivered to it or is still
+// waiting for it, and what waits is exactly what it did not ack (give or
+// take acks whose answer the kills swallowed).
+func (c *crashConsumer) check(t *testing.T, ctx context.Context, j *pebblejournal.Journal, stored map[uint64]bool) {
+	t.Helper()
+	m, err := delivery.Open(ctx, delivery.Config{Journal: j, Store: j.Consumers()})
+	if err != nil {
+		t.Fatalf("open consumers: %v", err)
+	}
+	defer m.Close()
+	st, err := m.Attach(ctx, crashConsumerName, delivery.AttachOptions{StopAtHead: true})
+	if err != nil {
+		t.Fatalf("attach %s: %v", crashConsumerName, err)
+	}
+	defer st.Close()
+	left := map[uint64]bool{}
+	for {
+		b, err := st.Next(ctx, 1000, 16<<20)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("consumer Next: %v", err)
+		}
+		for _, d := range b.Deliveries {
+			left[d.Record.Seq] = true
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	never, ackedBack, unackedGone := 0, 0, 0
+	for seq := range stored {
+		switch {
+		case !c.delivered[seq] && !left[seq]:
+			never++
+		case c.acked[seq] && left[seq]:
+			ackedBack++
+		case !c.acked[seq] && !c.maybe[seq] && !left[seq]:
+			unackedGone++
+		}
+	}
+	for seq := range left {
+		if !stored[seq] {
+			t.Errorf("consumer has %d pending, which is no stored inbound message", seq)
+		}
+	}
+	if never > 0 || ackedBack > 0 || unackedGone > 0 {
+		t.Errorf("consumer: %d stored messages never delivered nor pending, %d acked ones pending again, %d un-acked ones gone",
+			never, ackedBack, unackedGone)
+	}
+	t.Logf("consumer: %d streams over the kills; %d stored inbound messages, %d delivered during the run, %d acked (%d acks unconfirmed), %d left un-acked",
+		c.streams, len(stored), len(c.delivered), len(c.acked), len(c.maybe), len(left))
+}

@@ -76,8 +76,9 @@ func deployMetrics(t *testing.T) []string {
 
 // TestDeployMetricsExist: every metric the alert rules and the dashboard
 // use is exported by a running server (the real binary) once it has seen
-// the traffic that makes each of them: an inbound message, a Send that is
-// acknowledged, a queued message held in doubt, a framing error.
+// the traffic that makes each of them: a durable consumer, an inbound
+// message, a Send that is acknowledged, a queued message held in doubt, a
+// framing error.
 func TestDeployMetricsExist(t *testing.T) {
 	names := deployMetrics(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -103,6 +104,19 @@ func TestDeployMetricsExist(t *testing.T) {
 	client := switchboardv1.NewSwitchboardServiceClient(cc)
 	s := &crashServer{t: t}
 	s.waitServing(ctx, healthpb.NewHealthClient(cc))
+
+	// A durable consumer (its figures exist from its creation on; the
+	// stream stays attached for the rest of the test).
+	if _, err := client.Receive(ctx, &switchboardv1.ReceiveRequest{Consumer: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := client.GetConsumer(ctx, &switchboardv1.GetConsumerRequest{Name: "ops"}); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("consumer ops never created: %v", err)
+		}
+	}
 
 	// An inbound listener, and an outbound connection to it: a direct Send
 	// is received, stored and acknowledged.

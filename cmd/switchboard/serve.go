@@ -154,12 +154,16 @@ func serve(args []string, stderr io.Writer) error {
 		MaxBufferedBytes: f.maxBuffered,
 		State:            j.StateStore(),
 		Outbox:           j.Outbox(),
+		Consumers:        j.Consumers(),
+		Answers:          j.Answers(),
 		Observer:         observe.Join(append([]*transport.Observer{metricsObserver(metrics)}, ext.observers...)...),
 		InboundSpan:      ext.inboundSpan,
 	})
 	if err != nil {
 		return err
 	}
+	// Retention by age keeps what a durable consumer has not acked.
+	j.SetRetentionFloor(svc.Consumers().Floor)
 	sopts := service.ServerOptions{Logger: logger, GRPCOptions: ext.grpcOptions}
 	if metrics != nil {
 		unary, stream := metrics.GRPCInterceptors()
@@ -172,7 +176,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	if metrics != nil {
 		metrics.InitializeGRPC(gs)
-		metrics.SetSources(observe.Sources{Journal: j, Resources: svc.Registry(), Outbox: svc.Outbox()})
+		metrics.SetSources(observe.Sources{Journal: j, Resources: svc.Registry(), Outbox: svc.Outbox(), Consumers: svc.Consumers()})
 	}
 	// NOT_SERVING until the desired state is back (Restore below): a
 	// balancer or orchestrator must not send work to a server whose

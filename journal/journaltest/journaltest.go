@@ -9,9 +9,9 @@
 // The suite checks the promises in the journal package documentation, as a
 // user of the interface can observe them: durability across a reopen,
 // gap-free sequences under concurrent appends, paging, tailing with Wait,
-// cancellation, Close, and, when the backend implements Faults, failure and
-// recovery, and when it implements Retention, reading around deleted
-// records.
+// cancellation, Close, duplicate suppression (DedupID), and, when the
+// backend implements Faults, failure and recovery, and when it implements
+// Retention, reading around deleted records.
 package journaltest
 
 import (
@@ -72,6 +72,7 @@ func Run(t *testing.T, b Backend) {
 		{"Health", testHealth},
 		{"FailureAndRecovery", testFailureAndRecovery},
 		{"Retention", testRetention},
+		{"Duplicates", testDuplicates},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, b) })

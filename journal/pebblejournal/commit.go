@@ -26,9 +26,12 @@ type group struct {
 	// settled holds the stores' follow-ups, run once the group has
 	// committed (nil) or failed, outside j.mu and before done is closed.
 	settled []func(error)
-	done    chan struct{}
-	err     error     // valid after done is closed
-	opened  time.Time // when its first write came; only with Options.OnCommit
+	// claims are the duplicate index claims its writes hold (dedup.go),
+	// released when it settles, before done is closed.
+	claims []*dedupClaim
+	done   chan struct{}
+	err    error     // valid after done is closed
+	opened time.Time // when its first write came; only with Options.OnCommit
 }
 
 // opKind says what an op does.
@@ -60,6 +63,11 @@ func (o op) size() int { return len(o.key) + len(o.val) }
 // must then not acknowledge it (the sender's retransmission will be a
 // duplicate). While the journal is unavailable (see Health), Append fails at
 // once with the failure, without touching Pebble.
+//
+// With r.DedupID set, Append first reads the id's index entry (dedup.go)
+// and returns the first record's sequence with a *journal.DuplicateError
+// when it is younger than r.DedupWindow; otherwise the new entry is
+// committed in r's batch.
 func (j *Journal) Append(ctx context.Context, r *journal.Record) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -72,20 +80,36 @@ func (j *Journal) Append(ctx context.Context, r *journal.Record) (uint64, error)
 		return 0, fmt.Errorf("%w: %d bytes exceeds the %d byte limit", journal.ErrInvalidRecord, size, maxRecordBytes)
 	}
 
+	if r.DedupID != "" {
+		return j.appendDedup(ctx, r, size) // dedup.go
+	}
+	return j.append(ctx, r, size, nil)
+}
+
+// append queues r, with the index entry of the claim d it holds (nil: r
+// has no DedupID), and waits for its commit. d is released when the group
+// settles, or at once when r is refused.
+func (j *Journal) append(ctx context.Context, r *journal.Record, size int, d *dedupClaim) (uint64, error) {
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()
+		if d != nil {
+			releaseClaims([]*dedupClaim{d})
+		}
 		return 0, journal.ErrClosed
 	}
 	if err := j.health; err != nil {
 		j.mu.Unlock()
+		if d != nil {
+			releaseClaims([]*dedupClaim{d})
+		}
 		j.refused.Add(1)
 		return 0, err
 	}
 	if !j.wo.Sync {
-		return j.appendNoSync(r, size)
+		return j.appendNoSync(r, size, d)
 	}
-	g := j.openGroup(size)
+	g := j.openGroup(size + d.size())
 	seq := j.nextSeq
 	if g.n == 0 {
 		g.base = seq
@@ -97,6 +121,13 @@ func (j *Journal) Append(ctx context.Context, r *journal.Record) (uint64, error)
 	g.n++
 	g.ops++
 	g.size += size
+	if d != nil {
+		// The index entry rides with its record: the same batch, not an op
+		// of its own (which would make the committer take a view).
+		d.encode(g.batch, seq)
+		g.size += d.size()
+		g.claims = append(g.claims, d)
+	}
 	j.mu.Unlock()
 
 	select {
@@ -138,6 +169,8 @@ type write struct {
 	// (retention): firstSeq is raised before the group is applied, so no
 	// reader ever finds a deleted record where firstSeq says one is.
 	first uint64
+	// claims, if any, are released once the group settles (dedup.go).
+	claims []*dedupClaim
 }
 
 // anyEpoch: a write that holds whatever failures came before.
@@ -194,6 +227,7 @@ func (j *Journal) submit(w write) (*group, error) {
 	if w.settled != nil {
 		g.settled = append(g.settled, w.settled)
 	}
+	g.claims = append(g.claims, w.claims...)
 	if w.first > j.firstSeq.Load() {
 		// Under j.mu, so before the committer can take the group.
 		j.firstSeq.Store(w.first)
@@ -241,14 +275,22 @@ func (j *Journal) openGroup(size int) *group {
 // there are two committers. That is no worse than NoSync is anyway: Pebble
 // reports no WAL failure of an unsynced commit, it panics later; see the
 // package documentation.)
-func (j *Journal) appendNoSync(r *journal.Record, size int) (uint64, error) {
+func (j *Journal) appendNoSync(r *journal.Record, size int, d *dedupClaim) (uint64, error) {
 	seq := j.nextSeq
-	g := &group{batch: j.db.NewBatch(), base: seq, n: 1, ops: 1, size: size}
+	g := &group{batch: j.db.NewBatch(), base: seq, n: 1, ops: 1, size: size + d.size()}
 	if j.onCommit != nil {
 		g.opened = time.Now()
 	}
 	defer g.batch.Close()
+	if d != nil {
+		// Released after the commit (deferred calls run last first), and
+		// after j.mu is released.
+		defer releaseClaims([]*dedupClaim{d})
+	}
 	j.encodeRecord(g.batch, r, seq, size)
+	if d != nil {
+		d.encode(g.batch, seq)
+	}
 	j.markGroup(g)
 	if err := applyBatch(g.batch, j.wo); err != nil {
 		failed := j.settle(g, err) // the stores' queued groups
@@ -402,6 +444,7 @@ func (g *group) finish(err error) {
 	for _, fn := range g.settled {
 		fn(g.err)
 	}
+	releaseClaims(g.claims)
 	close(g.done)
 	_ = g.batch.Close() // returns it to Pebble's pool; the error is always nil
 }

@@ -14,12 +14,17 @@ import (
 //
 //	0x01 seq                          journal record (value: journal.AppendRecord)
 //	0x02 unix-nanos                   time mark: the first sequence of the group committed then (retention)
+//	0x03 id                           duplicate index: the record holding a DedupID (dedup.go)
+//	0x04 expires-nanos id             duplicate expiry index (empty value; retention)
+//	0x05 seq                          answer sent for an inbound record (answers.go)
 //	0x10 type 0x00 id                 desired state: a resource's spec
 //	0x20 conn 0x00 seq                outbox message (value: outboxValue)
 //	0x21 conn 0x00 seq                outbox pending index: the message is not final (empty value)
 //	0x22 unix-nanos conn 0x00 seq     outbox final index: when the message became final (value: size, idempotency key)
 //	0x23 conn 0x00 idempotency-key    outbox idempotency index (value: seq)
 //	0x24 conn                         outbox: the last sequence given out on conn (value: seq)
+//	0x30 name                         durable consumer: its state (value: opaque, service/delivery's)
+//	0x31 name 0x00 seq                durable consumer's dead letter (value: deadLetterValue)
 //	0xf0 ...                          the journal's own keys (the recovery probe)
 //
 // Numbers are 8 bytes big-endian. Connection ids and resource types may not
@@ -34,6 +39,8 @@ const (
 	prefixOutFinal   byte = 0x22
 	prefixOutIdem    byte = 0x23
 	prefixOutSeq     byte = 0x24
+	prefixConsumer   byte = 0x30
+	prefixDead       byte = 0x31
 	keyLen                = 1 + 8
 )
 

@@ -104,8 +104,14 @@ type Journal struct {
 	// the database (sequence counters) when the failed writes may be lost.
 	epoch atomic.Uint64
 
-	state  *StateStore
-	outbox *Outbox
+	state     *StateStore
+	outbox    *Outbox
+	consumers *ConsumerStore
+	floor     atomic.Pointer[func() uint64] // SetRetentionFloor's; nil: none
+
+	dedup    dedupClaims  // duplicate index claims (dedup.go)
+	dedupIDs *dedupFilter // which ids the index may hold (dedupfilter.go)
+	answers  *AnswerStore // answers.go
 
 	// Counters for Stats.
 	appends, refused, commits, records, failures, recoveries atomic.Uint64
@@ -205,6 +211,8 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	j.state = &StateStore{j: j}
 	j.outbox = newOutbox(j)
+	j.consumers = &ConsumerStore{j: j}
+	j.answers = &AnswerStore{j: j}
 	if opts.NoSync {
 		j.wo = pebble.NoSync
 		opts.Logger.Warn("journal: NoSync is set; acknowledged records can be lost on power failure")
@@ -229,6 +237,10 @@ func Open(dir string, opts Options) (*Journal, error) {
 	db, st, err := j.openReserved(r)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), lock.Close())
+	}
+	j.dedupIDs = newDedupFilter()
+	if err := j.dedupIDs.load(db); err != nil {
+		return nil, errors.Join(fmt.Errorf("journal: open %s: %w", dir, err), db.Close(), lock.Close())
 	}
 	j.db = db
 	j.adopt(st)

@@ -74,10 +74,8 @@ func (j *Journal) RetentionStats() RetentionStats {
 // retainLoop runs a pass at Open and then every retainEvery, until Close.
 func (j *Journal) retainLoop() {
 	defer close(j.retainDone)
-	if j.maxAge < 0 && j.maxBytes < 0 {
-		<-j.stop
-		return
-	}
+	// Passes run even when neither MaxAge nor MaxBytes bounds anything:
+	// they also delete expired duplicate index entries (dedup.go).
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -143,7 +141,7 @@ func (j *Journal) retain() (more bool, err error) {
 
 	w := write{epoch: anyEpoch}
 	if p.cut > first {
-		w.ops, w.first = append(w.ops, deleteRecords(first, p.cut)), p.cut
+		w.ops, w.first = append(w.ops, deleteRecords(first, p.cut), deleteAnswers(p.cut)), p.cut
 	}
 	if p.oldMarks {
 		w.ops = append(w.ops, op{kind: opDeleteRange, key: markKey(0), val: markKey(p.markTo)})
@@ -176,7 +174,11 @@ func (j *Journal) retain() (more bool, err error) {
 		j.logger.Debug("journal: retention deleted old data",
 			"records", records, "first_seq", max(p.cut, first), "outbox_messages", messages)
 	}
-	return p.more, nil
+	dmore, err := j.expireDuplicates()
+	if err != nil {
+		return false, fmt.Errorf("retention: duplicate index: %w", err)
+	}
+	return p.more || dmore, nil
 }
 
 // deleteRecords is the operation that deletes the records [first, cut):
@@ -274,6 +276,7 @@ func deleteFinals(ops []op, fs []finalEntry) ([]op, map[string][]seqRange) {
 func (j *Journal) plan(db *pebble.DB, r pebble.Reader, first uint64, cutoff int64) (retainPlan, error) {
 	p := retainPlan{cut: first}
 	last := j.lastSeq.Load()
+	floor := j.retentionFloor()
 	var excess int64
 	if j.maxBytes > 0 && last >= first {
 		records, err := db.EstimateDiskUsage(recordKey(nil, first), recordKey(nil, last))
@@ -324,6 +327,14 @@ func (j *Journal) plan(db *pebble.DB, r pebble.Reader, first uint64, cutoff int6
 				// it early): its records are not last's predecessors yet.
 				break
 			}
+			if s > p.cut && freed >= excess && s > floor {
+				// Age alone would cut here, but a consumer still needs
+				// the records from floor on: cut up to there, and keep
+				// this mark (and the later ones) for a later pass.
+				p.cut = max(p.cut, floor)
+				mOK = false
+				continue
+			}
 			if s > p.cut {
 				if excess > 0 {
 					n, eerr := db.EstimateDiskUsage(recordKey(nil, p.cut), recordKey(nil, s-1))
@@ -356,6 +367,29 @@ func (j *Journal) plan(db *pebble.DB, r pebble.Reader, first uint64, cutoff int6
 		fOK = finals.Next()
 	}
 	return p, errors.Join(err, marks.Close(), finals.Close())
+}
+
+// SetRetentionFloor makes retention by age keep every record from f() on:
+// f returns the smallest sequence a reader still needs (service/delivery's
+// Manager.Floor), math.MaxUint64 for none. The size limit (MaxBytes) still
+// deletes such records when it must; readers then find them not retained.
+// f is called once per retention pass, from the retention goroutine, so it
+// must be quick and must not call into the Journal's writes. nil removes
+// the floor.
+func (j *Journal) SetRetentionFloor(f func() uint64) {
+	if f == nil {
+		j.floor.Store(nil)
+		return
+	}
+	j.floor.Store(&f)
+}
+
+// retentionFloor is SetRetentionFloor's floor now; math.MaxUint64 for none.
+func (j *Journal) retentionFloor() uint64 {
+	if f := j.floor.Load(); f != nil {
+		return (*f)()
+	}
+	return math.MaxUint64
 }
 
 // keyTime is the time in a time mark's or final index entry's key.

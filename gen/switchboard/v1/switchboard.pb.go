@@ -24,6 +24,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DuplicateScope says whose control ids are compared.
+type DuplicateScope int32
+
+const (
+	// SENDER.
+	DuplicateScope_DUPLICATE_SCOPE_UNSPECIFIED DuplicateScope = 0
+	// The sending application and facility (MSH-3, MSH-4) on this listener.
+	DuplicateScope_DUPLICATE_SCOPE_SENDER DuplicateScope = 1
+	// The peer's IP address on this listener.
+	DuplicateScope_DUPLICATE_SCOPE_REMOTE_ADDRESS DuplicateScope = 2
+)
+
+// Enum value maps for DuplicateScope.
+var (
+	DuplicateScope_name = map[int32]string{
+		0: "DUPLICATE_SCOPE_UNSPECIFIED",
+		1: "DUPLICATE_SCOPE_SENDER",
+		2: "DUPLICATE_SCOPE_REMOTE_ADDRESS",
+	}
+	DuplicateScope_value = map[string]int32{
+		"DUPLICATE_SCOPE_UNSPECIFIED":    0,
+		"DUPLICATE_SCOPE_SENDER":         1,
+		"DUPLICATE_SCOPE_REMOTE_ADDRESS": 2,
+	}
+)
+
+func (x DuplicateScope) Enum() *DuplicateScope {
+	p := new(DuplicateScope)
+	*p = x
+	return p
+}
+
+func (x DuplicateScope) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DuplicateScope) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[0].Descriptor()
+}
+
+func (DuplicateScope) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[0]
+}
+
+func (x DuplicateScope) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DuplicateScope.Descriptor instead.
+func (DuplicateScope) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{0}
+}
+
 // ListenerState is the lifecycle state of a listener.
 type ListenerState int32
 
@@ -70,11 +123,11 @@ func (x ListenerState) String() string {
 }
 
 func (ListenerState) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[0].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[1].Descriptor()
 }
 
 func (ListenerState) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[0]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[1]
 }
 
 func (x ListenerState) Number() protoreflect.EnumNumber {
@@ -83,7 +136,7 @@ func (x ListenerState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ListenerState.Descriptor instead.
 func (ListenerState) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{0}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{1}
 }
 
 // InDoubtPolicy says what the outbox does with a message that was written
@@ -130,11 +183,11 @@ func (x InDoubtPolicy) String() string {
 }
 
 func (InDoubtPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[1].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[2].Descriptor()
 }
 
 func (InDoubtPolicy) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[1]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[2]
 }
 
 func (x InDoubtPolicy) Number() protoreflect.EnumNumber {
@@ -143,7 +196,7 @@ func (x InDoubtPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use InDoubtPolicy.Descriptor instead.
 func (InDoubtPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{1}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{2}
 }
 
 // Direction says who opened a connection.
@@ -183,11 +236,11 @@ func (x Direction) String() string {
 }
 
 func (Direction) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[2].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[3].Descriptor()
 }
 
 func (Direction) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[2]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[3]
 }
 
 func (x Direction) Number() protoreflect.EnumNumber {
@@ -196,7 +249,7 @@ func (x Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Direction.Descriptor instead.
 func (Direction) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{2}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{3}
 }
 
 // ConnectionState is the lifecycle state of a connection.
@@ -250,11 +303,11 @@ func (x ConnectionState) String() string {
 }
 
 func (ConnectionState) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[3].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[4].Descriptor()
 }
 
 func (ConnectionState) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[3]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[4]
 }
 
 func (x ConnectionState) Number() protoreflect.EnumNumber {
@@ -263,7 +316,7 @@ func (x ConnectionState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConnectionState.Descriptor instead.
 func (ConnectionState) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{3}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{4}
 }
 
 // CloseReason says why a connection closed.
@@ -375,11 +428,11 @@ func (x CloseReason) String() string {
 }
 
 func (CloseReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[4].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[5].Descriptor()
 }
 
 func (CloseReason) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[4]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[5]
 }
 
 func (x CloseReason) Number() protoreflect.EnumNumber {
@@ -388,7 +441,7 @@ func (x CloseReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CloseReason.Descriptor instead.
 func (CloseReason) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{4}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{5}
 }
 
 // AckCode is an acknowledgement code, as sent or received.
@@ -460,11 +513,11 @@ func (x AckCode) String() string {
 }
 
 func (AckCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[5].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[6].Descriptor()
 }
 
 func (AckCode) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[5]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[6]
 }
 
 func (x AckCode) Number() protoreflect.EnumNumber {
@@ -473,7 +526,7 @@ func (x AckCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AckCode.Descriptor instead.
 func (AckCode) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{5}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{6}
 }
 
 // SendOutcome is what Switchboard concluded about a sent message that the
@@ -525,11 +578,11 @@ func (x SendOutcome) String() string {
 }
 
 func (SendOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[6].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[7].Descriptor()
 }
 
 func (SendOutcome) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[6]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[7]
 }
 
 func (x SendOutcome) Number() protoreflect.EnumNumber {
@@ -538,7 +591,7 @@ func (x SendOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SendOutcome.Descriptor instead.
 func (SendOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{6}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{7}
 }
 
 // SendFailureCause says why a Send ended without a trustworthy answer.
@@ -603,11 +656,11 @@ func (x SendFailureCause) String() string {
 }
 
 func (SendFailureCause) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[7].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[8].Descriptor()
 }
 
 func (SendFailureCause) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[7]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[8]
 }
 
 func (x SendFailureCause) Number() protoreflect.EnumNumber {
@@ -616,7 +669,7 @@ func (x SendFailureCause) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SendFailureCause.Descriptor instead.
 func (SendFailureCause) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{7}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{8}
 }
 
 // ErrorReason is the google.rpc.ErrorInfo reason of Switchboard's errors,
@@ -659,6 +712,13 @@ const (
 	// cut off; metadata "last_sequence" is the sequence of the last event it
 	// was sent.
 	ErrorReason_ERROR_REASON_WATCHER_TOO_SLOW ErrorReason = 14
+	// Ack named a message never delivered to the consumer.
+	ErrorReason_ERROR_REASON_NOT_DELIVERED ErrorReason = 15
+	// Receive's start_sequence is past the journal's last sequence.
+	ErrorReason_ERROR_REASON_BEYOND_HEAD ErrorReason = 16
+	// AnswerMessage for a message that is not waiting for this consumer's
+	// answer and never was.
+	ErrorReason_ERROR_REASON_NOT_AWAITING_ANSWER ErrorReason = 17
 )
 
 // Enum value maps for ErrorReason.
@@ -679,6 +739,9 @@ var (
 		12: "ERROR_REASON_NOT_RETAINED",
 		13: "ERROR_REASON_NOT_IN_DOUBT",
 		14: "ERROR_REASON_WATCHER_TOO_SLOW",
+		15: "ERROR_REASON_NOT_DELIVERED",
+		16: "ERROR_REASON_BEYOND_HEAD",
+		17: "ERROR_REASON_NOT_AWAITING_ANSWER",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -696,6 +759,9 @@ var (
 		"ERROR_REASON_NOT_RETAINED":         12,
 		"ERROR_REASON_NOT_IN_DOUBT":         13,
 		"ERROR_REASON_WATCHER_TOO_SLOW":     14,
+		"ERROR_REASON_NOT_DELIVERED":        15,
+		"ERROR_REASON_BEYOND_HEAD":          16,
+		"ERROR_REASON_NOT_AWAITING_ANSWER":  17,
 	}
 )
 
@@ -710,11 +776,11 @@ func (x ErrorReason) String() string {
 }
 
 func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[8].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[9].Descriptor()
 }
 
 func (ErrorReason) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[8]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[9]
 }
 
 func (x ErrorReason) Number() protoreflect.EnumNumber {
@@ -723,7 +789,7 @@ func (x ErrorReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorReason.Descriptor instead.
 func (ErrorReason) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{9}
 }
 
 // RecordKind says what a journaled record is.
@@ -764,11 +830,11 @@ func (x RecordKind) String() string {
 }
 
 func (RecordKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[9].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[10].Descriptor()
 }
 
 func (RecordKind) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[9]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[10]
 }
 
 func (x RecordKind) Number() protoreflect.EnumNumber {
@@ -777,7 +843,61 @@ func (x RecordKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RecordKind.Descriptor instead.
 func (RecordKind) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{9}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{10}
+}
+
+// ConsumerMode says how the streams of one consumer share its messages.
+type ConsumerMode int32
+
+const (
+	// SHARED.
+	ConsumerMode_CONSUMER_MODE_UNSPECIFIED ConsumerMode = 0
+	// Every attached stream gets messages; each message goes to one of them.
+	ConsumerMode_CONSUMER_MODE_SHARED ConsumerMode = 1
+	// The first attached stream gets every message; the others wait and take
+	// over, in attach order, when it ends.
+	ConsumerMode_CONSUMER_MODE_EXCLUSIVE ConsumerMode = 2
+)
+
+// Enum value maps for ConsumerMode.
+var (
+	ConsumerMode_name = map[int32]string{
+		0: "CONSUMER_MODE_UNSPECIFIED",
+		1: "CONSUMER_MODE_SHARED",
+		2: "CONSUMER_MODE_EXCLUSIVE",
+	}
+	ConsumerMode_value = map[string]int32{
+		"CONSUMER_MODE_UNSPECIFIED": 0,
+		"CONSUMER_MODE_SHARED":      1,
+		"CONSUMER_MODE_EXCLUSIVE":   2,
+	}
+)
+
+func (x ConsumerMode) Enum() *ConsumerMode {
+	p := new(ConsumerMode)
+	*p = x
+	return p
+}
+
+func (x ConsumerMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConsumerMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[11].Descriptor()
+}
+
+func (ConsumerMode) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[11]
+}
+
+func (x ConsumerMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConsumerMode.Descriptor instead.
+func (ConsumerMode) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{11}
 }
 
 // MessageState is where a message is in its life.
@@ -840,11 +960,11 @@ func (x MessageState) String() string {
 }
 
 func (MessageState) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[10].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[12].Descriptor()
 }
 
 func (MessageState) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[10]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[12]
 }
 
 func (x MessageState) Number() protoreflect.EnumNumber {
@@ -853,7 +973,7 @@ func (x MessageState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MessageState.Descriptor instead.
 func (MessageState) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{10}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
 }
 
 // AttemptResult is how one delivery attempt of an outbound message ended.
@@ -902,11 +1022,11 @@ func (x AttemptResult) String() string {
 }
 
 func (AttemptResult) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[11].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[13].Descriptor()
 }
 
 func (AttemptResult) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[11]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[13]
 }
 
 func (x AttemptResult) Number() protoreflect.EnumNumber {
@@ -915,7 +1035,7 @@ func (x AttemptResult) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AttemptResult.Descriptor instead.
 func (AttemptResult) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
 }
 
 // Resolution is what an operator decides for a message held in doubt.
@@ -959,11 +1079,11 @@ func (x Resolution) String() string {
 }
 
 func (Resolution) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[12].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[14].Descriptor()
 }
 
 func (Resolution) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[12]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[14]
 }
 
 func (x Resolution) Number() protoreflect.EnumNumber {
@@ -972,7 +1092,7 @@ func (x Resolution) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Resolution.Descriptor instead.
 func (Resolution) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 // EventKind says what an Event reports.
@@ -1090,11 +1210,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[13].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[15].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[13]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[15]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -1103,7 +1223,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 // Framing selects how messages are delimited on a TCP stream. When no kind is
@@ -1818,7 +1938,14 @@ type ListenerConfig struct {
 	MaxConnectionsPerSource int32 `protobuf:"varint,9,opt,name=max_connections_per_source,json=maxConnectionsPerSource,proto3" json:"max_connections_per_source,omitempty"`
 	// Most bytes outside frames in a row (lenient framing skips and counts
 	// them) before the connection is closed. Unset or zero: 64 KiB.
-	MaxJunkBytes  int32 `protobuf:"varint,10,opt,name=max_junk_bytes,json=maxJunkBytes,proto3" json:"max_junk_bytes,omitempty"`
+	MaxJunkBytes int32 `protobuf:"varint,10,opt,name=max_junk_bytes,json=maxJunkBytes,proto3" json:"max_junk_bytes,omitempty"`
+	// Let a consumer decide each message's acknowledgement (HL7 policy only).
+	// Unset: Switchboard acknowledges as the ACK policy says.
+	ConsumerAck *ConsumerAck `protobuf:"bytes,11,opt,name=consumer_ack,json=consumerAck,proto3" json:"consumer_ack,omitempty"`
+	// Suppress duplicates: a message whose MSH-10 the same peer sent within
+	// the window is not stored again and gets the first one's ACK again (HL7
+	// policy only). Unset: off.
+	Duplicates    *DuplicateSuppression `protobuf:"bytes,12,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1923,6 +2050,169 @@ func (x *ListenerConfig) GetMaxJunkBytes() int32 {
 	return 0
 }
 
+func (x *ListenerConfig) GetConsumerAck() *ConsumerAck {
+	if x != nil {
+		return x.ConsumerAck
+	}
+	return nil
+}
+
+func (x *ListenerConfig) GetDuplicates() *DuplicateSuppression {
+	if x != nil {
+		return x.Duplicates
+	}
+	return nil
+}
+
+// ConsumerAck hands the decision of each message's acknowledgement to a
+// durable consumer. A message is still stored before anything is decided
+// (never ACK before durable); it is then delivered to the consumer, whose
+// AnswerMessage call decides the acknowledgement. In original mode the
+// peer's ACK waits for that answer. In enhanced mode (MSH-15/MSH-16) the
+// commit ACK (CA) is sent at once after storage, as HL7 intends, and the
+// answer becomes the application acknowledgement, sent as a message of its
+// own when MSH-16 asks for one (AL always, ER only for AE/AR, SU only for
+// AA, NE never).
+type ConsumerAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deciding consumer's name (see ReceiveRequest.consumer). It is
+	// created, filtered to this listener, if it does not exist.
+	Consumer string `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// How long the peer's acknowledgement waits for the answer. Unset: 5 s.
+	Timeout *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// The acknowledgement when no answer comes in time or no stream of the
+	// consumer is attached: AA, AE or AR. Unset: AE.
+	FallbackCode AckCode `protobuf:"varint,3,opt,name=fallback_code,json=fallbackCode,proto3,enum=switchboard.v1.AckCode" json:"fallback_code,omitempty"`
+	// MSA-3 of the fallback acknowledgement. Unset: a text saying why.
+	FallbackText string `protobuf:"bytes,4,opt,name=fallback_text,json=fallbackText,proto3" json:"fallback_text,omitempty"`
+	// Enhanced mode: send application acknowledgements as queued messages on
+	// this outbound connection instead of on the connection the message came
+	// in on.
+	ApplicationAckConnectionId string `protobuf:"bytes,5,opt,name=application_ack_connection_id,json=applicationAckConnectionId,proto3" json:"application_ack_connection_id,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
+}
+
+func (x *ConsumerAck) Reset() {
+	*x = ConsumerAck{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerAck) ProtoMessage() {}
+
+func (x *ConsumerAck) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerAck.ProtoReflect.Descriptor instead.
+func (*ConsumerAck) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ConsumerAck) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *ConsumerAck) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *ConsumerAck) GetFallbackCode() AckCode {
+	if x != nil {
+		return x.FallbackCode
+	}
+	return AckCode_ACK_CODE_UNSPECIFIED
+}
+
+func (x *ConsumerAck) GetFallbackText() string {
+	if x != nil {
+		return x.FallbackText
+	}
+	return ""
+}
+
+func (x *ConsumerAck) GetApplicationAckConnectionId() string {
+	if x != nil {
+		return x.ApplicationAckConnectionId
+	}
+	return ""
+}
+
+// DuplicateSuppression configures a listener's duplicate window.
+type DuplicateSuppression struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long a control id is remembered. Unset: 1 hour. At most 7 days.
+	Window *durationpb.Duration `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
+	// What makes two messages come from the same peer. Unset: SENDER.
+	Scope         DuplicateScope `protobuf:"varint,2,opt,name=scope,proto3,enum=switchboard.v1.DuplicateScope" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DuplicateSuppression) Reset() {
+	*x = DuplicateSuppression{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DuplicateSuppression) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DuplicateSuppression) ProtoMessage() {}
+
+func (x *DuplicateSuppression) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DuplicateSuppression.ProtoReflect.Descriptor instead.
+func (*DuplicateSuppression) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DuplicateSuppression) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *DuplicateSuppression) GetScope() DuplicateScope {
+	if x != nil {
+		return x.Scope
+	}
+	return DuplicateScope_DUPLICATE_SCOPE_UNSPECIFIED
+}
+
 // Listener is a TCP listener: what it was asked to be and what it is now.
 type Listener struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1938,7 +2228,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2240,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2253,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Listener) GetListenerId() string {
@@ -2018,7 +2308,7 @@ type ListenerStatus struct {
 
 func (x *ListenerStatus) Reset() {
 	*x = ListenerStatus{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2320,7 @@ func (x *ListenerStatus) String() string {
 func (*ListenerStatus) ProtoMessage() {}
 
 func (x *ListenerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2333,7 @@ func (x *ListenerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerStatus.ProtoReflect.Descriptor instead.
 func (*ListenerStatus) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListenerStatus) GetState() ListenerState {
@@ -2130,7 +2420,7 @@ type StartListenerRequest struct {
 
 func (x *StartListenerRequest) Reset() {
 	*x = StartListenerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2432,7 @@ func (x *StartListenerRequest) String() string {
 func (*StartListenerRequest) ProtoMessage() {}
 
 func (x *StartListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2445,7 @@ func (x *StartListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartListenerRequest.ProtoReflect.Descriptor instead.
 func (*StartListenerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StartListenerRequest) GetListenerId() string {
@@ -2183,7 +2473,7 @@ type StartListenerResponse struct {
 
 func (x *StartListenerResponse) Reset() {
 	*x = StartListenerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2485,7 @@ func (x *StartListenerResponse) String() string {
 func (*StartListenerResponse) ProtoMessage() {}
 
 func (x *StartListenerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2498,7 @@ func (x *StartListenerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartListenerResponse.ProtoReflect.Descriptor instead.
 func (*StartListenerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StartListenerResponse) GetListener() *Listener {
@@ -2232,7 +2522,7 @@ type StopListenerRequest struct {
 
 func (x *StopListenerRequest) Reset() {
 	*x = StopListenerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2534,7 @@ func (x *StopListenerRequest) String() string {
 func (*StopListenerRequest) ProtoMessage() {}
 
 func (x *StopListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2547,7 @@ func (x *StopListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopListenerRequest.ProtoReflect.Descriptor instead.
 func (*StopListenerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{16}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StopListenerRequest) GetListenerId() string {
@@ -2285,7 +2575,7 @@ type StopListenerResponse struct {
 
 func (x *StopListenerResponse) Reset() {
 	*x = StopListenerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2587,7 @@ func (x *StopListenerResponse) String() string {
 func (*StopListenerResponse) ProtoMessage() {}
 
 func (x *StopListenerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2600,7 @@ func (x *StopListenerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopListenerResponse.ProtoReflect.Descriptor instead.
 func (*StopListenerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{17}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StopListenerResponse) GetListener() *Listener {
@@ -2331,7 +2621,7 @@ type GetListenerRequest struct {
 
 func (x *GetListenerRequest) Reset() {
 	*x = GetListenerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2633,7 @@ func (x *GetListenerRequest) String() string {
 func (*GetListenerRequest) ProtoMessage() {}
 
 func (x *GetListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2646,7 @@ func (x *GetListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetListenerRequest.ProtoReflect.Descriptor instead.
 func (*GetListenerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{18}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetListenerRequest) GetListenerId() string {
@@ -2377,7 +2667,7 @@ type GetListenerResponse struct {
 
 func (x *GetListenerResponse) Reset() {
 	*x = GetListenerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2679,7 @@ func (x *GetListenerResponse) String() string {
 func (*GetListenerResponse) ProtoMessage() {}
 
 func (x *GetListenerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2692,7 @@ func (x *GetListenerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetListenerResponse.ProtoReflect.Descriptor instead.
 func (*GetListenerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{19}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetListenerResponse) GetListener() *Listener {
@@ -2425,7 +2715,7 @@ type ListListenersRequest struct {
 
 func (x *ListListenersRequest) Reset() {
 	*x = ListListenersRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2727,7 @@ func (x *ListListenersRequest) String() string {
 func (*ListListenersRequest) ProtoMessage() {}
 
 func (x *ListListenersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2740,7 @@ func (x *ListListenersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListListenersRequest.ProtoReflect.Descriptor instead.
 func (*ListListenersRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{20}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListListenersRequest) GetPageSize() int32 {
@@ -2480,7 +2770,7 @@ type ListListenersResponse struct {
 
 func (x *ListListenersResponse) Reset() {
 	*x = ListListenersResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2782,7 @@ func (x *ListListenersResponse) String() string {
 func (*ListListenersResponse) ProtoMessage() {}
 
 func (x *ListListenersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2795,7 @@ func (x *ListListenersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListListenersResponse.ProtoReflect.Descriptor instead.
 func (*ListListenersResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{21}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListListenersResponse) GetListeners() []*Listener {
@@ -2554,7 +2844,7 @@ type ConnectionConfig struct {
 
 func (x *ConnectionConfig) Reset() {
 	*x = ConnectionConfig{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +2856,7 @@ func (x *ConnectionConfig) String() string {
 func (*ConnectionConfig) ProtoMessage() {}
 
 func (x *ConnectionConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +2869,7 @@ func (x *ConnectionConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionConfig.ProtoReflect.Descriptor instead.
 func (*ConnectionConfig) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{22}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ConnectionConfig) GetAddress() string {
@@ -2666,7 +2956,7 @@ type ReconnectPolicy struct {
 
 func (x *ReconnectPolicy) Reset() {
 	*x = ReconnectPolicy{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2678,7 +2968,7 @@ func (x *ReconnectPolicy) String() string {
 func (*ReconnectPolicy) ProtoMessage() {}
 
 func (x *ReconnectPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2691,7 +2981,7 @@ func (x *ReconnectPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconnectPolicy.ProtoReflect.Descriptor instead.
 func (*ReconnectPolicy) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReconnectPolicy) GetDisabled() bool {
@@ -2744,7 +3034,7 @@ type OutboxPolicy struct {
 
 func (x *OutboxPolicy) Reset() {
 	*x = OutboxPolicy{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2756,7 +3046,7 @@ func (x *OutboxPolicy) String() string {
 func (*OutboxPolicy) ProtoMessage() {}
 
 func (x *OutboxPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2769,7 +3059,7 @@ func (x *OutboxPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxPolicy.ProtoReflect.Descriptor instead.
 func (*OutboxPolicy) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OutboxPolicy) GetMaxAttempts() int32 {
@@ -2827,7 +3117,7 @@ type AckCount struct {
 
 func (x *AckCount) Reset() {
 	*x = AckCount{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +3129,7 @@ func (x *AckCount) String() string {
 func (*AckCount) ProtoMessage() {}
 
 func (x *AckCount) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +3142,7 @@ func (x *AckCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckCount.ProtoReflect.Descriptor instead.
 func (*AckCount) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AckCount) GetCode() AckCode {
@@ -2905,13 +3195,16 @@ type ConnectionCounters struct {
 	AckMismatchCount int64 `protobuf:"varint,14,opt,name=ack_mismatch_count,json=ackMismatchCount,proto3" json:"ack_mismatch_count,omitempty"`
 	// Acknowledgements received with no Send waiting for them.
 	UnsolicitedAckCount int64 `protobuf:"varint,15,opt,name=unsolicited_ack_count,json=unsolicitedAckCount,proto3" json:"unsolicited_ack_count,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Messages not stored again because their control id was seen within the
+	// listener's duplicate window (answered with the first one's ACK).
+	DuplicateCount int64 `protobuf:"varint,16,opt,name=duplicate_count,json=duplicateCount,proto3" json:"duplicate_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ConnectionCounters) Reset() {
 	*x = ConnectionCounters{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +3216,7 @@ func (x *ConnectionCounters) String() string {
 func (*ConnectionCounters) ProtoMessage() {}
 
 func (x *ConnectionCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +3229,7 @@ func (x *ConnectionCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionCounters.ProtoReflect.Descriptor instead.
 func (*ConnectionCounters) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConnectionCounters) GetReceivedFrameCount() int64 {
@@ -3044,6 +3337,13 @@ func (x *ConnectionCounters) GetUnsolicitedAckCount() int64 {
 	return 0
 }
 
+func (x *ConnectionCounters) GetDuplicateCount() int64 {
+	if x != nil {
+		return x.DuplicateCount
+	}
+	return 0
+}
+
 // Connection is an inbound or outbound TCP connection.
 type Connection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3066,7 +3366,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3378,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3391,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Connection) GetConnectionId() string {
@@ -3197,7 +3497,7 @@ type ConnectionStatus struct {
 
 func (x *ConnectionStatus) Reset() {
 	*x = ConnectionStatus{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +3509,7 @@ func (x *ConnectionStatus) String() string {
 func (*ConnectionStatus) ProtoMessage() {}
 
 func (x *ConnectionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +3522,7 @@ func (x *ConnectionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionStatus.ProtoReflect.Descriptor instead.
 func (*ConnectionStatus) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ConnectionStatus) GetState() ConnectionState {
@@ -3337,7 +3637,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3349,7 +3649,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3362,7 +3662,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ConnectRequest) GetConnectionId() string {
@@ -3390,7 +3690,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3402,7 +3702,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3415,7 +3715,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ConnectResponse) GetConnection() *Connection {
@@ -3436,7 +3736,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3448,7 +3748,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3461,7 +3761,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DisconnectRequest) GetConnectionId() string {
@@ -3482,7 +3782,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3494,7 +3794,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3507,7 +3807,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DisconnectResponse) GetConnection() *Connection {
@@ -3528,7 +3828,7 @@ type GetConnectionRequest struct {
 
 func (x *GetConnectionRequest) Reset() {
 	*x = GetConnectionRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3540,7 +3840,7 @@ func (x *GetConnectionRequest) String() string {
 func (*GetConnectionRequest) ProtoMessage() {}
 
 func (x *GetConnectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3553,7 +3853,7 @@ func (x *GetConnectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConnectionRequest.ProtoReflect.Descriptor instead.
 func (*GetConnectionRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetConnectionRequest) GetConnectionId() string {
@@ -3574,7 +3874,7 @@ type GetConnectionResponse struct {
 
 func (x *GetConnectionResponse) Reset() {
 	*x = GetConnectionResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3586,7 +3886,7 @@ func (x *GetConnectionResponse) String() string {
 func (*GetConnectionResponse) ProtoMessage() {}
 
 func (x *GetConnectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3599,7 +3899,7 @@ func (x *GetConnectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConnectionResponse.ProtoReflect.Descriptor instead.
 func (*GetConnectionResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetConnectionResponse) GetConnection() *Connection {
@@ -3627,7 +3927,7 @@ type ListConnectionsRequest struct {
 
 func (x *ListConnectionsRequest) Reset() {
 	*x = ListConnectionsRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3939,7 @@ func (x *ListConnectionsRequest) String() string {
 func (*ListConnectionsRequest) ProtoMessage() {}
 
 func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3952,7 @@ func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListConnectionsRequest) GetListenerId() string {
@@ -3696,7 +3996,7 @@ type ListConnectionsResponse struct {
 
 func (x *ListConnectionsResponse) Reset() {
 	*x = ListConnectionsResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3708,7 +4008,7 @@ func (x *ListConnectionsResponse) String() string {
 func (*ListConnectionsResponse) ProtoMessage() {}
 
 func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3721,7 +4021,7 @@ func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListConnectionsResponse) GetConnections() []*Connection {
@@ -3766,7 +4066,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3778,7 +4078,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3791,7 +4091,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{37}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SendRequest) GetConnectionId() string {
@@ -3854,7 +4154,7 @@ type PeerAck struct {
 
 func (x *PeerAck) Reset() {
 	*x = PeerAck{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3866,7 +4166,7 @@ func (x *PeerAck) String() string {
 func (*PeerAck) ProtoMessage() {}
 
 func (x *PeerAck) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3879,7 +4179,7 @@ func (x *PeerAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAck.ProtoReflect.Descriptor instead.
 func (*PeerAck) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{38}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PeerAck) GetCode() AckCode {
@@ -3929,7 +4229,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3941,7 +4241,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3954,7 +4254,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{39}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SendResponse) GetOutcome() SendOutcome {
@@ -4012,7 +4312,7 @@ type SendFailure struct {
 
 func (x *SendFailure) Reset() {
 	*x = SendFailure{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4024,7 +4324,7 @@ func (x *SendFailure) String() string {
 func (*SendFailure) ProtoMessage() {}
 
 func (x *SendFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4037,7 +4337,7 @@ func (x *SendFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailure.ProtoReflect.Descriptor instead.
 func (*SendFailure) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{40}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SendFailure) GetWritten() bool {
@@ -4086,14 +4386,24 @@ type ReceiveRequest struct {
 	// Only records from these connections. Empty: all.
 	ConnectionIds []string `protobuf:"bytes,3,rep,name=connection_ids,json=connectionIds,proto3" json:"connection_ids,omitempty"`
 	// Only records of these kinds. Empty: every kind (check kind on each).
-	Kinds         []RecordKind `protobuf:"varint,4,rep,packed,name=kinds,proto3,enum=switchboard.v1.RecordKind" json:"kinds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Kinds []RecordKind `protobuf:"varint,4,rep,packed,name=kinds,proto3,enum=switchboard.v1.RecordKind" json:"kinds,omitempty"`
+	// End the stream (OK) once everything stored before the call has been
+	// delivered, instead of waiting for more.
+	StopAtHead bool `protobuf:"varint,5,opt,name=stop_at_head,json=stopAtHead,proto3" json:"stop_at_head,omitempty"`
+	// Attach to the durable consumer of this name: 1 to 64 letters, digits,
+	// '.', '_' or '-', starting with a letter or digit. Empty: an anonymous
+	// cursor, as without consumers. A new consumer starts where
+	// start_sequence says (unset: with records stored after the call).
+	Consumer string `protobuf:"bytes,6,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// The consumer's settings, used when this call creates it.
+	ConsumerConfig *ConsumerConfig `protobuf:"bytes,7,opt,name=consumer_config,json=consumerConfig,proto3" json:"consumer_config,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4105,7 +4415,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4118,7 +4428,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{41}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReceiveRequest) GetStartSequence() uint64 {
@@ -4149,19 +4459,120 @@ func (x *ReceiveRequest) GetKinds() []RecordKind {
 	return nil
 }
 
+func (x *ReceiveRequest) GetStopAtHead() bool {
+	if x != nil {
+		return x.StopAtHead
+	}
+	return false
+}
+
+func (x *ReceiveRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *ReceiveRequest) GetConsumerConfig() *ConsumerConfig {
+	if x != nil {
+		return x.ConsumerConfig
+	}
+	return nil
+}
+
+// ConsumerConfig is a durable consumer's settings.
+type ConsumerConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How streams share messages. Unset: SHARED.
+	Mode ConsumerMode `protobuf:"varint,1,opt,name=mode,proto3,enum=switchboard.v1.ConsumerMode" json:"mode,omitempty"`
+	// How long a delivered message may stay unacked before it is delivered
+	// again. Unset: 30 s.
+	AckWait *durationpb.Duration `protobuf:"bytes,2,opt,name=ack_wait,json=ackWait,proto3" json:"ack_wait,omitempty"`
+	// Deliveries after which an unacked message becomes a dead letter. Unset
+	// or zero: 5.
+	MaxDeliveries int32 `protobuf:"varint,3,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	// Most messages delivered and not yet acked at once; delivery pauses at
+	// the limit. Unset or zero: 1000.
+	MaxAckPending int32 `protobuf:"varint,4,opt,name=max_ack_pending,json=maxAckPending,proto3" json:"max_ack_pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerConfig) Reset() {
+	*x = ConsumerConfig{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerConfig) ProtoMessage() {}
+
+func (x *ConsumerConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerConfig.ProtoReflect.Descriptor instead.
+func (*ConsumerConfig) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ConsumerConfig) GetMode() ConsumerMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ConsumerMode_CONSUMER_MODE_UNSPECIFIED
+}
+
+func (x *ConsumerConfig) GetAckWait() *durationpb.Duration {
+	if x != nil {
+		return x.AckWait
+	}
+	return nil
+}
+
+func (x *ConsumerConfig) GetMaxDeliveries() int32 {
+	if x != nil {
+		return x.MaxDeliveries
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetMaxAckPending() int32 {
+	if x != nil {
+		return x.MaxAckPending
+	}
+	return 0
+}
+
 // ReceiveResponse carries one or more messages in sequence order. Messages
 // are batched when the stream has fallen behind.
 type ReceiveResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The messages, in ascending sequence order.
-	Messages      []*ReceivedMessage `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// The messages, in ascending sequence order (a durable consumer's
+	// redeliveries come first and may be older).
+	Messages []*ReceivedMessage `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Set when retention's size limit deleted records a durable consumer had
+	// not acked: they are lost to it.
+	Lost          *LostRange `protobuf:"bytes,2,opt,name=lost,proto3" json:"lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReceiveResponse) Reset() {
 	*x = ReceiveResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4173,7 +4584,7 @@ func (x *ReceiveResponse) String() string {
 func (*ReceiveResponse) ProtoMessage() {}
 
 func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4186,7 +4597,7 @@ func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{42}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReceiveResponse) GetMessages() []*ReceivedMessage {
@@ -4194,6 +4605,68 @@ func (x *ReceiveResponse) GetMessages() []*ReceivedMessage {
 		return x.Messages
 	}
 	return nil
+}
+
+func (x *ReceiveResponse) GetLost() *LostRange {
+	if x != nil {
+		return x.Lost
+	}
+	return nil
+}
+
+// LostRange is a run of journal sequences a consumer will never get.
+type LostRange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First lost sequence.
+	FirstSequence uint64 `protobuf:"varint,1,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
+	// Last lost sequence.
+	LastSequence  uint64 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LostRange) Reset() {
+	*x = LostRange{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LostRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LostRange) ProtoMessage() {}
+
+func (x *LostRange) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LostRange.ProtoReflect.Descriptor instead.
+func (*LostRange) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *LostRange) GetFirstSequence() uint64 {
+	if x != nil {
+		return x.FirstSequence
+	}
+	return 0
+}
+
+func (x *LostRange) GetLastSequence() uint64 {
+	if x != nil {
+		return x.LastSequence
+	}
+	return 0
 }
 
 // ReceivedMessage is one frame received from a peer and journaled.
@@ -4225,14 +4698,24 @@ type ReceivedMessage struct {
 	// HL7: MSH-10, the message control id.
 	ControlId string `protobuf:"bytes,8,opt,name=control_id,json=controlId,proto3" json:"control_id,omitempty"`
 	// What the record is: a message, or an acknowledgement nobody waited for.
-	Kind          RecordKind `protobuf:"varint,9,opt,name=kind,proto3,enum=switchboard.v1.RecordKind" json:"kind,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Kind RecordKind `protobuf:"varint,9,opt,name=kind,proto3,enum=switchboard.v1.RecordKind" json:"kind,omitempty"`
+	// Durable consumers: how many times this message has been delivered to
+	// the consumer, this one included (1 the first time). 0 for anonymous
+	// streams.
+	DeliveryCount uint32 `protobuf:"varint,10,opt,name=delivery_count,json=deliveryCount,proto3" json:"delivery_count,omitempty"`
+	// Durable consumers: the message was delivered before (delivery_count >
+	// 1, or delivered before a server restart).
+	Redelivered bool `protobuf:"varint,11,opt,name=redelivered,proto3" json:"redelivered,omitempty"`
+	// Set when the peer's acknowledgement waits for this consumer's
+	// AnswerMessage: the answer must come before this time.
+	AnswerDeadline *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=answer_deadline,json=answerDeadline,proto3" json:"answer_deadline,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReceivedMessage) Reset() {
 	*x = ReceivedMessage{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4244,7 +4727,7 @@ func (x *ReceivedMessage) String() string {
 func (*ReceivedMessage) ProtoMessage() {}
 
 func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4257,7 +4740,7 @@ func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedMessage.ProtoReflect.Descriptor instead.
 func (*ReceivedMessage) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{43}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReceivedMessage) GetSequence() uint64 {
@@ -4323,6 +4806,27 @@ func (x *ReceivedMessage) GetKind() RecordKind {
 	return RecordKind_RECORD_KIND_UNSPECIFIED
 }
 
+func (x *ReceivedMessage) GetDeliveryCount() uint32 {
+	if x != nil {
+		return x.DeliveryCount
+	}
+	return 0
+}
+
+func (x *ReceivedMessage) GetRedelivered() bool {
+	if x != nil {
+		return x.Redelivered
+	}
+	return false
+}
+
+func (x *ReceivedMessage) GetAnswerDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AnswerDeadline
+	}
+	return nil
+}
+
 // DeliveryAttempt is one try at delivering an outbound message.
 type DeliveryAttempt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4342,7 +4846,7 @@ type DeliveryAttempt struct {
 
 func (x *DeliveryAttempt) Reset() {
 	*x = DeliveryAttempt{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4354,7 +4858,7 @@ func (x *DeliveryAttempt) String() string {
 func (*DeliveryAttempt) ProtoMessage() {}
 
 func (x *DeliveryAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4367,7 +4871,7 @@ func (x *DeliveryAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryAttempt.ProtoReflect.Descriptor instead.
 func (*DeliveryAttempt) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{44}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeliveryAttempt) GetStartTime() *timestamppb.Timestamp {
@@ -4447,13 +4951,16 @@ type Message struct {
 	Kind RecordKind `protobuf:"varint,16,opt,name=kind,proto3,enum=switchboard.v1.RecordKind" json:"kind,omitempty"`
 	// Outbound: when the next attempt is due, while QUEUED after a failure.
 	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Inbound, on a listener with a deciding consumer or duplicate
+	// suppression: what was decided and sent.
+	Answer        *InboundAnswer `protobuf:"bytes,18,opt,name=answer,proto3" json:"answer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4465,7 +4972,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4478,7 +4985,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{45}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Message) GetMessageId() string {
@@ -4600,6 +5107,13 @@ func (x *Message) GetNextAttemptTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Message) GetAnswer() *InboundAnswer {
+	if x != nil {
+		return x.Answer
+	}
+	return nil
+}
+
 // GetMessageRequest is the request of GetMessage.
 type GetMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4611,7 +5125,7 @@ type GetMessageRequest struct {
 
 func (x *GetMessageRequest) Reset() {
 	*x = GetMessageRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4623,7 +5137,7 @@ func (x *GetMessageRequest) String() string {
 func (*GetMessageRequest) ProtoMessage() {}
 
 func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4636,7 +5150,7 @@ func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{46}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetMessageRequest) GetMessageId() string {
@@ -4657,7 +5171,7 @@ type GetMessageResponse struct {
 
 func (x *GetMessageResponse) Reset() {
 	*x = GetMessageResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4669,7 +5183,7 @@ func (x *GetMessageResponse) String() string {
 func (*GetMessageResponse) ProtoMessage() {}
 
 func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4682,7 +5196,7 @@ func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{47}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetMessageResponse) GetMessage() *Message {
@@ -4723,7 +5237,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4735,7 +5249,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4748,7 +5262,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{48}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListMessagesRequest) GetConnectionId() string {
@@ -4834,7 +5348,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4846,7 +5360,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4859,7 +5373,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{49}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -4889,7 +5403,7 @@ type ResolveMessageRequest struct {
 
 func (x *ResolveMessageRequest) Reset() {
 	*x = ResolveMessageRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4901,7 +5415,7 @@ func (x *ResolveMessageRequest) String() string {
 func (*ResolveMessageRequest) ProtoMessage() {}
 
 func (x *ResolveMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4914,7 +5428,7 @@ func (x *ResolveMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveMessageRequest.ProtoReflect.Descriptor instead.
 func (*ResolveMessageRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{50}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ResolveMessageRequest) GetMessageId() string {
@@ -4942,7 +5456,7 @@ type ResolveMessageResponse struct {
 
 func (x *ResolveMessageResponse) Reset() {
 	*x = ResolveMessageResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4954,7 +5468,7 @@ func (x *ResolveMessageResponse) String() string {
 func (*ResolveMessageResponse) ProtoMessage() {}
 
 func (x *ResolveMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4967,7 +5481,7 @@ func (x *ResolveMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveMessageResponse.ProtoReflect.Descriptor instead.
 func (*ResolveMessageResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{51}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ResolveMessageResponse) GetMessage() *Message {
@@ -4998,7 +5512,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5010,7 +5524,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5023,7 +5537,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{52}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *WatchEventsRequest) GetListenerId() string {
@@ -5066,7 +5580,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5078,7 +5592,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5091,7 +5605,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{53}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *WatchEventsResponse) GetEvents() []*Event {
@@ -5147,7 +5661,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5159,7 +5673,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5172,7 +5686,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{54}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Event) GetSequence() uint64 {
@@ -5259,6 +5773,1347 @@ func (x *Event) GetNextAttemptTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// AckRequest is the request of Ack.
+type AckRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer.
+	Consumer string `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// Messages to ack, by journal sequence.
+	Sequences []uint64 `protobuf:"varint,2,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	// Ack every message delivered to the consumer up to this sequence. 0:
+	// none.
+	ThroughSequence uint64 `protobuf:"varint,3,opt,name=through_sequence,json=throughSequence,proto3" json:"through_sequence,omitempty"`
+	// Messages to deliver again at once (not acked).
+	NakSequences  []uint64 `protobuf:"varint,4,rep,packed,name=nak_sequences,json=nakSequences,proto3" json:"nak_sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckRequest) Reset() {
+	*x = AckRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckRequest) ProtoMessage() {}
+
+func (x *AckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
+func (*AckRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *AckRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *AckRequest) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+func (x *AckRequest) GetThroughSequence() uint64 {
+	if x != nil {
+		return x.ThroughSequence
+	}
+	return 0
+}
+
+func (x *AckRequest) GetNakSequences() []uint64 {
+	if x != nil {
+		return x.NakSequences
+	}
+	return nil
+}
+
+// AckResponse is the response of Ack.
+type AckResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer's position after the call.
+	Status        *ConsumerStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckResponse) Reset() {
+	*x = AckResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckResponse) ProtoMessage() {}
+
+func (x *AckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
+func (*AckResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *AckResponse) GetStatus() *ConsumerStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// AnswerMessageRequest is the request of AnswerMessage.
+type AnswerMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deciding consumer.
+	Consumer string `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// The message's journal sequence.
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The answer.
+	//
+	// Types that are valid to be assigned to Answer:
+	//
+	//	*AnswerMessageRequest_Ack
+	//	*AnswerMessageRequest_Payload
+	Answer        isAnswerMessageRequest_Answer `protobuf_oneof:"answer"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerMessageRequest) Reset() {
+	*x = AnswerMessageRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerMessageRequest) ProtoMessage() {}
+
+func (x *AnswerMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerMessageRequest.ProtoReflect.Descriptor instead.
+func (*AnswerMessageRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *AnswerMessageRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *AnswerMessageRequest) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AnswerMessageRequest) GetAnswer() isAnswerMessageRequest_Answer {
+	if x != nil {
+		return x.Answer
+	}
+	return nil
+}
+
+func (x *AnswerMessageRequest) GetAck() *AckAnswer {
+	if x != nil {
+		if x, ok := x.Answer.(*AnswerMessageRequest_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+func (x *AnswerMessageRequest) GetPayload() []byte {
+	if x != nil {
+		if x, ok := x.Answer.(*AnswerMessageRequest_Payload); ok {
+			return x.Payload
+		}
+	}
+	return nil
+}
+
+type isAnswerMessageRequest_Answer interface {
+	isAnswerMessageRequest_Answer()
+}
+
+type AnswerMessageRequest_Ack struct {
+	// An HL7 acknowledgement built by Switchboard.
+	Ack *AckAnswer `protobuf:"bytes,3,opt,name=ack,proto3,oneof"`
+}
+
+type AnswerMessageRequest_Payload struct {
+	// A complete response (for example RSP^K22), framed and written as it
+	// is.
+	Payload []byte `protobuf:"bytes,4,opt,name=payload,proto3,oneof"`
+}
+
+func (*AnswerMessageRequest_Ack) isAnswerMessageRequest_Answer() {}
+
+func (*AnswerMessageRequest_Payload) isAnswerMessageRequest_Answer() {}
+
+// AckAnswer is an acknowledgement a consumer decided.
+type AckAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// AA, AE or AR.
+	Code AckCode `protobuf:"varint,1,opt,name=code,proto3,enum=switchboard.v1.AckCode" json:"code,omitempty"`
+	// MSA-3 and the ERR text.
+	Text string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	// An HL7 table 0357 code (for example "207") for an ERR segment. Empty:
+	// no ERR segment.
+	ErrorCode string `protobuf:"bytes,3,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	// The error location, components separated by ^ (for example
+	// "PID^1^3").
+	ErrorLocation string `protobuf:"bytes,4,opt,name=error_location,json=errorLocation,proto3" json:"error_location,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckAnswer) Reset() {
+	*x = AckAnswer{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckAnswer) ProtoMessage() {}
+
+func (x *AckAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckAnswer.ProtoReflect.Descriptor instead.
+func (*AckAnswer) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *AckAnswer) GetCode() AckCode {
+	if x != nil {
+		return x.Code
+	}
+	return AckCode_ACK_CODE_UNSPECIFIED
+}
+
+func (x *AckAnswer) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *AckAnswer) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *AckAnswer) GetErrorLocation() string {
+	if x != nil {
+		return x.ErrorLocation
+	}
+	return ""
+}
+
+// AnswerMessageResponse is the response of AnswerMessage.
+type AnswerMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the answer was written to the peer (false: it came late and is
+	// only recorded).
+	Written bool `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
+	// The acknowledgement actually sent for the message.
+	Answer        *InboundAnswer `protobuf:"bytes,2,opt,name=answer,proto3" json:"answer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerMessageResponse) Reset() {
+	*x = AnswerMessageResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerMessageResponse) ProtoMessage() {}
+
+func (x *AnswerMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerMessageResponse.ProtoReflect.Descriptor instead.
+func (*AnswerMessageResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *AnswerMessageResponse) GetWritten() bool {
+	if x != nil {
+		return x.Written
+	}
+	return false
+}
+
+func (x *AnswerMessageResponse) GetAnswer() *InboundAnswer {
+	if x != nil {
+		return x.Answer
+	}
+	return nil
+}
+
+// InboundAnswer is what was decided and sent for an inbound message of a
+// listener with a deciding consumer or duplicate suppression.
+type InboundAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer that answered, or empty for a fallback.
+	Consumer string `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// The answer's code, or the fallback's.
+	Code AckCode `protobuf:"varint,2,opt,name=code,proto3,enum=switchboard.v1.AckCode" json:"code,omitempty"`
+	// The answer's text.
+	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// When the answer was decided.
+	AnswerTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=answer_time,json=answerTime,proto3" json:"answer_time,omitempty"`
+	// The fallback applied: no answer came in time or no stream of the
+	// consumer was attached.
+	Fallback bool `protobuf:"varint,5,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// Answers that came too late, recorded and never written.
+	LateCodes []AckCode `protobuf:"varint,6,rep,packed,name=late_codes,json=lateCodes,proto3,enum=switchboard.v1.AckCode" json:"late_codes,omitempty"`
+	// The acknowledgement written to the peer (the application
+	// acknowledgement in enhanced mode), byte for byte, without framing.
+	Sent []byte `protobuf:"bytes,7,opt,name=sent,proto3" json:"sent,omitempty"`
+	// Whether sent reached the socket (false: the connection closed first).
+	Written       bool `protobuf:"varint,8,opt,name=written,proto3" json:"written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboundAnswer) Reset() {
+	*x = InboundAnswer{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboundAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboundAnswer) ProtoMessage() {}
+
+func (x *InboundAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboundAnswer.ProtoReflect.Descriptor instead.
+func (*InboundAnswer) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *InboundAnswer) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *InboundAnswer) GetCode() AckCode {
+	if x != nil {
+		return x.Code
+	}
+	return AckCode_ACK_CODE_UNSPECIFIED
+}
+
+func (x *InboundAnswer) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *InboundAnswer) GetAnswerTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AnswerTime
+	}
+	return nil
+}
+
+func (x *InboundAnswer) GetFallback() bool {
+	if x != nil {
+		return x.Fallback
+	}
+	return false
+}
+
+func (x *InboundAnswer) GetLateCodes() []AckCode {
+	if x != nil {
+		return x.LateCodes
+	}
+	return nil
+}
+
+func (x *InboundAnswer) GetSent() []byte {
+	if x != nil {
+		return x.Sent
+	}
+	return nil
+}
+
+func (x *InboundAnswer) GetWritten() bool {
+	if x != nil {
+		return x.Written
+	}
+	return false
+}
+
+// Consumer is a durable consumer.
+type Consumer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its settings, with defaults filled in.
+	Config *ConsumerConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	// Its filters, fixed when it was created.
+	ListenerIds []string `protobuf:"bytes,3,rep,name=listener_ids,json=listenerIds,proto3" json:"listener_ids,omitempty"`
+	// Its filters, fixed when it was created.
+	ConnectionIds []string `protobuf:"bytes,4,rep,name=connection_ids,json=connectionIds,proto3" json:"connection_ids,omitempty"`
+	// Its filters, fixed when it was created.
+	Kinds []RecordKind `protobuf:"varint,5,rep,packed,name=kinds,proto3,enum=switchboard.v1.RecordKind" json:"kinds,omitempty"`
+	// Where it is.
+	Status        *ConsumerStatus `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Consumer) Reset() {
+	*x = Consumer{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Consumer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Consumer) ProtoMessage() {}
+
+func (x *Consumer) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Consumer.ProtoReflect.Descriptor instead.
+func (*Consumer) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *Consumer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Consumer) GetConfig() *ConsumerConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *Consumer) GetListenerIds() []string {
+	if x != nil {
+		return x.ListenerIds
+	}
+	return nil
+}
+
+func (x *Consumer) GetConnectionIds() []string {
+	if x != nil {
+		return x.ConnectionIds
+	}
+	return nil
+}
+
+func (x *Consumer) GetKinds() []RecordKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *Consumer) GetStatus() *ConsumerStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// ConsumerStatus is a consumer's position.
+type ConsumerStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Every record before this sequence has been delivered to the consumer
+	// (or did not match its filters).
+	NextSequence uint64 `protobuf:"varint,2,opt,name=next_sequence,json=nextSequence,proto3" json:"next_sequence,omitempty"`
+	// Every message at or before this sequence is acked (or dead).
+	AckFloor uint64 `protobuf:"varint,3,opt,name=ack_floor,json=ackFloor,proto3" json:"ack_floor,omitempty"`
+	// Messages delivered and not acked.
+	PendingCount int64 `protobuf:"varint,4,opt,name=pending_count,json=pendingCount,proto3" json:"pending_count,omitempty"`
+	// Records stored after next_sequence, before filters: an upper bound of
+	// what is still to deliver.
+	BacklogCount int64 `protobuf:"varint,5,opt,name=backlog_count,json=backlogCount,proto3" json:"backlog_count,omitempty"`
+	// When the oldest pending message was first delivered.
+	OldestPendingTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=oldest_pending_time,json=oldestPendingTime,proto3" json:"oldest_pending_time,omitempty"`
+	// Redeliveries since the server started.
+	RedeliveryCount int64 `protobuf:"varint,7,opt,name=redelivery_count,json=redeliveryCount,proto3" json:"redelivery_count,omitempty"`
+	// Dead letters now.
+	DeadLetterCount int64 `protobuf:"varint,8,opt,name=dead_letter_count,json=deadLetterCount,proto3" json:"dead_letter_count,omitempty"`
+	// Streams attached now.
+	AttachedStreamCount int32 `protobuf:"varint,9,opt,name=attached_stream_count,json=attachedStreamCount,proto3" json:"attached_stream_count,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ConsumerStatus) Reset() {
+	*x = ConsumerStatus{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerStatus) ProtoMessage() {}
+
+func (x *ConsumerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerStatus.ProtoReflect.Descriptor instead.
+func (*ConsumerStatus) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ConsumerStatus) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *ConsumerStatus) GetNextSequence() uint64 {
+	if x != nil {
+		return x.NextSequence
+	}
+	return 0
+}
+
+func (x *ConsumerStatus) GetAckFloor() uint64 {
+	if x != nil {
+		return x.AckFloor
+	}
+	return 0
+}
+
+func (x *ConsumerStatus) GetPendingCount() int64 {
+	if x != nil {
+		return x.PendingCount
+	}
+	return 0
+}
+
+func (x *ConsumerStatus) GetBacklogCount() int64 {
+	if x != nil {
+		return x.BacklogCount
+	}
+	return 0
+}
+
+func (x *ConsumerStatus) GetOldestPendingTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OldestPendingTime
+	}
+	return nil
+}
+
+func (x *ConsumerStatus) GetRedeliveryCount() int64 {
+	if x != nil {
+		return x.RedeliveryCount
+	}
+	return 0
+}
+
+func (x *ConsumerStatus) GetDeadLetterCount() int64 {
+	if x != nil {
+		return x.DeadLetterCount
+	}
+	return 0
+}
+
+func (x *ConsumerStatus) GetAttachedStreamCount() int32 {
+	if x != nil {
+		return x.AttachedStreamCount
+	}
+	return 0
+}
+
+// GetConsumerRequest is the request of GetConsumer.
+type GetConsumerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsumerRequest) Reset() {
+	*x = GetConsumerRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsumerRequest) ProtoMessage() {}
+
+func (x *GetConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsumerRequest.ProtoReflect.Descriptor instead.
+func (*GetConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *GetConsumerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetConsumerResponse is the response of GetConsumer.
+type GetConsumerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer.
+	Consumer      *Consumer `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsumerResponse) Reset() {
+	*x = GetConsumerResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsumerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsumerResponse) ProtoMessage() {}
+
+func (x *GetConsumerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsumerResponse.ProtoReflect.Descriptor instead.
+func (*GetConsumerResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *GetConsumerResponse) GetConsumer() *Consumer {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+// ListConsumersRequest is the request of ListConsumers.
+type ListConsumersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most consumers to return. Unset or zero: 100. At most 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsumersRequest) Reset() {
+	*x = ListConsumersRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsumersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsumersRequest) ProtoMessage() {}
+
+func (x *ListConsumersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsumersRequest.ProtoReflect.Descriptor instead.
+func (*ListConsumersRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ListConsumersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListConsumersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListConsumersResponse is the response of ListConsumers.
+type ListConsumersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Consumers ordered by name.
+	Consumers []*Consumer `protobuf:"bytes,1,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsumersResponse) Reset() {
+	*x = ListConsumersResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsumersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsumersResponse) ProtoMessage() {}
+
+func (x *ListConsumersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsumersResponse.ProtoReflect.Descriptor instead.
+func (*ListConsumersResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *ListConsumersResponse) GetConsumers() []*Consumer {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
+func (x *ListConsumersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// DeleteConsumerRequest is the request of DeleteConsumer.
+type DeleteConsumerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConsumerRequest) Reset() {
+	*x = DeleteConsumerRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConsumerRequest) ProtoMessage() {}
+
+func (x *DeleteConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConsumerRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *DeleteConsumerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteConsumerResponse is the response of DeleteConsumer.
+type DeleteConsumerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConsumerResponse) Reset() {
+	*x = DeleteConsumerResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConsumerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConsumerResponse) ProtoMessage() {}
+
+func (x *DeleteConsumerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConsumerResponse.ProtoReflect.Descriptor instead.
+func (*DeleteConsumerResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{72}
+}
+
+// DeadLetter is a message a consumer gave up on.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its journal sequence.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Deliveries made.
+	DeliveryCount uint32 `protobuf:"varint,2,opt,name=delivery_count,json=deliveryCount,proto3" json:"delivery_count,omitempty"`
+	// When it became a dead letter.
+	DeadTime      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=dead_time,json=deadTime,proto3" json:"dead_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *DeadLetter) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetDeliveryCount() uint32 {
+	if x != nil {
+		return x.DeliveryCount
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetDeadTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadTime
+	}
+	return nil
+}
+
+// ListDeadLettersRequest is the request of ListDeadLetters.
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer.
+	Consumer string `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// Most to return. Unset or zero: 100. At most 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *ListDeadLettersRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListDeadLettersResponse is the response of ListDeadLetters.
+type ListDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dead letters ordered by sequence.
+	DeadLetters []*DeadLetter `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// ReplayDeadLettersRequest is the request of ReplayDeadLetters.
+type ReplayDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer.
+	Consumer string `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// The dead letters to replay. Empty: all.
+	Sequences     []uint64 `protobuf:"varint,2,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersRequest) Reset() {
+	*x = ReplayDeadLettersRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersRequest) ProtoMessage() {}
+
+func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ReplayDeadLettersRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *ReplayDeadLettersRequest) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+// ReplayDeadLettersResponse is the response of ReplayDeadLetters.
+type ReplayDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many went back to the queue.
+	ReplayedCount int64 `protobuf:"varint,1,opt,name=replayed_count,json=replayedCount,proto3" json:"replayed_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersResponse) Reset() {
+	*x = ReplayDeadLettersResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersResponse) ProtoMessage() {}
+
+func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *ReplayDeadLettersResponse) GetReplayedCount() int64 {
+	if x != nil {
+		return x.ReplayedCount
+	}
+	return 0
+}
+
+// GetJournalRequest is the request of GetJournal.
+type GetJournalRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJournalRequest) Reset() {
+	*x = GetJournalRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJournalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJournalRequest) ProtoMessage() {}
+
+func (x *GetJournalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJournalRequest.ProtoReflect.Descriptor instead.
+func (*GetJournalRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{78}
+}
+
+// GetJournalResponse is the response of GetJournal.
+type GetJournalResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The oldest retained sequence (last_sequence + 1 while none is).
+	FirstSequence uint64 `protobuf:"varint,1,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
+	// The last stored sequence, 0 when nothing was ever stored.
+	LastSequence  uint64 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJournalResponse) Reset() {
+	*x = GetJournalResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJournalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJournalResponse) ProtoMessage() {}
+
+func (x *GetJournalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJournalResponse.ProtoReflect.Descriptor instead.
+func (*GetJournalResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *GetJournalResponse) GetFirstSequence() uint64 {
+	if x != nil {
+		return x.FirstSequence
+	}
+	return 0
+}
+
+func (x *GetJournalResponse) GetLastSequence() uint64 {
+	if x != nil {
+		return x.LastSequence
+	}
+	return 0
+}
+
 var File_switchboard_v1_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_switchboard_proto_rawDesc = "" +
@@ -5294,7 +7149,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x0eFixedAckPolicy\x12\x1d\n" +
 	"\x03ack\x18\x01 \x01(\fB\v\xbaH\bz\x06\x10\x01\x18\x80\x80\x04R\x03ack\x12\x1b\n" +
 	"\x03nak\x18\x02 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x03nak\"\r\n" +
-	"\vNoAckPolicy\"\xe7\x04\n" +
+	"\vNoAckPolicy\"\xed\x05\n" +
 	"\x0eListenerConfig\x12$\n" +
 	"\aaddress\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xac\x02R\aaddress\x121\n" +
@@ -5309,7 +7164,21 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\tkeepalive\x18\b \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\tkeepalive\x12H\n" +
 	"\x1amax_connections_per_source\x18\t \x01(\x05B\v\xbaH\b\x1a\x06\x18\xc0\x84=(\x00R\x17maxConnectionsPerSource\x122\n" +
 	"\x0emax_junk_bytes\x18\n" +
-	" \x01(\x05B\f\xbaH\t\x1a\a\x18\x80\x80\x80 (\x00R\fmaxJunkBytes\"\x9b\x01\n" +
+	" \x01(\x05B\f\xbaH\t\x1a\a\x18\x80\x80\x80 (\x00R\fmaxJunkBytes\x12>\n" +
+	"\fconsumer_ack\x18\v \x01(\v2\x1b.switchboard.v1.ConsumerAckR\vconsumerAck\x12D\n" +
+	"\n" +
+	"duplicates\x18\f \x01(\v2$.switchboard.v1.DuplicateSuppressionR\n" +
+	"duplicates\"\x84\x03\n" +
+	"\vConsumerAck\x12D\n" +
+	"\bconsumer\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$R\bconsumer\x12B\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
+	"\xaa\x01\a\"\x03\b\x90\x1c*\x00R\atimeout\x12L\n" +
+	"\rfallback_code\x18\x03 \x01(\x0e2\x17.switchboard.v1.AckCodeB\x0e\xbaH\v\x82\x01\b\x18\x00\x18\x01\x18\x02\x18\x03R\ffallbackCode\x12-\n" +
+	"\rfallback_text\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\ffallbackText\x12n\n" +
+	"\x1dapplication_ack_connection_id\x18\x05 \x01(\tB+\xbaH(r&2$^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$R\x1aapplicationAckConnectionId\"\x99\x01\n" +
+	"\x14DuplicateSuppression\x12A\n" +
+	"\x06window\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xf5$*\x00R\x06window\x12>\n" +
+	"\x05scope\x18\x02 \x01(\x0e2\x1e.switchboard.v1.DuplicateScopeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05scope\"\x9b\x01\n" +
 	"\bListener\x12\x1f\n" +
 	"\vlistener_id\x18\x01 \x01(\tR\n" +
 	"listenerId\x126\n" +
@@ -5387,7 +7256,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\rmax_in_flight\x18\x06 \x01(\x05B\t\xbaH\x06\x1a\x04\x18@(\x00R\vmaxInFlight\"M\n" +
 	"\bAckCount\x12+\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x17.switchboard.v1.AckCodeR\x04code\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x03R\x05count\"\xe4\x05\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\x8d\x06\n" +
 	"\x12ConnectionCounters\x120\n" +
 	"\x14received_frame_count\x18\x01 \x01(\x03R\x12receivedFrameCount\x12%\n" +
 	"\x0ereceived_bytes\x18\x02 \x01(\x03R\rreceivedBytes\x12(\n" +
@@ -5406,7 +7275,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x15invalid_message_count\x18\f \x01(\x03R\x13invalidMessageCount\x12*\n" +
 	"\x11ack_timeout_count\x18\r \x01(\x03R\x0fackTimeoutCount\x12,\n" +
 	"\x12ack_mismatch_count\x18\x0e \x01(\x03R\x10ackMismatchCount\x122\n" +
-	"\x15unsolicited_ack_count\x18\x0f \x01(\x03R\x13unsolicitedAckCount\"\x8d\x02\n" +
+	"\x15unsolicited_ack_count\x18\x0f \x01(\x03R\x13unsolicitedAckCount\x12'\n" +
+	"\x0fduplicate_count\x18\x10 \x01(\x03R\x0eduplicateCount\"\x8d\x02\n" +
 	"\n" +
 	"Connection\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x127\n" +
@@ -5492,16 +7362,30 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x05cause\x18\x02 \x01(\x0e2 .switchboard.v1.SendFailureCauseR\x05cause\x12#\n" +
 	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12&\n" +
 	"\x0fsent_control_id\x18\x04 \x01(\tR\rsentControlId\x12)\n" +
-	"\x03ack\x18\x05 \x01(\v2\x17.switchboard.v1.PeerAckR\x03ack\"\xf2\x01\n" +
+	"\x03ack\x18\x05 \x01(\v2\x17.switchboard.v1.PeerAckR\x03ack\"\xa6\x03\n" +
 	"\x0eReceiveRequest\x12*\n" +
 	"\x0estart_sequence\x18\x01 \x01(\x04H\x00R\rstartSequence\x88\x01\x01\x12,\n" +
 	"\flistener_ids\x18\x02 \x03(\tB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\vlistenerIds\x120\n" +
 	"\x0econnection_ids\x18\x03 \x03(\tB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\rconnectionIds\x12A\n" +
 	"\x05kinds\x18\x04 \x03(\x0e2\x1a.switchboard.v1.RecordKindB\x0f\xbaH\f\x92\x01\t\x10\n" +
-	"\"\x05\x82\x01\x02\x10\x01R\x05kindsB\x11\n" +
-	"\x0f_start_sequence\"N\n" +
+	"\"\x05\x82\x01\x02\x10\x01R\x05kinds\x12 \n" +
+	"\fstop_at_head\x18\x05 \x01(\bR\n" +
+	"stopAtHead\x12G\n" +
+	"\bconsumer\x18\x06 \x01(\tB+\xbaH(r&2$^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$R\bconsumer\x12G\n" +
+	"\x0fconsumer_config\x18\a \x01(\v2\x1e.switchboard.v1.ConsumerConfigR\x0econsumerConfigB\x11\n" +
+	"\x0f_start_sequence\"\xfe\x01\n" +
+	"\x0eConsumerConfig\x12:\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1c.switchboard.v1.ConsumerModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04mode\x12H\n" +
+	"\back_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x12\xbaH\x0f\xaa\x01\f\"\x04\b\x80\xa3\x052\x04\x10\xc0\x84=R\aackWait\x121\n" +
+	"\x0emax_deliveries\x18\x03 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\rmaxDeliveries\x123\n" +
+	"\x0fmax_ack_pending\x18\x04 \x01(\x05B\v\xbaH\b\x1a\x06\x18\xa0\x8d\x06(\x00R\rmaxAckPending\"}\n" +
 	"\x0fReceiveResponse\x12;\n" +
-	"\bmessages\x18\x01 \x03(\v2\x1f.switchboard.v1.ReceivedMessageR\bmessages\"\xe5\x02\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1f.switchboard.v1.ReceivedMessageR\bmessages\x12-\n" +
+	"\x04lost\x18\x02 \x01(\v2\x19.switchboard.v1.LostRangeR\x04lost\"W\n" +
+	"\tLostRange\x12%\n" +
+	"\x0efirst_sequence\x18\x01 \x01(\x04R\rfirstSequence\x12#\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence\"\xf3\x03\n" +
 	"\x0fReceivedMessage\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1f\n" +
 	"\vlistener_id\x18\x02 \x01(\tR\n" +
@@ -5513,14 +7397,18 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\fmessage_type\x18\a \x01(\tR\vmessageType\x12\x1d\n" +
 	"\n" +
 	"control_id\x18\b \x01(\tR\tcontrolId\x12.\n" +
-	"\x04kind\x18\t \x01(\x0e2\x1a.switchboard.v1.RecordKindR\x04kind\"\xfb\x01\n" +
+	"\x04kind\x18\t \x01(\x0e2\x1a.switchboard.v1.RecordKindR\x04kind\x12%\n" +
+	"\x0edelivery_count\x18\n" +
+	" \x01(\rR\rdeliveryCount\x12 \n" +
+	"\vredelivered\x18\v \x01(\bR\vredelivered\x12C\n" +
+	"\x0fanswer_deadline\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eanswerDeadline\"\xfb\x01\n" +
 	"\x0fDeliveryAttempt\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x125\n" +
 	"\x06result\x18\x03 \x01(\x0e2\x1d.switchboard.v1.AttemptResultR\x06result\x12)\n" +
 	"\x03ack\x18\x04 \x01(\v2\x17.switchboard.v1.PeerAckR\x03ack\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\xf0\x05\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xa7\x06\n" +
 	"\aMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x127\n" +
@@ -5544,7 +7432,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x0e \x01(\tR\x0eidempotencyKey\x12\x1a\n" +
 	"\bsequence\x18\x0f \x01(\x04R\bsequence\x12.\n" +
 	"\x04kind\x18\x10 \x01(\x0e2\x1a.switchboard.v1.RecordKindR\x04kind\x12F\n" +
-	"\x11next_attempt_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\">\n" +
+	"\x11next_attempt_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x125\n" +
+	"\x06answer\x18\x12 \x01(\v2\x1d.switchboard.v1.InboundAnswerR\x06answer\">\n" +
 	"\x11GetMessageRequest\x12)\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tB\n" +
@@ -5606,7 +7495,101 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	" \x01(\tR\x06detail\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\v \x01(\tR\tmessageId\x12F\n" +
-	"\x11next_attempt_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime*\xa6\x01\n" +
+	"\x11next_attempt_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\"\xd6\x01\n" +
+	"\n" +
+	"AckRequest\x12D\n" +
+	"\bconsumer\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$R\bconsumer\x12'\n" +
+	"\tsequences\x18\x02 \x03(\x04B\t\xbaH\x06\x92\x01\x03\x10\x90NR\tsequences\x12)\n" +
+	"\x10through_sequence\x18\x03 \x01(\x04R\x0fthroughSequence\x12.\n" +
+	"\rnak_sequences\x18\x04 \x03(\x04B\t\xbaH\x06\x92\x01\x03\x10\x90NR\fnakSequences\"E\n" +
+	"\vAckResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.switchboard.v1.ConsumerStatusR\x06status\"\xeb\x01\n" +
+	"\x14AnswerMessageRequest\x12D\n" +
+	"\bconsumer\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$R\bconsumer\x12#\n" +
+	"\bsequence\x18\x02 \x01(\x04B\a\xbaH\x042\x02 \x00R\bsequence\x12-\n" +
+	"\x03ack\x18\x03 \x01(\v2\x19.switchboard.v1.AckAnswerH\x00R\x03ack\x12(\n" +
+	"\apayload\x18\x04 \x01(\fB\f\xbaH\tz\a\x10\x01\x18\x80\x80\x80 H\x00R\apayloadB\x0f\n" +
+	"\x06answer\x12\x05\xbaH\x02\b\x01\"\xbc\x01\n" +
+	"\tAckAnswer\x129\n" +
+	"\x04code\x18\x01 \x01(\x0e2\x17.switchboard.v1.AckCodeB\f\xbaH\t\x82\x01\x06\x18\x01\x18\x02\x18\x03R\x04code\x12\x1c\n" +
+	"\x04text\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\x04text\x12&\n" +
+	"\n" +
+	"error_code\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x18\x14R\terrorCode\x12.\n" +
+	"\x0eerror_location\x18\x04 \x01(\tB\a\xbaH\x04r\x02\x18dR\rerrorLocation\"h\n" +
+	"\x15AnswerMessageResponse\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\bR\awritten\x125\n" +
+	"\x06answer\x18\x02 \x01(\v2\x1d.switchboard.v1.InboundAnswerR\x06answer\"\xab\x02\n" +
+	"\rInboundAnswer\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12+\n" +
+	"\x04code\x18\x02 \x01(\x0e2\x17.switchboard.v1.AckCodeR\x04code\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12;\n" +
+	"\vanswer_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"answerTime\x12\x1a\n" +
+	"\bfallback\x18\x05 \x01(\bR\bfallback\x126\n" +
+	"\n" +
+	"late_codes\x18\x06 \x03(\x0e2\x17.switchboard.v1.AckCodeR\tlateCodes\x12\x12\n" +
+	"\x04sent\x18\a \x01(\fR\x04sent\x12\x18\n" +
+	"\awritten\x18\b \x01(\bR\awritten\"\x8a\x02\n" +
+	"\bConsumer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
+	"\x06config\x18\x02 \x01(\v2\x1e.switchboard.v1.ConsumerConfigR\x06config\x12!\n" +
+	"\flistener_ids\x18\x03 \x03(\tR\vlistenerIds\x12%\n" +
+	"\x0econnection_ids\x18\x04 \x03(\tR\rconnectionIds\x120\n" +
+	"\x05kinds\x18\x05 \x03(\x0e2\x1a.switchboard.v1.RecordKindR\x05kinds\x126\n" +
+	"\x06status\x18\x06 \x01(\v2\x1e.switchboard.v1.ConsumerStatusR\x06status\"\xb0\x03\n" +
+	"\x0eConsumerStatus\x12;\n" +
+	"\vcreate_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12#\n" +
+	"\rnext_sequence\x18\x02 \x01(\x04R\fnextSequence\x12\x1b\n" +
+	"\tack_floor\x18\x03 \x01(\x04R\backFloor\x12#\n" +
+	"\rpending_count\x18\x04 \x01(\x03R\fpendingCount\x12#\n" +
+	"\rbacklog_count\x18\x05 \x01(\x03R\fbacklogCount\x12J\n" +
+	"\x13oldest_pending_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11oldestPendingTime\x12)\n" +
+	"\x10redelivery_count\x18\a \x01(\x03R\x0fredeliveryCount\x12*\n" +
+	"\x11dead_letter_count\x18\b \x01(\x03R\x0fdeadLetterCount\x122\n" +
+	"\x15attached_stream_count\x18\t \x01(\x05R\x13attachedStreamCount\"R\n" +
+	"\x12GetConsumerRequest\x12<\n" +
+	"\x04name\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$R\x04name\"K\n" +
+	"\x13GetConsumerResponse\x124\n" +
+	"\bconsumer\x18\x01 \x01(\v2\x18.switchboard.v1.ConsumerR\bconsumer\"h\n" +
+	"\x14ListConsumersRequest\x12'\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\tpageToken\"w\n" +
+	"\x15ListConsumersResponse\x126\n" +
+	"\tconsumers\x18\x01 \x03(\v2\x18.switchboard.v1.ConsumerR\tconsumers\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"U\n" +
+	"\x15DeleteConsumerRequest\x12<\n" +
+	"\x04name\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$R\x04name\"\x18\n" +
+	"\x16DeleteConsumerResponse\"\x88\x01\n" +
+	"\n" +
+	"DeadLetter\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12%\n" +
+	"\x0edelivery_count\x18\x02 \x01(\rR\rdeliveryCount\x127\n" +
+	"\tdead_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadTime\"\xb0\x01\n" +
+	"\x16ListDeadLettersRequest\x12D\n" +
+	"\bconsumer\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$R\bconsumer\x12'\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\tpageToken\"\x80\x01\n" +
+	"\x17ListDeadLettersResponse\x12=\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x1a.switchboard.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x89\x01\n" +
+	"\x18ReplayDeadLettersRequest\x12D\n" +
+	"\bconsumer\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$R\bconsumer\x12'\n" +
+	"\tsequences\x18\x02 \x03(\x04B\t\xbaH\x06\x92\x01\x03\x10\x90NR\tsequences\"B\n" +
+	"\x19ReplayDeadLettersResponse\x12%\n" +
+	"\x0ereplayed_count\x18\x01 \x01(\x03R\rreplayedCount\"\x13\n" +
+	"\x11GetJournalRequest\"`\n" +
+	"\x12GetJournalResponse\x12%\n" +
+	"\x0efirst_sequence\x18\x01 \x01(\x04R\rfirstSequence\x12#\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence*q\n" +
+	"\x0eDuplicateScope\x12\x1f\n" +
+	"\x1bDUPLICATE_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16DUPLICATE_SCOPE_SENDER\x10\x01\x12\"\n" +
+	"\x1eDUPLICATE_SCOPE_REMOTE_ADDRESS\x10\x02*\xa6\x01\n" +
 	"\rListenerState\x12\x1e\n" +
 	"\x1aLISTENER_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18LISTENER_STATE_LISTENING\x10\x01\x12\x1b\n" +
@@ -5679,7 +7662,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x1fSEND_FAILURE_CAUSE_WRITE_FAILED\x10\x05\x12&\n" +
 	"\"SEND_FAILURE_CAUSE_CONNECTION_LOST\x10\x06\x12#\n" +
 	"\x1fSEND_FAILURE_CAUSE_ACK_MISMATCH\x10\a\x12%\n" +
-	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\xe7\x03\n" +
+	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\xcb\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_REASON_IN_DOUBT\x10\x01\x12\x19\n" +
@@ -5696,12 +7679,19 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x15ERROR_REASON_INTERNAL\x10\v\x12\x1d\n" +
 	"\x19ERROR_REASON_NOT_RETAINED\x10\f\x12\x1d\n" +
 	"\x19ERROR_REASON_NOT_IN_DOUBT\x10\r\x12!\n" +
-	"\x1dERROR_REASON_WATCHER_TOO_SLOW\x10\x0e*W\n" +
+	"\x1dERROR_REASON_WATCHER_TOO_SLOW\x10\x0e\x12\x1e\n" +
+	"\x1aERROR_REASON_NOT_DELIVERED\x10\x0f\x12\x1c\n" +
+	"\x18ERROR_REASON_BEYOND_HEAD\x10\x10\x12$\n" +
+	" ERROR_REASON_NOT_AWAITING_ANSWER\x10\x11*W\n" +
 	"\n" +
 	"RecordKind\x12\x1b\n" +
 	"\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13RECORD_KIND_MESSAGE\x10\x01\x12\x13\n" +
-	"\x0fRECORD_KIND_ACK\x10\x02*\xf0\x01\n" +
+	"\x0fRECORD_KIND_ACK\x10\x02*d\n" +
+	"\fConsumerMode\x12\x1d\n" +
+	"\x19CONSUMER_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14CONSUMER_MODE_SHARED\x10\x01\x12\x1b\n" +
+	"\x17CONSUMER_MODE_EXCLUSIVE\x10\x02*\xf0\x01\n" +
 	"\fMessageState\x12\x1d\n" +
 	"\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14MESSAGE_STATE_QUEUED\x10\x01\x12\x19\n" +
@@ -5741,7 +7731,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x1cEVENT_KIND_JOURNAL_RECOVERED\x10\r\x12\"\n" +
 	"\x1eEVENT_KIND_CONNECTION_REJECTED\x10\x0e\x12\x1f\n" +
 	"\x1bEVENT_KIND_MESSAGE_IN_DOUBT\x10\x0f\x12\x1d\n" +
-	"\x19EVENT_KIND_MESSAGE_FAILED\x10\x102\xe2\t\n" +
+	"\x19EVENT_KIND_MESSAGE_FAILED\x10\x102\xba\x0f\n" +
 	"\x12SwitchboardService\x12\\\n" +
 	"\rStartListener\x12$.switchboard.v1.StartListenerRequest\x1a%.switchboard.v1.StartListenerResponse\x12Y\n" +
 	"\fStopListener\x12#.switchboard.v1.StopListenerRequest\x1a$.switchboard.v1.StopListenerResponse\x12V\n" +
@@ -5758,7 +7748,16 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"GetMessage\x12!.switchboard.v1.GetMessageRequest\x1a\".switchboard.v1.GetMessageResponse\x12Y\n" +
 	"\fListMessages\x12#.switchboard.v1.ListMessagesRequest\x1a$.switchboard.v1.ListMessagesResponse\x12_\n" +
 	"\x0eResolveMessage\x12%.switchboard.v1.ResolveMessageRequest\x1a&.switchboard.v1.ResolveMessageResponse\x12X\n" +
-	"\vWatchEvents\x12\".switchboard.v1.WatchEventsRequest\x1a#.switchboard.v1.WatchEventsResponse0\x01B\xc8\x01\n" +
+	"\vWatchEvents\x12\".switchboard.v1.WatchEventsRequest\x1a#.switchboard.v1.WatchEventsResponse0\x01\x12>\n" +
+	"\x03Ack\x12\x1a.switchboard.v1.AckRequest\x1a\x1b.switchboard.v1.AckResponse\x12\\\n" +
+	"\rAnswerMessage\x12$.switchboard.v1.AnswerMessageRequest\x1a%.switchboard.v1.AnswerMessageResponse\x12V\n" +
+	"\vGetConsumer\x12\".switchboard.v1.GetConsumerRequest\x1a#.switchboard.v1.GetConsumerResponse\x12\\\n" +
+	"\rListConsumers\x12$.switchboard.v1.ListConsumersRequest\x1a%.switchboard.v1.ListConsumersResponse\x12_\n" +
+	"\x0eDeleteConsumer\x12%.switchboard.v1.DeleteConsumerRequest\x1a&.switchboard.v1.DeleteConsumerResponse\x12b\n" +
+	"\x0fListDeadLetters\x12&.switchboard.v1.ListDeadLettersRequest\x1a'.switchboard.v1.ListDeadLettersResponse\x12h\n" +
+	"\x11ReplayDeadLetters\x12(.switchboard.v1.ReplayDeadLettersRequest\x1a).switchboard.v1.ReplayDeadLettersResponse\x12S\n" +
+	"\n" +
+	"GetJournal\x12!.switchboard.v1.GetJournalRequest\x1a\".switchboard.v1.GetJournalResponseB\xc8\x01\n" +
 	"\x12com.switchboard.v1B\x10SwitchboardProtoP\x01ZGgithub.com/switchboard-dev/switchboard/gen/switchboard/v1;switchboardv1\xa2\x02\x03SXX\xaa\x02\x0eSwitchboard.V1\xca\x02\x0eSwitchboard\\V1\xe2\x02\x1aSwitchboard\\V1\\GPBMetadata\xea\x02\x0fSwitchboard::V1b\x06proto3"
 
 var (
@@ -5773,210 +7772,281 @@ func file_switchboard_v1_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_switchboard_proto_rawDescData
 }
 
-var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 14)
-var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 16)
+var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_switchboard_v1_switchboard_proto_goTypes = []any{
-	(ListenerState)(0),              // 0: switchboard.v1.ListenerState
-	(InDoubtPolicy)(0),              // 1: switchboard.v1.InDoubtPolicy
-	(Direction)(0),                  // 2: switchboard.v1.Direction
-	(ConnectionState)(0),            // 3: switchboard.v1.ConnectionState
-	(CloseReason)(0),                // 4: switchboard.v1.CloseReason
-	(AckCode)(0),                    // 5: switchboard.v1.AckCode
-	(SendOutcome)(0),                // 6: switchboard.v1.SendOutcome
-	(SendFailureCause)(0),           // 7: switchboard.v1.SendFailureCause
-	(ErrorReason)(0),                // 8: switchboard.v1.ErrorReason
-	(RecordKind)(0),                 // 9: switchboard.v1.RecordKind
-	(MessageState)(0),               // 10: switchboard.v1.MessageState
-	(AttemptResult)(0),              // 11: switchboard.v1.AttemptResult
-	(Resolution)(0),                 // 12: switchboard.v1.Resolution
-	(EventKind)(0),                  // 13: switchboard.v1.EventKind
-	(*Framing)(nil),                 // 14: switchboard.v1.Framing
-	(*MllpFraming)(nil),             // 15: switchboard.v1.MllpFraming
-	(*LengthPrefixFraming)(nil),     // 16: switchboard.v1.LengthPrefixFraming
-	(*DelimiterFraming)(nil),        // 17: switchboard.v1.DelimiterFraming
-	(*StartEndFraming)(nil),         // 18: switchboard.v1.StartEndFraming
-	(*AckPolicy)(nil),               // 19: switchboard.v1.AckPolicy
-	(*Hl7AckPolicy)(nil),            // 20: switchboard.v1.Hl7AckPolicy
-	(*SingleByteAckPolicy)(nil),     // 21: switchboard.v1.SingleByteAckPolicy
-	(*MllpCommitAckPolicy)(nil),     // 22: switchboard.v1.MllpCommitAckPolicy
-	(*FixedAckPolicy)(nil),          // 23: switchboard.v1.FixedAckPolicy
-	(*NoAckPolicy)(nil),             // 24: switchboard.v1.NoAckPolicy
-	(*ListenerConfig)(nil),          // 25: switchboard.v1.ListenerConfig
-	(*Listener)(nil),                // 26: switchboard.v1.Listener
-	(*ListenerStatus)(nil),          // 27: switchboard.v1.ListenerStatus
-	(*StartListenerRequest)(nil),    // 28: switchboard.v1.StartListenerRequest
-	(*StartListenerResponse)(nil),   // 29: switchboard.v1.StartListenerResponse
-	(*StopListenerRequest)(nil),     // 30: switchboard.v1.StopListenerRequest
-	(*StopListenerResponse)(nil),    // 31: switchboard.v1.StopListenerResponse
-	(*GetListenerRequest)(nil),      // 32: switchboard.v1.GetListenerRequest
-	(*GetListenerResponse)(nil),     // 33: switchboard.v1.GetListenerResponse
-	(*ListListenersRequest)(nil),    // 34: switchboard.v1.ListListenersRequest
-	(*ListListenersResponse)(nil),   // 35: switchboard.v1.ListListenersResponse
-	(*ConnectionConfig)(nil),        // 36: switchboard.v1.ConnectionConfig
-	(*ReconnectPolicy)(nil),         // 37: switchboard.v1.ReconnectPolicy
-	(*OutboxPolicy)(nil),            // 38: switchboard.v1.OutboxPolicy
-	(*AckCount)(nil),                // 39: switchboard.v1.AckCount
-	(*ConnectionCounters)(nil),      // 40: switchboard.v1.ConnectionCounters
-	(*Connection)(nil),              // 41: switchboard.v1.Connection
-	(*ConnectionStatus)(nil),        // 42: switchboard.v1.ConnectionStatus
-	(*ConnectRequest)(nil),          // 43: switchboard.v1.ConnectRequest
-	(*ConnectResponse)(nil),         // 44: switchboard.v1.ConnectResponse
-	(*DisconnectRequest)(nil),       // 45: switchboard.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),      // 46: switchboard.v1.DisconnectResponse
-	(*GetConnectionRequest)(nil),    // 47: switchboard.v1.GetConnectionRequest
-	(*GetConnectionResponse)(nil),   // 48: switchboard.v1.GetConnectionResponse
-	(*ListConnectionsRequest)(nil),  // 49: switchboard.v1.ListConnectionsRequest
-	(*ListConnectionsResponse)(nil), // 50: switchboard.v1.ListConnectionsResponse
-	(*SendRequest)(nil),             // 51: switchboard.v1.SendRequest
-	(*PeerAck)(nil),                 // 52: switchboard.v1.PeerAck
-	(*SendResponse)(nil),            // 53: switchboard.v1.SendResponse
-	(*SendFailure)(nil),             // 54: switchboard.v1.SendFailure
-	(*ReceiveRequest)(nil),          // 55: switchboard.v1.ReceiveRequest
-	(*ReceiveResponse)(nil),         // 56: switchboard.v1.ReceiveResponse
-	(*ReceivedMessage)(nil),         // 57: switchboard.v1.ReceivedMessage
-	(*DeliveryAttempt)(nil),         // 58: switchboard.v1.DeliveryAttempt
-	(*Message)(nil),                 // 59: switchboard.v1.Message
-	(*GetMessageRequest)(nil),       // 60: switchboard.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),      // 61: switchboard.v1.GetMessageResponse
-	(*ListMessagesRequest)(nil),     // 62: switchboard.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),    // 63: switchboard.v1.ListMessagesResponse
-	(*ResolveMessageRequest)(nil),   // 64: switchboard.v1.ResolveMessageRequest
-	(*ResolveMessageResponse)(nil),  // 65: switchboard.v1.ResolveMessageResponse
-	(*WatchEventsRequest)(nil),      // 66: switchboard.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),     // 67: switchboard.v1.WatchEventsResponse
-	(*Event)(nil),                   // 68: switchboard.v1.Event
-	(*durationpb.Duration)(nil),     // 69: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 70: google.protobuf.Timestamp
+	(DuplicateScope)(0),               // 0: switchboard.v1.DuplicateScope
+	(ListenerState)(0),                // 1: switchboard.v1.ListenerState
+	(InDoubtPolicy)(0),                // 2: switchboard.v1.InDoubtPolicy
+	(Direction)(0),                    // 3: switchboard.v1.Direction
+	(ConnectionState)(0),              // 4: switchboard.v1.ConnectionState
+	(CloseReason)(0),                  // 5: switchboard.v1.CloseReason
+	(AckCode)(0),                      // 6: switchboard.v1.AckCode
+	(SendOutcome)(0),                  // 7: switchboard.v1.SendOutcome
+	(SendFailureCause)(0),             // 8: switchboard.v1.SendFailureCause
+	(ErrorReason)(0),                  // 9: switchboard.v1.ErrorReason
+	(RecordKind)(0),                   // 10: switchboard.v1.RecordKind
+	(ConsumerMode)(0),                 // 11: switchboard.v1.ConsumerMode
+	(MessageState)(0),                 // 12: switchboard.v1.MessageState
+	(AttemptResult)(0),                // 13: switchboard.v1.AttemptResult
+	(Resolution)(0),                   // 14: switchboard.v1.Resolution
+	(EventKind)(0),                    // 15: switchboard.v1.EventKind
+	(*Framing)(nil),                   // 16: switchboard.v1.Framing
+	(*MllpFraming)(nil),               // 17: switchboard.v1.MllpFraming
+	(*LengthPrefixFraming)(nil),       // 18: switchboard.v1.LengthPrefixFraming
+	(*DelimiterFraming)(nil),          // 19: switchboard.v1.DelimiterFraming
+	(*StartEndFraming)(nil),           // 20: switchboard.v1.StartEndFraming
+	(*AckPolicy)(nil),                 // 21: switchboard.v1.AckPolicy
+	(*Hl7AckPolicy)(nil),              // 22: switchboard.v1.Hl7AckPolicy
+	(*SingleByteAckPolicy)(nil),       // 23: switchboard.v1.SingleByteAckPolicy
+	(*MllpCommitAckPolicy)(nil),       // 24: switchboard.v1.MllpCommitAckPolicy
+	(*FixedAckPolicy)(nil),            // 25: switchboard.v1.FixedAckPolicy
+	(*NoAckPolicy)(nil),               // 26: switchboard.v1.NoAckPolicy
+	(*ListenerConfig)(nil),            // 27: switchboard.v1.ListenerConfig
+	(*ConsumerAck)(nil),               // 28: switchboard.v1.ConsumerAck
+	(*DuplicateSuppression)(nil),      // 29: switchboard.v1.DuplicateSuppression
+	(*Listener)(nil),                  // 30: switchboard.v1.Listener
+	(*ListenerStatus)(nil),            // 31: switchboard.v1.ListenerStatus
+	(*StartListenerRequest)(nil),      // 32: switchboard.v1.StartListenerRequest
+	(*StartListenerResponse)(nil),     // 33: switchboard.v1.StartListenerResponse
+	(*StopListenerRequest)(nil),       // 34: switchboard.v1.StopListenerRequest
+	(*StopListenerResponse)(nil),      // 35: switchboard.v1.StopListenerResponse
+	(*GetListenerRequest)(nil),        // 36: switchboard.v1.GetListenerRequest
+	(*GetListenerResponse)(nil),       // 37: switchboard.v1.GetListenerResponse
+	(*ListListenersRequest)(nil),      // 38: switchboard.v1.ListListenersRequest
+	(*ListListenersResponse)(nil),     // 39: switchboard.v1.ListListenersResponse
+	(*ConnectionConfig)(nil),          // 40: switchboard.v1.ConnectionConfig
+	(*ReconnectPolicy)(nil),           // 41: switchboard.v1.ReconnectPolicy
+	(*OutboxPolicy)(nil),              // 42: switchboard.v1.OutboxPolicy
+	(*AckCount)(nil),                  // 43: switchboard.v1.AckCount
+	(*ConnectionCounters)(nil),        // 44: switchboard.v1.ConnectionCounters
+	(*Connection)(nil),                // 45: switchboard.v1.Connection
+	(*ConnectionStatus)(nil),          // 46: switchboard.v1.ConnectionStatus
+	(*ConnectRequest)(nil),            // 47: switchboard.v1.ConnectRequest
+	(*ConnectResponse)(nil),           // 48: switchboard.v1.ConnectResponse
+	(*DisconnectRequest)(nil),         // 49: switchboard.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),        // 50: switchboard.v1.DisconnectResponse
+	(*GetConnectionRequest)(nil),      // 51: switchboard.v1.GetConnectionRequest
+	(*GetConnectionResponse)(nil),     // 52: switchboard.v1.GetConnectionResponse
+	(*ListConnectionsRequest)(nil),    // 53: switchboard.v1.ListConnectionsRequest
+	(*ListConnectionsResponse)(nil),   // 54: switchboard.v1.ListConnectionsResponse
+	(*SendRequest)(nil),               // 55: switchboard.v1.SendRequest
+	(*PeerAck)(nil),                   // 56: switchboard.v1.PeerAck
+	(*SendResponse)(nil),              // 57: switchboard.v1.SendResponse
+	(*SendFailure)(nil),               // 58: switchboard.v1.SendFailure
+	(*ReceiveRequest)(nil),            // 59: switchboard.v1.ReceiveRequest
+	(*ConsumerConfig)(nil),            // 60: switchboard.v1.ConsumerConfig
+	(*ReceiveResponse)(nil),           // 61: switchboard.v1.ReceiveResponse
+	(*LostRange)(nil),                 // 62: switchboard.v1.LostRange
+	(*ReceivedMessage)(nil),           // 63: switchboard.v1.ReceivedMessage
+	(*DeliveryAttempt)(nil),           // 64: switchboard.v1.DeliveryAttempt
+	(*Message)(nil),                   // 65: switchboard.v1.Message
+	(*GetMessageRequest)(nil),         // 66: switchboard.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),        // 67: switchboard.v1.GetMessageResponse
+	(*ListMessagesRequest)(nil),       // 68: switchboard.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),      // 69: switchboard.v1.ListMessagesResponse
+	(*ResolveMessageRequest)(nil),     // 70: switchboard.v1.ResolveMessageRequest
+	(*ResolveMessageResponse)(nil),    // 71: switchboard.v1.ResolveMessageResponse
+	(*WatchEventsRequest)(nil),        // 72: switchboard.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),       // 73: switchboard.v1.WatchEventsResponse
+	(*Event)(nil),                     // 74: switchboard.v1.Event
+	(*AckRequest)(nil),                // 75: switchboard.v1.AckRequest
+	(*AckResponse)(nil),               // 76: switchboard.v1.AckResponse
+	(*AnswerMessageRequest)(nil),      // 77: switchboard.v1.AnswerMessageRequest
+	(*AckAnswer)(nil),                 // 78: switchboard.v1.AckAnswer
+	(*AnswerMessageResponse)(nil),     // 79: switchboard.v1.AnswerMessageResponse
+	(*InboundAnswer)(nil),             // 80: switchboard.v1.InboundAnswer
+	(*Consumer)(nil),                  // 81: switchboard.v1.Consumer
+	(*ConsumerStatus)(nil),            // 82: switchboard.v1.ConsumerStatus
+	(*GetConsumerRequest)(nil),        // 83: switchboard.v1.GetConsumerRequest
+	(*GetConsumerResponse)(nil),       // 84: switchboard.v1.GetConsumerResponse
+	(*ListConsumersRequest)(nil),      // 85: switchboard.v1.ListConsumersRequest
+	(*ListConsumersResponse)(nil),     // 86: switchboard.v1.ListConsumersResponse
+	(*DeleteConsumerRequest)(nil),     // 87: switchboard.v1.DeleteConsumerRequest
+	(*DeleteConsumerResponse)(nil),    // 88: switchboard.v1.DeleteConsumerResponse
+	(*DeadLetter)(nil),                // 89: switchboard.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),    // 90: switchboard.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 91: switchboard.v1.ListDeadLettersResponse
+	(*ReplayDeadLettersRequest)(nil),  // 92: switchboard.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil), // 93: switchboard.v1.ReplayDeadLettersResponse
+	(*GetJournalRequest)(nil),         // 94: switchboard.v1.GetJournalRequest
+	(*GetJournalResponse)(nil),        // 95: switchboard.v1.GetJournalResponse
+	(*durationpb.Duration)(nil),       // 96: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 97: google.protobuf.Timestamp
 }
 var file_switchboard_v1_switchboard_proto_depIdxs = []int32{
-	15,  // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
-	16,  // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
-	17,  // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
-	18,  // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
-	20,  // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
-	21,  // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
-	22,  // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
-	23,  // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
-	24,  // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
-	14,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
-	19,  // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	69,  // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
-	69,  // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
-	69,  // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
-	25,  // 14: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
-	27,  // 15: switchboard.v1.Listener.status:type_name -> switchboard.v1.ListenerStatus
-	0,   // 16: switchboard.v1.ListenerStatus.state:type_name -> switchboard.v1.ListenerState
-	70,  // 17: switchboard.v1.ListenerStatus.create_time:type_name -> google.protobuf.Timestamp
-	40,  // 18: switchboard.v1.ListenerStatus.connection_totals:type_name -> switchboard.v1.ConnectionCounters
-	70,  // 19: switchboard.v1.ListenerStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
-	25,  // 20: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
-	26,  // 21: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
-	69,  // 22: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
-	26,  // 23: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
-	26,  // 24: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
-	26,  // 25: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
-	14,  // 26: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
-	19,  // 27: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	69,  // 28: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
-	69,  // 29: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
-	69,  // 30: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
-	37,  // 31: switchboard.v1.ConnectionConfig.reconnect:type_name -> switchboard.v1.ReconnectPolicy
-	38,  // 32: switchboard.v1.ConnectionConfig.outbox:type_name -> switchboard.v1.OutboxPolicy
-	69,  // 33: switchboard.v1.ReconnectPolicy.initial_delay:type_name -> google.protobuf.Duration
-	69,  // 34: switchboard.v1.ReconnectPolicy.max_delay:type_name -> google.protobuf.Duration
-	69,  // 35: switchboard.v1.OutboxPolicy.retry_delay:type_name -> google.protobuf.Duration
-	69,  // 36: switchboard.v1.OutboxPolicy.max_retry_delay:type_name -> google.protobuf.Duration
-	1,   // 37: switchboard.v1.OutboxPolicy.in_doubt:type_name -> switchboard.v1.InDoubtPolicy
-	5,   // 38: switchboard.v1.AckCount.code:type_name -> switchboard.v1.AckCode
-	39,  // 39: switchboard.v1.ConnectionCounters.sent_acks:type_name -> switchboard.v1.AckCount
-	39,  // 40: switchboard.v1.ConnectionCounters.received_acks:type_name -> switchboard.v1.AckCount
-	2,   // 41: switchboard.v1.Connection.direction:type_name -> switchboard.v1.Direction
-	36,  // 42: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
-	42,  // 43: switchboard.v1.Connection.status:type_name -> switchboard.v1.ConnectionStatus
-	3,   // 44: switchboard.v1.ConnectionStatus.state:type_name -> switchboard.v1.ConnectionState
-	70,  // 45: switchboard.v1.ConnectionStatus.open_time:type_name -> google.protobuf.Timestamp
-	70,  // 46: switchboard.v1.ConnectionStatus.last_activity_time:type_name -> google.protobuf.Timestamp
-	40,  // 47: switchboard.v1.ConnectionStatus.counters:type_name -> switchboard.v1.ConnectionCounters
-	4,   // 48: switchboard.v1.ConnectionStatus.close_reason:type_name -> switchboard.v1.CloseReason
-	70,  // 49: switchboard.v1.ConnectionStatus.close_time:type_name -> google.protobuf.Timestamp
-	70,  // 50: switchboard.v1.ConnectionStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
-	36,  // 51: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
-	41,  // 52: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
-	41,  // 53: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
-	41,  // 54: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
-	2,   // 55: switchboard.v1.ListConnectionsRequest.direction:type_name -> switchboard.v1.Direction
-	41,  // 56: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
-	69,  // 57: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
-	5,   // 58: switchboard.v1.PeerAck.code:type_name -> switchboard.v1.AckCode
-	6,   // 59: switchboard.v1.SendResponse.outcome:type_name -> switchboard.v1.SendOutcome
-	52,  // 60: switchboard.v1.SendResponse.ack:type_name -> switchboard.v1.PeerAck
-	69,  // 61: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
-	7,   // 62: switchboard.v1.SendFailure.cause:type_name -> switchboard.v1.SendFailureCause
-	52,  // 63: switchboard.v1.SendFailure.ack:type_name -> switchboard.v1.PeerAck
-	9,   // 64: switchboard.v1.ReceiveRequest.kinds:type_name -> switchboard.v1.RecordKind
-	57,  // 65: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
-	70,  // 66: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
-	9,   // 67: switchboard.v1.ReceivedMessage.kind:type_name -> switchboard.v1.RecordKind
-	70,  // 68: switchboard.v1.DeliveryAttempt.start_time:type_name -> google.protobuf.Timestamp
-	70,  // 69: switchboard.v1.DeliveryAttempt.end_time:type_name -> google.protobuf.Timestamp
-	11,  // 70: switchboard.v1.DeliveryAttempt.result:type_name -> switchboard.v1.AttemptResult
-	52,  // 71: switchboard.v1.DeliveryAttempt.ack:type_name -> switchboard.v1.PeerAck
-	2,   // 72: switchboard.v1.Message.direction:type_name -> switchboard.v1.Direction
-	10,  // 73: switchboard.v1.Message.state:type_name -> switchboard.v1.MessageState
-	70,  // 74: switchboard.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	70,  // 75: switchboard.v1.Message.update_time:type_name -> google.protobuf.Timestamp
-	58,  // 76: switchboard.v1.Message.attempts:type_name -> switchboard.v1.DeliveryAttempt
-	52,  // 77: switchboard.v1.Message.ack:type_name -> switchboard.v1.PeerAck
-	9,   // 78: switchboard.v1.Message.kind:type_name -> switchboard.v1.RecordKind
-	70,  // 79: switchboard.v1.Message.next_attempt_time:type_name -> google.protobuf.Timestamp
-	59,  // 80: switchboard.v1.GetMessageResponse.message:type_name -> switchboard.v1.Message
-	2,   // 81: switchboard.v1.ListMessagesRequest.direction:type_name -> switchboard.v1.Direction
-	10,  // 82: switchboard.v1.ListMessagesRequest.states:type_name -> switchboard.v1.MessageState
-	70,  // 83: switchboard.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
-	70,  // 84: switchboard.v1.ListMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
-	59,  // 85: switchboard.v1.ListMessagesResponse.messages:type_name -> switchboard.v1.Message
-	12,  // 86: switchboard.v1.ResolveMessageRequest.resolution:type_name -> switchboard.v1.Resolution
-	59,  // 87: switchboard.v1.ResolveMessageResponse.message:type_name -> switchboard.v1.Message
-	13,  // 88: switchboard.v1.WatchEventsRequest.kinds:type_name -> switchboard.v1.EventKind
-	68,  // 89: switchboard.v1.WatchEventsResponse.events:type_name -> switchboard.v1.Event
-	70,  // 90: switchboard.v1.Event.time:type_name -> google.protobuf.Timestamp
-	13,  // 91: switchboard.v1.Event.kind:type_name -> switchboard.v1.EventKind
-	4,   // 92: switchboard.v1.Event.close_reason:type_name -> switchboard.v1.CloseReason
-	5,   // 93: switchboard.v1.Event.ack_code:type_name -> switchboard.v1.AckCode
-	70,  // 94: switchboard.v1.Event.next_attempt_time:type_name -> google.protobuf.Timestamp
-	28,  // 95: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
-	30,  // 96: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
-	32,  // 97: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
-	34,  // 98: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
-	43,  // 99: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
-	45,  // 100: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
-	47,  // 101: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
-	49,  // 102: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
-	51,  // 103: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
-	55,  // 104: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
-	60,  // 105: switchboard.v1.SwitchboardService.GetMessage:input_type -> switchboard.v1.GetMessageRequest
-	62,  // 106: switchboard.v1.SwitchboardService.ListMessages:input_type -> switchboard.v1.ListMessagesRequest
-	64,  // 107: switchboard.v1.SwitchboardService.ResolveMessage:input_type -> switchboard.v1.ResolveMessageRequest
-	66,  // 108: switchboard.v1.SwitchboardService.WatchEvents:input_type -> switchboard.v1.WatchEventsRequest
-	29,  // 109: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
-	31,  // 110: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
-	33,  // 111: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
-	35,  // 112: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
-	44,  // 113: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
-	46,  // 114: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
-	48,  // 115: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
-	50,  // 116: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
-	53,  // 117: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
-	56,  // 118: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
-	61,  // 119: switchboard.v1.SwitchboardService.GetMessage:output_type -> switchboard.v1.GetMessageResponse
-	63,  // 120: switchboard.v1.SwitchboardService.ListMessages:output_type -> switchboard.v1.ListMessagesResponse
-	65,  // 121: switchboard.v1.SwitchboardService.ResolveMessage:output_type -> switchboard.v1.ResolveMessageResponse
-	67,  // 122: switchboard.v1.SwitchboardService.WatchEvents:output_type -> switchboard.v1.WatchEventsResponse
-	109, // [109:123] is the sub-list for method output_type
-	95,  // [95:109] is the sub-list for method input_type
-	95,  // [95:95] is the sub-list for extension type_name
-	95,  // [95:95] is the sub-list for extension extendee
-	0,   // [0:95] is the sub-list for field type_name
+	17,  // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
+	18,  // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
+	19,  // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
+	20,  // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
+	22,  // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
+	23,  // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
+	24,  // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
+	25,  // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
+	26,  // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
+	16,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
+	21,  // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	96,  // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
+	96,  // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
+	96,  // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
+	28,  // 14: switchboard.v1.ListenerConfig.consumer_ack:type_name -> switchboard.v1.ConsumerAck
+	29,  // 15: switchboard.v1.ListenerConfig.duplicates:type_name -> switchboard.v1.DuplicateSuppression
+	96,  // 16: switchboard.v1.ConsumerAck.timeout:type_name -> google.protobuf.Duration
+	6,   // 17: switchboard.v1.ConsumerAck.fallback_code:type_name -> switchboard.v1.AckCode
+	96,  // 18: switchboard.v1.DuplicateSuppression.window:type_name -> google.protobuf.Duration
+	0,   // 19: switchboard.v1.DuplicateSuppression.scope:type_name -> switchboard.v1.DuplicateScope
+	27,  // 20: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
+	31,  // 21: switchboard.v1.Listener.status:type_name -> switchboard.v1.ListenerStatus
+	1,   // 22: switchboard.v1.ListenerStatus.state:type_name -> switchboard.v1.ListenerState
+	97,  // 23: switchboard.v1.ListenerStatus.create_time:type_name -> google.protobuf.Timestamp
+	44,  // 24: switchboard.v1.ListenerStatus.connection_totals:type_name -> switchboard.v1.ConnectionCounters
+	97,  // 25: switchboard.v1.ListenerStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
+	27,  // 26: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
+	30,  // 27: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
+	96,  // 28: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
+	30,  // 29: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
+	30,  // 30: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
+	30,  // 31: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
+	16,  // 32: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
+	21,  // 33: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	96,  // 34: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
+	96,  // 35: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
+	96,  // 36: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
+	41,  // 37: switchboard.v1.ConnectionConfig.reconnect:type_name -> switchboard.v1.ReconnectPolicy
+	42,  // 38: switchboard.v1.ConnectionConfig.outbox:type_name -> switchboard.v1.OutboxPolicy
+	96,  // 39: switchboard.v1.ReconnectPolicy.initial_delay:type_name -> google.protobuf.Duration
+	96,  // 40: switchboard.v1.ReconnectPolicy.max_delay:type_name -> google.protobuf.Duration
+	96,  // 41: switchboard.v1.OutboxPolicy.retry_delay:type_name -> google.protobuf.Duration
+	96,  // 42: switchboard.v1.OutboxPolicy.max_retry_delay:type_name -> google.protobuf.Duration
+	2,   // 43: switchboard.v1.OutboxPolicy.in_doubt:type_name -> switchboard.v1.InDoubtPolicy
+	6,   // 44: switchboard.v1.AckCount.code:type_name -> switchboard.v1.AckCode
+	43,  // 45: switchboard.v1.ConnectionCounters.sent_acks:type_name -> switchboard.v1.AckCount
+	43,  // 46: switchboard.v1.ConnectionCounters.received_acks:type_name -> switchboard.v1.AckCount
+	3,   // 47: switchboard.v1.Connection.direction:type_name -> switchboard.v1.Direction
+	40,  // 48: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
+	46,  // 49: switchboard.v1.Connection.status:type_name -> switchboard.v1.ConnectionStatus
+	4,   // 50: switchboard.v1.ConnectionStatus.state:type_name -> switchboard.v1.ConnectionState
+	97,  // 51: switchboard.v1.ConnectionStatus.open_time:type_name -> google.protobuf.Timestamp
+	97,  // 52: switchboard.v1.ConnectionStatus.last_activity_time:type_name -> google.protobuf.Timestamp
+	44,  // 53: switchboard.v1.ConnectionStatus.counters:type_name -> switchboard.v1.ConnectionCounters
+	5,   // 54: switchboard.v1.ConnectionStatus.close_reason:type_name -> switchboard.v1.CloseReason
+	97,  // 55: switchboard.v1.ConnectionStatus.close_time:type_name -> google.protobuf.Timestamp
+	97,  // 56: switchboard.v1.ConnectionStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
+	40,  // 57: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
+	45,  // 58: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
+	45,  // 59: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
+	45,  // 60: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
+	3,   // 61: switchboard.v1.ListConnectionsRequest.direction:type_name -> switchboard.v1.Direction
+	45,  // 62: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
+	96,  // 63: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
+	6,   // 64: switchboard.v1.PeerAck.code:type_name -> switchboard.v1.AckCode
+	7,   // 65: switchboard.v1.SendResponse.outcome:type_name -> switchboard.v1.SendOutcome
+	56,  // 66: switchboard.v1.SendResponse.ack:type_name -> switchboard.v1.PeerAck
+	96,  // 67: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
+	8,   // 68: switchboard.v1.SendFailure.cause:type_name -> switchboard.v1.SendFailureCause
+	56,  // 69: switchboard.v1.SendFailure.ack:type_name -> switchboard.v1.PeerAck
+	10,  // 70: switchboard.v1.ReceiveRequest.kinds:type_name -> switchboard.v1.RecordKind
+	60,  // 71: switchboard.v1.ReceiveRequest.consumer_config:type_name -> switchboard.v1.ConsumerConfig
+	11,  // 72: switchboard.v1.ConsumerConfig.mode:type_name -> switchboard.v1.ConsumerMode
+	96,  // 73: switchboard.v1.ConsumerConfig.ack_wait:type_name -> google.protobuf.Duration
+	63,  // 74: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
+	62,  // 75: switchboard.v1.ReceiveResponse.lost:type_name -> switchboard.v1.LostRange
+	97,  // 76: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
+	10,  // 77: switchboard.v1.ReceivedMessage.kind:type_name -> switchboard.v1.RecordKind
+	97,  // 78: switchboard.v1.ReceivedMessage.answer_deadline:type_name -> google.protobuf.Timestamp
+	97,  // 79: switchboard.v1.DeliveryAttempt.start_time:type_name -> google.protobuf.Timestamp
+	97,  // 80: switchboard.v1.DeliveryAttempt.end_time:type_name -> google.protobuf.Timestamp
+	13,  // 81: switchboard.v1.DeliveryAttempt.result:type_name -> switchboard.v1.AttemptResult
+	56,  // 82: switchboard.v1.DeliveryAttempt.ack:type_name -> switchboard.v1.PeerAck
+	3,   // 83: switchboard.v1.Message.direction:type_name -> switchboard.v1.Direction
+	12,  // 84: switchboard.v1.Message.state:type_name -> switchboard.v1.MessageState
+	97,  // 85: switchboard.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	97,  // 86: switchboard.v1.Message.update_time:type_name -> google.protobuf.Timestamp
+	64,  // 87: switchboard.v1.Message.attempts:type_name -> switchboard.v1.DeliveryAttempt
+	56,  // 88: switchboard.v1.Message.ack:type_name -> switchboard.v1.PeerAck
+	10,  // 89: switchboard.v1.Message.kind:type_name -> switchboard.v1.RecordKind
+	97,  // 90: switchboard.v1.Message.next_attempt_time:type_name -> google.protobuf.Timestamp
+	80,  // 91: switchboard.v1.Message.answer:type_name -> switchboard.v1.InboundAnswer
+	65,  // 92: switchboard.v1.GetMessageResponse.message:type_name -> switchboard.v1.Message
+	3,   // 93: switchboard.v1.ListMessagesRequest.direction:type_name -> switchboard.v1.Direction
+	12,  // 94: switchboard.v1.ListMessagesRequest.states:type_name -> switchboard.v1.MessageState
+	97,  // 95: switchboard.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
+	97,  // 96: switchboard.v1.ListMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
+	65,  // 97: switchboard.v1.ListMessagesResponse.messages:type_name -> switchboard.v1.Message
+	14,  // 98: switchboard.v1.ResolveMessageRequest.resolution:type_name -> switchboard.v1.Resolution
+	65,  // 99: switchboard.v1.ResolveMessageResponse.message:type_name -> switchboard.v1.Message
+	15,  // 100: switchboard.v1.WatchEventsRequest.kinds:type_name -> switchboard.v1.EventKind
+	74,  // 101: switchboard.v1.WatchEventsResponse.events:type_name -> switchboard.v1.Event
+	97,  // 102: switchboard.v1.Event.time:type_name -> google.protobuf.Timestamp
+	15,  // 103: switchboard.v1.Event.kind:type_name -> switchboard.v1.EventKind
+	5,   // 104: switchboard.v1.Event.close_reason:type_name -> switchboard.v1.CloseReason
+	6,   // 105: switchboard.v1.Event.ack_code:type_name -> switchboard.v1.AckCode
+	97,  // 106: switchboard.v1.Event.next_attempt_time:type_name -> google.protobuf.Timestamp
+	82,  // 107: switchboard.v1.AckResponse.status:type_name -> switchboard.v1.ConsumerStatus
+	78,  // 108: switchboard.v1.AnswerMessageRequest.ack:type_name -> switchboard.v1.AckAnswer
+	6,   // 109: switchboard.v1.AckAnswer.code:type_name -> switchboard.v1.AckCode
+	80,  // 110: switchboard.v1.AnswerMessageResponse.answer:type_name -> switchboard.v1.InboundAnswer
+	6,   // 111: switchboard.v1.InboundAnswer.code:type_name -> switchboard.v1.AckCode
+	97,  // 112: switchboard.v1.InboundAnswer.answer_time:type_name -> google.protobuf.Timestamp
+	6,   // 113: switchboard.v1.InboundAnswer.late_codes:type_name -> switchboard.v1.AckCode
+	60,  // 114: switchboard.v1.Consumer.config:type_name -> switchboard.v1.ConsumerConfig
+	10,  // 115: switchboard.v1.Consumer.kinds:type_name -> switchboard.v1.RecordKind
+	82,  // 116: switchboard.v1.Consumer.status:type_name -> switchboard.v1.ConsumerStatus
+	97,  // 117: switchboard.v1.ConsumerStatus.create_time:type_name -> google.protobuf.Timestamp
+	97,  // 118: switchboard.v1.ConsumerStatus.oldest_pending_time:type_name -> google.protobuf.Timestamp
+	81,  // 119: switchboard.v1.GetConsumerResponse.consumer:type_name -> switchboard.v1.Consumer
+	81,  // 120: switchboard.v1.ListConsumersResponse.consumers:type_name -> switchboard.v1.Consumer
+	97,  // 121: switchboard.v1.DeadLetter.dead_time:type_name -> google.protobuf.Timestamp
+	89,  // 122: switchboard.v1.ListDeadLettersResponse.dead_letters:type_name -> switchboard.v1.DeadLetter
+	32,  // 123: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
+	34,  // 124: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
+	36,  // 125: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
+	38,  // 126: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
+	47,  // 127: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
+	49,  // 128: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
+	51,  // 129: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
+	53,  // 130: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
+	55,  // 131: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
+	59,  // 132: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
+	66,  // 133: switchboard.v1.SwitchboardService.GetMessage:input_type -> switchboard.v1.GetMessageRequest
+	68,  // 134: switchboard.v1.SwitchboardService.ListMessages:input_type -> switchboard.v1.ListMessagesRequest
+	70,  // 135: switchboard.v1.SwitchboardService.ResolveMessage:input_type -> switchboard.v1.ResolveMessageRequest
+	72,  // 136: switchboard.v1.SwitchboardService.WatchEvents:input_type -> switchboard.v1.WatchEventsRequest
+	75,  // 137: switchboard.v1.SwitchboardService.Ack:input_type -> switchboard.v1.AckRequest
+	77,  // 138: switchboard.v1.SwitchboardService.AnswerMessage:input_type -> switchboard.v1.AnswerMessageRequest
+	83,  // 139: switchboard.v1.SwitchboardService.GetConsumer:input_type -> switchboard.v1.GetConsumerRequest
+	85,  // 140: switchboard.v1.SwitchboardService.ListConsumers:input_type -> switchboard.v1.ListConsumersRequest
+	87,  // 141: switchboard.v1.SwitchboardService.DeleteConsumer:input_type -> switchboard.v1.DeleteConsumerRequest
+	90,  // 142: switchboard.v1.SwitchboardService.ListDeadLetters:input_type -> switchboard.v1.ListDeadLettersRequest
+	92,  // 143: switchboard.v1.SwitchboardService.ReplayDeadLetters:input_type -> switchboard.v1.ReplayDeadLettersRequest
+	94,  // 144: switchboard.v1.SwitchboardService.GetJournal:input_type -> switchboard.v1.GetJournalRequest
+	33,  // 145: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
+	35,  // 146: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
+	37,  // 147: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
+	39,  // 148: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
+	48,  // 149: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
+	50,  // 150: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
+	52,  // 151: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
+	54,  // 152: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
+	57,  // 153: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
+	61,  // 154: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
+	67,  // 155: switchboard.v1.SwitchboardService.GetMessage:output_type -> switchboard.v1.GetMessageResponse
+	69,  // 156: switchboard.v1.SwitchboardService.ListMessages:output_type -> switchboard.v1.ListMessagesResponse
+	71,  // 157: switchboard.v1.SwitchboardService.ResolveMessage:output_type -> switchboard.v1.ResolveMessageResponse
+	73,  // 158: switchboard.v1.SwitchboardService.WatchEvents:output_type -> switchboard.v1.WatchEventsResponse
+	76,  // 159: switchboard.v1.SwitchboardService.Ack:output_type -> switchboard.v1.AckResponse
+	79,  // 160: switchboard.v1.SwitchboardService.AnswerMessage:output_type -> switchboard.v1.AnswerMessageResponse
+	84,  // 161: switchboard.v1.SwitchboardService.GetConsumer:output_type -> switchboard.v1.GetConsumerResponse
+	86,  // 162: switchboard.v1.SwitchboardService.ListConsumers:output_type -> switchboard.v1.ListConsumersResponse
+	88,  // 163: switchboard.v1.SwitchboardService.DeleteConsumer:output_type -> switchboard.v1.DeleteConsumerResponse
+	91,  // 164: switchboard.v1.SwitchboardService.ListDeadLetters:output_type -> switchboard.v1.ListDeadLettersResponse
+	93,  // 165: switchboard.v1.SwitchboardService.ReplayDeadLetters:output_type -> switchboard.v1.ReplayDeadLettersResponse
+	95,  // 166: switchboard.v1.SwitchboardService.GetJournal:output_type -> switchboard.v1.GetJournalResponse
+	145, // [145:167] is the sub-list for method output_type
+	123, // [123:145] is the sub-list for method input_type
+	123, // [123:123] is the sub-list for extension type_name
+	123, // [123:123] is the sub-list for extension extendee
+	0,   // [0:123] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_switchboard_proto_init() }
@@ -5997,18 +8067,22 @@ func file_switchboard_v1_switchboard_proto_init() {
 		(*AckPolicy_Fixed)(nil),
 		(*AckPolicy_None)(nil),
 	}
-	file_switchboard_v1_switchboard_proto_msgTypes[27].OneofWrappers = []any{
+	file_switchboard_v1_switchboard_proto_msgTypes[29].OneofWrappers = []any{
 		(*Connection_ListenerId)(nil),
 		(*Connection_Config)(nil),
 	}
-	file_switchboard_v1_switchboard_proto_msgTypes[41].OneofWrappers = []any{}
+	file_switchboard_v1_switchboard_proto_msgTypes[43].OneofWrappers = []any{}
+	file_switchboard_v1_switchboard_proto_msgTypes[61].OneofWrappers = []any{
+		(*AnswerMessageRequest_Ack)(nil),
+		(*AnswerMessageRequest_Payload)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_switchboard_proto_rawDesc), len(file_switchboard_v1_switchboard_proto_rawDesc)),
-			NumEnums:      14,
-			NumMessages:   55,
+			NumEnums:      16,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,20 +19,28 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SwitchboardService_StartListener_FullMethodName   = "/switchboard.v1.SwitchboardService/StartListener"
-	SwitchboardService_StopListener_FullMethodName    = "/switchboard.v1.SwitchboardService/StopListener"
-	SwitchboardService_GetListener_FullMethodName     = "/switchboard.v1.SwitchboardService/GetListener"
-	SwitchboardService_ListListeners_FullMethodName   = "/switchboard.v1.SwitchboardService/ListListeners"
-	SwitchboardService_Connect_FullMethodName         = "/switchboard.v1.SwitchboardService/Connect"
-	SwitchboardService_Disconnect_FullMethodName      = "/switchboard.v1.SwitchboardService/Disconnect"
-	SwitchboardService_GetConnection_FullMethodName   = "/switchboard.v1.SwitchboardService/GetConnection"
-	SwitchboardService_ListConnections_FullMethodName = "/switchboard.v1.SwitchboardService/ListConnections"
-	SwitchboardService_Send_FullMethodName            = "/switchboard.v1.SwitchboardService/Send"
-	SwitchboardService_Receive_FullMethodName         = "/switchboard.v1.SwitchboardService/Receive"
-	SwitchboardService_GetMessage_FullMethodName      = "/switchboard.v1.SwitchboardService/GetMessage"
-	SwitchboardService_ListMessages_FullMethodName    = "/switchboard.v1.SwitchboardService/ListMessages"
-	SwitchboardService_ResolveMessage_FullMethodName  = "/switchboard.v1.SwitchboardService/ResolveMessage"
-	SwitchboardService_WatchEvents_FullMethodName     = "/switchboard.v1.SwitchboardService/WatchEvents"
+	SwitchboardService_StartListener_FullMethodName     = "/switchboard.v1.SwitchboardService/StartListener"
+	SwitchboardService_StopListener_FullMethodName      = "/switchboard.v1.SwitchboardService/StopListener"
+	SwitchboardService_GetListener_FullMethodName       = "/switchboard.v1.SwitchboardService/GetListener"
+	SwitchboardService_ListListeners_FullMethodName     = "/switchboard.v1.SwitchboardService/ListListeners"
+	SwitchboardService_Connect_FullMethodName           = "/switchboard.v1.SwitchboardService/Connect"
+	SwitchboardService_Disconnect_FullMethodName        = "/switchboard.v1.SwitchboardService/Disconnect"
+	SwitchboardService_GetConnection_FullMethodName     = "/switchboard.v1.SwitchboardService/GetConnection"
+	SwitchboardService_ListConnections_FullMethodName   = "/switchboard.v1.SwitchboardService/ListConnections"
+	SwitchboardService_Send_FullMethodName              = "/switchboard.v1.SwitchboardService/Send"
+	SwitchboardService_Receive_FullMethodName           = "/switchboard.v1.SwitchboardService/Receive"
+	SwitchboardService_GetMessage_FullMethodName        = "/switchboard.v1.SwitchboardService/GetMessage"
+	SwitchboardService_ListMessages_FullMethodName      = "/switchboard.v1.SwitchboardService/ListMessages"
+	SwitchboardService_ResolveMessage_FullMethodName    = "/switchboard.v1.SwitchboardService/ResolveMessage"
+	SwitchboardService_WatchEvents_FullMethodName       = "/switchboard.v1.SwitchboardService/WatchEvents"
+	SwitchboardService_Ack_FullMethodName               = "/switchboard.v1.SwitchboardService/Ack"
+	SwitchboardService_AnswerMessage_FullMethodName     = "/switchboard.v1.SwitchboardService/AnswerMessage"
+	SwitchboardService_GetConsumer_FullMethodName       = "/switchboard.v1.SwitchboardService/GetConsumer"
+	SwitchboardService_ListConsumers_FullMethodName     = "/switchboard.v1.SwitchboardService/ListConsumers"
+	SwitchboardService_DeleteConsumer_FullMethodName    = "/switchboard.v1.SwitchboardService/DeleteConsumer"
+	SwitchboardService_ListDeadLetters_FullMethodName   = "/switchboard.v1.SwitchboardService/ListDeadLetters"
+	SwitchboardService_ReplayDeadLetters_FullMethodName = "/switchboard.v1.SwitchboardService/ReplayDeadLetters"
+	SwitchboardService_GetJournal_FullMethodName        = "/switchboard.v1.SwitchboardService/GetJournal"
 )
 
 // SwitchboardServiceClient is the client API for SwitchboardService service.
@@ -182,7 +190,25 @@ type SwitchboardServiceClient interface {
 	// records (serve's --retain-age and --retain-bytes): a start_sequence
 	// above 1 that is no longer retained, or a reader that falls so far
 	// behind that retention passes it, ends with OUT_OF_RANGE, reason
-	// NOT_RETAINED, metadata "first_sequence" the oldest record left.
+	// NOT_RETAINED, metadata "first_sequence" the oldest record left. A
+	// start_sequence past the head is OUT_OF_RANGE (reason
+	// BEYOND_HEAD, metadata "last_sequence"), and a filter naming a listener
+	// that does not exist is NOT_FOUND. With stop_at_head the stream ends
+	// (OK) once it has delivered everything stored before the call.
+	//
+	// With a consumer name, Receive attaches to a durable consumer, created
+	// by the first such call with the request's filters and consumer_config
+	// (both fixed from then on: a later call must repeat them or leave them
+	// unset, else ALREADY_EXISTS, reason CONFIG_CONFLICT). The server keeps
+	// the consumer's position: a new stream under the name resumes with what
+	// the consumer has not acked (see Ack), after a disconnect or a restart.
+	// A message not acked within ack_wait, or whose stream ended, is
+	// delivered again (redelivered, delivery_count); after max_deliveries it
+	// becomes a dead letter (ListDeadLetters, ReplayDeadLetters). Several
+	// streams under one name share the messages (mode SHARED: each to one of
+	// them) or take turns (EXCLUSIVE: one active, the others wait). Retention
+	// by age keeps what a consumer has not acked; the size limit does not,
+	// and the consumer is then told what it lost (ReceiveResponse.lost).
 	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReceiveResponse], error)
 	// GetMessage returns one message: an outbound message queued with Send
 	// (its state, attempts and acknowledgement) or an inbound journaled one
@@ -218,6 +244,44 @@ type SwitchboardServiceClient interface {
 	// the sequence of the last event it was sent. The stream ends with
 	// UNAVAILABLE (reason SHUTTING_DOWN) when the server shuts down.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// Ack acknowledges messages a durable consumer was delivered (Receive
+	// with a consumer name), so they are never delivered to it again, and
+	// returns once that is durable. Acks are per consumer, not per stream:
+	// any stream of the consumer, or none, may ack. sequences acks those
+	// messages one by one; through_sequence acks every message delivered to
+	// the consumer up to and including it. nak_sequences hands messages back
+	// for redelivery at once instead of after ack_wait. Acking a message
+	// already acked is not an error; one never delivered to the consumer is
+	// FAILED_PRECONDITION (reason NOT_DELIVERED), and nothing of that call is
+	// applied.
+	Ack(ctx context.Context, in *AckRequest, opts ...grpc.CallOption) (*AckResponse, error)
+	// AnswerMessage gives the answer of a listener's deciding consumer (see
+	// ListenerConfig.consumer_ack) for a message: an acknowledgement code with
+	// optional text and error fields, or a complete response payload that is
+	// framed and written to the peer as it is. The answer is recorded with
+	// the message (GetMessage "in-<sequence>"), and answering also acks the
+	// message for the consumer. An answer that comes after the listener's
+	// timeout, or after another answer, is recorded as late and never
+	// written to the peer: the response says so (written = false).
+	AnswerMessage(ctx context.Context, in *AnswerMessageRequest, opts ...grpc.CallOption) (*AnswerMessageResponse, error)
+	// GetConsumer returns a durable consumer: its config, position, what it
+	// has pending and its dead letters count.
+	GetConsumer(ctx context.Context, in *GetConsumerRequest, opts ...grpc.CallOption) (*GetConsumerResponse, error)
+	// ListConsumers returns the durable consumers, ordered by name.
+	ListConsumers(ctx context.Context, in *ListConsumersRequest, opts ...grpc.CallOption) (*ListConsumersResponse, error)
+	// DeleteConsumer removes a durable consumer, its position and its dead
+	// letters. Its open streams end with NOT_FOUND. Deleting one that does
+	// not exist is NOT_FOUND.
+	DeleteConsumer(ctx context.Context, in *DeleteConsumerRequest, opts ...grpc.CallOption) (*DeleteConsumerResponse, error)
+	// ListDeadLetters returns the messages a consumer gave up on after
+	// max_deliveries, ordered by sequence.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
+	// ReplayDeadLetters puts dead letters back in the consumer's queue, with
+	// their delivery count reset: the given sequences, or all of them.
+	ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error)
+	// GetJournal returns the journal's first and last retained sequence, so a
+	// client can choose a start_sequence without opening a stream.
+	GetJournal(ctx context.Context, in *GetJournalRequest, opts ...grpc.CallOption) (*GetJournalResponse, error)
 }
 
 type switchboardServiceClient struct {
@@ -386,6 +450,86 @@ func (c *switchboardServiceClient) WatchEvents(ctx context.Context, in *WatchEve
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SwitchboardService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *switchboardServiceClient) Ack(ctx context.Context, in *AckRequest, opts ...grpc.CallOption) (*AckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AckResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_Ack_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *switchboardServiceClient) AnswerMessage(ctx context.Context, in *AnswerMessageRequest, opts ...grpc.CallOption) (*AnswerMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AnswerMessageResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_AnswerMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *switchboardServiceClient) GetConsumer(ctx context.Context, in *GetConsumerRequest, opts ...grpc.CallOption) (*GetConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetConsumerResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_GetConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *switchboardServiceClient) ListConsumers(ctx context.Context, in *ListConsumersRequest, opts ...grpc.CallOption) (*ListConsumersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConsumersResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_ListConsumers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *switchboardServiceClient) DeleteConsumer(ctx context.Context, in *DeleteConsumerRequest, opts ...grpc.CallOption) (*DeleteConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteConsumerResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_DeleteConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *switchboardServiceClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadLettersResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_ListDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *switchboardServiceClient) ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayDeadLettersResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_ReplayDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *switchboardServiceClient) GetJournal(ctx context.Context, in *GetJournalRequest, opts ...grpc.CallOption) (*GetJournalResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetJournalResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_GetJournal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SwitchboardServiceServer is the server API for SwitchboardService service.
 // All implementations must embed UnimplementedSwitchboardServiceServer
 // for forward compatibility.
@@ -533,7 +677,25 @@ type SwitchboardServiceServer interface {
 	// records (serve's --retain-age and --retain-bytes): a start_sequence
 	// above 1 that is no longer retained, or a reader that falls so far
 	// behind that retention passes it, ends with OUT_OF_RANGE, reason
-	// NOT_RETAINED, metadata "first_sequence" the oldest record left.
+	// NOT_RETAINED, metadata "first_sequence" the oldest record left. A
+	// start_sequence past the head is OUT_OF_RANGE (reason
+	// BEYOND_HEAD, metadata "last_sequence"), and a filter naming a listener
+	// that does not exist is NOT_FOUND. With stop_at_head the stream ends
+	// (OK) once it has delivered everything stored before the call.
+	//
+	// With a consumer name, Receive attaches to a durable consumer, created
+	// by the first such call with the request's filters and consumer_config
+	// (both fixed from then on: a later call must repeat them or leave them
+	// unset, else ALREADY_EXISTS, reason CONFIG_CONFLICT). The server keeps
+	// the consumer's position: a new stream under the name resumes with what
+	// the consumer has not acked (see Ack), after a disconnect or a restart.
+	// A message not acked within ack_wait, or whose stream ended, is
+	// delivered again (redelivered, delivery_count); after max_deliveries it
+	// becomes a dead letter (ListDeadLetters, ReplayDeadLetters). Several
+	// streams under one name share the messages (mode SHARED: each to one of
+	// them) or take turns (EXCLUSIVE: one active, the others wait). Retention
+	// by age keeps what a consumer has not acked; the size limit does not,
+	// and the consumer is then told what it lost (ReceiveResponse.lost).
 	Receive(*ReceiveRequest, grpc.ServerStreamingServer[ReceiveResponse]) error
 	// GetMessage returns one message: an outbound message queued with Send
 	// (its state, attempts and acknowledgement) or an inbound journaled one
@@ -569,6 +731,44 @@ type SwitchboardServiceServer interface {
 	// the sequence of the last event it was sent. The stream ends with
 	// UNAVAILABLE (reason SHUTTING_DOWN) when the server shuts down.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// Ack acknowledges messages a durable consumer was delivered (Receive
+	// with a consumer name), so they are never delivered to it again, and
+	// returns once that is durable. Acks are per consumer, not per stream:
+	// any stream of the consumer, or none, may ack. sequences acks those
+	// messages one by one; through_sequence acks every message delivered to
+	// the consumer up to and including it. nak_sequences hands messages back
+	// for redelivery at once instead of after ack_wait. Acking a message
+	// already acked is not an error; one never delivered to the consumer is
+	// FAILED_PRECONDITION (reason NOT_DELIVERED), and nothing of that call is
+	// applied.
+	Ack(context.Context, *AckRequest) (*AckResponse, error)
+	// AnswerMessage gives the answer of a listener's deciding consumer (see
+	// ListenerConfig.consumer_ack) for a message: an acknowledgement code with
+	// optional text and error fields, or a complete response payload that is
+	// framed and written to the peer as it is. The answer is recorded with
+	// the message (GetMessage "in-<sequence>"), and answering also acks the
+	// message for the consumer. An answer that comes after the listener's
+	// timeout, or after another answer, is recorded as late and never
+	// written to the peer: the response says so (written = false).
+	AnswerMessage(context.Context, *AnswerMessageRequest) (*AnswerMessageResponse, error)
+	// GetConsumer returns a durable consumer: its config, position, what it
+	// has pending and its dead letters count.
+	GetConsumer(context.Context, *GetConsumerRequest) (*GetConsumerResponse, error)
+	// ListConsumers returns the durable consumers, ordered by name.
+	ListConsumers(context.Context, *ListConsumersRequest) (*ListConsumersResponse, error)
+	// DeleteConsumer removes a durable consumer, its position and its dead
+	// letters. Its open streams end with NOT_FOUND. Deleting one that does
+	// not exist is NOT_FOUND.
+	DeleteConsumer(context.Context, *DeleteConsumerRequest) (*DeleteConsumerResponse, error)
+	// ListDeadLetters returns the messages a consumer gave up on after
+	// max_deliveries, ordered by sequence.
+	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
+	// ReplayDeadLetters puts dead letters back in the consumer's queue, with
+	// their delivery count reset: the given sequences, or all of them.
+	ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error)
+	// GetJournal returns the journal's first and last retained sequence, so a
+	// client can choose a start_sequence without opening a stream.
+	GetJournal(context.Context, *GetJournalRequest) (*GetJournalResponse, error)
 	mustEmbedUnimplementedSwitchboardServiceServer()
 }
 
@@ -620,6 +820,30 @@ func (UnimplementedSwitchboardServiceServer) ResolveMessage(context.Context, *Re
 }
 func (UnimplementedSwitchboardServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) Ack(context.Context, *AckRequest) (*AckResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Ack not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) AnswerMessage(context.Context, *AnswerMessageRequest) (*AnswerMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AnswerMessage not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) GetConsumer(context.Context, *GetConsumerRequest) (*GetConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConsumer not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) ListConsumers(context.Context, *ListConsumersRequest) (*ListConsumersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConsumers not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) DeleteConsumer(context.Context, *DeleteConsumerRequest) (*DeleteConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteConsumer not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayDeadLetters not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) GetJournal(context.Context, *GetJournalRequest) (*GetJournalResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetJournal not implemented")
 }
 func (UnimplementedSwitchboardServiceServer) mustEmbedUnimplementedSwitchboardServiceServer() {}
 func (UnimplementedSwitchboardServiceServer) testEmbeddedByValue()                            {}
@@ -880,6 +1104,150 @@ func _SwitchboardService_WatchEvents_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SwitchboardService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _SwitchboardService_Ack_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).Ack(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_Ack_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).Ack(ctx, req.(*AckRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SwitchboardService_AnswerMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AnswerMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).AnswerMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_AnswerMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).AnswerMessage(ctx, req.(*AnswerMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SwitchboardService_GetConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).GetConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_GetConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).GetConsumer(ctx, req.(*GetConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SwitchboardService_ListConsumers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConsumersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).ListConsumers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_ListConsumers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).ListConsumers(ctx, req.(*ListConsumersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SwitchboardService_DeleteConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).DeleteConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_DeleteConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).DeleteConsumer(ctx, req.(*DeleteConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SwitchboardService_ListDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).ListDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_ListDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).ListDeadLetters(ctx, req.(*ListDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SwitchboardService_ReplayDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).ReplayDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_ReplayDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).ReplayDeadLetters(ctx, req.(*ReplayDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SwitchboardService_GetJournal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetJournalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).GetJournal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_GetJournal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).GetJournal(ctx, req.(*GetJournalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SwitchboardService_ServiceDesc is the grpc.ServiceDesc for SwitchboardService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -934,6 +1302,38 @@ var SwitchboardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResolveMessage",
 			Handler:    _SwitchboardService_ResolveMessage_Handler,
+		},
+		{
+			MethodName: "Ack",
+			Handler:    _SwitchboardService_Ack_Handler,
+		},
+		{
+			MethodName: "AnswerMessage",
+			Handler:    _SwitchboardService_AnswerMessage_Handler,
+		},
+		{
+			MethodName: "GetConsumer",
+			Handler:    _SwitchboardService_GetConsumer_Handler,
+		},
+		{
+			MethodName: "ListConsumers",
+			Handler:    _SwitchboardService_ListConsumers_Handler,
+		},
+		{
+			MethodName: "DeleteConsumer",
+			Handler:    _SwitchboardService_DeleteConsumer_Handler,
+		},
+		{
+			MethodName: "ListDeadLetters",
+			Handler:    _SwitchboardService_ListDeadLetters_Handler,
+		},
+		{
+			MethodName: "ReplayDeadLetters",
+			Handler:    _SwitchboardService_ReplayDeadLetters_Handler,
+		},
+		{
+			MethodName: "GetJournal",
+			Handler:    _SwitchboardService_GetJournal_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
