@@ -308,9 +308,6 @@ func (s *Service) finishAnswer(seq uint64, out *switchboardv1.InboundAnswer, wri
 }
 
 func (s *Service) putAnswer(ctx context.Context, seq uint64, out *switchboardv1.InboundAnswer) error {
-	if s.answers == nil {
-		return nil
-	}
 	v, err := proto.Marshal(out)
 	if err != nil {
 		return err
@@ -320,9 +317,6 @@ func (s *Service) putAnswer(ctx context.Context, seq uint64, out *switchboardv1.
 
 // storedAnswer returns what was recorded for seq; nil when nothing was.
 func (s *Service) storedAnswer(ctx context.Context, seq uint64) (*switchboardv1.InboundAnswer, error) {
-	if s.answers == nil {
-		return nil, nil
-	}
 	v, err := s.answers.Answer(ctx, seq)
 	if errors.Is(err, journal.ErrNotFound) {
 		return nil, nil

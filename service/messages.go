@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
@@ -163,18 +162,12 @@ func (s *Service) message(ctx context.Context, id string) (*switchboardv1.Messag
 }
 
 // addAnswer fills m.Answer from the answer store, when it holds one for
-// the inbound message m (listeners with duplicate suppression).
+// the inbound message m (listeners with duplicate suppression or a
+// deciding consumer).
 func (s *Service) addAnswer(ctx context.Context, m *switchboardv1.Message) error {
-	v, err := s.answers.Answer(ctx, m.GetSequence())
-	switch {
-	case errors.Is(err, journal.ErrNotFound):
-		return nil
-	case err != nil:
+	a, err := s.storedAnswer(ctx, m.GetSequence())
+	if err != nil {
 		return err
-	}
-	a := &switchboardv1.InboundAnswer{}
-	if err := proto.Unmarshal(v, a); err != nil {
-		return fmt.Errorf("answer of %s: %w", m.GetMessageId(), err)
 	}
 	m.Answer = a
 	return nil
