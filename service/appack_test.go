@@ -65,6 +65,17 @@ func TestAnswerDecides(t *testing.T) {
 	if got.GetCode() != switchboardv1.AckCode_ACK_CODE_AE || got.GetFallback() || !got.GetWritten() || !bytes.Equal(got.GetSent(), raw) {
 		t.Errorf("GetMessage answer = %v; want the AE, written", got)
 	}
+	// ListMessages shows it too; the bytes sent only with include_payloads.
+	for _, payloads := range []bool{false, true} {
+		list, err := s.client.ListMessages(ctx, &switchboardv1.ListMessagesRequest{ListenerId: "adt", IncludePayloads: payloads})
+		if err != nil || len(list.GetMessages()) != 1 {
+			t.Fatalf("ListMessages = %v, %v", list, err)
+		}
+		a := list.GetMessages()[0].GetAnswer()
+		if a.GetCode() != switchboardv1.AckCode_ACK_CODE_AE || bytes.Equal(a.GetSent(), raw) != payloads {
+			t.Errorf("ListMessages (include_payloads %v) answer = %v; want the AE, sent bytes only with payloads", payloads, a)
+		}
+	}
 	// Answering acked it for the consumer.
 	if n := s.consumer(ctx, "decider").GetStatus().GetPendingCount(); n != 0 {
 		t.Errorf("pending_count %d after the answer; want 0", n)

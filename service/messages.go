@@ -269,6 +269,19 @@ func (s *Service) ListMessages(ctx context.Context, req *switchboardv1.ListMessa
 			return nil, s.toStatus(ctx, err)
 		}
 	}
+	// Inbound messages show what was answered, as GetMessage does; the
+	// bytes sent only with include_payloads.
+	for _, m := range l.page {
+		if m.GetDirection() != switchboardv1.Direction_DIRECTION_INBOUND {
+			continue
+		}
+		if err := s.addAnswer(ctx, m); err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+		if m.Answer != nil && !req.GetIncludePayloads() {
+			m.Answer.Sent = nil
+		}
+	}
 	resp := &switchboardv1.ListMessagesResponse{Messages: l.page}
 	if l.stopped() {
 		resp.NextPageToken = encodePageToken(l.last)
