@@ -166,7 +166,9 @@ func (d *decider) wait(ctx context.Context, seq uint64, received time.Time) (*sw
 		// An answer that raced the timer is late, not lost.
 		select {
 		case late := <-p.answer:
+			b.mu.Lock()
 			p.late = append(p.late, answerCode(late))
+			b.mu.Unlock()
 		default:
 		}
 	}
