@@ -162,8 +162,8 @@
 // the newest mark stay until a later commit writes another, so a journal
 // that has gone quiet keeps its last minute of records. Retention by size
 // goes by Pebble's estimate of the space records and outbox messages take
-// in sstables: what is still only in the memtable and WAL (up to about
-// 64 MiB) comes on top, deleted data counts until compactions drop it (so
+// in sstables: what is still only in the memtables and WAL (a few MiB)
+// comes on top, deleted data counts until compactions drop it (so
 // a pass may delete a little more than needed), and final messages are
 // weighed at their stored size, before compression. A pass deletes at most
 // 10,000 final messages, and runs again at once when there are more.

@@ -359,8 +359,16 @@ func pebbleOptions(fs vfs.FS, ev *events) *pebble.Options {
 		// the on-disk format by itself. WAL sync chunks let recovery tell a
 		// torn WAL tail from corruption.
 		FormatMajorVersion: pebble.FormatWALSyncChunks,
-		// A large memtable means fewer flushes for a write-heavy log.
-		MemTableSize: 64 << 20,
+		// MemTableSize stays at Pebble's default (4 MiB). A 64 MiB memtable
+		// (fewer flushes) was slower for every synced commit, 0.7-0.8x the
+		// minimal durable server at 8 and 64 connections against 0.95x
+		// with the default, even after 15 s of warm-up load
+		// (docs/performance.md). The likely cause, not proven: each
+		// memtable has a WAL file of its own, preallocated to its size,
+		// and until Pebble can recycle an obsolete one every fdatasync on
+		// a fresh file also commits filesystem metadata (ext4's
+		// unwritten-extent conversion was busy during the slow runs).
+		// More, smaller flushes are cheap for sequential keys.
 		// Retention deletes with range deletions, and their space comes back
 		// only once they are flushed (then compactions drop the files they
 		// cover whole); without this a quiet journal might wait for hours
