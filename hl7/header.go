@@ -144,24 +144,19 @@ func (h Header) Enhanced() bool {
 // acknowledgement that would be negative or not: AL or empty means always,
 // NE never, ER only when negative, SU only when positive. An unknown value
 // means always, because an unwanted ACK is harmless and a missing one is not.
-func (h Header) AcceptAckWanted(negative bool) bool {
-	switch h.AcceptAckType {
-	case "NE":
-		return false
-	case "ER":
-		return negative
-	case "SU":
-		return !negative
-	}
-	return true
-}
+func (h Header) AcceptAckWanted(negative bool) bool { return ackWanted(h.AcceptAckType, negative) }
 
 // ApplicationAckWanted applies MSH-16 (HL7 table 0155) to an application
 // acknowledgement that would be negative or not, as AcceptAckWanted does
 // for MSH-15: AL or empty means always, NE never, ER only when negative, SU
 // only when positive, and an unknown value always.
 func (h Header) ApplicationAckWanted(negative bool) bool {
-	switch h.ApplicationAckType {
+	return ackWanted(h.ApplicationAckType, negative)
+}
+
+// ackWanted applies an HL7 table 0155 value (MSH-15 or MSH-16).
+func ackWanted(typ string, negative bool) bool {
+	switch typ {
 	case "NE":
 		return false
 	case "ER":

@@ -237,5 +237,11 @@ func TestAcceptAckWanted(t *testing.T) {
 		if got := h.AcceptAckWanted(false); got != tt.positive {
 			t.Errorf("MSH-15 %q: AcceptAckWanted(positive) = %v, want %v", tt.msh15, got, tt.positive)
 		}
+		// MSH-16 follows the same table (0155) for the application ACK.
+		a := Header{ApplicationAckType: tt.msh15}
+		if a.ApplicationAckWanted(true) != tt.negative || a.ApplicationAckWanted(false) != tt.positive {
+			t.Errorf("MSH-16 %q: ApplicationAckWanted(negative, positive) = %v, %v; want %v, %v", tt.msh15,
+				a.ApplicationAckWanted(true), a.ApplicationAckWanted(false), tt.negative, tt.positive)
+		}
 	}
 }
