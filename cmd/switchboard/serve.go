@@ -131,6 +131,10 @@ func serve(args []string, stderr io.Writer) error {
 		Logger:   logger.With("component", "journal"),
 		MaxAge:   f.retainAge,
 		MaxBytes: f.retainBytes,
+		// Retention waits for the consumers' floor (set below, once they
+		// are loaded), so a restart after a long stop keeps what they
+		// have not acked.
+		AwaitRetentionFloor: true,
 	}
 	if metrics != nil {
 		jopts.OnCommit = metrics.JournalCommitted

@@ -188,3 +188,45 @@ func TestConsumerLost(t *testing.T) {
 		t.Fatalf("c: Info = %+v; want 8 and 10 pending", in)
 	}
 }
+
+// TestRetentionAwaitsFloor: a journal reopened after a long stop deletes by
+// age in the pass it runs at Open, before any reader could say what it
+// needs; with AwaitRetentionFloor that pass waits for the first
+// SetRetentionFloor, and then keeps what the floor asks for.
+func TestRetentionAwaitsFloor(t *testing.T) {
+	for _, await := range []bool{false, true} {
+		clock := newFakeClock()
+		dir := t.TempDir()
+		opts := Options{MaxAge: time.Hour, MaxBytes: -1, clock: clock.now, AwaitRetentionFloor: await}
+		j := openJournal(t, dir, opts)
+		appendN(t, j, 0, 100)
+		clock.advance(10 * time.Minute) // a later time mark dates the first 100
+		appendN(t, j, 100, 100)
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+		clock.advance(2 * time.Hour) // the stop: everything is older than MaxAge
+		j = openJournal(t, dir, opts)
+		if !await {
+			// The pass at Open deletes the first 100 (what a consumer
+			// would lose without the option).
+			waitFirst(t, j, 101)
+			continue
+		}
+		if got := j.RetentionStats().Passes; got != 0 || firstSeq(t, j) != 1 {
+			t.Fatalf("before SetRetentionFloor: %d passes, FirstSeq %d; want none, 1", got, firstSeq(t, j))
+		}
+		j.SetRetentionFloor(func() uint64 { return 50 })
+		waitFirst(t, j, 50)
+	}
+}
+
+// waitFirst waits, bounded, for FirstSeq to reach want.
+func waitFirst(t *testing.T, j *Journal, want uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); firstSeq(t, j) != want; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("FirstSeq %d; want %d", firstSeq(t, j), want)
+		}
+	}
+}

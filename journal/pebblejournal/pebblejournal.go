@@ -53,6 +53,12 @@ type Options struct {
 	// Pending outbox messages are never deleted. Zero means
 	// DefaultMaxBytes; negative sets no bound.
 	MaxBytes int64
+	// AwaitRetentionFloor holds retention back until SetRetentionFloor is
+	// first called, so that a reader's needs, which are known only once
+	// its state is loaded (durable consumers), are never deleted by age
+	// in the pass that would otherwise run at Open (after a long downtime,
+	// everything old). serve sets it.
+	AwaitRetentionFloor bool
 	// OnCommit, if set, is called once per commit that holds journal
 	// records, after its appends were released, with how many records it
 	// held and how long the oldest of them waited: from the first write
@@ -108,6 +114,11 @@ type Journal struct {
 	outbox    *Outbox
 	consumers *ConsumerStore
 	floor     atomic.Pointer[func() uint64] // SetRetentionFloor's; nil: none
+	// floorSet is closed by the first SetRetentionFloor; with awaitFloor
+	// (Options.AwaitRetentionFloor) retention waits for it.
+	floorSet   chan struct{}
+	floorOnce  sync.Once
+	awaitFloor bool
 
 	dedup    dedupClaims  // duplicate index claims (dedup.go)
 	dedupIDs *dedupFilter // which ids the index may hold (dedupfilter.go)
@@ -207,6 +218,8 @@ func Open(dir string, opts Options) (*Journal, error) {
 		stop:          make(chan struct{}),
 		recoverDone:   make(chan struct{}),
 		retainDone:    make(chan struct{}),
+		floorSet:      make(chan struct{}),
+		awaitFloor:    opts.AwaitRetentionFloor,
 		stopped:       make(chan struct{}),
 	}
 	j.state = &StateStore{j: j}

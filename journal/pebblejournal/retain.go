@@ -76,6 +76,13 @@ func (j *Journal) retainLoop() {
 	defer close(j.retainDone)
 	// Passes run even when neither MaxAge nor MaxBytes bounds anything:
 	// they also delete expired duplicate index entries (dedup.go).
+	if j.awaitFloor {
+		select {
+		case <-j.floorSet:
+		case <-j.stop:
+			return
+		}
+	}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -379,9 +386,10 @@ func (j *Journal) plan(db *pebble.DB, r pebble.Reader, first uint64, cutoff int6
 func (j *Journal) SetRetentionFloor(f func() uint64) {
 	if f == nil {
 		j.floor.Store(nil)
-		return
+	} else {
+		j.floor.Store(&f)
 	}
-	j.floor.Store(&f)
+	j.floorOnce.Do(func() { close(j.floorSet) })
 }
 
 // retentionFloor is SetRetentionFloor's floor now; math.MaxUint64 for none.
