@@ -400,6 +400,14 @@ func (s *Service) answer(ctx context.Context, seq uint64, consumer string, rec *
 		p.late = append(p.late, answerCode(req))
 	}
 	s.book.mu.Unlock()
+	if made {
+		// The answer came before the read loop asked for it, which it
+		// does right after the record is stored, unless the connection
+		// closed first: then nobody ever will.
+		if _, err := s.reg.Conn(rec.ConnectionID); err != nil && s.book.take(seq) == p {
+			return s.lateAnswer(ctx, seq, nil, req)
+		}
+	}
 	wait := time.NewTimer(time.Until(rec.Time.Add(d.timeout + answerWaitSlack)))
 	defer wait.Stop()
 	select {
@@ -410,7 +418,11 @@ func (s *Service) answer(ctx context.Context, seq uint64, consumer string, rec *
 		if s.book.take(seq) == p {
 			return s.lateAnswer(ctx, seq, nil, req)
 		}
-		<-p.done
+		select { // taken meanwhile: it is being written
+		case <-p.done:
+		case <-ctx.Done():
+			return nil, s.toStatus(ctx, ctx.Err())
+		}
 	case <-ctx.Done():
 		return nil, s.toStatus(ctx, ctx.Err())
 	}
