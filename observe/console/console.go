@@ -7,7 +7,8 @@
 // the overview reloads itself every few seconds with a meta refresh.
 //
 // The console changes nothing: it calls only the read methods of the API
-// (ListListeners, ListConnections, ListMessages, GetMessage), in process.
+// (ListListeners, ListConnections, ListConsumers, ListMessages,
+// GetMessage), in process.
 // Every string that comes from a message or a peer is untrusted and is
 // escaped by html/template. Payloads are patient data: they are never on
 // a page unless Config.ShowPayloads is set, and then only on a page of

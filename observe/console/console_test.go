@@ -12,6 +12,7 @@ import (
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/observe/console"
+	"github.com/switchboard-dev/switchboard/service/delivery"
 )
 
 // TestOverviewListenerCounters: the overview lists the listener with its
@@ -389,6 +390,41 @@ func TestHTTP(t *testing.T) {
 	for k, v := range map[string]string{"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Content-Type": "text/html; charset=utf-8"} {
 		if h.Get(k) != v {
 			t.Errorf("%s = %q, want %q", k, h.Get(k), v)
+		}
+	}
+}
+
+// TestOverviewConsumers: the overview lists the durable consumers with
+// their streams and what they have pending.
+func TestOverviewConsumers(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := testCtx(t)
+	addr := e.listen(ctx, "adt")
+	spec := delivery.Spec{ListenerIDs: []string{"adt"}}.WithDefaults()
+	st, err := e.svc.Consumers().Attach(ctx, "billing", delivery.AttachOptions{Spec: &spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	p := dialPeer(t, addr)
+	for i := range 2 {
+		if code := p.send(hl7Message(fmt.Sprintf("MSG%d", i))); code != "AA" {
+			t.Fatalf("ACK %s, want AA", code)
+		}
+	}
+	for got := 0; got < 2; {
+		b, err := st.Next(ctx, 10, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += len(b.Deliveries)
+	}
+	body := e.page("/console/?refresh=0")
+	row := body[strings.Index(body, `id="consumer-billing"`):]
+	row = row[:strings.Index(row, "</tr>")]
+	for _, want := range []string{">billing<", "SHARED", "listeners adt", `<td class="n">1</td>`, `<td class="n">2</td>`, " ago<"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("consumer row lacks %q:\n%s", want, row)
 		}
 	}
 }

@@ -19,6 +19,7 @@ const (
 	maxOutbound  = 1000
 	maxInbound   = 200
 	maxEvents    = 50
+	maxConsumers = 200
 	// refreshSeconds is the overview's auto-refresh (meta refresh, no
 	// script).
 	refreshSeconds = 5
@@ -37,6 +38,9 @@ type overviewPage struct {
 	InboundMore   bool
 	InboundErr    string
 	InboundOpen   int64 // open inbound connections, over every listener
+	Consumers     []consumerRow
+	ConsumersMore bool
+	ConsumersErr  string
 	RateNote      string
 	Journal       *journalView
 	Events        []EventRow
@@ -75,6 +79,13 @@ type connRow struct {
 	AckTimeouts, AckMismatches, FramingErrors            int64
 	UnsolicitedAcks, JournalErrors                       int64
 	MessagesURL, QueuedURL                               string
+}
+
+type consumerRow struct {
+	Name, Anchor, Mode, Filter, OldestPending string
+	Pending, Backlog, Redeliveries, Dead      int64
+	Streams                                   int32
+	Next, AckFloor                            uint64
 }
 
 type journalView struct {
@@ -178,6 +189,22 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) {
 		p.Inbound = append(p.Inbound, connToRow(cn, rates["c/"+cn.GetConnectionId()]))
 	}
 
+	consumers, err := c.cfg.API.ListConsumers(ctx, &switchboardv1.ListConsumersRequest{PageSize: maxConsumers})
+	if err != nil {
+		_, p.ConsumersErr = apiError("ListConsumers", err)
+	}
+	p.ConsumersMore = consumers.GetNextPageToken() != ""
+	for _, cs := range consumers.GetConsumers() {
+		row := consumerToRow(cs, now)
+		p.Consumers = append(p.Consumers, row)
+		if row.Dead > 0 {
+			p.Attention = append(p.Attention, attention{
+				Text:   fmt.Sprintf("Consumer %s holds %d dead letters (ListDeadLetters, ReplayDeadLetters)", row.Name, row.Dead),
+				Anchor: "#" + row.Anchor,
+			})
+		}
+	}
+
 	if c.cfg.Journal != nil {
 		p.Journal = c.journalFigures(ctx)
 		if !p.Journal.Healthy {
@@ -193,6 +220,28 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.render(w, r, http.StatusOK, "overview.html", p)
+}
+
+func consumerToRow(cs *switchboardv1.Consumer, now time.Time) consumerRow {
+	st := cs.GetStatus()
+	row := consumerRow{
+		Name: cs.GetName(), Anchor: "consumer-" + cs.GetName(),
+		Mode:    strings.TrimPrefix(cs.GetConfig().GetMode().String(), "CONSUMER_MODE_"),
+		Pending: st.GetPendingCount(), Backlog: st.GetBacklogCount(), Redeliveries: st.GetRedeliveryCount(),
+		Dead: st.GetDeadLetterCount(), Streams: st.GetAttachedStreamCount(), Next: st.GetNextSequence(), AckFloor: st.GetAckFloor(),
+	}
+	var filter []string
+	if ids := cs.GetListenerIds(); len(ids) > 0 {
+		filter = append(filter, "listeners "+strings.Join(ids, ", "))
+	}
+	if ids := cs.GetConnectionIds(); len(ids) > 0 {
+		filter = append(filter, "connections "+strings.Join(ids, ", "))
+	}
+	row.Filter = strings.Join(filter, "; ")
+	if t := st.GetOldestPendingTime(); t != nil {
+		row.OldestPending = fmtDuration(max(now.Sub(t.AsTime()), 0)) + " ago"
+	}
+	return row
 }
 
 func withErr(s string) string {
