@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/switchboard-dev/switchboard/internal/varint"
 )
 
 // Record is one frame received from a peer and the metadata needed to
@@ -274,62 +276,24 @@ func (r *Record) stringField(num protowire.Number) *string {
 // decodeV1 reads format version 1, which had no kind (every record was a
 // message) and no instance id.
 func decodeV1(seq uint64, b []byte) (Record, error) {
-	d := v1Decoder{b: b}
-	sec := d.varint()
-	nsec := d.uvarint()
+	d := varint.Reader{B: b}
+	sec := d.Varint()
+	nsec := d.Uvarint()
 	r := Record{
 		Seq:          seq,
 		Kind:         KindMessage,
-		ListenerID:   string(d.bytes()),
-		ConnectionID: string(d.bytes()),
-		RemoteAddr:   string(d.bytes()),
-		MessageType:  string(d.bytes()),
-		ControlID:    string(d.bytes()),
+		ListenerID:   string(d.Bytes()),
+		ConnectionID: string(d.Bytes()),
+		RemoteAddr:   string(d.Bytes()),
+		MessageType:  string(d.Bytes()),
+		ControlID:    string(d.Bytes()),
 	}
-	if p := d.bytes(); len(p) > 0 {
+	if p := d.Bytes(); len(p) > 0 {
 		r.Payload = append([]byte(nil), p...)
 	}
-	if d.bad || len(d.b) != 0 || nsec >= uint64(time.Second) {
+	if d.Bad || len(d.B) != 0 || nsec >= uint64(time.Second) {
 		return Record{}, ErrMalformedRecord
 	}
 	r.Time = time.Unix(sec, int64(nsec)).UTC()
 	return r, nil
-}
-
-// v1Decoder reads version 1 fields front to back. After the first error it
-// sets bad and returns zero values, so callers check once at the end.
-type v1Decoder struct {
-	b   []byte
-	bad bool
-}
-
-func (d *v1Decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.bad = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *v1Decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.bad = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *v1Decoder) bytes() []byte {
-	n := d.uvarint()
-	if d.bad || n > uint64(len(d.b)) {
-		d.bad = true
-		return nil
-	}
-	p := d.b[:n]
-	d.b = d.b[n:]
-	return p
 }

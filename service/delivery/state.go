@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/switchboard-dev/switchboard/internal/varint"
 	"github.com/switchboard-dev/switchboard/journal"
 )
 
@@ -73,85 +74,36 @@ func decodeState(b []byte) (stored, error) {
 	if len(b) == 0 || b[0] != stateV1 {
 		return stored{}, errMalformedState
 	}
-	d := decoder{b: b[1:]}
+	d := varint.Reader{B: b[1:]}
 	var st stored
 	s := &st.spec
-	s.Mode = Mode(d.uvarint())
-	s.AckWait = time.Duration(d.uvarint())
-	s.MaxDeliveries = int(d.uvarint())
-	s.MaxAckPending = int(d.uvarint())
+	s.Mode = Mode(d.Uvarint())
+	s.AckWait = time.Duration(d.Uvarint())
+	s.MaxDeliveries = int(d.Uvarint())
+	s.MaxAckPending = int(d.Uvarint())
 	for _, ids := range []*[]string{&s.ListenerIDs, &s.ConnectionIDs} {
-		for n := d.count(); n > 0; n-- {
-			*ids = append(*ids, string(d.bytes()))
+		for n := d.Count(); n > 0; n-- {
+			*ids = append(*ids, string(d.Bytes()))
 		}
 	}
-	for n := d.count(); n > 0; n-- {
-		s.Kinds = append(s.Kinds, journal.Kind(d.uvarint()))
+	for n := d.Count(); n > 0; n-- {
+		s.Kinds = append(s.Kinds, journal.Kind(d.Uvarint()))
 	}
-	st.created = time.Unix(0, d.varint()).UTC()
-	st.next = d.uvarint()
-	st.dead = int64(d.uvarint())
+	st.created = time.Unix(0, d.Varint()).UTC()
+	st.next = d.Uvarint()
+	st.dead = int64(d.Uvarint())
 	prev := uint64(0)
-	for n := d.count(); n > 0; n-- {
-		delta := d.uvarint()
+	for n := d.Count(); n > 0; n-- {
+		delta := d.Uvarint()
 		if delta == 0 { // sequences start at 1 and grow
-			d.bad = true
+			d.Bad = true
 		}
-		p := storedPending{seq: prev + delta, count: uint32(d.uvarint()), first: time.Unix(0, d.varint()).UTC()}
+		p := storedPending{seq: prev + delta, count: uint32(d.Uvarint()), first: time.Unix(0, d.Varint()).UTC()}
 		st.pending = append(st.pending, p)
 		prev = p.seq
 	}
-	if d.bad || len(d.b) != 0 {
+	if d.Bad || len(d.B) != 0 {
 		return stored{}, errMalformedState
 	}
 	return st, nil
-}
-
-// decoder reads varints front to back; after the first error it sets bad
-// and returns zero values, so callers check once at the end.
-type decoder struct {
-	b   []byte
-	bad bool
-}
-
-func (d *decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.bad = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.bad = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-// count reads a number of elements, each at least one byte long: more than
-// what is left means the value is malformed.
-func (d *decoder) count() int {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.bad = true
-		return 0
-	}
-	return int(n)
-}
-
-func (d *decoder) bytes() []byte {
-	n := d.uvarint()
-	if d.bad || n > uint64(len(d.b)) {
-		d.bad = true
-		return nil
-	}
-	p := d.b[:n]
-	d.b = d.b[n:]
-	return p
 }
