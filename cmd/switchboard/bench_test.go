@@ -18,18 +18,8 @@ func TestBenchSuiteStoreAndForward(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
-	t.Setenv("SWITCHBOARD_RUN_MAIN", "1") // for the children
-	path := t.TempDir() + "/report.json"
-	var stdout, stderr bytes.Buffer
-	err := benchCmd([]string{"suite", "--only", "queued,pipeline,restart,metrics", "--metrics-conns", "1,2", "--rounds", "1", "--duration", "200ms", "--warmup", "0s",
-		"--pipeline-count", "20", "--restart-resources", "2", "--restart-messages", "30", "--dir", t.TempDir(), "--json", path}, &stdout, &stderr)
-	if err != nil {
-		t.Fatalf("bench suite: %v\n%s", err, stderr.String())
-	}
-	var rep bench.Report
-	if err := readJSON(path, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, table := runSuite(t, "--only", "queued,pipeline,restart,metrics", "--metrics-conns", "1,2", "--rounds", "1", "--duration", "200ms", "--warmup", "0s",
+		"--pipeline-count", "20", "--restart-resources", "2", "--restart-messages", "30")
 	got := map[string]int{}
 	for _, r := range rep.Results {
 		got[r.Group+"/"+r.Target]++
@@ -52,8 +42,8 @@ func TestBenchSuiteStoreAndForward(t *testing.T) {
 			t.Errorf("%s: %d results, want %d (all: %v)", want, got[want], n, got)
 		}
 	}
-	if !strings.Contains(stdout.String(), "delivered/s") {
-		t.Errorf("no table:\n%s", stdout.String())
+	if !strings.Contains(table, "delivered/s") {
+		t.Errorf("no table:\n%s", table)
 	}
 }
 
@@ -79,18 +69,8 @@ func TestBenchSuiteConsumers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
-	t.Setenv("SWITCHBOARD_RUN_MAIN", "1") // for the children
-	path := t.TempDir() + "/report.json"
-	var stdout, stderr bytes.Buffer
-	err := benchCmd([]string{"suite", "--only", "consumer,app-ack,dedup", "--dedup-conns", "1,2", "--receive-count", "300", "--rounds", "1",
-		"--duration", "300ms", "--warmup", "0s", "--dir", t.TempDir(), "--json", path}, &stdout, &stderr)
-	if err != nil {
-		t.Fatalf("bench suite: %v\n%s", err, stderr.String())
-	}
-	var rep bench.Report
-	if err := readJSON(path, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, _ := runSuite(t, "--only", "consumer,app-ack,dedup", "--dedup-conns", "1,2", "--receive-count", "300", "--rounds", "1",
+		"--duration", "300ms", "--warmup", "0s")
 	got := map[string]int{}
 	for _, r := range rep.Results {
 		got[r.Group+"/"+r.Target]++
@@ -104,4 +84,21 @@ func TestBenchSuiteConsumers(t *testing.T) {
 			t.Errorf("%s: %d results, want %d (all: %v)", want, got[want], n, got)
 		}
 	}
+}
+
+// runSuite runs `bench suite` with args, this test binary as the servers,
+// and returns its report and the table it printed.
+func runSuite(t *testing.T, args ...string) (bench.Report, string) {
+	t.Helper()
+	t.Setenv("SWITCHBOARD_RUN_MAIN", "1") // for the children
+	path := t.TempDir() + "/report.json"
+	var stdout, stderr bytes.Buffer
+	if err := benchCmd(append(append([]string{"suite"}, args...), "--dir", t.TempDir(), "--json", path), &stdout, &stderr); err != nil {
+		t.Fatalf("bench suite: %v\n%s", err, stderr.String())
+	}
+	var rep bench.Report
+	if err := readJSON(path, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep, stdout.String()
 }

@@ -160,13 +160,18 @@ func runNode(t *testing.T, dir, script, addr string) (int, nodeSummary) {
 // TestNodePeer: simple-hl7 from npm sends an ADT over MLLP and gets an AA
 // for its MSH-10; a Node gRPC Receive stream gets the message byte for
 // byte (examples/node/peer_test.js).
-func TestNodePeer(t *testing.T) {
+func TestNodePeer(t *testing.T) { runNodeChecks(t, "peer_test.js") }
+
+// runNodeChecks runs a checking script against a real serve: it must exit
+// 0 with every check passed.
+func runNodeChecks(t *testing.T, script string) {
+	t.Helper()
 	dir := nodeExamples(t)
-	code, sum := runNode(t, dir, "peer_test.js", serveForNode(t))
+	code, sum := runNode(t, dir, script, serveForNode(t))
 	if code != 0 || !sum.OK || len(sum.Checks) == 0 {
-		t.Fatalf("peer_test.js exited %d, ok %v, %d checks, error %q", code, sum.OK, len(sum.Checks), sum.Error)
+		t.Fatalf("%s exited %d, ok %v, %d checks, error %q", script, code, sum.OK, len(sum.Checks), sum.Error)
 	}
-	t.Logf("peer_test.js: %d checks passed", len(sum.Checks))
+	t.Logf("%s: %d checks passed", script, len(sum.Checks))
 }
 
 // TestNodeExample runs the documented example (examples/node/example.js):
@@ -189,11 +194,4 @@ func TestNodeExample(t *testing.T) {
 // a Node consumer decides the ACK (AE with text and error code), the
 // fallback AR with no consumer attached, and a complete RSP^K22 answer,
 // each checked at the npm MLLP peer.
-func TestNodeAppAck(t *testing.T) {
-	dir := nodeExamples(t)
-	code, sum := runNode(t, dir, "appack.js", serveForNode(t))
-	if code != 0 || !sum.OK || len(sum.Checks) == 0 {
-		t.Fatalf("appack.js exited %d, ok %v, %d checks, error %q", code, sum.OK, len(sum.Checks), sum.Error)
-	}
-	t.Logf("appack.js: %d checks passed", len(sum.Checks))
-}
+func TestNodeAppAck(t *testing.T) { runNodeChecks(t, "appack.js") }
