@@ -20,6 +20,16 @@ func (s *server) decidingListener(ctx context.Context, id string, ca *switchboar
 	return s.startListener(ctx, id, &switchboardv1.ListenerConfig{ConsumerAck: ca})
 }
 
+// decidingSetup starts a server with a listener whose ACKs consumer
+// "decider" decides (defaults), attaches decider, and connects a peer.
+func decidingSetup(t *testing.T, ctx context.Context, id string) (*server, switchboardv1.SwitchboardService_ReceiveClient, *peer) {
+	t.Helper()
+	s := startServer(t, t.TempDir())
+	l := s.decidingListener(ctx, id, &switchboardv1.ConsumerAck{})
+	stream := s.consume(ctx, &switchboardv1.ReceiveRequest{Consumer: "decider"})
+	return s, stream, dialPeer(t, addr(l))
+}
+
 // parseAck reads an ACK, failing the test when it is not one.
 func parseAck(t *testing.T, b []byte) hl7.Ack {
 	t.Helper()
@@ -34,10 +44,7 @@ func parseAck(t *testing.T, b []byte) hl7.Ack {
 // it is recorded with the message.
 func TestAnswerDecides(t *testing.T) {
 	ctx := testCtx(t)
-	s := startServer(t, t.TempDir())
-	l := s.decidingListener(ctx, "adt", &switchboardv1.ConsumerAck{})
-	stream := s.consume(ctx, &switchboardv1.ReceiveRequest{Consumer: "decider"})
-	p := dialPeer(t, addr(l))
+	s, stream, p := decidingSetup(t, ctx, "adt")
 	msg := hl7Message("DECIDE-1")
 	p.write(mllp.AppendFrame(nil, msg))
 	m := receive(t, stream, 1)[0]
@@ -123,10 +130,7 @@ func TestAnswerFallback(t *testing.T) {
 // TestAnswerPayload: a complete response reaches the peer byte for byte.
 func TestAnswerPayload(t *testing.T) {
 	ctx := testCtx(t)
-	s := startServer(t, t.TempDir())
-	l := s.decidingListener(ctx, "qry", &switchboardv1.ConsumerAck{})
-	stream := s.consume(ctx, &switchboardv1.ReceiveRequest{Consumer: "decider"})
-	p := dialPeer(t, addr(l))
+	s, stream, p := decidingSetup(t, ctx, "qry")
 	p.write(mllp.AppendFrame(nil, hl7Message("Q-1")))
 	m := receive(t, stream, 1)[0]
 	rsp := []byte("MSH|^~\\&|LAB|GOOD HEALTH HOSPITAL|ADT1|GOOD HEALTH HOSPITAL|20261125101501||RSP^K22^RSP_K21|R-1|P|2.5\r" +
@@ -144,10 +148,7 @@ func TestAnswerPayload(t *testing.T) {
 // answer follows as an application ACK of its own.
 func TestAnswerEnhanced(t *testing.T) {
 	ctx := testCtx(t)
-	s := startServer(t, t.TempDir())
-	l := s.decidingListener(ctx, "adt", &switchboardv1.ConsumerAck{})
-	stream := s.consume(ctx, &switchboardv1.ReceiveRequest{Consumer: "decider"})
-	p := dialPeer(t, addr(l))
+	s, stream, p := decidingSetup(t, ctx, "adt")
 	msg := bytes.Replace(hl7Message("ENH-1"), []byte("|P|2.5\r"), []byte("|P|2.5|||AL|AL\r"), 1)
 	p.write(mllp.AppendFrame(nil, msg))
 	if a := parseAck(t, p.readFrame()); a.Code != hl7.CA || a.ControlID != "ENH-1" {
