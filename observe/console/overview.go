@@ -226,7 +226,7 @@ func consumerToRow(cs *switchboardv1.Consumer, now time.Time) consumerRow {
 	st := cs.GetStatus()
 	row := consumerRow{
 		Name: cs.GetName(), Anchor: "consumer-" + cs.GetName(),
-		Mode:    strings.TrimPrefix(cs.GetConfig().GetMode().String(), "CONSUMER_MODE_"),
+		Mode:    enumName(cs.GetConfig().GetMode().String(), "CONSUMER_MODE_"),
 		Pending: st.GetPendingCount(), Backlog: st.GetBacklogCount(), Redeliveries: st.GetRedeliveryCount(),
 		Dead: st.GetDeadLetterCount(), Streams: st.GetAttachedStreamCount(), Next: st.GetNextSequence(), AckFloor: st.GetAckFloor(),
 	}
