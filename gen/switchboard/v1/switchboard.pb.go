@@ -719,6 +719,28 @@ const (
 	// AnswerMessage for a message that is not waiting for this consumer's
 	// answer and never was.
 	ErrorReason_ERROR_REASON_NOT_AWAITING_ANSWER ErrorReason = 17
+	// The call carries no credentials the server accepts (no token, an
+	// unknown or revoked token, no client certificate it maps to a role).
+	ErrorReason_ERROR_REASON_UNAUTHENTICATED ErrorReason = 18
+	// The caller's role is below the one the method needs; metadata "role"
+	// is the caller's role, "required_role" the one needed.
+	ErrorReason_ERROR_REASON_ROLE_REQUIRED ErrorReason = 19
+	// The caller is scoped to listener or connection id prefixes and the
+	// call names (or would reach) a resource outside them; metadata "scope"
+	// lists the prefixes.
+	ErrorReason_ERROR_REASON_OUT_OF_SCOPE ErrorReason = 20
+	// The caller made more calls than its rate limit allows; retry after
+	// the google.rpc.RetryInfo delay.
+	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 21
+	// The caller already has as many Receive or WatchEvents streams open as
+	// the server allows one identity.
+	ErrorReason_ERROR_REASON_TOO_MANY_STREAMS ErrorReason = 22
+	// The server's policy forbids listening on, or connecting to, this
+	// address (checked again after DNS resolution, at every connect).
+	ErrorReason_ERROR_REASON_ADDRESS_FORBIDDEN ErrorReason = 23
+	// The TLS profile named in the config is not configured on the server,
+	// or cannot be used the way the config asks.
+	ErrorReason_ERROR_REASON_TLS_PROFILE_UNAVAILABLE ErrorReason = 24
 )
 
 // Enum value maps for ErrorReason.
@@ -742,26 +764,40 @@ var (
 		15: "ERROR_REASON_NOT_DELIVERED",
 		16: "ERROR_REASON_BEYOND_HEAD",
 		17: "ERROR_REASON_NOT_AWAITING_ANSWER",
+		18: "ERROR_REASON_UNAUTHENTICATED",
+		19: "ERROR_REASON_ROLE_REQUIRED",
+		20: "ERROR_REASON_OUT_OF_SCOPE",
+		21: "ERROR_REASON_RATE_LIMITED",
+		22: "ERROR_REASON_TOO_MANY_STREAMS",
+		23: "ERROR_REASON_ADDRESS_FORBIDDEN",
+		24: "ERROR_REASON_TLS_PROFILE_UNAVAILABLE",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":          0,
-		"ERROR_REASON_IN_DOUBT":             1,
-		"ERROR_REASON_NOT_SENT":             2,
-		"ERROR_REASON_INVALID_ARGUMENT":     3,
-		"ERROR_REASON_NOT_FOUND":            4,
-		"ERROR_REASON_CONFIG_CONFLICT":      5,
-		"ERROR_REASON_STOPPING":             6,
-		"ERROR_REASON_ADDRESS_NOT_BINDABLE": 7,
-		"ERROR_REASON_CONNECT_FAILED":       8,
-		"ERROR_REASON_SHUTTING_DOWN":        9,
-		"ERROR_REASON_JOURNAL_UNAVAILABLE":  10,
-		"ERROR_REASON_INTERNAL":             11,
-		"ERROR_REASON_NOT_RETAINED":         12,
-		"ERROR_REASON_NOT_IN_DOUBT":         13,
-		"ERROR_REASON_WATCHER_TOO_SLOW":     14,
-		"ERROR_REASON_NOT_DELIVERED":        15,
-		"ERROR_REASON_BEYOND_HEAD":          16,
-		"ERROR_REASON_NOT_AWAITING_ANSWER":  17,
+		"ERROR_REASON_UNSPECIFIED":             0,
+		"ERROR_REASON_IN_DOUBT":                1,
+		"ERROR_REASON_NOT_SENT":                2,
+		"ERROR_REASON_INVALID_ARGUMENT":        3,
+		"ERROR_REASON_NOT_FOUND":               4,
+		"ERROR_REASON_CONFIG_CONFLICT":         5,
+		"ERROR_REASON_STOPPING":                6,
+		"ERROR_REASON_ADDRESS_NOT_BINDABLE":    7,
+		"ERROR_REASON_CONNECT_FAILED":          8,
+		"ERROR_REASON_SHUTTING_DOWN":           9,
+		"ERROR_REASON_JOURNAL_UNAVAILABLE":     10,
+		"ERROR_REASON_INTERNAL":                11,
+		"ERROR_REASON_NOT_RETAINED":            12,
+		"ERROR_REASON_NOT_IN_DOUBT":            13,
+		"ERROR_REASON_WATCHER_TOO_SLOW":        14,
+		"ERROR_REASON_NOT_DELIVERED":           15,
+		"ERROR_REASON_BEYOND_HEAD":             16,
+		"ERROR_REASON_NOT_AWAITING_ANSWER":     17,
+		"ERROR_REASON_UNAUTHENTICATED":         18,
+		"ERROR_REASON_ROLE_REQUIRED":           19,
+		"ERROR_REASON_OUT_OF_SCOPE":            20,
+		"ERROR_REASON_RATE_LIMITED":            21,
+		"ERROR_REASON_TOO_MANY_STREAMS":        22,
+		"ERROR_REASON_ADDRESS_FORBIDDEN":       23,
+		"ERROR_REASON_TLS_PROFILE_UNAVAILABLE": 24,
 	}
 )
 
@@ -7662,7 +7698,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x1fSEND_FAILURE_CAUSE_WRITE_FAILED\x10\x05\x12&\n" +
 	"\"SEND_FAILURE_CAUSE_CONNECTION_LOST\x10\x06\x12#\n" +
 	"\x1fSEND_FAILURE_CAUSE_ACK_MISMATCH\x10\a\x12%\n" +
-	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\xcb\x04\n" +
+	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\xbc\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_REASON_IN_DOUBT\x10\x01\x12\x19\n" +
@@ -7682,7 +7718,14 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x1dERROR_REASON_WATCHER_TOO_SLOW\x10\x0e\x12\x1e\n" +
 	"\x1aERROR_REASON_NOT_DELIVERED\x10\x0f\x12\x1c\n" +
 	"\x18ERROR_REASON_BEYOND_HEAD\x10\x10\x12$\n" +
-	" ERROR_REASON_NOT_AWAITING_ANSWER\x10\x11*W\n" +
+	" ERROR_REASON_NOT_AWAITING_ANSWER\x10\x11\x12 \n" +
+	"\x1cERROR_REASON_UNAUTHENTICATED\x10\x12\x12\x1e\n" +
+	"\x1aERROR_REASON_ROLE_REQUIRED\x10\x13\x12\x1d\n" +
+	"\x19ERROR_REASON_OUT_OF_SCOPE\x10\x14\x12\x1d\n" +
+	"\x19ERROR_REASON_RATE_LIMITED\x10\x15\x12!\n" +
+	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10\x16\x12\"\n" +
+	"\x1eERROR_REASON_ADDRESS_FORBIDDEN\x10\x17\x12(\n" +
+	"$ERROR_REASON_TLS_PROFILE_UNAVAILABLE\x10\x18*W\n" +
 	"\n" +
 	"RecordKind\x12\x1b\n" +
 	"\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
