@@ -1,5 +1,6 @@
-// Code generators for Switchboard, kept out of the product's module graph.
-// Run from the repository root: go tool -modfile=tools/go.mod buf generate
+// Code generators and govulncheck for Switchboard, kept out of the product's
+// module graph. Run from the repository root: go tool -modfile=tools/go.mod buf generate
+// (.ci/run runs govulncheck the same way, on a database it builds offline).
 // Change it from this directory (go get -tool ..., go mod tidy): with
 // -modfile at the root, tidy would take the main module's packages for its own.
 //
@@ -11,8 +12,11 @@ module github.com/switchboard-dev/switchboard/tools
 
 go 1.26.8
 
+toolchain go1.27.3
+
 tool (
 	github.com/bufbuild/buf/cmd/buf
+	golang.org/x/vuln/cmd/govulncheck
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc
 )
 
@@ -99,8 +103,11 @@ require (
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/telemetry v0.0.0-20261010193011-f71dc92da45e // indirect
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
+	golang.org/x/tools v0.52.0 // indirect
+	golang.org/x/vuln v1.9.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20261005182115-fad411399dd8 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261005182115-fad411399dd8 // indirect
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 // indirect
