@@ -19,9 +19,11 @@ package main
 //	                                      ways without closing: idle_timeout and frame_timeout bound it)
 //	slowloris on 200 connections          TestHostileSlowloris (frame deadline, every other peer's
 //	                                      ACKs); BenchmarkSlowloris (ACK latency p50/p99 figures)
-//	oversized frames, 1 GiB without end   TestHostileOversized (peak RSS of the server process)
+//	oversized frames, 1 GiB without end   TestHostileOversized (peak RSS of the server process);
+//	                                      transport TestMemoryBudgetRefusesWhatDoesNotFit
 //	garbage and non-HL7 bytes             TestHostileGarbage; transport TestJunkLimit,
-//	                                      TestJunkIsNotActivity and the decoder fuzz tests
+//	                                      TestJunkIsNotActivity, FuzzDecode* (transport) and
+//	                                      FuzzParseHeader, FuzzParseAck (hl7)
 //	connection flood past the limits      TestHostileFlood; transport TestConnectionFloodFromOneSource
 //	                                      (log sampling under the flood)
 //	TLS handshake that never finishes     PLACEHOLDER: lead adds when TLS lands (listener TLS is
@@ -33,8 +35,9 @@ package main
 //	payload bytes never logged            every TestHostile*: payloads and garbage carry
 //	                                      phiMarker, which the server's log must never contain
 //
-// They run in a few seconds each; `go test -race -run Hostile
-// ./cmd/switchboard/` is the way to run them alone.
+// They run in parallel, a few seconds each (about 25 s for all of them
+// with the race detector on 2 cores); `go test -race -run Hostile
+// ./cmd/switchboard/` runs them alone.
 
 import (
 	"bufio"
@@ -640,7 +643,10 @@ func TestHostileResetMidFrame(t *testing.T) {
 // without an idle_timeout, a dead peer between frames is found by TCP
 // keepalive (keepalive 30 s by default: 30 s idle, then 3 probes 30 s
 // apart, about 2 minutes) and a peer that stops reading our
-// acknowledgements by the write timeout (transport.DefaultWriteTimeout).
+// acknowledgements by the write timeout (transport.DefaultWriteTimeout);
+// TCP_USER_TIMEOUT (ConnConfig.UserTimeout, being added with listener TLS)
+// will bound unacknowledged writes to a dead host too, and needs the same
+// packet filter to be tested.
 func TestHostileHalfOpen(t *testing.T) {
 	t.Parallel()
 	const idle, frameTimeout = 700 * time.Millisecond, 900 * time.Millisecond
