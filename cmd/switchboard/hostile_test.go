@@ -30,6 +30,8 @@ package main
 //	                                      being added by helper T; the test belongs here, against a
 //	                                      TLS listener: a peer that sends half a ClientHello, or
 //	                                      nothing, is closed by the handshake timeout and counted)
+//	(found here) length prefix reserves   TestHostileLengthPrefixReservation: FAILS until the decoder
+//	the budget before any payload         charges a length-prefix frame for the bytes received
 //	goroutines and fds back to baseline   every TestHostile* (hostileServer.baseline, checked at the
 //	                                      end of each test)
 //	payload bytes never logged            every TestHostile*: payloads and garbage carry
@@ -1414,5 +1416,60 @@ func BenchmarkSlowloris(b *testing.B) {
 			b.ReportMetric(float64(lat.len())/elapsed.Seconds(), "msgs/s")
 			b.ReportMetric(0, "ns/op") // one op is a message of one of 8 peers: the figures above say more
 		})
+	}
+}
+
+// TestHostileLengthPrefixReservation: a length prefix must not buy more of
+// the shared receive-memory budget than the bytes actually sent. Today it
+// does (the decoder grows its buffer to the announced length as soon as
+// the 4-byte prefix arrives, and charges the budget for all of it): with
+// the default configuration (4 MiB frame limit, 256 MiB budget shared by
+// every listener, 30 s frame timeout), 65 connections from one address
+// that each send nothing but a prefix announcing 4 MiB (260 bytes in all)
+// take the whole budget (64 of them hold 4 MiB each, the 65th is refused
+// for memory), and a well-behaved peer on another, MLLP,
+// listener gets AR "no memory, resend later" for an ordinary 1 MiB
+// message until the attackers' frame timeouts fire (and they reconnect).
+// MLLP is not open to this: its buffer grows with the bytes received.
+//
+// This test FAILS on the server as it is; the fix belongs in
+// transport/decoder.go (grow a length-prefix frame's buffer with the bytes
+// received, as for MLLP, reserving as it grows), not here.
+func TestHostileLengthPrefixReservation(t *testing.T) {
+	t.Parallel()
+	const attackers = 65 // 65 × 4 MiB > the 256 MiB default budget
+	s := startHostile(t)
+	lp := s.listen("lp", &switchboardv1.ListenerConfig{Framing: &switchboardv1.Framing{Kind: &switchboardv1.Framing_LengthPrefix{LengthPrefix: &switchboardv1.LengthPrefixFraming{}}}})
+	adt := s.listen("adt", nil)
+	s.baseline()
+	for range attackers {
+		p := dialPeer(t, lp)
+		p.write(binary.BigEndian.AppendUint32(nil, transport.DefaultMaxFrameBytes))
+	}
+	// Each prefix is read (the connection holds its reservation) or was
+	// refused for memory and closed (the one over the budget).
+	s.eventually("the server never read every length prefix", func() bool {
+		read := 0
+		for _, c := range s.conns("lp") {
+			if st := c.GetStatus(); st.GetLastActivityTime().AsTime().After(st.GetOpenTime().AsTime()) {
+				read++
+			}
+		}
+		st := s.status("lp")
+		return int64(read)+st.GetAcceptedConnectionCount()-st.GetOpenConnectionCount() == attackers
+	})
+	t.Logf("%d prefixes sent: %d connections hold them, %d closed", attackers, s.status("lp").GetOpenConnectionCount(),
+		attackers-s.status("lp").GetOpenConnectionCount())
+
+	// An ordinary result with an embedded document, 1 MiB: more than the
+	// 4 KiB a connection holds without asking the budget, and more than
+	// the 255 KiB the 64 prefixes that fit left of it.
+	msg := append(hostileMessage("AFTER-PREFIXES"), bytes.Repeat([]byte("OBX|1|ED|PDF||"+phiMarker+"\r"), (1<<20)/(len(phiMarker)+15))...)
+	p := dialPeer(t, adt)
+	p.write(hostileMLLP.AppendFrame(nil, msg))
+	a, err := p.answer()
+	if err != nil || a.Code != hl7.AA {
+		t.Errorf("a 1 MiB message while %d peers each sent only a 4-byte length prefix (%d bytes in all): %s (%q), %v; want AA",
+			attackers, 4*attackers, a.Code, a.Text, err)
 	}
 }
