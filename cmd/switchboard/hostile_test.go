@@ -256,10 +256,9 @@ func (s *hostileServer) stop() {
 	}
 }
 
-func (s *hostileServer) ctx() context.Context {
-	ctx, cancel := context.WithTimeout(s.t.Context(), hostileWait)
-	s.t.Cleanup(cancel)
-	return ctx
+// ctx bounds one gRPC call.
+func (s *hostileServer) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.t.Context(), hostileWait)
 }
 
 // listen starts listener id on a free loopback port and returns the bound
@@ -270,7 +269,9 @@ func (s *hostileServer) listen(id string, cfg *switchboardv1.ListenerConfig) str
 		cfg = &switchboardv1.ListenerConfig{}
 	}
 	cfg.Address = "127.0.0.1:0"
-	resp, err := s.client.StartListener(s.ctx(), &switchboardv1.StartListenerRequest{ListenerId: id, Config: cfg})
+	ctx, cancel := s.ctx()
+	defer cancel()
+	resp, err := s.client.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: id, Config: cfg})
 	if err != nil {
 		s.t.Fatalf("StartListener %s: %v", id, err)
 	}
@@ -280,7 +281,9 @@ func (s *hostileServer) listen(id string, cfg *switchboardv1.ListenerConfig) str
 // status is listener id's status.
 func (s *hostileServer) status(id string) *switchboardv1.ListenerStatus {
 	s.t.Helper()
-	resp, err := s.client.GetListener(s.ctx(), &switchboardv1.GetListenerRequest{ListenerId: id})
+	ctx, cancel := s.ctx()
+	defer cancel()
+	resp, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: id})
 	if err != nil {
 		s.t.Fatalf("GetListener %s: %v", id, err)
 	}
@@ -290,7 +293,9 @@ func (s *hostileServer) status(id string) *switchboardv1.ListenerStatus {
 // conns is the open connections of listener id.
 func (s *hostileServer) conns(id string) []*switchboardv1.Connection {
 	s.t.Helper()
-	resp, err := s.client.ListConnections(s.ctx(), &switchboardv1.ListConnectionsRequest{ListenerId: id, PageSize: 1000})
+	ctx, cancel := s.ctx()
+	defer cancel()
+	resp, err := s.client.ListConnections(ctx, &switchboardv1.ListConnectionsRequest{ListenerId: id, PageSize: 1000})
 	if err != nil {
 		s.t.Fatalf("ListConnections: %v", err)
 	}
@@ -300,7 +305,9 @@ func (s *hostileServer) conns(id string) []*switchboardv1.Connection {
 // stored is the journal's last sequence: how many records were stored.
 func (s *hostileServer) stored() uint64 {
 	s.t.Helper()
-	resp, err := s.client.GetJournal(s.ctx(), &switchboardv1.GetJournalRequest{})
+	ctx, cancel := s.ctx()
+	defer cancel()
+	resp, err := s.client.GetJournal(ctx, &switchboardv1.GetJournalRequest{})
 	if err != nil {
 		s.t.Fatalf("GetJournal: %v", err)
 	}
