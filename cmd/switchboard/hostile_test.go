@@ -1465,8 +1465,9 @@ func TestHostileLengthPrefixReservation(t *testing.T) {
 		st := s.status("lp")
 		return int64(read)+st.GetAcceptedConnectionCount()-st.GetOpenConnectionCount() == attackers
 	})
-	t.Logf("%d prefixes sent: %d connections hold them, %d closed", attackers, s.status("lp").GetOpenConnectionCount(),
-		attackers-s.status("lp").GetOpenConnectionCount())
+	st := s.status("lp")
+	t.Logf("%d prefixes sent: %d connections hold them, %d closed", attackers, st.GetOpenConnectionCount(),
+		st.GetAcceptedConnectionCount()-st.GetOpenConnectionCount())
 
 	// An ordinary result with an embedded document, 1 MiB: more than the
 	// 4 KiB a connection holds without asking the budget, and more than
