@@ -78,7 +78,6 @@ type Record struct {
 func (a *Auditor) write(ctx context.Context, r Record) {
 	attrs := []slog.Attr{
 		slog.String("event", r.Event),
-		slog.Time("time", r.Time),
 		slog.String("who", r.Who),
 		slog.String("role", r.Role),
 		slog.String("peer", r.Peer),
@@ -102,7 +101,12 @@ func (a *Auditor) write(ctx context.Context, r Record) {
 	if r.Event == "denied" {
 		level = slog.LevelWarn
 	}
-	a.log.LogAttrs(ctx, level, "audit", attrs...)
+	// The record's own time is the log line's "time".
+	if h := a.log.Handler(); h.Enabled(ctx, level) {
+		rec := slog.NewRecord(r.Time, level, "audit", 0)
+		rec.AddAttrs(attrs...)
+		_ = h.Handle(ctx, rec)
+	}
 	if a.cfg.Syslog != nil {
 		sev := syslog.SeverityInfo
 		if r.Event == "denied" {
