@@ -93,6 +93,7 @@ type Writer struct {
 	done      chan struct{}
 	mu        sync.Mutex
 	conn      net.Conn
+	stopAfter func() bool // unregisters conn's cancellation hook
 }
 
 // Dial starts a Writer. It does not wait for the collector: connecting,
@@ -278,15 +279,19 @@ func (w *Writer) getConn() net.Conn {
 // setConn replaces the connection, closing the old one; a cancelled
 // Writer's write is cut short by closing it.
 func (w *Writer) setConn(c net.Conn) {
+	var stop func() bool
+	if c != nil {
+		stop = context.AfterFunc(w.ctx, func() { _ = c.SetDeadline(time.Now()) })
+	}
 	w.mu.Lock()
-	old := w.conn
-	w.conn = c
+	old, oldStop := w.conn, w.stopAfter
+	w.conn, w.stopAfter = c, stop
 	w.mu.Unlock()
+	if oldStop != nil {
+		oldStop()
+	}
 	if old != nil {
 		_ = old.Close()
-	}
-	if c != nil {
-		context.AfterFunc(w.ctx, func() { _ = c.SetDeadline(time.Now()) })
 	}
 }
 
