@@ -301,13 +301,10 @@ func (a *Authorizer) statFailed() bool {
 	return a.statErr
 }
 
-func (a *Authorizer) policy() *policy {
+// current is the access policy to judge a call by.
+func (a *Authorizer) current() *policy {
 	return a.maybeReload()
 }
-
-const (
-	healthService = "grpc.health.v1.Health"
-)
 
 // notHealth selects every call but health checks, which stay open for
 // probes.
@@ -368,7 +365,7 @@ func (a *Authorizer) identify(ctx context.Context) (Identity, credential, error)
 	if a.cfg.AccessFile == "" {
 		return Identity{Name: "anonymous", Role: RoleAdmin, Peer: addr}, credential{}, nil
 	}
-	pol := a.policy()
+	pol := a.current()
 	if vals := metadata.ValueFromIncomingContext(ctx, "authorization"); len(vals) > 0 {
 		if len(vals) > 1 {
 			return Identity{}, credential{}, unauthenticated("more than one authorization header")
