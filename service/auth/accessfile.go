@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
+
+	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
 )
 
 // ErrInvalid marks a bad access file, role, name or scope; the message
@@ -337,22 +340,13 @@ func validRole(r Role) error {
 	return nil
 }
 
-// validPattern checks a certificate peer-name pattern: a name without
-// spaces, or "*.suffix" with no further '*'.
-// TODO(tlsfiles): use tlsfiles.ValidPattern once internal/tlsfiles is on
-// main; the rule is the same.
+// validPattern checks a certificate peer-name pattern by the rule of
+// tlsfiles.ValidPattern, and that it has no space: access file fields are
+// separated by spaces, so a common name with spaces is matched through a
+// SAN instead.
 func validPattern(p string) error {
-	if p == "" || len(p) > 1024 {
-		return fmt.Errorf("peer-name pattern must be 1 to 1024 bytes")
+	if strings.ContainsFunc(p, unicode.IsSpace) {
+		return fmt.Errorf("peer-name pattern %q has a space (fields are separated by spaces; match a SAN instead)", p)
 	}
-	for i := 0; i < len(p); i++ {
-		if p[i] <= ' ' || p[i] == 0x7f {
-			return fmt.Errorf("peer-name pattern %q has a space or control character", p)
-		}
-	}
-	rest, wild := strings.CutPrefix(p, "*.")
-	if wild && rest == "" || strings.Contains(rest, "*") {
-		return fmt.Errorf("peer-name pattern %q: '*' is only allowed as the whole leftmost label (*.example.org)", p)
-	}
-	return nil
+	return tlsfiles.ValidPattern(p)
 }

@@ -51,8 +51,8 @@ func TestParseAccessFileErrors(t *testing.T) {
 		{"token a admin " + hashA + " listeners=a,,b", "prefix \"\""},
 		{"token a admin " + hashA + "\ntoken a viewer " + hashB, "line 2: token \"a\" already defined on line 1"},
 		{"token a admin " + hashA + "\ntoken b viewer " + hashA, "line 2: token \"b\" has the same hash as line 1"},
-		{"cert a*b viewer", "'*' is only allowed"},
-		{"cert *. viewer", "'*' is only allowed"},
+		{"cert a*b viewer", "only allowed as the leftmost label"},
+		{"cert *. viewer", "must be followed by a domain"},
 		{"cert x viewer\ncert x admin", "line 2: cert \"x\" already defined"},
 		{"cert x", "line 1: want \"cert"},
 	} {

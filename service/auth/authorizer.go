@@ -23,6 +23,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
 )
 
 // Identity is an authenticated caller.
@@ -141,8 +143,8 @@ func (p *policy) resolve(c credential) (*Entry, Identity, bool) {
 		return e, Identity{Name: "token:" + e.Name, Role: e.Role, Scope: e.Scope}, true
 	}
 	for _, e := range p.certs {
-		if matchCert(c.cert, e.Name) {
-			return e, Identity{Name: "cert:" + peerIdentity(c.cert), Role: e.Role, Scope: e.Scope}, true
+		if tlsfiles.Match(c.cert, []string{e.Name}) {
+			return e, Identity{Name: "cert:" + tlsfiles.Identity(c.cert), Role: e.Role, Scope: e.Scope}, true
 		}
 	}
 	return nil, Identity{}, false
@@ -390,7 +392,7 @@ func (a *Authorizer) identify(ctx context.Context) (Identity, credential, error)
 			cred := credential{cert: cert}
 			_, id, ok := pol.resolve(cred)
 			if !ok {
-				return Identity{}, credential{}, unauthenticated(fmt.Sprintf("client certificate %q is not mapped to a role by the access file", peerIdentity(cert)))
+				return Identity{}, credential{}, unauthenticated(fmt.Sprintf("client certificate %q is not mapped to a role by the access file", tlsfiles.Identity(cert)))
 			}
 			id.Peer = addr
 			return id, cred, nil

@@ -1,10 +1,6 @@
 package auth
 
 import (
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"net"
-	"net/url"
 	"testing"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
@@ -53,40 +49,5 @@ func TestOutboundConnection(t *testing.T) {
 		if got != want || ok != (want != "") {
 			t.Errorf("outboundConnection(%q) = %q, %v; want %q", id, got, ok, want)
 		}
-	}
-}
-
-func TestMatchCert(t *testing.T) {
-	u, _ := url.Parse("spiffe://hospital.example/ris")
-	c := &x509.Certificate{
-		Subject:        pkix.Name{CommonName: "RIS Gateway", Organization: []string{"H"}},
-		DNSNames:       []string{"ris.Hospital.example"},
-		URIs:           []*url.URL{u},
-		IPAddresses:    []net.IP{net.ParseIP("10.0.0.7")},
-		EmailAddresses: []string{"ris@hospital.example"},
-	}
-	for p, want := range map[string]bool{
-		"ris gateway": true, "RIS.hospital.EXAMPLE": true, "*.hospital.example": true, "*.example": false,
-		"spiffe://hospital.example/ris": true, "SPIFFE://hospital.example/ris": false, "10.0.0.7": true,
-		"ris@hospital.example": true, "hospital.example": false, "*.ris.hospital.example": false,
-	} {
-		if got := matchCert(c, p); got != want {
-			t.Errorf("matchCert(%q) = %v, want %v", p, got, want)
-		}
-	}
-	if id := peerIdentity(c); id != "spiffe://hospital.example/ris" {
-		t.Errorf("identity %q", id)
-	}
-	c.URIs = nil
-	if id := peerIdentity(c); id != "ris.Hospital.example" {
-		t.Errorf("identity %q", id)
-	}
-	c.DNSNames = nil
-	if id := peerIdentity(c); id != "RIS Gateway" {
-		t.Errorf("identity %q", id)
-	}
-	c.Subject.CommonName = ""
-	if id := peerIdentity(c); id != "O=H" {
-		t.Errorf("identity %q", id)
 	}
 }
