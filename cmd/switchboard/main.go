@@ -6,6 +6,7 @@
 //
 //	switchboard serve [flags]   run the service
 //	switchboard bench ...       load tool and baselines
+//	switchboard token ...       create, revoke and list access tokens
 //	switchboard help            show this help
 package main
 
@@ -22,6 +23,7 @@ const usage = `switchboard: gRPC-controlled raw TCP messaging (MLLP/HL7 and more
 Usage:
   switchboard serve [flags]   run the service (switchboard serve -h lists flags)
   switchboard bench ...       measure it and its baselines (switchboard bench -h)
+  switchboard token ...       create, revoke and list access tokens (switchboard token help)
   switchboard help            show this help
 `
 
@@ -41,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
+	case "token":
+		err = tokenCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
