@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -9,11 +10,14 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/switchboard-dev/switchboard/internal/syslog"
 	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
+	"github.com/switchboard-dev/switchboard/service/auth"
 )
 
 // securityFlags are serve's flags of issue 11: TLS and authentication of
@@ -74,6 +78,14 @@ func (s *securityFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.grpcTLSKey, "grpc-tls-key", "", "PEM private key of --grpc-tls-cert")
 	fs.StringVar(&s.grpcClientCA, "grpc-client-ca", "", "PEM CA bundle that control-plane client certificates must chain to (mutual TLS); a verified certificate is an identity the --access-file can give a role")
 	fs.BoolVar(&s.grpcRequireClientCert, "grpc-require-client-cert", false, "refuse control-plane connections without a client certificate that chains to --grpc-client-ca (otherwise a bearer token is enough)")
+	fs.StringVar(&s.accessFile, "access-file", "", "who may call the control plane, and with which role: bearer tokens (stored hashed; see 'switchboard token') and client-certificate names. Reloaded when it changes. Without it, every caller on the loopback control plane is an admin")
+	fs.StringVar(&s.tlsProfiles, "tls-profiles", "", "directory of data-plane TLS profiles, one subdirectory per profile holding tls.crt and tls.key and/or ca.crt (the layout of a Kubernetes TLS secret); listeners and connections name a profile. Reloaded when the files change")
+	fs.Float64Var(&s.rateLimit, "rate-limit", 50, "control calls per second each identity may make (Send, Ack and AnswerMessage are not counted); 0: no limit")
+	fs.IntVar(&s.rateBurst, "rate-burst", 100, "calls above --rate-limit an identity may make in a burst")
+	fs.IntVar(&s.maxStreams, "max-streams-per-identity", 32, "Receive and WatchEvents streams one identity may have open at once; 0: no limit")
+	fs.StringVar(&s.auditSyslog, "audit-syslog", "", "also send audit records as RFC 5424 syslog over TLS (RFC 5425) to this HOST:PORT, as IHE ATNA asks; needs --audit-syslog-profile")
+	fs.StringVar(&s.auditSyslogProfile, "audit-syslog-profile", "", "the --tls-profiles profile for --audit-syslog: its ca.crt verifies the collector, its tls.crt and tls.key (when present) are the client certificate")
+	fs.BoolVar(&s.auditDataCalls, "audit-data-calls", false, "also audit every Send, Ack and AnswerMessage (by default only calls that change configuration, payload reads, Receive streams and every denied call)")
 	fs.BoolVar(&s.insecureControlPlane, "insecure-control-plane", false, "UNSAFE: allow a non-loopback --grpc-addr without TLS and an --access-file (anyone who reaches the port can open ports, dial out and read messages)")
 	fs.BoolVar(&s.insecureAdmin, "insecure-admin", false, "UNSAFE: allow a non-loopback --admin-addr (the admin server has no authentication: metrics, health, the console and pprof)")
 }
@@ -176,4 +188,70 @@ func (s *securityFlags) grpcCredentials(logger *slog.Logger) ([]grpc.ServerOptio
 	}
 	logger.Info("control plane TLS on", "cert", s.grpcTLSCert, "client_ca", s.grpcClientCA, "client_auth", clientAuth.String())
 	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, nil
+}
+
+// authorizer builds the control plane's authentication, authorization,
+// rate limits and audit trail (service/auth). Without an access file every
+// caller is an anonymous admin: check allows that only on loopback or with
+// --insecure-control-plane. The returned stop closes the authorizer and
+// flushes the syslog writer, bounded by timeout.
+func (s *securityFlags) authorizer(logger *slog.Logger, profiles *tlsfiles.Profiles, lookup auth.Lookup) (*auth.Authorizer, func(timeout time.Duration), error) {
+	var w *syslog.Writer
+	if s.auditSyslog != "" {
+		src, err := profiles.Get(s.auditSyslogProfile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--audit-syslog-profile: %w", err)
+		}
+		host, _, _ := net.SplitHostPort(s.auditSyslog)
+		w, err = syslog.Dial(syslog.Config{Addr: s.auditSyslog, TLS: src.ClientConfig(host), Logger: logger.With("component", "audit-syslog")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("--audit-syslog: %w", err)
+		}
+		logger.Info("audit records also go to syslog over TLS", "collector", s.auditSyslog, "profile", s.auditSyslogProfile)
+	}
+	aud := auth.NewAuditor(auth.AuditConfig{Logger: logger.With("component", "audit"), Syslog: w, DataCalls: s.auditDataCalls})
+	a, err := auth.New(auth.Config{
+		AccessFile: s.accessFile,
+		Anonymous:  s.accessFile == "",
+		RateLimit:  s.rateLimit,
+		RateBurst:  s.rateBurst,
+		MaxStreams: s.maxStreams,
+		Audit:      aud,
+		Logger:     logger.With("component", "auth"),
+		Lookup:     lookup,
+	})
+	if err != nil {
+		if w != nil {
+			_ = w.Close(context.Background())
+		}
+		return nil, nil, fmt.Errorf("--access-file: %w", err)
+	}
+	if s.accessFile == "" {
+		logger.Info("no --access-file: every control-plane caller is an anonymous admin")
+	} else {
+		logger.Info("control plane authentication on", "access_file", s.accessFile)
+	}
+	return a, func(timeout time.Duration) {
+		_ = a.Close()
+		if w != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			if err := w.Close(ctx); err != nil {
+				logger.Error("audit syslog: records left unsent at shutdown", "err", err, "dropped", w.Dropped())
+			}
+		}
+	}, nil
+}
+
+// profiles opens --tls-profiles; nil without it.
+func (s *securityFlags) profiles(logger *slog.Logger) (*tlsfiles.Profiles, error) {
+	if s.tlsProfiles == "" {
+		return nil, nil
+	}
+	p, err := tlsfiles.OpenProfiles(s.tlsProfiles, tlsfiles.Options{Logger: logger.With("component", "tls-profiles")})
+	if err != nil {
+		return nil, fmt.Errorf("--tls-profiles: %w", err)
+	}
+	logger.Info("TLS profiles loaded", "dir", s.tlsProfiles, "profiles", strings.Join(p.Names(), ","))
+	return p, nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/switchboard-dev/switchboard/observe"
 	"github.com/switchboard-dev/switchboard/observe/console"
 	"github.com/switchboard-dev/switchboard/service"
+	"github.com/switchboard-dev/switchboard/service/auth"
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
@@ -163,6 +164,10 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	defer ext.shutdown(f.shutdownTimeout)
 
+	profiles, err := f.sec.profiles(logger)
+	if err != nil {
+		return err
+	}
 	svc, err := service.New(service.Config{
 		Journal:          j,
 		Logger:           logger,
@@ -183,7 +188,19 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sopts := service.ServerOptions{Logger: logger, GRPCOptions: append(ext.grpcOptions, creds...)}
+	authz, stopAuth, err := f.sec.authorizer(logger, profiles, auth.ServerLookup(svc))
+	if err != nil {
+		return err
+	}
+	// After gRPC has stopped (deferred earlier runs later): the last
+	// calls' audit records are written.
+	defer stopAuth(f.shutdownTimeout)
+	sopts := service.ServerOptions{
+		Logger:             logger,
+		GRPCOptions:        append(ext.grpcOptions, creds...),
+		UnaryInterceptors:  authz.UnaryInterceptors(),
+		StreamInterceptors: authz.StreamInterceptors(),
+	}
 	if metrics != nil {
 		unary, stream := metrics.GRPCInterceptors()
 		sopts.OuterUnaryInterceptors = []grpc.UnaryServerInterceptor{unary}
