@@ -38,4 +38,5 @@ func (s *sampler) allow() (ok bool, suppressed int) {
 // dialed connection's), shared by its connections.
 type samplers struct {
 	rejected, negative, closed sampler
+	denied, preamble           sampler
 }
