@@ -134,10 +134,10 @@ type Listener struct {
 	logs samplers
 
 	accepted, rejected, sourceRejected atomic.Int64
-	sourceDenied, tlsFailures           atomic.Int64
-	peerDenied, proxyFailures           atomic.Int64
-	quit                                chan struct{} // closed when Stop begins
-	acceptDone                          chan struct{}
+	sourceDenied, tlsFailures          atomic.Int64
+	peerDenied, proxyFailures          atomic.Int64
+	quit                               chan struct{} // closed when Stop begins
+	acceptDone                         chan struct{}
 
 	mu    sync.Mutex
 	state ListenerState
@@ -484,18 +484,18 @@ func (l *Listener) Info() ListenerInfo {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	info := ListenerInfo{
-		ID:             l.cfg.ID,
-		Addr:           l.nl.Addr().String(),
-		State:          l.state,
-		Open:           len(l.conns) + len(l.pre),
-		Accepted:       l.accepted.Load(),
-		Rejected:       l.rejected.Load(),
-		SourceRejected: l.sourceRejected.Load(),
-		SourceDenied:   l.sourceDenied.Load(),
-		TLSFailures:    l.tlsFailures.Load(),
-		PeerDenied:     l.peerDenied.Load(),
+		ID:                  l.cfg.ID,
+		Addr:                l.nl.Addr().String(),
+		State:               l.state,
+		Open:                len(l.conns) + len(l.pre),
+		Accepted:            l.accepted.Load(),
+		Rejected:            l.rejected.Load(),
+		SourceRejected:      l.sourceRejected.Load(),
+		SourceDenied:        l.sourceDenied.Load(),
+		TLSFailures:         l.tlsFailures.Load(),
+		PeerDenied:          l.peerDenied.Load(),
 		ProxyHeaderFailures: l.proxyFailures.Load(),
-		Totals:         l.closed,
+		Totals:              l.closed,
 	}
 	for c := range l.conns {
 		k := c.stats.snapshot()
