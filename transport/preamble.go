@@ -45,7 +45,7 @@ func (l *Listener) preamble(nc net.Conn, src string, proxied bool) {
 	if proxied {
 		pc, err := readProxyHeader(nc)
 		if err != nil {
-			l.preambleFailed(&l.proxyFailures, nc.RemoteAddr().String(), "no valid PROXY protocol header from a trusted proxy; closed", err)
+			l.preambleFailed(&l.proxyFailures, &l.logs.proxy, nc.RemoteAddr().String(), "no valid PROXY protocol header from a trusted proxy; closed", err)
 			resetConn(raw)
 			return
 		}
@@ -74,14 +74,14 @@ func (l *Listener) preamble(nc net.Conn, src string, proxied bool) {
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			l.preambleFailed(&l.tlsFailures, nc.RemoteAddr().String(), "TLS handshake failed; closed",
+			l.preambleFailed(&l.tlsFailures, &l.logs.handshake, nc.RemoteAddr().String(), "TLS handshake failed; closed",
 				fmt.Errorf("%w: %w", ErrTLSHandshake, err))
 			_ = raw.Close()
 			return
 		}
 		cs := tc.ConnectionState()
 		if err := checkPeer(cs, l.cfg.PeerNames); err != nil {
-			l.preambleFailed(&l.peerDenied, nc.RemoteAddr().String(), "client certificate not allowed; closed", err)
+			l.preambleFailed(&l.peerDenied, &l.logs.peerDenied, nc.RemoteAddr().String(), "client certificate not allowed; closed", err)
 			_ = tc.Close()
 			return
 		}
@@ -106,14 +106,14 @@ func (l *Listener) preamble(nc net.Conn, src string, proxied bool) {
 
 // preambleFailed counts and logs (sampled) a connection given up in its
 // preamble.
-func (l *Listener) preambleFailed(counter interface{ Add(int64) int64 }, remote, msg string, err error) {
+func (l *Listener) preambleFailed(counter interface{ Add(int64) int64 }, s *sampler, remote, msg string, err error) {
 	select {
 	case <-l.quit:
 		return // closed by Stop, not the peer's failure
 	default:
 	}
 	counter.Add(1)
-	if ok, suppressed := l.logs.preamble.allow(); ok {
+	if ok, suppressed := s.allow(); ok {
 		l.log.Warn(msg, "remote_addr", remote, "err", err, "suppressed", suppressed)
 	}
 }
