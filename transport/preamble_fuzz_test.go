@@ -25,7 +25,7 @@ func FuzzProxyHeader(f *testing.F) {
 	f.Add(proxyV2(netip.MustParseAddrPort("10.1.2.3:4000"), netip.MustParseAddrPort("10.0.0.1:2575")))
 	f.Add([]byte("PROXY TCP4 10.1.2.3 10.0.0.1 4000 2575\r\n\x0bMSH|"))
 	f.Add([]byte("PROXY UNKNOWN\r\n"))
-	f.Add(append(append([]byte{}, proxyV2Sig...), 0x20, 0x00, 0, 0)) // LOCAL
+	f.Add(append(append([]byte{}, proxyV2Sig...), 0x20, 0x00, 0, 0))  // LOCAL
 	f.Add(append(append([]byte{}, proxyV2Sig...), 0x21, 0x21, 0, 36)) // IPv6, truncated
 	f.Add([]byte("\x0bMSH|^~\\&|"))
 	f.Fuzz(func(t *testing.T, b []byte) {
