@@ -46,13 +46,17 @@ type serveFlags struct {
 	memoryLimit     int64
 	retainAge       time.Duration
 	retainBytes     int64
+	sec             securityFlags
+	// warnings are logged at every start (insecure settings given on
+	// purpose).
+	warnings []string
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	var f serveFlags
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:50051", "address of the gRPC control plane (loopback by default: it has no authentication yet)")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:50051", "address of the gRPC control plane; loopback by default: off loopback it needs TLS and an --access-file (docs/security.md)")
 	fs.StringVar(&f.dataDir, "data-dir", "switchboard-data", "directory of the durable journal (created if missing)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -63,7 +67,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.Int64Var(&f.memoryLimit, "memory-limit", -1, "Go soft memory limit in bytes (runtime/debug.SetMemoryLimit), so garbage left by growing receive buffers is collected before the process grows far past its live memory; default --max-buffered-bytes + 256 MiB; 0: none; the GOMEMLIMIT environment variable, when set, wins")
 	fs.DurationVar(&f.retainAge, "retain-age", pebblejournal.DefaultMaxAge, "how long received messages, and sent ones once accepted or failed, are kept; a negative value keeps them whatever their age")
 	fs.Int64Var(&f.retainBytes, "retain-bytes", pebblejournal.DefaultMaxBytes, "disk space kept for received and sent messages; above it the oldest are deleted (queued messages never are); a negative value sets no bound")
-	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server: Prometheus /metrics, /healthz, /readyz (loopback by default: it has no authentication); empty: no admin server and no metrics at all")
+	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server: Prometheus /metrics, /healthz, /readyz, the console (loopback only unless --insecure-admin: it has no authentication); empty: no admin server and no metrics at all")
+	f.sec.register(fs)
 	fs.BoolVar(&f.adminPprof, "admin-pprof", false, "also serve net/http/pprof (CPU, heap, block, mutex profiles; block and mutex sampling turned on) under /debug/pprof/ on the admin address")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -79,7 +84,9 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 		fmt.Fprintln(stderr, "serve: --admin-pprof needs an --admin-addr")
 		return f, errUsage
 	}
-	return f, nil
+	warnings, err := f.sec.check(f.grpcAddr, f.adminAddr, stderr)
+	f.warnings = warnings
+	return f, err
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -111,6 +118,9 @@ func serve(args []string, stderr io.Writer) error {
 	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
+	}
+	for _, w := range f.warnings {
+		logger.Warn(w)
 	}
 	if limit := memoryLimit(f); limit > 0 {
 		debug.SetMemoryLimit(limit)
@@ -169,7 +179,11 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	// Retention by age keeps what a durable consumer has not acked.
 	j.SetRetentionFloor(svc.Consumers().Floor)
-	sopts := service.ServerOptions{Logger: logger, GRPCOptions: ext.grpcOptions}
+	creds, err := f.sec.grpcCredentials(logger)
+	if err != nil {
+		return err
+	}
+	sopts := service.ServerOptions{Logger: logger, GRPCOptions: append(ext.grpcOptions, creds...)}
 	if metrics != nil {
 		unary, stream := metrics.GRPCInterceptors()
 		sopts.OuterUnaryInterceptors = []grpc.UnaryServerInterceptor{unary}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
+)
+
+// securityFlags are serve's flags of issue 11: TLS and authentication of
+// the control plane, the data plane's TLS profiles, the address policy,
+// per-identity limits and the audit trail. docs/security.md explains each.
+type securityFlags struct {
+	grpcTLSCert, grpcTLSKey, grpcClientCA string
+	grpcRequireClientCert                 bool
+	accessFile                            string
+	insecureControlPlane, insecureAdmin   bool
+	tlsProfiles                           string
+	allowListen, allowDial, denyDial      ruleList
+	rateLimit                             float64
+	rateBurst, maxStreams                 int
+	auditSyslog, auditSyslogProfile       string
+	auditDataCalls                        bool
+	maxConnectionsTotal                   int
+}
+
+// ruleList is a repeatable flag of comma-separated rules; nil until given,
+// so the defaults apply only when the flag is absent.
+type ruleList struct {
+	rules []string
+	set   bool
+}
+
+func (l *ruleList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(l.rules, ",")
+}
+
+func (l *ruleList) Set(s string) error {
+	l.set = true
+	for r := range strings.SplitSeq(s, ",") {
+		if r = strings.TrimSpace(r); r != "" && r != "none" {
+			l.rules = append(l.rules, r)
+		}
+	}
+	return nil
+}
+
+// get is the rule list for netpolicy.New: nil (the default) when the flag
+// was not given, and non-nil (possibly empty: "none") when it was.
+func (l ruleList) get() []string {
+	if !l.set {
+		return nil
+	}
+	if l.rules == nil {
+		return []string{}
+	}
+	return l.rules
+}
+
+func (s *securityFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.grpcTLSCert, "grpc-tls-cert", "", "PEM certificate (chain) of the gRPC control plane; with --grpc-tls-key it serves TLS 1.2+ only. Reloaded when the file changes")
+	fs.StringVar(&s.grpcTLSKey, "grpc-tls-key", "", "PEM private key of --grpc-tls-cert")
+	fs.StringVar(&s.grpcClientCA, "grpc-client-ca", "", "PEM CA bundle that control-plane client certificates must chain to (mutual TLS); a verified certificate is an identity the --access-file can give a role")
+	fs.BoolVar(&s.grpcRequireClientCert, "grpc-require-client-cert", false, "refuse control-plane connections without a client certificate that chains to --grpc-client-ca (otherwise a bearer token is enough)")
+	fs.BoolVar(&s.insecureControlPlane, "insecure-control-plane", false, "UNSAFE: allow a non-loopback --grpc-addr without TLS and an --access-file (anyone who reaches the port can open ports, dial out and read messages)")
+	fs.BoolVar(&s.insecureAdmin, "insecure-admin", false, "UNSAFE: allow a non-loopback --admin-addr (the admin server has no authentication: metrics, health, the console and pprof)")
+}
+
+// check enforces the start-up rules: the flags make sense together, and a
+// control plane or admin server off loopback is protected or explicitly,
+// loudly, not. warn receives the warnings to log at every start.
+func (s *securityFlags) check(grpcAddr, adminAddr string, stderr io.Writer) (warn []string, err error) {
+	fail := func(format string, args ...any) ([]string, error) {
+		fmt.Fprintf(stderr, "serve: "+format+"\n", args...)
+		return nil, errUsage
+	}
+	if (s.grpcTLSCert == "") != (s.grpcTLSKey == "") {
+		return fail("--grpc-tls-cert and --grpc-tls-key go together")
+	}
+	tlsOn := s.grpcTLSCert != ""
+	if s.grpcClientCA != "" && !tlsOn {
+		return fail("--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key")
+	}
+	if s.grpcRequireClientCert && s.grpcClientCA == "" {
+		return fail("--grpc-require-client-cert needs --grpc-client-ca")
+	}
+	if (s.auditSyslog == "") != (s.auditSyslogProfile == "") {
+		return fail("--audit-syslog and --audit-syslog-profile go together")
+	}
+	if s.auditSyslogProfile != "" && s.tlsProfiles == "" {
+		return fail("--audit-syslog-profile names a profile of --tls-profiles, which is not set")
+	}
+	if s.rateLimit < 0 || s.rateBurst < 0 || s.maxStreams < 0 || s.maxConnectionsTotal < 0 {
+		return fail("--rate-limit, --rate-burst, --max-streams-per-identity and --max-connections must not be negative")
+	}
+	if s.rateLimit > 0 && s.rateBurst < 1 {
+		return fail("--rate-burst must be at least 1 when --rate-limit is set")
+	}
+	if !isLoopback(grpcAddr) {
+		switch {
+		case tlsOn && s.accessFile != "":
+		case s.insecureControlPlane:
+			warn = append(warn, fmt.Sprintf("UNSAFE: the control plane on %s is not loopback and has %s: anyone who reaches it can open ports, dial out and read patient data (--insecure-control-plane)", grpcAddr, missing(tlsOn, s.accessFile != "")))
+		default:
+			return fail("--grpc-addr %s is not a loopback address, and the control plane has %s. Give --grpc-tls-cert, --grpc-tls-key and --access-file (docs/security.md), or --insecure-control-plane to run it unprotected (never in production)", grpcAddr, missing(tlsOn, s.accessFile != ""))
+		}
+	}
+	if adminAddr != "" && !isLoopback(adminAddr) {
+		if !s.insecureAdmin {
+			return fail("--admin-addr %s is not a loopback address, and the admin server has no authentication. Keep it on loopback (scrape through a sidecar or an authenticating proxy), or give --insecure-admin", adminAddr)
+		}
+		warn = append(warn, fmt.Sprintf("UNSAFE: the admin server on %s is not loopback and has no authentication (--insecure-admin)", adminAddr))
+	}
+	return warn, nil
+}
+
+func missing(tlsOn, auth bool) string {
+	switch {
+	case !tlsOn && !auth:
+		return "no TLS and no authentication"
+	case !tlsOn:
+		return "no TLS (tokens would cross the network in clear text)"
+	}
+	return "no authentication (--access-file)"
+}
+
+// isLoopback reports whether a listen address is on loopback only: an IP
+// in 127.0.0.0/8 or ::1, or "localhost". An empty host (every interface)
+// is not.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// grpcCredentials are the gRPC server options for the control plane's
+// TLS: none without a certificate. The files are reloaded when they change
+// (tlsfiles), so a rotated certificate is served without a restart.
+func (s *securityFlags) grpcCredentials(logger *slog.Logger) ([]grpc.ServerOption, error) {
+	if s.grpcTLSCert == "" {
+		return nil, nil
+	}
+	src, err := tlsfiles.Load(tlsfiles.Files{Cert: s.grpcTLSCert, Key: s.grpcTLSKey, CA: s.grpcClientCA},
+		tlsfiles.Options{Logger: logger.With("component", "grpc-tls")})
+	if err != nil {
+		return nil, fmt.Errorf("control-plane TLS: %w", err)
+	}
+	clientAuth := tls.NoClientCert
+	switch {
+	case s.grpcRequireClientCert:
+		clientAuth = tls.RequireAndVerifyClientCert
+	case s.grpcClientCA != "":
+		clientAuth = tls.VerifyClientCertIfGiven
+	}
+	cfg, err := src.ServerConfig(clientAuth)
+	if err != nil {
+		return nil, fmt.Errorf("control-plane TLS: %w", err)
+	}
+	logger.Info("control plane TLS on", "cert", s.grpcTLSCert, "client_ca", s.grpcClientCA, "client_auth", clientAuth.String())
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, nil
+}
