@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+
+	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
 )
 
 // TLS errors. A failed handshake or a refused peer certificate closes the
@@ -41,8 +43,8 @@ type TLSInfo struct {
 func tlsInfoOf(cs tls.ConnectionState) *TLSInfo {
 	info := &TLSInfo{Version: tls.VersionName(cs.Version), CipherSuite: tls.CipherSuiteName(cs.CipherSuite)}
 	if leaf := peerLeaf(cs); leaf != nil {
-		info.PeerIdentity = certIdentity(leaf)
-		info.PeerNames = certNames(leaf)
+		info.PeerIdentity = tlsfiles.Identity(leaf)
+		info.PeerNames = tlsfiles.Names(leaf)
 		info.PeerSubject = leaf.Subject.String()
 	}
 	return info
@@ -66,8 +68,8 @@ func checkPeer(cs tls.ConnectionState, allowed []string) error {
 	if leaf == nil {
 		return fmt.Errorf("%w: no verified certificate presented", ErrPeerNotAllowed)
 	}
-	if !certMatch(leaf, allowed) {
-		return fmt.Errorf("%w: %q matches none of the allowed peer names", ErrPeerNotAllowed, certIdentity(leaf))
+	if !tlsfiles.Match(leaf, allowed) {
+		return fmt.Errorf("%w: %q matches none of the allowed peer names", ErrPeerNotAllowed, tlsfiles.Identity(leaf))
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
 	"github.com/switchboard-dev/switchboard/internal/tlstest"
 )
 
@@ -466,14 +467,14 @@ func TestPeerNameMatching(t *testing.T) {
 		{"*.hospital.test", true}, {"*.test", false}, {"spiffe://hospital.test/lab", true},
 		{"hospital.test", false}, {"*.lab.hospital.test", false}, {"bob", false}, {"", false},
 	} {
-		if got := certMatch(leaf, []string{tc.pattern}); got != tc.want {
+		if got := tlsfiles.Match(leaf, []string{tc.pattern}); got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.pattern, got, tc.want)
 		}
 	}
-	if id := certIdentity(p.mallory.Cert); id != "mallory.evil.test" {
+	if id := tlsfiles.Identity(p.mallory.Cert); id != "mallory.evil.test" {
 		t.Errorf("identity %q", id)
 	}
-	if id := certIdentity(tlstest.NewCA(t, "x").Issue(t, tlstest.LeafOptions{CommonName: "cn-only"}).Cert); id != "cn-only" {
+	if id := tlsfiles.Identity(tlstest.NewCA(t, "x").Issue(t, tlstest.LeafOptions{CommonName: "cn-only"}).Cert); id != "cn-only" {
 		t.Errorf("identity %q", id)
 	}
 }
