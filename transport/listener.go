@@ -108,7 +108,7 @@ func (cfg ListenerConfig) Validate() error {
 	if err := checkTLSConfig(cfg.TLS, true); err != nil {
 		return err
 	}
-	if len(cfg.PeerNames) > 0 && (cfg.TLS == nil || cfg.TLS.ClientAuth == tls.NoClientCert) {
+	if len(cfg.PeerNames) > 0 && (cfg.TLS == nil || cfg.TLS.ClientAuth == tls.NoClientCert && cfg.TLS.GetConfigForClient == nil) {
 		return fmt.Errorf("%w: allowed peer names need TLS with client certificates", ErrInvalidConfig)
 	}
 	for _, p := range append(cfg.AllowedSources[:len(cfg.AllowedSources):len(cfg.AllowedSources)], cfg.ProxyTrusted...) {
