@@ -301,3 +301,61 @@ func TestRateLimitedListenerLosesNothing(t *testing.T) {
 		t.Fatalf("%d stored, want %d", got, n)
 	}
 }
+
+// TestRestoreResolvesProfilesAndPolicy: a restored listener whose profile
+// is gone, and a restored connection the policy now forbids, come back
+// backing off with the reason as last_error; a restored TLS listener whose
+// profile is there serves TLS again.
+func TestRestoreResolvesProfilesAndPolicy(t *testing.T) {
+	ts := newTLSSetup(t)
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	start := func(opts ...func(*service.Config)) *server {
+		j, err := pebblejournal.Open(dir, pebblejournal.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := startServerWith(t, j, append(opts, func(c *service.Config) { c.State = j.StateStore() })...)
+		if err := s.svc.Restore(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := start(func(c *service.Config) { c.TLSProfiles = ts.profiles })
+	l := s.startListener(ctx, "tls", &switchboardv1.ListenerConfig{Address: freeAddr(t), Tls: &switchboardv1.ListenerTls{Profile: "mllp"}})
+	s.connectWith(ctx, "out", &switchboardv1.ConnectionConfig{Address: addr(l), Reconnect: fastReconnect,
+		Tls: &switchboardv1.ConnectionTls{Profile: "lab"}})
+	bound := addr(l)
+	s.stop()
+
+	// Without profiles, and with a policy forbidding loopback dials.
+	s = start(func(c *service.Config) { c.AddressPolicy = testPolicy{allowDial: []string{bound}} })
+	lv, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "tls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := lv.GetListener().GetStatus(); st.GetState() != switchboardv1.ListenerState_LISTENER_STATE_BACKING_OFF ||
+		!strings.Contains(st.GetLastError(), `TLS profile "mllp"`) {
+		t.Fatalf("restored listener without its profile: %v", st)
+	}
+	cv, err := s.client.GetConnection(ctx, &switchboardv1.GetConnectionRequest{ConnectionId: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := cv.GetConnection().GetStatus(); st.GetState() == switchboardv1.ConnectionState_CONNECTION_STATE_OPEN || st.GetLastError() == "" {
+		t.Fatalf("restored connection: %v", st)
+	}
+	s.stop()
+
+	// With the profiles back, the listener serves TLS again.
+	s = start(func(c *service.Config) { c.TLSProfiles = ts.profiles })
+	waitFor(t, func() bool {
+		v, err := s.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "tls"})
+		return err == nil && v.GetListener().GetStatus().GetState() == switchboardv1.ListenerState_LISTENER_STATE_LISTENING
+	})
+	nc, err := tls.Dial("tcp", bound, tlstest.ClientConfig(ts.ca, ts.client, "localhost"))
+	if err != nil {
+		t.Fatalf("restored TLS listener: %v", err)
+	}
+	nc.Close()
+}
