@@ -25,6 +25,10 @@ type Record struct {
 	RemoteAddr   string
 	MessageType  string // HL7 MSH-9 when known
 	ControlID    string // HL7 MSH-10 when known
+	// PeerIdentity is the identity of the peer's verified TLS certificate
+	// (its first URI SAN, else first DNS SAN, else common name, else
+	// subject); empty without one.
+	PeerIdentity string
 	Payload      []byte
 
 	// DedupID, when not empty, makes Append refuse a second record with
@@ -96,6 +100,7 @@ var ErrMalformedRecord = errors.New("journal: malformed record value")
 //	  string message_type = 8;
 //	  string control_id = 9;
 //	  bytes payload = 10;
+//	  string peer_identity = 11;
 //	}
 //
 // Seconds plus nanoseconds rather than UnixNano so that any time.Time,
@@ -117,6 +122,7 @@ const (
 	fieldMessageType
 	fieldControlID
 	fieldPayload
+	fieldPeerIdentity
 )
 
 // RecordLen returns the exact length of AppendRecord's output for r, so a
@@ -126,7 +132,7 @@ func RecordLen(r *Record) int {
 	n := 1 + varintFieldLen(uint64(r.Kind)) +
 		varintFieldLen(protowire.EncodeZigZag(r.Time.Unix())) +
 		varintFieldLen(uint64(r.Time.Nanosecond()))
-	for _, l := range [...]int{len(r.InstanceID), len(r.ListenerID), len(r.ConnectionID), len(r.RemoteAddr), len(r.MessageType), len(r.ControlID), len(r.Payload)} {
+	for _, l := range [...]int{len(r.InstanceID), len(r.ListenerID), len(r.ConnectionID), len(r.RemoteAddr), len(r.MessageType), len(r.ControlID), len(r.PeerIdentity), len(r.Payload)} {
 		if l > 0 {
 			n += 1 + protowire.SizeBytes(l)
 		}
@@ -147,6 +153,9 @@ func AppendRecord(dst []byte, r *Record) []byte {
 	dst = appendStringField(dst, fieldRemoteAddr, r.RemoteAddr)
 	dst = appendStringField(dst, fieldMessageType, r.MessageType)
 	dst = appendStringField(dst, fieldControlID, r.ControlID)
+	// Before the payload (which stays last, where a hex dump shows it),
+	// though any order decodes.
+	dst = appendStringField(dst, fieldPeerIdentity, r.PeerIdentity)
 	if len(r.Payload) > 0 {
 		dst = append(dst, byte(protowire.EncodeTag(fieldPayload, protowire.BytesType)))
 		dst = binary.AppendUvarint(dst, uint64(len(r.Payload)))
@@ -227,7 +236,7 @@ func decodeV2(seq uint64, b []byte) (Record, error) {
 			case fieldNanos:
 				nsec = v
 			}
-		case num >= fieldInstanceID && num <= fieldPayload && typ == protowire.BytesType:
+		case num >= fieldInstanceID && num <= fieldPeerIdentity && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return Record{}, ErrMalformedRecord
@@ -238,7 +247,7 @@ func decodeV2(seq uint64, b []byte) (Record, error) {
 			} else {
 				*r.stringField(num) = string(v)
 			}
-		case num >= fieldKind && num <= fieldPayload:
+		case num >= fieldKind && num <= fieldPeerIdentity:
 			// A known field with the wrong wire type: not something any
 			// version of this code wrote.
 			return Record{}, ErrMalformedRecord
@@ -269,6 +278,8 @@ func (r *Record) stringField(num protowire.Number) *string {
 		return &r.RemoteAddr
 	case fieldMessageType:
 		return &r.MessageType
+	case fieldPeerIdentity:
+		return &r.PeerIdentity
 	}
 	return &r.ControlID
 }

@@ -24,6 +24,7 @@ const (
 	fieldListenerID protowire.Number = 5
 	fieldControlID  protowire.Number = 9
 	fieldPayload    protowire.Number = 10
+	fieldPeerID     protowire.Number = 11
 )
 
 var sameRecord = journaltest.CheckRecord
@@ -57,6 +58,7 @@ func sampleRecords() []journal.Record {
 		},
 		{Kind: journal.KindAck, Time: time.Unix(0, 1), ListenerID: "b", Payload: []byte{}},
 		{Kind: journal.KindMessage, Time: time.Unix(-62135596800, 0), ControlID: "\xe9t\xe9"},
+		{Kind: journal.KindMessage, Time: time.Unix(1, 0), PeerIdentity: "spiffe://hospital.example/lab", Payload: []byte("MSH|")},
 		{}, // every field empty, zero time
 	}
 }
@@ -99,6 +101,24 @@ func TestRecordGolden(t *testing.T) {
 	}
 }
 
+// TestRecordGoldenPeerIdentity pins field 11 (record format 2, added with
+// TLS): the peer identity, written before the payload.
+func TestRecordGoldenPeerIdentity(t *testing.T) {
+	r := journal.Record{Kind: journal.KindMessage, PeerIdentity: "lab", Payload: []byte{0x41}}
+	want := []byte{recordV2}
+	want = protowire.AppendTag(want, fieldKind, protowire.VarintType)
+	want = protowire.AppendVarint(want, 1)
+	want = protowire.AppendTag(want, 2, protowire.VarintType)
+	want = protowire.AppendVarint(want, protowire.EncodeZigZag(time.Time{}.Unix()))
+	want = protowire.AppendTag(want, fieldPeerID, protowire.BytesType)
+	want = protowire.AppendString(want, "lab")
+	want = protowire.AppendTag(want, fieldPayload, protowire.BytesType)
+	want = protowire.AppendBytes(want, []byte{0x41})
+	if got := journal.AppendRecord(nil, &r); !bytes.Equal(got, want) {
+		t.Fatalf("stored form:\n got %x\nwant %x", got, want)
+	}
+}
+
 // TestDecodeVersion1: values stored by the code before record kinds still
 // decode, as messages with no instance id.
 func TestDecodeVersion1(t *testing.T) {
@@ -108,7 +128,7 @@ func TestDecodeVersion1(t *testing.T) {
 			t.Fatalf("record %d: %v", i, err)
 		}
 		want := r
-		want.Seq, want.Kind, want.InstanceID = 3, journal.KindMessage, ""
+		want.Seq, want.Kind, want.InstanceID, want.PeerIdentity = 3, journal.KindMessage, "", ""
 		if len(want.Payload) == 0 {
 			want.Payload = nil
 		}
@@ -121,7 +141,7 @@ func TestDecodeVersion1(t *testing.T) {
 func TestDecodeSkipsUnknownFields(t *testing.T) {
 	r := sampleRecords()[0]
 	enc := journal.AppendRecord(nil, &r)
-	enc = protowire.AppendTag(enc, 11, protowire.BytesType)
+	enc = protowire.AppendTag(enc, 14, protowire.BytesType)
 	enc = protowire.AppendString(enc, "CN=lab.example.org")
 	enc = protowire.AppendTag(enc, 12, protowire.VarintType)
 	enc = protowire.AppendVarint(enc, 2)
@@ -192,6 +212,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		f.Add(appendV1(nil, &r), uint32(0), int64(5), int64(6), "", "", "", "", "", "", []byte{1, 2, 3})
 	}
 	f.Fuzz(func(t *testing.T, data []byte, kind uint32, sec, nsec int64, instance, listener, conn, remote, msgType, controlID string, payload []byte) {
+		peerID := remote + instance // one more string without changing the corpus's shape
 		// Arbitrary bytes: must not panic; anything accepted must re-encode
 		// to something that decodes to the same record.
 		if r, err := journal.DecodeRecord(9, data); err == nil {
@@ -212,6 +233,7 @@ func FuzzDecodeRecord(f *testing.F) {
 			RemoteAddr:   remote,
 			MessageType:  msgType,
 			ControlID:    controlID,
+			PeerIdentity: peerID,
 			Payload:      payload,
 		}
 		enc := journal.AppendRecord(nil, &want)

@@ -14,7 +14,11 @@ import (
 // existing one (reopened if it had closed) when the same id is connected
 // again with the same config.
 func (s *Service) Connect(ctx context.Context, req *switchboardv1.ConnectRequest) (*switchboardv1.ConnectResponse, error) {
-	v, err := s.reg.Connect(ctx, req.GetConnectionId(), req.GetConfig(), s.dialConfig(req.GetConfig()))
+	cfg, err := s.resolveDial(req.GetConfig())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	v, err := s.reg.Connect(ctx, req.GetConnectionId(), req.GetConfig(), cfg)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

@@ -1,6 +1,11 @@
 package service
 
 import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -8,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
 	"github.com/switchboard-dev/switchboard/observe"
 	"github.com/switchboard-dev/switchboard/service/registry"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -17,40 +23,175 @@ import (
 // fields become transport's zero values, which mean transport's defaults
 // (transport/limits.go): defaults are written in one place.
 
+// listenerConfig is resolveListener for the registry, which rebuilds
+// configs by itself (Restore): a config that does not resolve (a profile
+// gone, an address the policy now forbids) gets a Control hook failing
+// with that error, so every bind attempt fails with it and the restored
+// listener shows it as its last_error while it backs off.
 func (s *Service) listenerConfig(c *switchboardv1.ListenerConfig) transport.ListenerConfig {
-	return transport.ListenerConfig{
+	cfg, err := s.resolveListener(c)
+	if err != nil {
+		cfg.TLS, cfg.PeerNames = nil, nil
+		cfg.Control = func(string, string, syscall.RawConn) error { return err }
+	}
+	return cfg
+}
+
+// resolveListener builds a listener's transport config, checking its
+// address against the policy and resolving its TLS profile.
+func (s *Service) resolveListener(c *switchboardv1.ListenerConfig) (transport.ListenerConfig, error) {
+	cfg := transport.ListenerConfig{
 		Address: c.GetAddress(),
 		Conn: transport.ConnConfig{
-			Framing:      framingFromProto(c.GetFraming(), c.GetMaxFrameBytes(), c.GetMaxJunkBytes()),
-			Ack:          s.listenerAck(c),
-			IdleTimeout:  durationOr(c.GetIdleTimeout(), 0),
-			FrameTimeout: durationOr(c.GetFrameTimeout(), 0),
-			Keepalive:    keepaliveFromProto(c.GetKeepalive()),
-			Budget:       s.budget,
-			Observer:     s.observer,
+			Framing:              framingFromProto(c.GetFraming(), c.GetMaxFrameBytes(), c.GetMaxJunkBytes()),
+			Ack:                  s.listenerAck(c),
+			IdleTimeout:          durationOr(c.GetIdleTimeout(), 0),
+			FrameTimeout:         durationOr(c.GetFrameTimeout(), 0),
+			Keepalive:            keepaliveFromProto(c.GetKeepalive()),
+			UserTimeout:          keepaliveFromProto(c.GetTcpUserTimeout()),
+			MaxMessagesPerSecond: c.GetMaxMessagesPerSecond(),
+			Budget:               s.budget,
+			Observer:             s.observer,
 		},
 		MaxConnections:          int(c.GetMaxConnections()),
 		MaxConnectionsPerSource: int(c.GetMaxConnectionsPerSource()),
+		Slots:                   s.slots,
+		AllowedSources:          prefixes(c.GetAllowedSources()),
+		ProxyTrusted:            prefixes(c.GetProxyProtocol().GetTrustedSources()),
 		Sink:                    s.listenerSink(c),
 		Logger:                  s.log,
 	}
+	if s.policy != nil {
+		if err := s.policy.CheckListen(c.GetAddress()); err != nil {
+			return cfg, forbidden(err)
+		}
+		cfg.Control = func(network, address string, rc syscall.RawConn) error {
+			return forbidden(s.policy.ListenControl(network, address, rc))
+		}
+	}
+	if t := c.GetTls(); t != nil {
+		src, err := s.profile(t.GetProfile())
+		if err != nil {
+			return cfg, err
+		}
+		auth := tls.NoClientCert
+		switch t.GetClientCertificate() {
+		case switchboardv1.ClientCertificate_CLIENT_CERTIFICATE_UNSPECIFIED:
+			if src.HasCA() {
+				auth = tls.RequireAndVerifyClientCert
+			}
+		case switchboardv1.ClientCertificate_CLIENT_CERTIFICATE_OPTIONAL:
+			auth = tls.VerifyClientCertIfGiven
+		case switchboardv1.ClientCertificate_CLIENT_CERTIFICATE_REQUIRED:
+			auth = tls.RequireAndVerifyClientCert
+		}
+		tc, err := src.ServerConfig(auth)
+		if err != nil {
+			return cfg, &profileError{name: t.GetProfile(), err: err}
+		}
+		tc.ClientAuth = auth // also set per handshake; here for checks on the config
+		cfg.TLS, cfg.PeerNames = tc, t.GetAllowedPeerNames()
+	}
+	return cfg, nil
 }
 
+// dialConfig is resolveDial for the registry (see listenerConfig): a
+// config that does not resolve fails every connect with that error.
 func (s *Service) dialConfig(c *switchboardv1.ConnectionConfig) transport.DialConfig {
-	return transport.DialConfig{
+	cfg, err := s.resolveDial(c)
+	if err != nil {
+		cfg.TLS, cfg.TLSConfig, cfg.PeerNames = nil, nil, nil
+		cfg.Control = func(string, string, syscall.RawConn) error { return err }
+	}
+	return cfg
+}
+
+// resolveDial builds a connection's transport config, checking its
+// address against the policy and resolving its TLS profile. The profile's
+// files are read again at every connect (TLSConfig), so rotated
+// certificates are used from the next reconnect on.
+func (s *Service) resolveDial(c *switchboardv1.ConnectionConfig) (transport.DialConfig, error) {
+	cfg := transport.DialConfig{
 		Address: c.GetAddress(),
 		Conn: transport.ConnConfig{
-			Framing:    framingFromProto(c.GetFraming(), c.GetMaxFrameBytes(), 0),
-			Ack:        ackFromProto(c.GetAckPolicy()),
-			AckTimeout: durationOr(c.GetAckTimeout(), 0),
-			Keepalive:  keepaliveFromProto(c.GetKeepalive()),
-			Budget:     s.budget,
-			Observer:   s.observer,
+			Framing:              framingFromProto(c.GetFraming(), c.GetMaxFrameBytes(), 0),
+			Ack:                  ackFromProto(c.GetAckPolicy()),
+			AckTimeout:           durationOr(c.GetAckTimeout(), 0),
+			Keepalive:            keepaliveFromProto(c.GetKeepalive()),
+			UserTimeout:          keepaliveFromProto(c.GetTcpUserTimeout()),
+			MaxMessagesPerSecond: c.GetMaxMessagesPerSecond(),
+			Budget:               s.budget,
+			Observer:             s.observer,
 		},
 		ConnectTimeout: durationOr(c.GetConnectTimeout(), 0),
 		Sink:           s.sink,
 		Logger:         s.log,
 	}
+	if s.policy != nil {
+		if err := s.policy.CheckDial(c.GetAddress()); err != nil {
+			return cfg, forbidden(err)
+		}
+		cfg.Control = func(network, address string, rc syscall.RawConn) error {
+			return forbidden(s.policy.DialControl(network, address, rc))
+		}
+	}
+	if t := c.GetTls(); t != nil {
+		serverName := t.GetServerName()
+		if t.GetProfile() == "" {
+			cfg.TLSConfig = func() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName} }
+		} else {
+			src, err := s.profile(t.GetProfile())
+			if err != nil {
+				return cfg, err
+			}
+			cfg.TLSConfig = func() *tls.Config { return src.ClientConfig(serverName) }
+		}
+		cfg.PeerNames = t.GetAllowedPeerNames()
+	}
+	return cfg, nil
+}
+
+// profile returns the named TLS profile.
+func (s *Service) profile(name string) (*tlsfiles.Source, error) {
+	if s.profiles == nil {
+		return nil, &profileError{name: name, err: errors.New("the server has no TLS profiles (serve --tls-profiles)")}
+	}
+	src, err := s.profiles.Get(name)
+	if err != nil {
+		return nil, &profileError{name: name, err: err}
+	}
+	return src, nil
+}
+
+// profileError is a TLS profile that a config names but cannot be used.
+type profileError struct {
+	name string
+	err  error
+}
+
+func (e *profileError) Error() string { return fmt.Sprintf("TLS profile %q: %v", e.name, e.err) }
+func (e *profileError) Unwrap() error { return e.err }
+
+// forbidden makes sure an address policy's refusal wraps
+// ErrAddressForbidden.
+func forbidden(err error) error {
+	if err == nil || errors.Is(err, ErrAddressForbidden) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrAddressForbidden, err)
+}
+
+// prefixes parses CIDR prefixes that validation has checked already
+// (ip_prefix). One that does not parse is dropped: with AllowedSources it
+// can only make the list stricter.
+func prefixes(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 func framingFromProto(f *switchboardv1.Framing, maxFrameBytes, maxJunkBytes int32) transport.Framing {
@@ -156,16 +297,20 @@ func listenerToProto(v registry.ListenerView) *switchboardv1.Listener {
 		ListenerId: v.ID,
 		Config:     v.Spec,
 		Status: &switchboardv1.ListenerStatus{
-			State:                         listenerState(v.State),
-			BoundAddress:                  info.Addr,
-			CreateTime:                    timestamp(v.Created),
-			OpenConnectionCount:           int64(info.Open),
-			AcceptedConnectionCount:       info.Accepted,
-			RejectedConnectionCount:       info.Rejected,
-			SourceRejectedConnectionCount: info.SourceRejected,
-			ConnectionTotals:              countersToProto(&info.Totals),
-			LastError:                     errText(v.LastError),
-			NextAttemptTime:               timestamp(v.NextAttempt),
+			State:                            listenerState(v.State),
+			BoundAddress:                     info.Addr,
+			CreateTime:                       timestamp(v.Created),
+			OpenConnectionCount:              int64(info.Open),
+			AcceptedConnectionCount:          info.Accepted,
+			RejectedConnectionCount:          info.Rejected,
+			SourceRejectedConnectionCount:    info.SourceRejected,
+			SourceDeniedConnectionCount:      info.SourceDenied,
+			TlsFailedConnectionCount:         info.TLSFailures,
+			PeerDeniedConnectionCount:        info.PeerDenied,
+			ProxyHeaderFailedConnectionCount: info.ProxyHeaderFailures,
+			ConnectionTotals:                 countersToProto(&info.Totals),
+			LastError:                        errText(v.LastError),
+			NextAttemptTime:                  timestamp(v.NextAttempt),
 		},
 	}
 }
@@ -203,6 +348,13 @@ func connToProtoView(v registry.ConnectionView) *switchboardv1.Connection {
 		},
 	}
 	c.Status.CloseDetail = errText(info.CloseErr)
+	if t := info.TLS; t != nil {
+		c.Status.Tls = &switchboardv1.TlsState{Version: t.Version, CipherSuite: t.CipherSuite,
+			PeerIdentity: text(t.PeerIdentity), PeerSubject: text(t.PeerSubject)}
+		for _, n := range t.PeerNames {
+			c.Status.Tls.PeerNames = append(c.Status.Tls.PeerNames, text(n))
+		}
+	}
 	if v.Spec != nil {
 		c.Origin = &switchboardv1.Connection_Config{Config: v.Spec}
 	} else {

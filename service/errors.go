@@ -68,6 +68,7 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		slow *observe.TooSlowError
 		bh   *beyondHeadError
 		na   *notAwaitingError
+		pe   *profileError
 	)
 	resource := func() protoadapt.MessageV1 {
 		return &errdetails.ResourceInfo{ResourceType: re.Type, ResourceName: re.ID}
@@ -98,6 +99,13 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return statusOf(codes.FailedPrecondition, err.Error()+"; retry once StopListener returns", switchboardv1.ErrorReason_ERROR_REASON_STOPPING, nil, resource())
 	case errors.As(err, &re) && errors.Is(err, outbox.ErrNotInDoubt):
 		return statusOf(codes.FailedPrecondition, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_NOT_IN_DOUBT, nil, resource())
+	case errors.Is(err, ErrAddressForbidden):
+		// Before the bind and connect cases: a refusal by policy is not an
+		// outage, and retrying will not help.
+		return statusOf(codes.PermissionDenied, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_ADDRESS_FORBIDDEN, nil)
+	case errors.As(err, &pe):
+		return statusOf(codes.FailedPrecondition, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_TLS_PROFILE_UNAVAILABLE,
+			map[string]string{"profile": text(pe.name)})
 	case errors.Is(err, transport.ErrAddrNotBindable):
 		// In use, not on this host, privileged, or a name that does not
 		// resolve: a fact of this machine, one rule for all of them.

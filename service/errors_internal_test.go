@@ -385,6 +385,8 @@ func TestErrorReasonsUsed(t *testing.T) {
 		&journal.NotRetainedError{From: 1, First: 2},
 		&observe.TooSlowError{LastSequence: 7, Buffer: 16},
 		delivery.ErrNotDelivered, &beyondHeadError{start: 9, last: 3}, &notAwaitingError{seq: 1, consumer: "c", why: "test"},
+		fmt.Errorf("listen on 10.0.0.1:25: %w: no listen rule", ErrAddressForbidden),
+		&profileError{name: "mllp", err: errors.New("unknown TLS profile")},
 	}
 	used := map[string]bool{}
 	for _, err := range errs {

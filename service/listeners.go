@@ -18,7 +18,11 @@ func (s *Service) StartListener(ctx context.Context, req *switchboardv1.StartLis
 	if err := checkDuplicates(req.GetConfig()); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	v, err := s.reg.StartListener(ctx, req.GetListenerId(), req.GetConfig(), s.listenerConfig(req.GetConfig()))
+	cfg, err := s.resolveListener(req.GetConfig())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	v, err := s.reg.StartListener(ctx, req.GetListenerId(), req.GetConfig(), cfg)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

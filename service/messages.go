@@ -205,6 +205,7 @@ func inboundToProto(r *journal.Record) *switchboardv1.Message {
 		UpdateTime:   t,
 		Sequence:     r.Seq,
 		Kind:         recordKind(r.Kind),
+		PeerIdentity: text(r.PeerIdentity),
 	}
 }
 

@@ -118,6 +118,7 @@ func recordToProto(r *journal.Record) *switchboardv1.ReceivedMessage {
 		MessageType:   text(r.MessageType),
 		ControlId:     text(r.ControlID),
 		Kind:          recordKind(r.Kind),
+		PeerIdentity:  text(r.PeerIdentity),
 	}
 }
 

@@ -18,11 +18,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/observe"
 	"github.com/switchboard-dev/switchboard/service/delivery"
@@ -85,7 +87,49 @@ type Config struct {
 	// pebblejournal.Journal.Answers. Nil keeps them in memory (NewMemAnswers)
 	// until the process ends.
 	Answers AnswerStore
+	// TLSProfiles resolves the TLS profiles that listener and connection
+	// configs name (tlsfiles.OpenProfiles of serve's --tls-profiles). A
+	// profile is resolved when the resource starts, and again when it is
+	// restored. Nil: a config naming a profile fails with
+	// FAILED_PRECONDITION (TLS_PROFILE_UNAVAILABLE); outbound TLS with no
+	// profile (the system's CAs) still works.
+	TLSProfiles TLSProfiles
+	// AddressPolicy decides which addresses StartListener may bind and
+	// Connect may dial, as configured and, through its Control hooks, as
+	// resolved at every bind and every (re)connect. Nil: any address.
+	AddressPolicy AddressPolicy
+	// ConnSlots, when set, caps the connections all listeners hold open
+	// together (transport.ConnSlots). Nil: only each listener's own cap.
+	ConnSlots *transport.ConnSlots
 }
+
+// TLSProfiles resolves TLS profile names (*tlsfiles.Profiles).
+type TLSProfiles interface {
+	Get(name string) (*tlsfiles.Source, error)
+}
+
+// AddressPolicy decides which addresses may be bound and dialed. Its
+// errors should wrap ErrAddressForbidden (the Service wraps those that do
+// not), and say which address and which rule; they become
+// PERMISSION_DENIED with reason ADDRESS_FORBIDDEN.
+type AddressPolicy interface {
+	// CheckListen: before binding (StartListener and restore); address as
+	// configured.
+	CheckListen(address string) error
+	// CheckDial: at Connect and restore, address as configured (host names
+	// checked against patterns).
+	CheckDial(address string) error
+	// ListenControl and DialControl are the net.ListenConfig.Control and
+	// net.Dialer.Control hooks that check the resolved address at every
+	// bind and every (re)connect.
+	ListenControl(network, address string, c syscall.RawConn) error
+	DialControl(network, address string, c syscall.RawConn) error
+}
+
+// ErrAddressForbidden is wrapped by every refusal of the AddressPolicy.
+// It is transport's sentinel, so an implementation need not import this
+// package: wrap either name.
+var ErrAddressForbidden = transport.ErrAddressForbidden
 
 // Service implements switchboardv1.SwitchboardServiceServer.
 type Service struct {
@@ -109,6 +153,9 @@ type Service struct {
 	book     *answerBook
 	deciding sync.Map // consumer name -> true
 	answers  AnswerStore
+	profiles TLSProfiles
+	policy   AddressPolicy
+	slots    *transport.ConnSlots
 
 	// bg runs the service's own goroutines (wakeOutboxOnRecovery); Shutdown
 	// waits for them after cancel.
@@ -154,6 +201,9 @@ func New(cfg Config) (*Service, error) {
 		inbound:  cfg.InboundSpan,
 		book:     newAnswerBook(),
 		answers:  cfg.Answers,
+		profiles: cfg.TLSProfiles,
+		policy:   cfg.AddressPolicy,
+		slots:    cfg.ConnSlots,
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -267,6 +317,7 @@ func (journalSink) record(m *transport.Message) *journal.Record {
 		RemoteAddr:   m.RemoteAddr,
 		MessageType:  m.MessageType,
 		ControlID:    m.ControlID,
+		PeerIdentity: m.PeerIdentity,
 		Payload:      m.Payload,
 	}
 }

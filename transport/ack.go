@@ -62,6 +62,9 @@ type Frame struct {
 	NewControlID func() string
 	// ConnectionID is the connection the frame arrived on.
 	ConnectionID string
+	// PeerIdentity is the identity of the peer's verified TLS certificate;
+	// empty without one.
+	PeerIdentity string
 }
 
 // FrameClass is what a received frame is.

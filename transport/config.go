@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"time"
@@ -31,6 +32,15 @@ type ConnConfig struct {
 	WriteTimeout time.Duration
 	// Keepalive is the TCP keepalive period. Negative: off.
 	Keepalive time.Duration
+	// UserTimeout is TCP_USER_TIMEOUT (Linux only; elsewhere ignored).
+	// Negative: off (the kernel's default).
+	UserTimeout time.Duration
+	// MaxMessagesPerSecond bounds how fast frames are read from the peer
+	// (a token bucket with a burst of one second's worth, at least 1).
+	// When it is empty the read loop waits before reading the next frame:
+	// back-pressure through TCP, so nothing is refused or lost and a fast
+	// peer simply sends slower. Zero: unlimited.
+	MaxMessagesPerSecond float64
 	// Budget, when set, is shared by many connections and bounds the memory
 	// they hold together for frames being received (see MemoryBudget).
 	Budget *MemoryBudget
@@ -56,6 +66,9 @@ func (c ConnConfig) WithDefaults() ConnConfig {
 	if c.Keepalive == 0 {
 		c.Keepalive = DefaultKeepalive
 	}
+	if c.UserTimeout == 0 {
+		c.UserTimeout = DefaultUserTimeout
+	}
 	if c.Observer == nil {
 		c.Observer = &Observer{}
 	}
@@ -73,6 +86,9 @@ func (c ConnConfig) Validate() error {
 	}
 	if c.IdleTimeout < 0 {
 		return fmt.Errorf("%w: the idle timeout must not be negative", ErrInvalidConfig)
+	}
+	if c.MaxMessagesPerSecond < 0 || math.IsNaN(c.MaxMessagesPerSecond) || math.IsInf(c.MaxMessagesPerSecond, 0) {
+		return fmt.Errorf("%w: the message rate must be a positive number (or zero: unlimited)", ErrInvalidConfig)
 	}
 	return nil
 }

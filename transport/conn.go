@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Sink takes the frames a connection receives. Append must return only once
@@ -23,8 +25,12 @@ type Message struct {
 	ListenerID string
 	// ConnectionID is the connection it arrived on.
 	ConnectionID string
-	// RemoteAddr is the peer's address.
+	// RemoteAddr is the peer's address (behind a trusted proxy, the one
+	// its PROXY header gave).
 	RemoteAddr string
+	// PeerIdentity is the identity of the peer's verified TLS certificate
+	// (see TLSInfo); empty without one.
+	PeerIdentity string
 	// Time is when the frame was received.
 	Time time.Time
 	// Class is FrameMessage, or FrameAck for an acknowledgement that no
@@ -59,6 +65,11 @@ type Conn struct {
 	remoteAddr string
 	openTime   time.Time
 	onClose    func(*Conn, ConnInfo)
+	tls        *TLSInfo      // nil: plain TCP
+	limiter    *rate.Limiter // nil: no message rate limit
+	// sniff: the first bytes are checked for a TLS handshake or a PROXY
+	// header, which a plain listener's peer must not send (sniff.go).
+	sniff bool
 
 	// ctx ends Sink appends and deferred replies when the connection closes.
 	ctx    context.Context
@@ -100,6 +111,8 @@ type Conn struct {
 	closeTime  time.Time
 
 	draining      atomic.Bool
+	drainWake     chan struct{} // closed when draining begins
+	drainOnce     sync.Once
 	drainDeadline atomic.Int64 // unix nanos
 	lastActivity  atomic.Int64 // unix nanos
 	done          chan struct{}
@@ -127,6 +140,8 @@ type connParams struct {
 	sink           Sink
 	log            *slog.Logger
 	logs           *samplers
+	tls            *TLSInfo
+	sniff          bool
 	onClose        func(*Conn, ConnInfo)
 }
 
@@ -145,6 +160,9 @@ func newConn(nc net.Conn, p connParams) *Conn {
 		remoteAddr: nc.RemoteAddr().String(),
 		openTime:   time.Now(),
 		onClose:    p.onClose,
+		tls:        p.tls,
+		sniff:      p.sniff && sniffs(p.cfg.Framing),
+		drainWake:  make(chan struct{}),
 		ctx:        ctx,
 		cancel:     cancel,
 		ids:        newControlIDs(),
@@ -155,6 +173,9 @@ func newConn(nc net.Conn, p connParams) *Conn {
 		done:       make(chan struct{}),
 	}
 	c.newID = c.ids.next
+	if r := c.cfg.MaxMessagesPerSecond; r > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+	}
 	c.recorder, _ = p.sink.(AnswerRecorder)
 	c.lastFrame = c.openTime
 	c.log = p.log.With("connection_id", c.id, "remote_addr", c.remoteAddr)
@@ -169,11 +190,41 @@ func newConn(nc net.Conn, p connParams) *Conn {
 
 // start runs the read loop. The goroutine belongs to c: Close stops it.
 func (c *Conn) start() {
-	c.log.Debug("connection opened", "direction", c.dir.String(), "local_addr", c.localAddr)
+	c.opened()
+	go c.run()
+}
+
+// startHere runs the read loop on the calling goroutine, which becomes
+// c's: a listener's connection that had a preamble keeps the goroutine
+// that ran it.
+func (c *Conn) startHere() {
+	c.opened()
+	c.run()
+}
+
+func (c *Conn) opened() {
+	if c.tls != nil {
+		c.log.Debug("connection opened", "direction", c.dir.String(), "local_addr", c.localAddr,
+			"tls_version", c.tls.Version, "peer_identity", c.tls.PeerIdentity)
+	} else {
+		c.log.Debug("connection opened", "direction", c.dir.String(), "local_addr", c.localAddr)
+	}
 	if f := c.obs.ConnOpened; f != nil {
 		f(c)
 	}
-	go c.run()
+}
+
+// TLS describes the connection's TLS session; nil for plain TCP. Never
+// modify it.
+func (c *Conn) TLS() *TLSInfo { return c.tls }
+
+// PeerIdentity is the identity of the peer's verified certificate; empty
+// without one.
+func (c *Conn) PeerIdentity() string {
+	if c.tls == nil {
+		return ""
+	}
+	return c.tls.PeerIdentity
 }
 
 // ID returns the connection's id.
@@ -231,6 +282,7 @@ func (c *Conn) Drain(deadline time.Time) {
 	}
 	c.drainDeadline.Store(deadline.UnixNano())
 	c.draining.Store(true)
+	c.drainOnce.Do(func() { close(c.drainWake) })
 	// Wake a read blocked waiting for the next frame.
 	_ = c.nc.SetReadDeadline(time.Now())
 	select {

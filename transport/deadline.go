@@ -33,6 +33,12 @@ func (c *Conn) read(p []byte) (int, error) {
 		n, err := c.nc.Read(p)
 		if n > 0 {
 			c.lastActivity.Store(time.Now().UnixNano())
+			if c.sniff {
+				c.sniff = false
+				if serr := sniffFirst(p[:n]); serr != nil {
+					return 0, serr
+				}
+			}
 		}
 		return n, err
 	}

@@ -18,6 +18,14 @@
 //   - Bad input (junk, oversized or endless frames, unparsable HL7, slow or
 //     silent peers) is answered or cut off and counted; memory per
 //     connection stays bounded by the maximum frame size.
+//   - Who may connect is decided before a byte is read (AllowedSources,
+//     the connection caps, ConnSlots); what a connection must send first
+//     (a PROXY header from a trusted proxy, a TLS handshake) is read on
+//     the connection's own goroutine, within HandshakeTimeout, never in
+//     the accept loop, and such connections hold their place in the caps
+//     meanwhile, so silent connections cannot exhaust memory or file
+//     descriptors. A verified TLS peer's identity goes with every frame
+//     it sends (Message.PeerIdentity).
 //
 // The package never logs payload bytes (they are patient data) and knows
 // nothing about gRPC.

@@ -39,6 +39,11 @@ var (
 	ErrConnectFailed = errors.New("could not connect")
 	// ErrConnectTimeout: Dial did not connect within its timeout.
 	ErrConnectTimeout = errors.New("connect timed out")
+
+	// ErrAddressForbidden is what a Control hook (an address policy) wraps
+	// when it refuses an address to bind or dial; Listen and Dial errors
+	// wrap it then, so callers can tell a policy refusal from an outage.
+	ErrAddressForbidden = errors.New("address forbidden by policy")
 )
 
 // SendCause says why a Send ended with a *SendError.

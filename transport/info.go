@@ -82,7 +82,10 @@ type ConnInfo struct {
 	State        ConnState
 	OpenTime     time.Time
 	LastActivity time.Time // a byte read or written
-	Counters     Counters
+	// TLS describes the TLS session; nil for plain TCP. Shared: never
+	// modify it.
+	TLS      *TLSInfo
+	Counters Counters
 	// CloseReason, CloseErr (the cause, may be nil) and CloseTime are set
 	// once State is StateClosed.
 	CloseReason CloseReason
@@ -104,6 +107,7 @@ func (c *Conn) Info() ConnInfo {
 		State:        state,
 		OpenTime:     c.openTime,
 		LastActivity: time.Unix(0, c.lastActivity.Load()),
+		TLS:          c.tls,
 		Counters:     c.stats.snapshot(),
 		CloseReason:  why,
 		CloseErr:     cerr,

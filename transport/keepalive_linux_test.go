@@ -27,3 +27,21 @@ func keepaliveOf(t *testing.T, nc net.Conn) (on bool, idle int) {
 	}
 	return ka != 0, ki
 }
+
+// userTimeoutOf reads TCP_USER_TIMEOUT (milliseconds) of a TCP connection.
+func userTimeoutOf(t *testing.T, nc net.Conn) int {
+	t.Helper()
+	raw, err := nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms int
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		ms, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, 0x12) // TCP_USER_TIMEOUT
+	})
+	if err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	return ms
+}

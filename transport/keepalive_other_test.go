@@ -14,3 +14,9 @@ func keepaliveOf(t *testing.T, _ net.Conn) (on bool, idle int) {
 	t.Skip("reads TCP keepalive socket options only on Linux")
 	return false, 0
 }
+
+func userTimeoutOf(t *testing.T, _ net.Conn) int {
+	t.Helper()
+	t.Skip("TCP_USER_TIMEOUT is Linux's")
+	return 0
+}

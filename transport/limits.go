@@ -33,8 +33,21 @@ const (
 	DefaultWriteTimeout = 30 * time.Second
 	// DefaultKeepalive is the TCP keepalive period.
 	DefaultKeepalive = 30 * time.Second
-	// DefaultConnectTimeout bounds Dial.
+	// DefaultConnectTimeout bounds Dial (the TCP connect and the TLS
+	// handshake together).
 	DefaultConnectTimeout = 10 * time.Second
+	// DefaultHandshakeTimeout bounds an accepted connection's preamble
+	// (PROXY header and TLS handshake), so silent connections give their
+	// slot back.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultUserTimeout is TCP_USER_TIMEOUT on Linux: written data that
+	// the peer has not acknowledged for this long, or keepalive probes
+	// unanswered for this long, drop the connection. With the default
+	// keepalive (30 s idle, then a probe every 30 s) a half-open peer is
+	// found within 90 s whether or not data is in flight, instead of the
+	// kernel's ~15 minutes of retransmissions. Other systems: keepalive
+	// alone (Keepalive + 3 probes: 2 minutes).
+	DefaultUserTimeout = 60 * time.Second
 	// DefaultDrainTimeout is how long stopping a listener or shutting down
 	// lets in-flight frames finish when the caller gives no deadline.
 	DefaultDrainTimeout = 10 * time.Second

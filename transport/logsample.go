@@ -38,4 +38,6 @@ func (s *sampler) allow() (ok bool, suppressed int) {
 // dialed connection's), shared by its connections.
 type samplers struct {
 	rejected, negative, closed sampler
+	denied, proxy, handshake   sampler
+	peerDenied                 sampler
 }

@@ -39,7 +39,7 @@ type Observer struct {
 	// ConnClosed: the connection closed; info is its final snapshot.
 	ConnClosed func(c *Conn, info ConnInfo)
 	// ConnRejected: a listener closed a new connection at once because a
-	// limit was reached.
+	// limit was reached or its address is not allowed.
 	ConnRejected func(listenerID, remoteAddr string, reason RejectReason)
 }
 
@@ -52,6 +52,11 @@ const (
 	RejectMaxConnections RejectReason = iota + 1
 	// RejectPerSource: the limit for the peer's address was reached.
 	RejectPerSource
+	// RejectTotalConnections: the ConnSlots shared by the listeners were
+	// all taken.
+	RejectTotalConnections
+	// RejectSourceDenied: the peer's address is not in AllowedSources.
+	RejectSourceDenied
 )
 
 func (r RejectReason) String() string {
@@ -60,6 +65,10 @@ func (r RejectReason) String() string {
 		return "max connections"
 	case RejectPerSource:
 		return "max connections per source"
+	case RejectTotalConnections:
+		return "max connections in total"
+	case RejectSourceDenied:
+		return "source address not allowed"
 	}
 	return "RejectReason(?)"
 }

@@ -43,10 +43,33 @@ func (c *Conn) run() {
 		// deadline would stay at the first frame's start and cut a healthy
 		// connection off for a frame timeout.
 		c.lastFrame, c.frameStart = time.Now(), time.Time{}
+		if c.limiter != nil && !c.waitRate() {
+			return
+		}
 	}
 }
 
 var errDrained = errors.New("drained")
+
+// waitRate waits until the message rate limit lets the next frame be read:
+// meanwhile nothing is read, so TCP's flow control slows the peer down and
+// nothing is lost. Idle time starts again after the wait. It reports
+// whether the connection is still open; a drain ends the wait.
+func (c *Conn) waitRate() bool {
+	r := c.limiter.Reserve()
+	if d := r.Delay(); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.drainWake:
+		case <-c.ctx.Done():
+			return false
+		}
+		c.lastFrame = time.Now()
+	}
+	return true
+}
 
 // readFailed handles an error from the decoder. It reports whether the loop
 // should go on reading.
@@ -74,6 +97,9 @@ func (c *Conn) readFailed(err error) bool {
 		default:
 			return true // a stale deadline; nothing expired
 		}
+	case errors.Is(err, ErrTLSHandshake), errors.Is(err, ErrProxyHeader):
+		// The first bytes of a plain connection (sniff.go).
+		c.framingError(CloseFramingError, err)
 	case errors.Is(err, io.EOF):
 		c.closeWith(ClosePeerClosed, nil)
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -136,7 +162,7 @@ func (noMemoryError) Is(target error) bool { return target == ErrNoMemory }
 // policy can say so from the part of it that was read.
 func (c *Conn) refuse(partial []byte, why error) {
 	in := &c.in
-	*in = Frame{Payload: partial, Time: time.Now(), StoreErr: why, NewControlID: c.newID, ConnectionID: c.id}
+	*in = Frame{Payload: partial, Time: time.Now(), StoreErr: why, NewControlID: c.newID, ConnectionID: c.id, PeerIdentity: c.PeerIdentity()}
 	in.Header, in.HeaderErr = hl7.ParseHeader(partial)
 	r := c.cfg.Ack.Reply(c.ctx, c.ackBuf[:0], in)
 	if r.Payload != nil && c.writeFrame(r.Payload, time.Now().Add(c.cfg.WriteTimeout)) == nil {
@@ -151,7 +177,7 @@ func (c *Conn) handleFrame(payload []byte) bool {
 	c.stats.framesIn.Add(1)
 	c.stats.bytesIn.Add(int64(len(payload)))
 	in := &c.in
-	*in = Frame{Payload: payload, Time: now, NewControlID: c.newID, ConnectionID: c.id}
+	*in = Frame{Payload: payload, Time: now, NewControlID: c.newID, ConnectionID: c.id, PeerIdentity: c.PeerIdentity()}
 	in.Header, in.HeaderErr = hl7.ParseHeader(payload)
 
 	exp, waiting, windowed := c.pendingExpectation()
@@ -188,6 +214,7 @@ func (c *Conn) handleFrame(payload []byte) bool {
 		ListenerID:   c.listenerID,
 		ConnectionID: c.id,
 		RemoteAddr:   c.remoteAddr,
+		PeerIdentity: c.PeerIdentity(),
 		Time:         now,
 		Class:        class,
 		Payload:      payload,

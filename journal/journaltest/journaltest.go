@@ -110,6 +110,7 @@ func CheckRecord(t testing.TB, got, want *journal.Record) {
 		got.RemoteAddr != want.RemoteAddr ||
 		got.MessageType != want.MessageType ||
 		got.ControlID != want.ControlID ||
+		got.PeerIdentity != want.PeerIdentity ||
 		!bytes.Equal(got.Payload, want.Payload) {
 		t.Fatalf("record mismatch:\n got %+v\nwant %+v", *got, *want)
 	}

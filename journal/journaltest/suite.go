@@ -48,6 +48,7 @@ func testRoundTrip(t *testing.T, b Backend) {
 			RemoteAddr:   "[2001:db8::1]:2575",
 			MessageType:  "ORU^R01^ORU_R01",
 			ControlID:    "MSG00001",
+			PeerIdentity: "spiffe://hospital.example/lab",
 			Payload:      binary,
 		},
 		{Kind: journal.KindAck, Time: time.Unix(0, 1), ListenerID: "b", ControlID: "\xe9", Payload: []byte{}},

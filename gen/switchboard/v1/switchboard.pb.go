@@ -24,6 +24,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ClientCertificate says whether a TLS listener asks for client
+// certificates.
+type ClientCertificate int32
+
+const (
+	// REQUIRED when the profile has a ca.crt, NONE otherwise.
+	ClientCertificate_CLIENT_CERTIFICATE_UNSPECIFIED ClientCertificate = 0
+	// Not asked for.
+	ClientCertificate_CLIENT_CERTIFICATE_NONE ClientCertificate = 1
+	// Verified when presented; peers without one are served too (with no
+	// identity).
+	ClientCertificate_CLIENT_CERTIFICATE_OPTIONAL ClientCertificate = 2
+	// Required and verified (mutual TLS).
+	ClientCertificate_CLIENT_CERTIFICATE_REQUIRED ClientCertificate = 3
+)
+
+// Enum value maps for ClientCertificate.
+var (
+	ClientCertificate_name = map[int32]string{
+		0: "CLIENT_CERTIFICATE_UNSPECIFIED",
+		1: "CLIENT_CERTIFICATE_NONE",
+		2: "CLIENT_CERTIFICATE_OPTIONAL",
+		3: "CLIENT_CERTIFICATE_REQUIRED",
+	}
+	ClientCertificate_value = map[string]int32{
+		"CLIENT_CERTIFICATE_UNSPECIFIED": 0,
+		"CLIENT_CERTIFICATE_NONE":        1,
+		"CLIENT_CERTIFICATE_OPTIONAL":    2,
+		"CLIENT_CERTIFICATE_REQUIRED":    3,
+	}
+)
+
+func (x ClientCertificate) Enum() *ClientCertificate {
+	p := new(ClientCertificate)
+	*p = x
+	return p
+}
+
+func (x ClientCertificate) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClientCertificate) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[0].Descriptor()
+}
+
+func (ClientCertificate) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[0]
+}
+
+func (x ClientCertificate) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClientCertificate.Descriptor instead.
+func (ClientCertificate) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{0}
+}
+
 // DuplicateScope says whose control ids are compared.
 type DuplicateScope int32
 
@@ -61,11 +120,11 @@ func (x DuplicateScope) String() string {
 }
 
 func (DuplicateScope) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[0].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[1].Descriptor()
 }
 
 func (DuplicateScope) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[0]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[1]
 }
 
 func (x DuplicateScope) Number() protoreflect.EnumNumber {
@@ -74,7 +133,7 @@ func (x DuplicateScope) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DuplicateScope.Descriptor instead.
 func (DuplicateScope) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{0}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{1}
 }
 
 // ListenerState is the lifecycle state of a listener.
@@ -123,11 +182,11 @@ func (x ListenerState) String() string {
 }
 
 func (ListenerState) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[1].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[2].Descriptor()
 }
 
 func (ListenerState) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[1]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[2]
 }
 
 func (x ListenerState) Number() protoreflect.EnumNumber {
@@ -136,7 +195,7 @@ func (x ListenerState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ListenerState.Descriptor instead.
 func (ListenerState) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{1}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{2}
 }
 
 // InDoubtPolicy says what the outbox does with a message that was written
@@ -183,11 +242,11 @@ func (x InDoubtPolicy) String() string {
 }
 
 func (InDoubtPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[2].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[3].Descriptor()
 }
 
 func (InDoubtPolicy) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[2]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[3]
 }
 
 func (x InDoubtPolicy) Number() protoreflect.EnumNumber {
@@ -196,7 +255,7 @@ func (x InDoubtPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use InDoubtPolicy.Descriptor instead.
 func (InDoubtPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{2}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{3}
 }
 
 // Direction says who opened a connection.
@@ -236,11 +295,11 @@ func (x Direction) String() string {
 }
 
 func (Direction) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[3].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[4].Descriptor()
 }
 
 func (Direction) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[3]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[4]
 }
 
 func (x Direction) Number() protoreflect.EnumNumber {
@@ -249,7 +308,7 @@ func (x Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Direction.Descriptor instead.
 func (Direction) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{3}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{4}
 }
 
 // ConnectionState is the lifecycle state of a connection.
@@ -303,11 +362,11 @@ func (x ConnectionState) String() string {
 }
 
 func (ConnectionState) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[4].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[5].Descriptor()
 }
 
 func (ConnectionState) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[4]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[5]
 }
 
 func (x ConnectionState) Number() protoreflect.EnumNumber {
@@ -316,7 +375,7 @@ func (x ConnectionState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConnectionState.Descriptor instead.
 func (ConnectionState) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{4}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{5}
 }
 
 // CloseReason says why a connection closed.
@@ -428,11 +487,11 @@ func (x CloseReason) String() string {
 }
 
 func (CloseReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[5].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[6].Descriptor()
 }
 
 func (CloseReason) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[5]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[6]
 }
 
 func (x CloseReason) Number() protoreflect.EnumNumber {
@@ -441,7 +500,7 @@ func (x CloseReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CloseReason.Descriptor instead.
 func (CloseReason) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{5}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{6}
 }
 
 // AckCode is an acknowledgement code, as sent or received.
@@ -513,11 +572,11 @@ func (x AckCode) String() string {
 }
 
 func (AckCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[6].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[7].Descriptor()
 }
 
 func (AckCode) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[6]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[7]
 }
 
 func (x AckCode) Number() protoreflect.EnumNumber {
@@ -526,7 +585,7 @@ func (x AckCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AckCode.Descriptor instead.
 func (AckCode) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{6}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{7}
 }
 
 // SendOutcome is what Switchboard concluded about a sent message that the
@@ -578,11 +637,11 @@ func (x SendOutcome) String() string {
 }
 
 func (SendOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[7].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[8].Descriptor()
 }
 
 func (SendOutcome) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[7]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[8]
 }
 
 func (x SendOutcome) Number() protoreflect.EnumNumber {
@@ -591,7 +650,7 @@ func (x SendOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SendOutcome.Descriptor instead.
 func (SendOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{7}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{8}
 }
 
 // SendFailureCause says why a Send ended without a trustworthy answer.
@@ -656,11 +715,11 @@ func (x SendFailureCause) String() string {
 }
 
 func (SendFailureCause) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[8].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[9].Descriptor()
 }
 
 func (SendFailureCause) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[8]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[9]
 }
 
 func (x SendFailureCause) Number() protoreflect.EnumNumber {
@@ -669,7 +728,7 @@ func (x SendFailureCause) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SendFailureCause.Descriptor instead.
 func (SendFailureCause) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{9}
 }
 
 // ErrorReason is the google.rpc.ErrorInfo reason of Switchboard's errors,
@@ -812,11 +871,11 @@ func (x ErrorReason) String() string {
 }
 
 func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[9].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[10].Descriptor()
 }
 
 func (ErrorReason) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[9]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[10]
 }
 
 func (x ErrorReason) Number() protoreflect.EnumNumber {
@@ -825,7 +884,7 @@ func (x ErrorReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorReason.Descriptor instead.
 func (ErrorReason) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{9}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{10}
 }
 
 // RecordKind says what a journaled record is.
@@ -866,11 +925,11 @@ func (x RecordKind) String() string {
 }
 
 func (RecordKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[10].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[11].Descriptor()
 }
 
 func (RecordKind) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[10]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[11]
 }
 
 func (x RecordKind) Number() protoreflect.EnumNumber {
@@ -879,7 +938,7 @@ func (x RecordKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RecordKind.Descriptor instead.
 func (RecordKind) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{10}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{11}
 }
 
 // ConsumerMode says how the streams of one consumer share its messages.
@@ -920,11 +979,11 @@ func (x ConsumerMode) String() string {
 }
 
 func (ConsumerMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[11].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[12].Descriptor()
 }
 
 func (ConsumerMode) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[11]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[12]
 }
 
 func (x ConsumerMode) Number() protoreflect.EnumNumber {
@@ -933,7 +992,7 @@ func (x ConsumerMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConsumerMode.Descriptor instead.
 func (ConsumerMode) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
 }
 
 // MessageState is where a message is in its life.
@@ -996,11 +1055,11 @@ func (x MessageState) String() string {
 }
 
 func (MessageState) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[12].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[13].Descriptor()
 }
 
 func (MessageState) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[12]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[13]
 }
 
 func (x MessageState) Number() protoreflect.EnumNumber {
@@ -1009,7 +1068,7 @@ func (x MessageState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MessageState.Descriptor instead.
 func (MessageState) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
 }
 
 // AttemptResult is how one delivery attempt of an outbound message ended.
@@ -1058,11 +1117,11 @@ func (x AttemptResult) String() string {
 }
 
 func (AttemptResult) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[13].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[14].Descriptor()
 }
 
 func (AttemptResult) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[13]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[14]
 }
 
 func (x AttemptResult) Number() protoreflect.EnumNumber {
@@ -1071,7 +1130,7 @@ func (x AttemptResult) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AttemptResult.Descriptor instead.
 func (AttemptResult) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 // Resolution is what an operator decides for a message held in doubt.
@@ -1115,11 +1174,11 @@ func (x Resolution) String() string {
 }
 
 func (Resolution) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[14].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[15].Descriptor()
 }
 
 func (Resolution) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[14]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[15]
 }
 
 func (x Resolution) Number() protoreflect.EnumNumber {
@@ -1128,7 +1187,7 @@ func (x Resolution) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Resolution.Descriptor instead.
 func (Resolution) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 // EventKind says what an Event reports.
@@ -1246,11 +1305,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_v1_switchboard_proto_enumTypes[15].Descriptor()
+	return file_switchboard_v1_switchboard_proto_enumTypes[16].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_switchboard_v1_switchboard_proto_enumTypes[15]
+	return &file_switchboard_v1_switchboard_proto_enumTypes[16]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -1259,7 +1318,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{16}
 }
 
 // Framing selects how messages are delimited on a TCP stream. When no kind is
@@ -1981,9 +2040,32 @@ type ListenerConfig struct {
 	// Suppress duplicates: a message whose MSH-10 the same peer sent within
 	// the window is not stored again and gets the first one's ACK again (HL7
 	// policy only). Unset: off.
-	Duplicates    *DuplicateSuppression `protobuf:"bytes,12,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Duplicates *DuplicateSuppression `protobuf:"bytes,12,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	// Serve TLS (and optionally require client certificates) with a TLS
+	// profile of the server. Unset: plain TCP.
+	Tls *ListenerTls `protobuf:"bytes,13,opt,name=tls,proto3" json:"tls,omitempty"`
+	// Peer addresses served, as CIDR prefixes ("10.20.0.0/16",
+	// "2001:db8::/32"; host bits zero; a single host is "/32" or "/128").
+	// Connections from any other address are reset right after accept,
+	// before a byte is read, and counted (source_denied_connection_count).
+	// Behind a trusted proxy (proxy_protocol) the address checked is the one
+	// its PROXY header gives. Empty: every address. At most 256.
+	AllowedSources []string `protobuf:"bytes,14,rep,name=allowed_sources,json=allowedSources,proto3" json:"allowed_sources,omitempty"`
+	// Accept the PROXY protocol from load balancers. Unset: no PROXY headers
+	// (one sent anyway is refused, so a peer cannot claim another address).
+	ProxyProtocol *ProxyProtocol `protobuf:"bytes,15,opt,name=proxy_protocol,json=proxyProtocol,proto3" json:"proxy_protocol,omitempty"`
+	// Most frames read per second from each connection, with a burst of one
+	// second's worth. A faster peer is not refused: the next frame is not
+	// read until the rate allows, so TCP slows the peer down and nothing is
+	// lost. Unset or zero: unlimited.
+	MaxMessagesPerSecond float64 `protobuf:"fixed64,16,opt,name=max_messages_per_second,json=maxMessagesPerSecond,proto3" json:"max_messages_per_second,omitempty"`
+	// TCP_USER_TIMEOUT (Linux; ignored elsewhere): a connection whose written
+	// data, or keepalive probes, go unacknowledged this long is dropped, so a
+	// vanished peer is found within a bound (with the default keepalive,
+	// 90 s). Unset: 60 s. Zero: the kernel's default (about 15 minutes).
+	TcpUserTimeout *durationpb.Duration `protobuf:"bytes,17,opt,name=tcp_user_timeout,json=tcpUserTimeout,proto3" json:"tcp_user_timeout,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListenerConfig) Reset() {
@@ -2100,6 +2182,164 @@ func (x *ListenerConfig) GetDuplicates() *DuplicateSuppression {
 	return nil
 }
 
+func (x *ListenerConfig) GetTls() *ListenerTls {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *ListenerConfig) GetAllowedSources() []string {
+	if x != nil {
+		return x.AllowedSources
+	}
+	return nil
+}
+
+func (x *ListenerConfig) GetProxyProtocol() *ProxyProtocol {
+	if x != nil {
+		return x.ProxyProtocol
+	}
+	return nil
+}
+
+func (x *ListenerConfig) GetMaxMessagesPerSecond() float64 {
+	if x != nil {
+		return x.MaxMessagesPerSecond
+	}
+	return 0
+}
+
+func (x *ListenerConfig) GetTcpUserTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.TcpUserTimeout
+	}
+	return nil
+}
+
+// ListenerTls makes a listener a TLS server (TLS 1.2 or later).
+type ListenerTls struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server's TLS profile: a directory DIR/<profile>/ with tls.crt and
+	// tls.key (and ca.crt to verify client certificates) under the server's
+	// --tls-profiles directory. Files are re-read when they change.
+	Profile string `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	// Whether peers must present a certificate signed by the profile's
+	// ca.crt. Unset: REQUIRED when the profile has a ca.crt, NONE otherwise.
+	ClientCertificate ClientCertificate `protobuf:"varint,2,opt,name=client_certificate,json=clientCertificate,proto3,enum=switchboard.v1.ClientCertificate" json:"client_certificate,omitempty"`
+	// Names a client certificate must match, one at least: the subject common
+	// name or a DNS, URI, IP or email SAN, exactly (DNS names and common name
+	// ignoring ASCII case), or "*.example.org" for one leftmost DNS label.
+	// Others are closed after the handshake and counted. Empty: every peer
+	// the CA verifies. At most 256.
+	AllowedPeerNames []string `protobuf:"bytes,3,rep,name=allowed_peer_names,json=allowedPeerNames,proto3" json:"allowed_peer_names,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ListenerTls) Reset() {
+	*x = ListenerTls{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListenerTls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListenerTls) ProtoMessage() {}
+
+func (x *ListenerTls) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListenerTls.ProtoReflect.Descriptor instead.
+func (*ListenerTls) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListenerTls) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *ListenerTls) GetClientCertificate() ClientCertificate {
+	if x != nil {
+		return x.ClientCertificate
+	}
+	return ClientCertificate_CLIENT_CERTIFICATE_UNSPECIFIED
+}
+
+func (x *ListenerTls) GetAllowedPeerNames() []string {
+	if x != nil {
+		return x.AllowedPeerNames
+	}
+	return nil
+}
+
+// ProxyProtocol accepts PROXY protocol headers (v2, or v1) from trusted
+// load balancers, so the real peer's address is the one checked, limited
+// and recorded.
+type ProxyProtocol struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Addresses of the load balancers, as CIDR prefixes. Their connections
+	// must start with a PROXY header within the handshake timeout (10 s) or
+	// are closed and counted (proxy_header_failed_connection_count);
+	// connections from other addresses must not send one. At least 1, at
+	// most 64.
+	TrustedSources []string `protobuf:"bytes,1,rep,name=trusted_sources,json=trustedSources,proto3" json:"trusted_sources,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ProxyProtocol) Reset() {
+	*x = ProxyProtocol{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyProtocol) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyProtocol) ProtoMessage() {}
+
+func (x *ProxyProtocol) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyProtocol.ProtoReflect.Descriptor instead.
+func (*ProxyProtocol) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ProxyProtocol) GetTrustedSources() []string {
+	if x != nil {
+		return x.TrustedSources
+	}
+	return nil
+}
+
 // ConsumerAck hands the decision of each message's acknowledgement to a
 // durable consumer. A message is still stored before anything is decided
 // (never ACK before durable); it is then delivered to the consumer, whose
@@ -2131,7 +2371,7 @@ type ConsumerAck struct {
 
 func (x *ConsumerAck) Reset() {
 	*x = ConsumerAck{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2383,7 @@ func (x *ConsumerAck) String() string {
 func (*ConsumerAck) ProtoMessage() {}
 
 func (x *ConsumerAck) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2396,7 @@ func (x *ConsumerAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerAck.ProtoReflect.Descriptor instead.
 func (*ConsumerAck) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ConsumerAck) GetConsumer() string {
@@ -2207,7 +2447,7 @@ type DuplicateSuppression struct {
 
 func (x *DuplicateSuppression) Reset() {
 	*x = DuplicateSuppression{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2459,7 @@ func (x *DuplicateSuppression) String() string {
 func (*DuplicateSuppression) ProtoMessage() {}
 
 func (x *DuplicateSuppression) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2472,7 @@ func (x *DuplicateSuppression) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateSuppression.ProtoReflect.Descriptor instead.
 func (*DuplicateSuppression) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DuplicateSuppression) GetWindow() *durationpb.Duration {
@@ -2264,7 +2504,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2516,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2529,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Listener) GetListenerId() string {
@@ -2326,11 +2566,24 @@ type ListenerStatus struct {
 	OpenConnectionCount int64 `protobuf:"varint,4,opt,name=open_connection_count,json=openConnectionCount,proto3" json:"open_connection_count,omitempty"`
 	// Connections accepted since the listener was created.
 	AcceptedConnectionCount int64 `protobuf:"varint,5,opt,name=accepted_connection_count,json=acceptedConnectionCount,proto3" json:"accepted_connection_count,omitempty"`
-	// Connections closed at once because max_connections was reached.
+	// Connections closed at once because max_connections, or the server's
+	// total connection cap, was reached.
 	RejectedConnectionCount int64 `protobuf:"varint,6,opt,name=rejected_connection_count,json=rejectedConnectionCount,proto3" json:"rejected_connection_count,omitempty"`
 	// Connections closed at once because max_connections_per_source was
 	// reached for their peer's address.
 	SourceRejectedConnectionCount int64 `protobuf:"varint,8,opt,name=source_rejected_connection_count,json=sourceRejectedConnectionCount,proto3" json:"source_rejected_connection_count,omitempty"`
+	// Connections reset at once because allowed_sources does not hold their
+	// peer's address.
+	SourceDeniedConnectionCount int64 `protobuf:"varint,11,opt,name=source_denied_connection_count,json=sourceDeniedConnectionCount,proto3" json:"source_denied_connection_count,omitempty"`
+	// Connections whose TLS handshake failed or did not finish within 10 s
+	// (a plain-TCP peer, an untrusted or missing client certificate).
+	TlsFailedConnectionCount int64 `protobuf:"varint,12,opt,name=tls_failed_connection_count,json=tlsFailedConnectionCount,proto3" json:"tls_failed_connection_count,omitempty"`
+	// Connections closed after the handshake because their client
+	// certificate matched none of allowed_peer_names.
+	PeerDeniedConnectionCount int64 `protobuf:"varint,13,opt,name=peer_denied_connection_count,json=peerDeniedConnectionCount,proto3" json:"peer_denied_connection_count,omitempty"`
+	// Connections from a trusted proxy closed because no valid PROXY header
+	// came within 10 s.
+	ProxyHeaderFailedConnectionCount int64 `protobuf:"varint,14,opt,name=proxy_header_failed_connection_count,json=proxyHeaderFailedConnectionCount,proto3" json:"proxy_header_failed_connection_count,omitempty"`
 	// What happened on every connection the listener accepted, open and
 	// closed, added up. These totals never go down.
 	ConnectionTotals *ConnectionCounters `protobuf:"bytes,7,opt,name=connection_totals,json=connectionTotals,proto3" json:"connection_totals,omitempty"`
@@ -2344,7 +2597,7 @@ type ListenerStatus struct {
 
 func (x *ListenerStatus) Reset() {
 	*x = ListenerStatus{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2356,7 +2609,7 @@ func (x *ListenerStatus) String() string {
 func (*ListenerStatus) ProtoMessage() {}
 
 func (x *ListenerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2369,7 +2622,7 @@ func (x *ListenerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerStatus.ProtoReflect.Descriptor instead.
 func (*ListenerStatus) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListenerStatus) GetState() ListenerState {
@@ -2421,6 +2674,34 @@ func (x *ListenerStatus) GetSourceRejectedConnectionCount() int64 {
 	return 0
 }
 
+func (x *ListenerStatus) GetSourceDeniedConnectionCount() int64 {
+	if x != nil {
+		return x.SourceDeniedConnectionCount
+	}
+	return 0
+}
+
+func (x *ListenerStatus) GetTlsFailedConnectionCount() int64 {
+	if x != nil {
+		return x.TlsFailedConnectionCount
+	}
+	return 0
+}
+
+func (x *ListenerStatus) GetPeerDeniedConnectionCount() int64 {
+	if x != nil {
+		return x.PeerDeniedConnectionCount
+	}
+	return 0
+}
+
+func (x *ListenerStatus) GetProxyHeaderFailedConnectionCount() int64 {
+	if x != nil {
+		return x.ProxyHeaderFailedConnectionCount
+	}
+	return 0
+}
+
 func (x *ListenerStatus) GetConnectionTotals() *ConnectionCounters {
 	if x != nil {
 		return x.ConnectionTotals
@@ -2456,7 +2737,7 @@ type StartListenerRequest struct {
 
 func (x *StartListenerRequest) Reset() {
 	*x = StartListenerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2749,7 @@ func (x *StartListenerRequest) String() string {
 func (*StartListenerRequest) ProtoMessage() {}
 
 func (x *StartListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2762,7 @@ func (x *StartListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartListenerRequest.ProtoReflect.Descriptor instead.
 func (*StartListenerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{16}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StartListenerRequest) GetListenerId() string {
@@ -2509,7 +2790,7 @@ type StartListenerResponse struct {
 
 func (x *StartListenerResponse) Reset() {
 	*x = StartListenerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2802,7 @@ func (x *StartListenerResponse) String() string {
 func (*StartListenerResponse) ProtoMessage() {}
 
 func (x *StartListenerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2815,7 @@ func (x *StartListenerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartListenerResponse.ProtoReflect.Descriptor instead.
 func (*StartListenerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{17}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StartListenerResponse) GetListener() *Listener {
@@ -2558,7 +2839,7 @@ type StopListenerRequest struct {
 
 func (x *StopListenerRequest) Reset() {
 	*x = StopListenerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +2851,7 @@ func (x *StopListenerRequest) String() string {
 func (*StopListenerRequest) ProtoMessage() {}
 
 func (x *StopListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +2864,7 @@ func (x *StopListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopListenerRequest.ProtoReflect.Descriptor instead.
 func (*StopListenerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{18}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StopListenerRequest) GetListenerId() string {
@@ -2611,7 +2892,7 @@ type StopListenerResponse struct {
 
 func (x *StopListenerResponse) Reset() {
 	*x = StopListenerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2623,7 +2904,7 @@ func (x *StopListenerResponse) String() string {
 func (*StopListenerResponse) ProtoMessage() {}
 
 func (x *StopListenerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2636,7 +2917,7 @@ func (x *StopListenerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopListenerResponse.ProtoReflect.Descriptor instead.
 func (*StopListenerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{19}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StopListenerResponse) GetListener() *Listener {
@@ -2657,7 +2938,7 @@ type GetListenerRequest struct {
 
 func (x *GetListenerRequest) Reset() {
 	*x = GetListenerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +2950,7 @@ func (x *GetListenerRequest) String() string {
 func (*GetListenerRequest) ProtoMessage() {}
 
 func (x *GetListenerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +2963,7 @@ func (x *GetListenerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetListenerRequest.ProtoReflect.Descriptor instead.
 func (*GetListenerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{20}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetListenerRequest) GetListenerId() string {
@@ -2703,7 +2984,7 @@ type GetListenerResponse struct {
 
 func (x *GetListenerResponse) Reset() {
 	*x = GetListenerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +2996,7 @@ func (x *GetListenerResponse) String() string {
 func (*GetListenerResponse) ProtoMessage() {}
 
 func (x *GetListenerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +3009,7 @@ func (x *GetListenerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetListenerResponse.ProtoReflect.Descriptor instead.
 func (*GetListenerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{21}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetListenerResponse) GetListener() *Listener {
@@ -2751,7 +3032,7 @@ type ListListenersRequest struct {
 
 func (x *ListListenersRequest) Reset() {
 	*x = ListListenersRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +3044,7 @@ func (x *ListListenersRequest) String() string {
 func (*ListListenersRequest) ProtoMessage() {}
 
 func (x *ListListenersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +3057,7 @@ func (x *ListListenersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListListenersRequest.ProtoReflect.Descriptor instead.
 func (*ListListenersRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{22}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListListenersRequest) GetPageSize() int32 {
@@ -2806,7 +3087,7 @@ type ListListenersResponse struct {
 
 func (x *ListListenersResponse) Reset() {
 	*x = ListListenersResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +3099,7 @@ func (x *ListListenersResponse) String() string {
 func (*ListListenersResponse) ProtoMessage() {}
 
 func (x *ListListenersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3112,7 @@ func (x *ListListenersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListListenersResponse.ProtoReflect.Descriptor instead.
 func (*ListListenersResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{23}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListListenersResponse) GetListeners() []*Listener {
@@ -2873,14 +3154,24 @@ type ConnectionConfig struct {
 	Reconnect *ReconnectPolicy `protobuf:"bytes,8,opt,name=reconnect,proto3" json:"reconnect,omitempty"`
 	// How queued messages are delivered and retried. Unset: the defaults in
 	// OutboxPolicy.
-	Outbox        *OutboxPolicy `protobuf:"bytes,9,opt,name=outbox,proto3" json:"outbox,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Outbox *OutboxPolicy `protobuf:"bytes,9,opt,name=outbox,proto3" json:"outbox,omitempty"`
+	// Connect with TLS (TLS 1.2 or later), verifying the peer's certificate.
+	// Unset: plain TCP.
+	Tls *ConnectionTls `protobuf:"bytes,10,opt,name=tls,proto3" json:"tls,omitempty"`
+	// Most frames read per second from the peer (its own messages and stray
+	// acknowledgements), as ListenerConfig.max_messages_per_second. Unset or
+	// zero: unlimited.
+	MaxMessagesPerSecond float64 `protobuf:"fixed64,11,opt,name=max_messages_per_second,json=maxMessagesPerSecond,proto3" json:"max_messages_per_second,omitempty"`
+	// TCP_USER_TIMEOUT, as ListenerConfig.tcp_user_timeout. Unset: 60 s.
+	// Zero: the kernel's default.
+	TcpUserTimeout *durationpb.Duration `protobuf:"bytes,12,opt,name=tcp_user_timeout,json=tcpUserTimeout,proto3" json:"tcp_user_timeout,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ConnectionConfig) Reset() {
 	*x = ConnectionConfig{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +3183,7 @@ func (x *ConnectionConfig) String() string {
 func (*ConnectionConfig) ProtoMessage() {}
 
 func (x *ConnectionConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3196,7 @@ func (x *ConnectionConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionConfig.ProtoReflect.Descriptor instead.
 func (*ConnectionConfig) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{24}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ConnectionConfig) GetAddress() string {
@@ -2971,6 +3262,97 @@ func (x *ConnectionConfig) GetOutbox() *OutboxPolicy {
 	return nil
 }
 
+func (x *ConnectionConfig) GetTls() *ConnectionTls {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *ConnectionConfig) GetMaxMessagesPerSecond() float64 {
+	if x != nil {
+		return x.MaxMessagesPerSecond
+	}
+	return 0
+}
+
+func (x *ConnectionConfig) GetTcpUserTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.TcpUserTimeout
+	}
+	return nil
+}
+
+// ConnectionTls makes an outbound connection a TLS client. The connect
+// timeout bounds the TCP connect and the handshake together.
+type ConnectionTls struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The TLS profile whose ca.crt verifies the server (and whose tls.crt and
+	// tls.key, when present, are the client certificate). Files are re-read
+	// when they change, from the next reconnect on. Empty: the system's CAs
+	// and no client certificate.
+	Profile string `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	// The name the server's certificate must be valid for. Empty: the host
+	// of address (a name, or an IP address matched against IP SANs).
+	ServerName string `protobuf:"bytes,2,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	// Names the server's certificate must also match, one at least, as
+	// ListenerTls.allowed_peer_names. Empty: host-name verification alone.
+	AllowedPeerNames []string `protobuf:"bytes,3,rep,name=allowed_peer_names,json=allowedPeerNames,proto3" json:"allowed_peer_names,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ConnectionTls) Reset() {
+	*x = ConnectionTls{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectionTls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectionTls) ProtoMessage() {}
+
+func (x *ConnectionTls) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectionTls.ProtoReflect.Descriptor instead.
+func (*ConnectionTls) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ConnectionTls) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *ConnectionTls) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
+}
+
+func (x *ConnectionTls) GetAllowedPeerNames() []string {
+	if x != nil {
+		return x.AllowedPeerNames
+	}
+	return nil
+}
+
 // ReconnectPolicy says how an outbound connection reconnects.
 type ReconnectPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2992,7 +3374,7 @@ type ReconnectPolicy struct {
 
 func (x *ReconnectPolicy) Reset() {
 	*x = ReconnectPolicy{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3386,7 @@ func (x *ReconnectPolicy) String() string {
 func (*ReconnectPolicy) ProtoMessage() {}
 
 func (x *ReconnectPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3399,7 @@ func (x *ReconnectPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconnectPolicy.ProtoReflect.Descriptor instead.
 func (*ReconnectPolicy) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{25}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReconnectPolicy) GetDisabled() bool {
@@ -3070,7 +3452,7 @@ type OutboxPolicy struct {
 
 func (x *OutboxPolicy) Reset() {
 	*x = OutboxPolicy{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3082,7 +3464,7 @@ func (x *OutboxPolicy) String() string {
 func (*OutboxPolicy) ProtoMessage() {}
 
 func (x *OutboxPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3095,7 +3477,7 @@ func (x *OutboxPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxPolicy.ProtoReflect.Descriptor instead.
 func (*OutboxPolicy) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{26}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OutboxPolicy) GetMaxAttempts() int32 {
@@ -3153,7 +3535,7 @@ type AckCount struct {
 
 func (x *AckCount) Reset() {
 	*x = AckCount{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3165,7 +3547,7 @@ func (x *AckCount) String() string {
 func (*AckCount) ProtoMessage() {}
 
 func (x *AckCount) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3178,7 +3560,7 @@ func (x *AckCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckCount.ProtoReflect.Descriptor instead.
 func (*AckCount) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{27}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AckCount) GetCode() AckCode {
@@ -3240,7 +3622,7 @@ type ConnectionCounters struct {
 
 func (x *ConnectionCounters) Reset() {
 	*x = ConnectionCounters{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3252,7 +3634,7 @@ func (x *ConnectionCounters) String() string {
 func (*ConnectionCounters) ProtoMessage() {}
 
 func (x *ConnectionCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3265,7 +3647,7 @@ func (x *ConnectionCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionCounters.ProtoReflect.Descriptor instead.
 func (*ConnectionCounters) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{28}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ConnectionCounters) GetReceivedFrameCount() int64 {
@@ -3402,7 +3784,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3414,7 +3796,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[29]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3427,7 +3809,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{29}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Connection) GetConnectionId() string {
@@ -3527,13 +3909,15 @@ type ConnectionStatus struct {
 	ReconnectCount int64 `protobuf:"varint,13,opt,name=reconnect_count,json=reconnectCount,proto3" json:"reconnect_count,omitempty"`
 	// Outbound: messages in its outbox not yet delivered or failed.
 	QueuedMessageCount int64 `protobuf:"varint,14,opt,name=queued_message_count,json=queuedMessageCount,proto3" json:"queued_message_count,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The TLS session; unset for plain TCP.
+	Tls           *TlsState `protobuf:"bytes,15,opt,name=tls,proto3" json:"tls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConnectionStatus) Reset() {
 	*x = ConnectionStatus{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3545,7 +3929,7 @@ func (x *ConnectionStatus) String() string {
 func (*ConnectionStatus) ProtoMessage() {}
 
 func (x *ConnectionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[30]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3558,7 +3942,7 @@ func (x *ConnectionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionStatus.ProtoReflect.Descriptor instead.
 func (*ConnectionStatus) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{30}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ConnectionStatus) GetState() ConnectionState {
@@ -3659,6 +4043,98 @@ func (x *ConnectionStatus) GetQueuedMessageCount() int64 {
 	return 0
 }
 
+func (x *ConnectionStatus) GetTls() *TlsState {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+// TlsState describes a connection's TLS session.
+type TlsState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The protocol version, for example "TLS 1.3".
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The cipher suite, for example "TLS_AES_128_GCM_SHA256".
+	CipherSuite string `protobuf:"bytes,2,opt,name=cipher_suite,json=cipherSuite,proto3" json:"cipher_suite,omitempty"`
+	// The peer certificate's identity: its first URI SAN, else its first DNS
+	// SAN, else its subject common name, else its subject. Empty when the
+	// peer presented no certificate.
+	PeerIdentity string `protobuf:"bytes,3,opt,name=peer_identity,json=peerIdentity,proto3" json:"peer_identity,omitempty"`
+	// Every name of the peer certificate that allow-lists match: its URI,
+	// DNS, IP and email SANs, then its common name.
+	PeerNames []string `protobuf:"bytes,4,rep,name=peer_names,json=peerNames,proto3" json:"peer_names,omitempty"`
+	// The peer certificate's subject distinguished name.
+	PeerSubject   string `protobuf:"bytes,5,opt,name=peer_subject,json=peerSubject,proto3" json:"peer_subject,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TlsState) Reset() {
+	*x = TlsState{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TlsState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TlsState) ProtoMessage() {}
+
+func (x *TlsState) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TlsState.ProtoReflect.Descriptor instead.
+func (*TlsState) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TlsState) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *TlsState) GetCipherSuite() string {
+	if x != nil {
+		return x.CipherSuite
+	}
+	return ""
+}
+
+func (x *TlsState) GetPeerIdentity() string {
+	if x != nil {
+		return x.PeerIdentity
+	}
+	return ""
+}
+
+func (x *TlsState) GetPeerNames() []string {
+	if x != nil {
+		return x.PeerNames
+	}
+	return nil
+}
+
+func (x *TlsState) GetPeerSubject() string {
+	if x != nil {
+		return x.PeerSubject
+	}
+	return ""
+}
+
 // ConnectRequest is the request of Connect.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3673,7 +4149,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3685,7 +4161,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[31]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3698,7 +4174,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{31}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ConnectRequest) GetConnectionId() string {
@@ -3726,7 +4202,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3738,7 +4214,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[32]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3751,7 +4227,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{32}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ConnectResponse) GetConnection() *Connection {
@@ -3772,7 +4248,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3784,7 +4260,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[33]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3797,7 +4273,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{33}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DisconnectRequest) GetConnectionId() string {
@@ -3818,7 +4294,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3830,7 +4306,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[34]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3843,7 +4319,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{34}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DisconnectResponse) GetConnection() *Connection {
@@ -3864,7 +4340,7 @@ type GetConnectionRequest struct {
 
 func (x *GetConnectionRequest) Reset() {
 	*x = GetConnectionRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3876,7 +4352,7 @@ func (x *GetConnectionRequest) String() string {
 func (*GetConnectionRequest) ProtoMessage() {}
 
 func (x *GetConnectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[35]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3889,7 +4365,7 @@ func (x *GetConnectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConnectionRequest.ProtoReflect.Descriptor instead.
 func (*GetConnectionRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{35}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetConnectionRequest) GetConnectionId() string {
@@ -3910,7 +4386,7 @@ type GetConnectionResponse struct {
 
 func (x *GetConnectionResponse) Reset() {
 	*x = GetConnectionResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3922,7 +4398,7 @@ func (x *GetConnectionResponse) String() string {
 func (*GetConnectionResponse) ProtoMessage() {}
 
 func (x *GetConnectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[36]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3935,7 +4411,7 @@ func (x *GetConnectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConnectionResponse.ProtoReflect.Descriptor instead.
 func (*GetConnectionResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{36}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetConnectionResponse) GetConnection() *Connection {
@@ -3963,7 +4439,7 @@ type ListConnectionsRequest struct {
 
 func (x *ListConnectionsRequest) Reset() {
 	*x = ListConnectionsRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3975,7 +4451,7 @@ func (x *ListConnectionsRequest) String() string {
 func (*ListConnectionsRequest) ProtoMessage() {}
 
 func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[37]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3988,7 +4464,7 @@ func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{37}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListConnectionsRequest) GetListenerId() string {
@@ -4032,7 +4508,7 @@ type ListConnectionsResponse struct {
 
 func (x *ListConnectionsResponse) Reset() {
 	*x = ListConnectionsResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4044,7 +4520,7 @@ func (x *ListConnectionsResponse) String() string {
 func (*ListConnectionsResponse) ProtoMessage() {}
 
 func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[38]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4057,7 +4533,7 @@ func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{38}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListConnectionsResponse) GetConnections() []*Connection {
@@ -4102,7 +4578,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4114,7 +4590,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[39]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4127,7 +4603,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{39}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SendRequest) GetConnectionId() string {
@@ -4190,7 +4666,7 @@ type PeerAck struct {
 
 func (x *PeerAck) Reset() {
 	*x = PeerAck{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +4678,7 @@ func (x *PeerAck) String() string {
 func (*PeerAck) ProtoMessage() {}
 
 func (x *PeerAck) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[40]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +4691,7 @@ func (x *PeerAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAck.ProtoReflect.Descriptor instead.
 func (*PeerAck) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{40}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PeerAck) GetCode() AckCode {
@@ -4265,7 +4741,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4753,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[41]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4766,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{41}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SendResponse) GetOutcome() SendOutcome {
@@ -4348,7 +4824,7 @@ type SendFailure struct {
 
 func (x *SendFailure) Reset() {
 	*x = SendFailure{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4360,7 +4836,7 @@ func (x *SendFailure) String() string {
 func (*SendFailure) ProtoMessage() {}
 
 func (x *SendFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[42]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4373,7 +4849,7 @@ func (x *SendFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFailure.ProtoReflect.Descriptor instead.
 func (*SendFailure) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{42}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SendFailure) GetWritten() bool {
@@ -4439,7 +4915,7 @@ type ReceiveRequest struct {
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4451,7 +4927,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[43]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4464,7 +4940,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{43}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReceiveRequest) GetStartSequence() uint64 {
@@ -4536,7 +5012,7 @@ type ConsumerConfig struct {
 
 func (x *ConsumerConfig) Reset() {
 	*x = ConsumerConfig{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4548,7 +5024,7 @@ func (x *ConsumerConfig) String() string {
 func (*ConsumerConfig) ProtoMessage() {}
 
 func (x *ConsumerConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[44]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4561,7 +5037,7 @@ func (x *ConsumerConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerConfig.ProtoReflect.Descriptor instead.
 func (*ConsumerConfig) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{44}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ConsumerConfig) GetMode() ConsumerMode {
@@ -4608,7 +5084,7 @@ type ReceiveResponse struct {
 
 func (x *ReceiveResponse) Reset() {
 	*x = ReceiveResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4620,7 +5096,7 @@ func (x *ReceiveResponse) String() string {
 func (*ReceiveResponse) ProtoMessage() {}
 
 func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[45]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4633,7 +5109,7 @@ func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{45}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReceiveResponse) GetMessages() []*ReceivedMessage {
@@ -4663,7 +5139,7 @@ type LostRange struct {
 
 func (x *LostRange) Reset() {
 	*x = LostRange{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4675,7 +5151,7 @@ func (x *LostRange) String() string {
 func (*LostRange) ProtoMessage() {}
 
 func (x *LostRange) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[46]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4688,7 +5164,7 @@ func (x *LostRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LostRange.ProtoReflect.Descriptor instead.
 func (*LostRange) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{46}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *LostRange) GetFirstSequence() uint64 {
@@ -4745,13 +5221,16 @@ type ReceivedMessage struct {
 	// Set when the peer's acknowledgement waits for this consumer's
 	// AnswerMessage: the answer must come before this time.
 	AnswerDeadline *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=answer_deadline,json=answerDeadline,proto3" json:"answer_deadline,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The identity of the peer's verified TLS certificate (see
+	// TlsState.peer_identity); empty without one.
+	PeerIdentity  string `protobuf:"bytes,13,opt,name=peer_identity,json=peerIdentity,proto3" json:"peer_identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReceivedMessage) Reset() {
 	*x = ReceivedMessage{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4763,7 +5242,7 @@ func (x *ReceivedMessage) String() string {
 func (*ReceivedMessage) ProtoMessage() {}
 
 func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[47]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4776,7 +5255,7 @@ func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedMessage.ProtoReflect.Descriptor instead.
 func (*ReceivedMessage) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{47}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReceivedMessage) GetSequence() uint64 {
@@ -4863,6 +5342,13 @@ func (x *ReceivedMessage) GetAnswerDeadline() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ReceivedMessage) GetPeerIdentity() string {
+	if x != nil {
+		return x.PeerIdentity
+	}
+	return ""
+}
+
 // DeliveryAttempt is one try at delivering an outbound message.
 type DeliveryAttempt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4882,7 +5368,7 @@ type DeliveryAttempt struct {
 
 func (x *DeliveryAttempt) Reset() {
 	*x = DeliveryAttempt{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4894,7 +5380,7 @@ func (x *DeliveryAttempt) String() string {
 func (*DeliveryAttempt) ProtoMessage() {}
 
 func (x *DeliveryAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[48]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4907,7 +5393,7 @@ func (x *DeliveryAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryAttempt.ProtoReflect.Descriptor instead.
 func (*DeliveryAttempt) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{48}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DeliveryAttempt) GetStartTime() *timestamppb.Timestamp {
@@ -4989,14 +5475,17 @@ type Message struct {
 	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
 	// Inbound, on a listener with a deciding consumer or duplicate
 	// suppression: what was decided and sent.
-	Answer        *InboundAnswer `protobuf:"bytes,18,opt,name=answer,proto3" json:"answer,omitempty"`
+	Answer *InboundAnswer `protobuf:"bytes,18,opt,name=answer,proto3" json:"answer,omitempty"`
+	// Inbound: the identity of the peer's verified TLS certificate (see
+	// TlsState.peer_identity); empty without one.
+	PeerIdentity  string `protobuf:"bytes,19,opt,name=peer_identity,json=peerIdentity,proto3" json:"peer_identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5008,7 +5497,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[49]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5021,7 +5510,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{49}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Message) GetMessageId() string {
@@ -5150,6 +5639,13 @@ func (x *Message) GetAnswer() *InboundAnswer {
 	return nil
 }
 
+func (x *Message) GetPeerIdentity() string {
+	if x != nil {
+		return x.PeerIdentity
+	}
+	return ""
+}
+
 // GetMessageRequest is the request of GetMessage.
 type GetMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -5161,7 +5657,7 @@ type GetMessageRequest struct {
 
 func (x *GetMessageRequest) Reset() {
 	*x = GetMessageRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5173,7 +5669,7 @@ func (x *GetMessageRequest) String() string {
 func (*GetMessageRequest) ProtoMessage() {}
 
 func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[50]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5186,7 +5682,7 @@ func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{50}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetMessageRequest) GetMessageId() string {
@@ -5207,7 +5703,7 @@ type GetMessageResponse struct {
 
 func (x *GetMessageResponse) Reset() {
 	*x = GetMessageResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5219,7 +5715,7 @@ func (x *GetMessageResponse) String() string {
 func (*GetMessageResponse) ProtoMessage() {}
 
 func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[51]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5232,7 +5728,7 @@ func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{51}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetMessageResponse) GetMessage() *Message {
@@ -5273,7 +5769,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5285,7 +5781,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[52]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5298,7 +5794,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{52}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListMessagesRequest) GetConnectionId() string {
@@ -5384,7 +5880,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5396,7 +5892,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[53]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5409,7 +5905,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{53}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -5439,7 +5935,7 @@ type ResolveMessageRequest struct {
 
 func (x *ResolveMessageRequest) Reset() {
 	*x = ResolveMessageRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5451,7 +5947,7 @@ func (x *ResolveMessageRequest) String() string {
 func (*ResolveMessageRequest) ProtoMessage() {}
 
 func (x *ResolveMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[54]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5464,7 +5960,7 @@ func (x *ResolveMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveMessageRequest.ProtoReflect.Descriptor instead.
 func (*ResolveMessageRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{54}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ResolveMessageRequest) GetMessageId() string {
@@ -5492,7 +5988,7 @@ type ResolveMessageResponse struct {
 
 func (x *ResolveMessageResponse) Reset() {
 	*x = ResolveMessageResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[55]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5504,7 +6000,7 @@ func (x *ResolveMessageResponse) String() string {
 func (*ResolveMessageResponse) ProtoMessage() {}
 
 func (x *ResolveMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[55]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5517,7 +6013,7 @@ func (x *ResolveMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveMessageResponse.ProtoReflect.Descriptor instead.
 func (*ResolveMessageResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{55}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ResolveMessageResponse) GetMessage() *Message {
@@ -5548,7 +6044,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[56]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5560,7 +6056,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[56]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5573,7 +6069,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{56}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *WatchEventsRequest) GetListenerId() string {
@@ -5616,7 +6112,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[57]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5628,7 +6124,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[57]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5641,7 +6137,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{57}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *WatchEventsResponse) GetEvents() []*Event {
@@ -5697,7 +6193,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[58]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5709,7 +6205,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[58]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5722,7 +6218,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{58}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Event) GetSequence() uint64 {
@@ -5827,7 +6323,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[59]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5839,7 +6335,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[59]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5852,7 +6348,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{59}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AckRequest) GetConsumer() string {
@@ -5894,7 +6390,7 @@ type AckResponse struct {
 
 func (x *AckResponse) Reset() {
 	*x = AckResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[60]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5906,7 +6402,7 @@ func (x *AckResponse) String() string {
 func (*AckResponse) ProtoMessage() {}
 
 func (x *AckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[60]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5919,7 +6415,7 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{60}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AckResponse) GetStatus() *ConsumerStatus {
@@ -5949,7 +6445,7 @@ type AnswerMessageRequest struct {
 
 func (x *AnswerMessageRequest) Reset() {
 	*x = AnswerMessageRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[61]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5961,7 +6457,7 @@ func (x *AnswerMessageRequest) String() string {
 func (*AnswerMessageRequest) ProtoMessage() {}
 
 func (x *AnswerMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[61]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5974,7 +6470,7 @@ func (x *AnswerMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerMessageRequest.ProtoReflect.Descriptor instead.
 func (*AnswerMessageRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{61}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *AnswerMessageRequest) GetConsumer() string {
@@ -6054,7 +6550,7 @@ type AckAnswer struct {
 
 func (x *AckAnswer) Reset() {
 	*x = AckAnswer{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[62]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6066,7 +6562,7 @@ func (x *AckAnswer) String() string {
 func (*AckAnswer) ProtoMessage() {}
 
 func (x *AckAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[62]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6079,7 +6575,7 @@ func (x *AckAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckAnswer.ProtoReflect.Descriptor instead.
 func (*AckAnswer) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{62}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *AckAnswer) GetCode() AckCode {
@@ -6124,7 +6620,7 @@ type AnswerMessageResponse struct {
 
 func (x *AnswerMessageResponse) Reset() {
 	*x = AnswerMessageResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[63]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6136,7 +6632,7 @@ func (x *AnswerMessageResponse) String() string {
 func (*AnswerMessageResponse) ProtoMessage() {}
 
 func (x *AnswerMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[63]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6149,7 +6645,7 @@ func (x *AnswerMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerMessageResponse.ProtoReflect.Descriptor instead.
 func (*AnswerMessageResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{63}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *AnswerMessageResponse) GetWritten() bool {
@@ -6194,7 +6690,7 @@ type InboundAnswer struct {
 
 func (x *InboundAnswer) Reset() {
 	*x = InboundAnswer{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[64]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6206,7 +6702,7 @@ func (x *InboundAnswer) String() string {
 func (*InboundAnswer) ProtoMessage() {}
 
 func (x *InboundAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[64]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6219,7 +6715,7 @@ func (x *InboundAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundAnswer.ProtoReflect.Descriptor instead.
 func (*InboundAnswer) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{64}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *InboundAnswer) GetConsumer() string {
@@ -6299,7 +6795,7 @@ type Consumer struct {
 
 func (x *Consumer) Reset() {
 	*x = Consumer{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[65]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6311,7 +6807,7 @@ func (x *Consumer) String() string {
 func (*Consumer) ProtoMessage() {}
 
 func (x *Consumer) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[65]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6324,7 +6820,7 @@ func (x *Consumer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consumer.ProtoReflect.Descriptor instead.
 func (*Consumer) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{65}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *Consumer) GetName() string {
@@ -6398,7 +6894,7 @@ type ConsumerStatus struct {
 
 func (x *ConsumerStatus) Reset() {
 	*x = ConsumerStatus{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[66]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6410,7 +6906,7 @@ func (x *ConsumerStatus) String() string {
 func (*ConsumerStatus) ProtoMessage() {}
 
 func (x *ConsumerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[66]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6423,7 +6919,7 @@ func (x *ConsumerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerStatus.ProtoReflect.Descriptor instead.
 func (*ConsumerStatus) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{66}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ConsumerStatus) GetCreateTime() *timestamppb.Timestamp {
@@ -6500,7 +6996,7 @@ type GetConsumerRequest struct {
 
 func (x *GetConsumerRequest) Reset() {
 	*x = GetConsumerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[67]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6512,7 +7008,7 @@ func (x *GetConsumerRequest) String() string {
 func (*GetConsumerRequest) ProtoMessage() {}
 
 func (x *GetConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[67]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6525,7 +7021,7 @@ func (x *GetConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsumerRequest.ProtoReflect.Descriptor instead.
 func (*GetConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{67}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *GetConsumerRequest) GetName() string {
@@ -6546,7 +7042,7 @@ type GetConsumerResponse struct {
 
 func (x *GetConsumerResponse) Reset() {
 	*x = GetConsumerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[68]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6558,7 +7054,7 @@ func (x *GetConsumerResponse) String() string {
 func (*GetConsumerResponse) ProtoMessage() {}
 
 func (x *GetConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[68]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6571,7 +7067,7 @@ func (x *GetConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsumerResponse.ProtoReflect.Descriptor instead.
 func (*GetConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{68}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetConsumerResponse) GetConsumer() *Consumer {
@@ -6594,7 +7090,7 @@ type ListConsumersRequest struct {
 
 func (x *ListConsumersRequest) Reset() {
 	*x = ListConsumersRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[69]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6606,7 +7102,7 @@ func (x *ListConsumersRequest) String() string {
 func (*ListConsumersRequest) ProtoMessage() {}
 
 func (x *ListConsumersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[69]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6619,7 +7115,7 @@ func (x *ListConsumersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumersRequest.ProtoReflect.Descriptor instead.
 func (*ListConsumersRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{69}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListConsumersRequest) GetPageSize() int32 {
@@ -6649,7 +7145,7 @@ type ListConsumersResponse struct {
 
 func (x *ListConsumersResponse) Reset() {
 	*x = ListConsumersResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[70]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6661,7 +7157,7 @@ func (x *ListConsumersResponse) String() string {
 func (*ListConsumersResponse) ProtoMessage() {}
 
 func (x *ListConsumersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[70]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6674,7 +7170,7 @@ func (x *ListConsumersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsumersResponse.ProtoReflect.Descriptor instead.
 func (*ListConsumersResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{70}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListConsumersResponse) GetConsumers() []*Consumer {
@@ -6702,7 +7198,7 @@ type DeleteConsumerRequest struct {
 
 func (x *DeleteConsumerRequest) Reset() {
 	*x = DeleteConsumerRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[71]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6714,7 +7210,7 @@ func (x *DeleteConsumerRequest) String() string {
 func (*DeleteConsumerRequest) ProtoMessage() {}
 
 func (x *DeleteConsumerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[71]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6727,7 +7223,7 @@ func (x *DeleteConsumerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsumerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsumerRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{71}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *DeleteConsumerRequest) GetName() string {
@@ -6746,7 +7242,7 @@ type DeleteConsumerResponse struct {
 
 func (x *DeleteConsumerResponse) Reset() {
 	*x = DeleteConsumerResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[72]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6758,7 +7254,7 @@ func (x *DeleteConsumerResponse) String() string {
 func (*DeleteConsumerResponse) ProtoMessage() {}
 
 func (x *DeleteConsumerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[72]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6771,7 +7267,7 @@ func (x *DeleteConsumerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsumerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConsumerResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{72}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{76}
 }
 
 // DeadLetter is a message a consumer gave up on.
@@ -6789,7 +7285,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[73]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6801,7 +7297,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[73]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6814,7 +7310,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{73}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DeadLetter) GetSequence() uint64 {
@@ -6853,7 +7349,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[74]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6865,7 +7361,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[74]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6878,7 +7374,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{74}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ListDeadLettersRequest) GetConsumer() string {
@@ -6915,7 +7411,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[75]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6927,7 +7423,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[75]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6940,7 +7436,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{75}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -6970,7 +7466,7 @@ type ReplayDeadLettersRequest struct {
 
 func (x *ReplayDeadLettersRequest) Reset() {
 	*x = ReplayDeadLettersRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[76]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6982,7 +7478,7 @@ func (x *ReplayDeadLettersRequest) String() string {
 func (*ReplayDeadLettersRequest) ProtoMessage() {}
 
 func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[76]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6995,7 +7491,7 @@ func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{76}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ReplayDeadLettersRequest) GetConsumer() string {
@@ -7023,7 +7519,7 @@ type ReplayDeadLettersResponse struct {
 
 func (x *ReplayDeadLettersResponse) Reset() {
 	*x = ReplayDeadLettersResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[77]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7035,7 +7531,7 @@ func (x *ReplayDeadLettersResponse) String() string {
 func (*ReplayDeadLettersResponse) ProtoMessage() {}
 
 func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[77]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7048,7 +7544,7 @@ func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{77}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ReplayDeadLettersResponse) GetReplayedCount() int64 {
@@ -7067,7 +7563,7 @@ type GetJournalRequest struct {
 
 func (x *GetJournalRequest) Reset() {
 	*x = GetJournalRequest{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[78]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7079,7 +7575,7 @@ func (x *GetJournalRequest) String() string {
 func (*GetJournalRequest) ProtoMessage() {}
 
 func (x *GetJournalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[78]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7092,7 +7588,7 @@ func (x *GetJournalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJournalRequest.ProtoReflect.Descriptor instead.
 func (*GetJournalRequest) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{78}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{82}
 }
 
 // GetJournalResponse is the response of GetJournal.
@@ -7108,7 +7604,7 @@ type GetJournalResponse struct {
 
 func (x *GetJournalResponse) Reset() {
 	*x = GetJournalResponse{}
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[79]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7120,7 +7616,7 @@ func (x *GetJournalResponse) String() string {
 func (*GetJournalResponse) ProtoMessage() {}
 
 func (x *GetJournalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_switchboard_proto_msgTypes[79]
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7133,7 +7629,7 @@ func (x *GetJournalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJournalResponse.ProtoReflect.Descriptor instead.
 func (*GetJournalResponse) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{79}
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *GetJournalResponse) GetFirstSequence() uint64 {
@@ -7185,7 +7681,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x0eFixedAckPolicy\x12\x1d\n" +
 	"\x03ack\x18\x01 \x01(\fB\v\xbaH\bz\x06\x10\x01\x18\x80\x80\x04R\x03ack\x12\x1b\n" +
 	"\x03nak\x18\x02 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x03nak\"\r\n" +
-	"\vNoAckPolicy\"\xed\x05\n" +
+	"\vNoAckPolicy\"\xc3\b\n" +
 	"\x0eListenerConfig\x12$\n" +
 	"\aaddress\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xac\x02R\aaddress\x121\n" +
@@ -7204,7 +7700,21 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\fconsumer_ack\x18\v \x01(\v2\x1b.switchboard.v1.ConsumerAckR\vconsumerAck\x12D\n" +
 	"\n" +
 	"duplicates\x18\f \x01(\v2$.switchboard.v1.DuplicateSuppressionR\n" +
-	"duplicates\"\x84\x03\n" +
+	"duplicates\x12-\n" +
+	"\x03tls\x18\r \x01(\v2\x1b.switchboard.v1.ListenerTlsR\x03tls\x129\n" +
+	"\x0fallowed_sources\x18\x0e \x03(\tB\x10\xbaH\r\x92\x01\n" +
+	"\x10\x80\x02\"\x05r\x03\xe8\x01\x01R\x0eallowedSources\x12D\n" +
+	"\x0eproxy_protocol\x18\x0f \x01(\v2\x1d.switchboard.v1.ProxyProtocolR\rproxyProtocol\x12P\n" +
+	"\x17max_messages_per_second\x18\x10 \x01(\x01B\x19\xbaH\x16\x12\x14@\x01\x19\x00\x00\x00\x00\x80\x84.A)\x00\x00\x00\x00\x00\x00\x00\x00R\x14maxMessagesPerSecond\x12R\n" +
+	"\x10tcp_user_timeout\x18\x11 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
+	"\xaa\x01\a\"\x03\b\x90\x1c2\x00R\x0etcpUserTimeout\"\xee\x03\n" +
+	"\vListenerTls\x12<\n" +
+	"\aprofile\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^[a-z0-9][a-z0-9._-]{0,62}$R\aprofile\x12Z\n" +
+	"\x12client_certificate\x18\x02 \x01(\x0e2!.switchboard.v1.ClientCertificateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x11clientCertificate\x12S\n" +
+	"\x12allowed_peer_names\x18\x03 \x03(\tB%\xbaH\"\x92\x01\x1f\x10\x80\x02\"\x1ar\x182\x16^(\\*\\.)?[^*\\s]{1,253}$R\x10allowedPeerNames:\xef\x01\xbaH\xeb\x01\x1a\xe8\x01\n" +
+	"0listener_tls.peer_names_need_client_certificates\x12oallowed_peer_names needs client_certificate OPTIONAL or REQUIRED (a peer without a certificate is then refused)\x1aCthis.allowed_peer_names.size() == 0 || this.client_certificate != 1\"K\n" +
+	"\rProxyProtocol\x12:\n" +
+	"\x0ftrusted_sources\x18\x01 \x03(\tB\x11\xbaH\x0e\x92\x01\v\b\x01\x10@\"\x05r\x03\xe8\x01\x01R\x0etrustedSources\"\x84\x03\n" +
 	"\vConsumerAck\x12D\n" +
 	"\bconsumer\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$R\bconsumer\x12B\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
@@ -7219,7 +7729,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\vlistener_id\x18\x01 \x01(\tR\n" +
 	"listenerId\x126\n" +
 	"\x06config\x18\x02 \x01(\v2\x1e.switchboard.v1.ListenerConfigR\x06config\x126\n" +
-	"\x06status\x18\x03 \x01(\v2\x1e.switchboard.v1.ListenerStatusR\x06status\"\xd4\x04\n" +
+	"\x06status\x18\x03 \x01(\v2\x1e.switchboard.v1.ListenerStatusR\x06status\"\xe9\x06\n" +
 	"\x0eListenerStatus\x123\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1d.switchboard.v1.ListenerStateR\x05state\x12#\n" +
 	"\rbound_address\x18\x02 \x01(\tR\fboundAddress\x12;\n" +
@@ -7228,7 +7738,11 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x15open_connection_count\x18\x04 \x01(\x03R\x13openConnectionCount\x12:\n" +
 	"\x19accepted_connection_count\x18\x05 \x01(\x03R\x17acceptedConnectionCount\x12:\n" +
 	"\x19rejected_connection_count\x18\x06 \x01(\x03R\x17rejectedConnectionCount\x12G\n" +
-	" source_rejected_connection_count\x18\b \x01(\x03R\x1dsourceRejectedConnectionCount\x12O\n" +
+	" source_rejected_connection_count\x18\b \x01(\x03R\x1dsourceRejectedConnectionCount\x12C\n" +
+	"\x1esource_denied_connection_count\x18\v \x01(\x03R\x1bsourceDeniedConnectionCount\x12=\n" +
+	"\x1btls_failed_connection_count\x18\f \x01(\x03R\x18tlsFailedConnectionCount\x12?\n" +
+	"\x1cpeer_denied_connection_count\x18\r \x01(\x03R\x19peerDeniedConnectionCount\x12N\n" +
+	"$proxy_header_failed_connection_count\x18\x0e \x01(\x03R proxyHeaderFailedConnectionCount\x12O\n" +
 	"\x11connection_totals\x18\a \x01(\v2\".switchboard.v1.ConnectionCountersR\x10connectionTotals\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\t \x01(\tR\tlastError\x12F\n" +
@@ -7259,7 +7773,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\tpageToken\"w\n" +
 	"\x15ListListenersResponse\x126\n" +
 	"\tlisteners\x18\x01 \x03(\v2\x18.switchboard.v1.ListenerR\tlisteners\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xb1\x04\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x88\x06\n" +
 	"\x10ConnectionConfig\x12$\n" +
 	"\aaddress\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xac\x02R\aaddress\x121\n" +
@@ -7274,7 +7788,17 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x0fmax_frame_bytes\x18\x06 \x01(\x05B\f\xbaH\t\x1a\a\x18\x80\x80\x80 (\x00R\rmaxFrameBytes\x12A\n" +
 	"\tkeepalive\x18\a \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\tkeepalive\x12=\n" +
 	"\treconnect\x18\b \x01(\v2\x1f.switchboard.v1.ReconnectPolicyR\treconnect\x124\n" +
-	"\x06outbox\x18\t \x01(\v2\x1c.switchboard.v1.OutboxPolicyR\x06outbox\"\xc4\x01\n" +
+	"\x06outbox\x18\t \x01(\v2\x1c.switchboard.v1.OutboxPolicyR\x06outbox\x12/\n" +
+	"\x03tls\x18\n" +
+	" \x01(\v2\x1d.switchboard.v1.ConnectionTlsR\x03tls\x12P\n" +
+	"\x17max_messages_per_second\x18\v \x01(\x01B\x19\xbaH\x16\x12\x14@\x01\x19\x00\x00\x00\x00\x80\x84.A)\x00\x00\x00\x00\x00\x00\x00\x00R\x14maxMessagesPerSecond\x12R\n" +
+	"\x10tcp_user_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
+	"\xaa\x01\a\"\x03\b\x90\x1c2\x00R\x0etcpUserTimeout\"\xda\x01\n" +
+	"\rConnectionTls\x12?\n" +
+	"\aprofile\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^([a-z0-9][a-z0-9._-]{0,62})?$R\aprofile\x123\n" +
+	"\vserver_name\x18\x02 \x01(\tB\x12\xbaH\x0fr\r\x18\xfd\x012\b^[^\\s]*$R\n" +
+	"serverName\x12S\n" +
+	"\x12allowed_peer_names\x18\x03 \x03(\tB%\xbaH\"\x92\x01\x1f\x10\x80\x02\"\x1ar\x182\x16^(\\*\\.)?[^*\\s]{1,253}$R\x10allowedPeerNames\"\xc4\x01\n" +
 	"\x0fReconnectPolicy\x12\x1a\n" +
 	"\bdisabled\x18\x01 \x01(\bR\bdisabled\x12M\n" +
 	"\rinitial_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
@@ -7321,7 +7845,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"listenerId\x12:\n" +
 	"\x06config\x18\x04 \x01(\v2 .switchboard.v1.ConnectionConfigH\x00R\x06config\x128\n" +
 	"\x06status\x18\x05 \x01(\v2 .switchboard.v1.ConnectionStatusR\x06statusB\b\n" +
-	"\x06origin\"\xea\x05\n" +
+	"\x06origin\"\x96\x06\n" +
 	"\x10ConnectionStatus\x125\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1f.switchboard.v1.ConnectionStateR\x05state\x12#\n" +
 	"\rlocal_address\x18\x02 \x01(\tR\flocalAddress\x12%\n" +
@@ -7339,7 +7863,15 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x11next_attempt_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x120\n" +
 	"\x14failed_connect_count\x18\f \x01(\x03R\x12failedConnectCount\x12'\n" +
 	"\x0freconnect_count\x18\r \x01(\x03R\x0ereconnectCount\x120\n" +
-	"\x14queued_message_count\x18\x0e \x01(\x03R\x12queuedMessageCount\"\xa4\x01\n" +
+	"\x14queued_message_count\x18\x0e \x01(\x03R\x12queuedMessageCount\x12*\n" +
+	"\x03tls\x18\x0f \x01(\v2\x18.switchboard.v1.TlsStateR\x03tls\"\xae\x01\n" +
+	"\bTlsState\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12!\n" +
+	"\fcipher_suite\x18\x02 \x01(\tR\vcipherSuite\x12#\n" +
+	"\rpeer_identity\x18\x03 \x01(\tR\fpeerIdentity\x12\x1d\n" +
+	"\n" +
+	"peer_names\x18\x04 \x03(\tR\tpeerNames\x12!\n" +
+	"\fpeer_subject\x18\x05 \x01(\tR\vpeerSubject\"\xa4\x01\n" +
 	"\x0eConnectRequest\x12P\n" +
 	"\rconnection_id\x18\x01 \x01(\tB+\xbaH(r&2$^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$R\fconnectionId\x12@\n" +
 	"\x06config\x18\x02 \x01(\v2 .switchboard.v1.ConnectionConfigB\x06\xbaH\x03\xc8\x01\x01R\x06config\"M\n" +
@@ -7421,7 +7953,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x04lost\x18\x02 \x01(\v2\x19.switchboard.v1.LostRangeR\x04lost\"W\n" +
 	"\tLostRange\x12%\n" +
 	"\x0efirst_sequence\x18\x01 \x01(\x04R\rfirstSequence\x12#\n" +
-	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence\"\xf3\x03\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence\"\x98\x04\n" +
 	"\x0fReceivedMessage\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1f\n" +
 	"\vlistener_id\x18\x02 \x01(\tR\n" +
@@ -7437,14 +7969,15 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x0edelivery_count\x18\n" +
 	" \x01(\rR\rdeliveryCount\x12 \n" +
 	"\vredelivered\x18\v \x01(\bR\vredelivered\x12C\n" +
-	"\x0fanswer_deadline\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eanswerDeadline\"\xfb\x01\n" +
+	"\x0fanswer_deadline\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eanswerDeadline\x12#\n" +
+	"\rpeer_identity\x18\r \x01(\tR\fpeerIdentity\"\xfb\x01\n" +
 	"\x0fDeliveryAttempt\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x125\n" +
 	"\x06result\x18\x03 \x01(\x0e2\x1d.switchboard.v1.AttemptResultR\x06result\x12)\n" +
 	"\x03ack\x18\x04 \x01(\v2\x17.switchboard.v1.PeerAckR\x03ack\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\xa7\x06\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xcc\x06\n" +
 	"\aMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x127\n" +
@@ -7469,7 +8002,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\bsequence\x18\x0f \x01(\x04R\bsequence\x12.\n" +
 	"\x04kind\x18\x10 \x01(\x0e2\x1a.switchboard.v1.RecordKindR\x04kind\x12F\n" +
 	"\x11next_attempt_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x125\n" +
-	"\x06answer\x18\x12 \x01(\v2\x1d.switchboard.v1.InboundAnswerR\x06answer\">\n" +
+	"\x06answer\x18\x12 \x01(\v2\x1d.switchboard.v1.InboundAnswerR\x06answer\x12#\n" +
+	"\rpeer_identity\x18\x13 \x01(\tR\fpeerIdentity\">\n" +
 	"\x11GetMessageRequest\x12)\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tB\n" +
@@ -7621,7 +8155,12 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x11GetJournalRequest\"`\n" +
 	"\x12GetJournalResponse\x12%\n" +
 	"\x0efirst_sequence\x18\x01 \x01(\x04R\rfirstSequence\x12#\n" +
-	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence*q\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence*\x96\x01\n" +
+	"\x11ClientCertificate\x12\"\n" +
+	"\x1eCLIENT_CERTIFICATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17CLIENT_CERTIFICATE_NONE\x10\x01\x12\x1f\n" +
+	"\x1bCLIENT_CERTIFICATE_OPTIONAL\x10\x02\x12\x1f\n" +
+	"\x1bCLIENT_CERTIFICATE_REQUIRED\x10\x03*q\n" +
 	"\x0eDuplicateScope\x12\x1f\n" +
 	"\x1bDUPLICATE_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DUPLICATE_SCOPE_SENDER\x10\x01\x12\"\n" +
@@ -7815,281 +8354,293 @@ func file_switchboard_v1_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_switchboard_proto_rawDescData
 }
 
-var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 16)
-var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
+var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 17)
+var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_switchboard_v1_switchboard_proto_goTypes = []any{
-	(DuplicateScope)(0),               // 0: switchboard.v1.DuplicateScope
-	(ListenerState)(0),                // 1: switchboard.v1.ListenerState
-	(InDoubtPolicy)(0),                // 2: switchboard.v1.InDoubtPolicy
-	(Direction)(0),                    // 3: switchboard.v1.Direction
-	(ConnectionState)(0),              // 4: switchboard.v1.ConnectionState
-	(CloseReason)(0),                  // 5: switchboard.v1.CloseReason
-	(AckCode)(0),                      // 6: switchboard.v1.AckCode
-	(SendOutcome)(0),                  // 7: switchboard.v1.SendOutcome
-	(SendFailureCause)(0),             // 8: switchboard.v1.SendFailureCause
-	(ErrorReason)(0),                  // 9: switchboard.v1.ErrorReason
-	(RecordKind)(0),                   // 10: switchboard.v1.RecordKind
-	(ConsumerMode)(0),                 // 11: switchboard.v1.ConsumerMode
-	(MessageState)(0),                 // 12: switchboard.v1.MessageState
-	(AttemptResult)(0),                // 13: switchboard.v1.AttemptResult
-	(Resolution)(0),                   // 14: switchboard.v1.Resolution
-	(EventKind)(0),                    // 15: switchboard.v1.EventKind
-	(*Framing)(nil),                   // 16: switchboard.v1.Framing
-	(*MllpFraming)(nil),               // 17: switchboard.v1.MllpFraming
-	(*LengthPrefixFraming)(nil),       // 18: switchboard.v1.LengthPrefixFraming
-	(*DelimiterFraming)(nil),          // 19: switchboard.v1.DelimiterFraming
-	(*StartEndFraming)(nil),           // 20: switchboard.v1.StartEndFraming
-	(*AckPolicy)(nil),                 // 21: switchboard.v1.AckPolicy
-	(*Hl7AckPolicy)(nil),              // 22: switchboard.v1.Hl7AckPolicy
-	(*SingleByteAckPolicy)(nil),       // 23: switchboard.v1.SingleByteAckPolicy
-	(*MllpCommitAckPolicy)(nil),       // 24: switchboard.v1.MllpCommitAckPolicy
-	(*FixedAckPolicy)(nil),            // 25: switchboard.v1.FixedAckPolicy
-	(*NoAckPolicy)(nil),               // 26: switchboard.v1.NoAckPolicy
-	(*ListenerConfig)(nil),            // 27: switchboard.v1.ListenerConfig
-	(*ConsumerAck)(nil),               // 28: switchboard.v1.ConsumerAck
-	(*DuplicateSuppression)(nil),      // 29: switchboard.v1.DuplicateSuppression
-	(*Listener)(nil),                  // 30: switchboard.v1.Listener
-	(*ListenerStatus)(nil),            // 31: switchboard.v1.ListenerStatus
-	(*StartListenerRequest)(nil),      // 32: switchboard.v1.StartListenerRequest
-	(*StartListenerResponse)(nil),     // 33: switchboard.v1.StartListenerResponse
-	(*StopListenerRequest)(nil),       // 34: switchboard.v1.StopListenerRequest
-	(*StopListenerResponse)(nil),      // 35: switchboard.v1.StopListenerResponse
-	(*GetListenerRequest)(nil),        // 36: switchboard.v1.GetListenerRequest
-	(*GetListenerResponse)(nil),       // 37: switchboard.v1.GetListenerResponse
-	(*ListListenersRequest)(nil),      // 38: switchboard.v1.ListListenersRequest
-	(*ListListenersResponse)(nil),     // 39: switchboard.v1.ListListenersResponse
-	(*ConnectionConfig)(nil),          // 40: switchboard.v1.ConnectionConfig
-	(*ReconnectPolicy)(nil),           // 41: switchboard.v1.ReconnectPolicy
-	(*OutboxPolicy)(nil),              // 42: switchboard.v1.OutboxPolicy
-	(*AckCount)(nil),                  // 43: switchboard.v1.AckCount
-	(*ConnectionCounters)(nil),        // 44: switchboard.v1.ConnectionCounters
-	(*Connection)(nil),                // 45: switchboard.v1.Connection
-	(*ConnectionStatus)(nil),          // 46: switchboard.v1.ConnectionStatus
-	(*ConnectRequest)(nil),            // 47: switchboard.v1.ConnectRequest
-	(*ConnectResponse)(nil),           // 48: switchboard.v1.ConnectResponse
-	(*DisconnectRequest)(nil),         // 49: switchboard.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),        // 50: switchboard.v1.DisconnectResponse
-	(*GetConnectionRequest)(nil),      // 51: switchboard.v1.GetConnectionRequest
-	(*GetConnectionResponse)(nil),     // 52: switchboard.v1.GetConnectionResponse
-	(*ListConnectionsRequest)(nil),    // 53: switchboard.v1.ListConnectionsRequest
-	(*ListConnectionsResponse)(nil),   // 54: switchboard.v1.ListConnectionsResponse
-	(*SendRequest)(nil),               // 55: switchboard.v1.SendRequest
-	(*PeerAck)(nil),                   // 56: switchboard.v1.PeerAck
-	(*SendResponse)(nil),              // 57: switchboard.v1.SendResponse
-	(*SendFailure)(nil),               // 58: switchboard.v1.SendFailure
-	(*ReceiveRequest)(nil),            // 59: switchboard.v1.ReceiveRequest
-	(*ConsumerConfig)(nil),            // 60: switchboard.v1.ConsumerConfig
-	(*ReceiveResponse)(nil),           // 61: switchboard.v1.ReceiveResponse
-	(*LostRange)(nil),                 // 62: switchboard.v1.LostRange
-	(*ReceivedMessage)(nil),           // 63: switchboard.v1.ReceivedMessage
-	(*DeliveryAttempt)(nil),           // 64: switchboard.v1.DeliveryAttempt
-	(*Message)(nil),                   // 65: switchboard.v1.Message
-	(*GetMessageRequest)(nil),         // 66: switchboard.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),        // 67: switchboard.v1.GetMessageResponse
-	(*ListMessagesRequest)(nil),       // 68: switchboard.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),      // 69: switchboard.v1.ListMessagesResponse
-	(*ResolveMessageRequest)(nil),     // 70: switchboard.v1.ResolveMessageRequest
-	(*ResolveMessageResponse)(nil),    // 71: switchboard.v1.ResolveMessageResponse
-	(*WatchEventsRequest)(nil),        // 72: switchboard.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),       // 73: switchboard.v1.WatchEventsResponse
-	(*Event)(nil),                     // 74: switchboard.v1.Event
-	(*AckRequest)(nil),                // 75: switchboard.v1.AckRequest
-	(*AckResponse)(nil),               // 76: switchboard.v1.AckResponse
-	(*AnswerMessageRequest)(nil),      // 77: switchboard.v1.AnswerMessageRequest
-	(*AckAnswer)(nil),                 // 78: switchboard.v1.AckAnswer
-	(*AnswerMessageResponse)(nil),     // 79: switchboard.v1.AnswerMessageResponse
-	(*InboundAnswer)(nil),             // 80: switchboard.v1.InboundAnswer
-	(*Consumer)(nil),                  // 81: switchboard.v1.Consumer
-	(*ConsumerStatus)(nil),            // 82: switchboard.v1.ConsumerStatus
-	(*GetConsumerRequest)(nil),        // 83: switchboard.v1.GetConsumerRequest
-	(*GetConsumerResponse)(nil),       // 84: switchboard.v1.GetConsumerResponse
-	(*ListConsumersRequest)(nil),      // 85: switchboard.v1.ListConsumersRequest
-	(*ListConsumersResponse)(nil),     // 86: switchboard.v1.ListConsumersResponse
-	(*DeleteConsumerRequest)(nil),     // 87: switchboard.v1.DeleteConsumerRequest
-	(*DeleteConsumerResponse)(nil),    // 88: switchboard.v1.DeleteConsumerResponse
-	(*DeadLetter)(nil),                // 89: switchboard.v1.DeadLetter
-	(*ListDeadLettersRequest)(nil),    // 90: switchboard.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),   // 91: switchboard.v1.ListDeadLettersResponse
-	(*ReplayDeadLettersRequest)(nil),  // 92: switchboard.v1.ReplayDeadLettersRequest
-	(*ReplayDeadLettersResponse)(nil), // 93: switchboard.v1.ReplayDeadLettersResponse
-	(*GetJournalRequest)(nil),         // 94: switchboard.v1.GetJournalRequest
-	(*GetJournalResponse)(nil),        // 95: switchboard.v1.GetJournalResponse
-	(*durationpb.Duration)(nil),       // 96: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 97: google.protobuf.Timestamp
+	(ClientCertificate)(0),            // 0: switchboard.v1.ClientCertificate
+	(DuplicateScope)(0),               // 1: switchboard.v1.DuplicateScope
+	(ListenerState)(0),                // 2: switchboard.v1.ListenerState
+	(InDoubtPolicy)(0),                // 3: switchboard.v1.InDoubtPolicy
+	(Direction)(0),                    // 4: switchboard.v1.Direction
+	(ConnectionState)(0),              // 5: switchboard.v1.ConnectionState
+	(CloseReason)(0),                  // 6: switchboard.v1.CloseReason
+	(AckCode)(0),                      // 7: switchboard.v1.AckCode
+	(SendOutcome)(0),                  // 8: switchboard.v1.SendOutcome
+	(SendFailureCause)(0),             // 9: switchboard.v1.SendFailureCause
+	(ErrorReason)(0),                  // 10: switchboard.v1.ErrorReason
+	(RecordKind)(0),                   // 11: switchboard.v1.RecordKind
+	(ConsumerMode)(0),                 // 12: switchboard.v1.ConsumerMode
+	(MessageState)(0),                 // 13: switchboard.v1.MessageState
+	(AttemptResult)(0),                // 14: switchboard.v1.AttemptResult
+	(Resolution)(0),                   // 15: switchboard.v1.Resolution
+	(EventKind)(0),                    // 16: switchboard.v1.EventKind
+	(*Framing)(nil),                   // 17: switchboard.v1.Framing
+	(*MllpFraming)(nil),               // 18: switchboard.v1.MllpFraming
+	(*LengthPrefixFraming)(nil),       // 19: switchboard.v1.LengthPrefixFraming
+	(*DelimiterFraming)(nil),          // 20: switchboard.v1.DelimiterFraming
+	(*StartEndFraming)(nil),           // 21: switchboard.v1.StartEndFraming
+	(*AckPolicy)(nil),                 // 22: switchboard.v1.AckPolicy
+	(*Hl7AckPolicy)(nil),              // 23: switchboard.v1.Hl7AckPolicy
+	(*SingleByteAckPolicy)(nil),       // 24: switchboard.v1.SingleByteAckPolicy
+	(*MllpCommitAckPolicy)(nil),       // 25: switchboard.v1.MllpCommitAckPolicy
+	(*FixedAckPolicy)(nil),            // 26: switchboard.v1.FixedAckPolicy
+	(*NoAckPolicy)(nil),               // 27: switchboard.v1.NoAckPolicy
+	(*ListenerConfig)(nil),            // 28: switchboard.v1.ListenerConfig
+	(*ListenerTls)(nil),               // 29: switchboard.v1.ListenerTls
+	(*ProxyProtocol)(nil),             // 30: switchboard.v1.ProxyProtocol
+	(*ConsumerAck)(nil),               // 31: switchboard.v1.ConsumerAck
+	(*DuplicateSuppression)(nil),      // 32: switchboard.v1.DuplicateSuppression
+	(*Listener)(nil),                  // 33: switchboard.v1.Listener
+	(*ListenerStatus)(nil),            // 34: switchboard.v1.ListenerStatus
+	(*StartListenerRequest)(nil),      // 35: switchboard.v1.StartListenerRequest
+	(*StartListenerResponse)(nil),     // 36: switchboard.v1.StartListenerResponse
+	(*StopListenerRequest)(nil),       // 37: switchboard.v1.StopListenerRequest
+	(*StopListenerResponse)(nil),      // 38: switchboard.v1.StopListenerResponse
+	(*GetListenerRequest)(nil),        // 39: switchboard.v1.GetListenerRequest
+	(*GetListenerResponse)(nil),       // 40: switchboard.v1.GetListenerResponse
+	(*ListListenersRequest)(nil),      // 41: switchboard.v1.ListListenersRequest
+	(*ListListenersResponse)(nil),     // 42: switchboard.v1.ListListenersResponse
+	(*ConnectionConfig)(nil),          // 43: switchboard.v1.ConnectionConfig
+	(*ConnectionTls)(nil),             // 44: switchboard.v1.ConnectionTls
+	(*ReconnectPolicy)(nil),           // 45: switchboard.v1.ReconnectPolicy
+	(*OutboxPolicy)(nil),              // 46: switchboard.v1.OutboxPolicy
+	(*AckCount)(nil),                  // 47: switchboard.v1.AckCount
+	(*ConnectionCounters)(nil),        // 48: switchboard.v1.ConnectionCounters
+	(*Connection)(nil),                // 49: switchboard.v1.Connection
+	(*ConnectionStatus)(nil),          // 50: switchboard.v1.ConnectionStatus
+	(*TlsState)(nil),                  // 51: switchboard.v1.TlsState
+	(*ConnectRequest)(nil),            // 52: switchboard.v1.ConnectRequest
+	(*ConnectResponse)(nil),           // 53: switchboard.v1.ConnectResponse
+	(*DisconnectRequest)(nil),         // 54: switchboard.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),        // 55: switchboard.v1.DisconnectResponse
+	(*GetConnectionRequest)(nil),      // 56: switchboard.v1.GetConnectionRequest
+	(*GetConnectionResponse)(nil),     // 57: switchboard.v1.GetConnectionResponse
+	(*ListConnectionsRequest)(nil),    // 58: switchboard.v1.ListConnectionsRequest
+	(*ListConnectionsResponse)(nil),   // 59: switchboard.v1.ListConnectionsResponse
+	(*SendRequest)(nil),               // 60: switchboard.v1.SendRequest
+	(*PeerAck)(nil),                   // 61: switchboard.v1.PeerAck
+	(*SendResponse)(nil),              // 62: switchboard.v1.SendResponse
+	(*SendFailure)(nil),               // 63: switchboard.v1.SendFailure
+	(*ReceiveRequest)(nil),            // 64: switchboard.v1.ReceiveRequest
+	(*ConsumerConfig)(nil),            // 65: switchboard.v1.ConsumerConfig
+	(*ReceiveResponse)(nil),           // 66: switchboard.v1.ReceiveResponse
+	(*LostRange)(nil),                 // 67: switchboard.v1.LostRange
+	(*ReceivedMessage)(nil),           // 68: switchboard.v1.ReceivedMessage
+	(*DeliveryAttempt)(nil),           // 69: switchboard.v1.DeliveryAttempt
+	(*Message)(nil),                   // 70: switchboard.v1.Message
+	(*GetMessageRequest)(nil),         // 71: switchboard.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),        // 72: switchboard.v1.GetMessageResponse
+	(*ListMessagesRequest)(nil),       // 73: switchboard.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),      // 74: switchboard.v1.ListMessagesResponse
+	(*ResolveMessageRequest)(nil),     // 75: switchboard.v1.ResolveMessageRequest
+	(*ResolveMessageResponse)(nil),    // 76: switchboard.v1.ResolveMessageResponse
+	(*WatchEventsRequest)(nil),        // 77: switchboard.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),       // 78: switchboard.v1.WatchEventsResponse
+	(*Event)(nil),                     // 79: switchboard.v1.Event
+	(*AckRequest)(nil),                // 80: switchboard.v1.AckRequest
+	(*AckResponse)(nil),               // 81: switchboard.v1.AckResponse
+	(*AnswerMessageRequest)(nil),      // 82: switchboard.v1.AnswerMessageRequest
+	(*AckAnswer)(nil),                 // 83: switchboard.v1.AckAnswer
+	(*AnswerMessageResponse)(nil),     // 84: switchboard.v1.AnswerMessageResponse
+	(*InboundAnswer)(nil),             // 85: switchboard.v1.InboundAnswer
+	(*Consumer)(nil),                  // 86: switchboard.v1.Consumer
+	(*ConsumerStatus)(nil),            // 87: switchboard.v1.ConsumerStatus
+	(*GetConsumerRequest)(nil),        // 88: switchboard.v1.GetConsumerRequest
+	(*GetConsumerResponse)(nil),       // 89: switchboard.v1.GetConsumerResponse
+	(*ListConsumersRequest)(nil),      // 90: switchboard.v1.ListConsumersRequest
+	(*ListConsumersResponse)(nil),     // 91: switchboard.v1.ListConsumersResponse
+	(*DeleteConsumerRequest)(nil),     // 92: switchboard.v1.DeleteConsumerRequest
+	(*DeleteConsumerResponse)(nil),    // 93: switchboard.v1.DeleteConsumerResponse
+	(*DeadLetter)(nil),                // 94: switchboard.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),    // 95: switchboard.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 96: switchboard.v1.ListDeadLettersResponse
+	(*ReplayDeadLettersRequest)(nil),  // 97: switchboard.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil), // 98: switchboard.v1.ReplayDeadLettersResponse
+	(*GetJournalRequest)(nil),         // 99: switchboard.v1.GetJournalRequest
+	(*GetJournalResponse)(nil),        // 100: switchboard.v1.GetJournalResponse
+	(*durationpb.Duration)(nil),       // 101: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 102: google.protobuf.Timestamp
 }
 var file_switchboard_v1_switchboard_proto_depIdxs = []int32{
-	17,  // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
-	18,  // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
-	19,  // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
-	20,  // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
-	22,  // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
-	23,  // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
-	24,  // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
-	25,  // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
-	26,  // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
-	16,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
-	21,  // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	96,  // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
-	96,  // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
-	96,  // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
-	28,  // 14: switchboard.v1.ListenerConfig.consumer_ack:type_name -> switchboard.v1.ConsumerAck
-	29,  // 15: switchboard.v1.ListenerConfig.duplicates:type_name -> switchboard.v1.DuplicateSuppression
-	96,  // 16: switchboard.v1.ConsumerAck.timeout:type_name -> google.protobuf.Duration
-	6,   // 17: switchboard.v1.ConsumerAck.fallback_code:type_name -> switchboard.v1.AckCode
-	96,  // 18: switchboard.v1.DuplicateSuppression.window:type_name -> google.protobuf.Duration
-	0,   // 19: switchboard.v1.DuplicateSuppression.scope:type_name -> switchboard.v1.DuplicateScope
-	27,  // 20: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
-	31,  // 21: switchboard.v1.Listener.status:type_name -> switchboard.v1.ListenerStatus
-	1,   // 22: switchboard.v1.ListenerStatus.state:type_name -> switchboard.v1.ListenerState
-	97,  // 23: switchboard.v1.ListenerStatus.create_time:type_name -> google.protobuf.Timestamp
-	44,  // 24: switchboard.v1.ListenerStatus.connection_totals:type_name -> switchboard.v1.ConnectionCounters
-	97,  // 25: switchboard.v1.ListenerStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
-	27,  // 26: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
-	30,  // 27: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
-	96,  // 28: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
-	30,  // 29: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
-	30,  // 30: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
-	30,  // 31: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
-	16,  // 32: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
-	21,  // 33: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
-	96,  // 34: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
-	96,  // 35: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
-	96,  // 36: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
-	41,  // 37: switchboard.v1.ConnectionConfig.reconnect:type_name -> switchboard.v1.ReconnectPolicy
-	42,  // 38: switchboard.v1.ConnectionConfig.outbox:type_name -> switchboard.v1.OutboxPolicy
-	96,  // 39: switchboard.v1.ReconnectPolicy.initial_delay:type_name -> google.protobuf.Duration
-	96,  // 40: switchboard.v1.ReconnectPolicy.max_delay:type_name -> google.protobuf.Duration
-	96,  // 41: switchboard.v1.OutboxPolicy.retry_delay:type_name -> google.protobuf.Duration
-	96,  // 42: switchboard.v1.OutboxPolicy.max_retry_delay:type_name -> google.protobuf.Duration
-	2,   // 43: switchboard.v1.OutboxPolicy.in_doubt:type_name -> switchboard.v1.InDoubtPolicy
-	6,   // 44: switchboard.v1.AckCount.code:type_name -> switchboard.v1.AckCode
-	43,  // 45: switchboard.v1.ConnectionCounters.sent_acks:type_name -> switchboard.v1.AckCount
-	43,  // 46: switchboard.v1.ConnectionCounters.received_acks:type_name -> switchboard.v1.AckCount
-	3,   // 47: switchboard.v1.Connection.direction:type_name -> switchboard.v1.Direction
-	40,  // 48: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
-	46,  // 49: switchboard.v1.Connection.status:type_name -> switchboard.v1.ConnectionStatus
-	4,   // 50: switchboard.v1.ConnectionStatus.state:type_name -> switchboard.v1.ConnectionState
-	97,  // 51: switchboard.v1.ConnectionStatus.open_time:type_name -> google.protobuf.Timestamp
-	97,  // 52: switchboard.v1.ConnectionStatus.last_activity_time:type_name -> google.protobuf.Timestamp
-	44,  // 53: switchboard.v1.ConnectionStatus.counters:type_name -> switchboard.v1.ConnectionCounters
-	5,   // 54: switchboard.v1.ConnectionStatus.close_reason:type_name -> switchboard.v1.CloseReason
-	97,  // 55: switchboard.v1.ConnectionStatus.close_time:type_name -> google.protobuf.Timestamp
-	97,  // 56: switchboard.v1.ConnectionStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
-	40,  // 57: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
-	45,  // 58: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
-	45,  // 59: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
-	45,  // 60: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
-	3,   // 61: switchboard.v1.ListConnectionsRequest.direction:type_name -> switchboard.v1.Direction
-	45,  // 62: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
-	96,  // 63: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
-	6,   // 64: switchboard.v1.PeerAck.code:type_name -> switchboard.v1.AckCode
-	7,   // 65: switchboard.v1.SendResponse.outcome:type_name -> switchboard.v1.SendOutcome
-	56,  // 66: switchboard.v1.SendResponse.ack:type_name -> switchboard.v1.PeerAck
-	96,  // 67: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
-	8,   // 68: switchboard.v1.SendFailure.cause:type_name -> switchboard.v1.SendFailureCause
-	56,  // 69: switchboard.v1.SendFailure.ack:type_name -> switchboard.v1.PeerAck
-	10,  // 70: switchboard.v1.ReceiveRequest.kinds:type_name -> switchboard.v1.RecordKind
-	60,  // 71: switchboard.v1.ReceiveRequest.consumer_config:type_name -> switchboard.v1.ConsumerConfig
-	11,  // 72: switchboard.v1.ConsumerConfig.mode:type_name -> switchboard.v1.ConsumerMode
-	96,  // 73: switchboard.v1.ConsumerConfig.ack_wait:type_name -> google.protobuf.Duration
-	63,  // 74: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
-	62,  // 75: switchboard.v1.ReceiveResponse.lost:type_name -> switchboard.v1.LostRange
-	97,  // 76: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
-	10,  // 77: switchboard.v1.ReceivedMessage.kind:type_name -> switchboard.v1.RecordKind
-	97,  // 78: switchboard.v1.ReceivedMessage.answer_deadline:type_name -> google.protobuf.Timestamp
-	97,  // 79: switchboard.v1.DeliveryAttempt.start_time:type_name -> google.protobuf.Timestamp
-	97,  // 80: switchboard.v1.DeliveryAttempt.end_time:type_name -> google.protobuf.Timestamp
-	13,  // 81: switchboard.v1.DeliveryAttempt.result:type_name -> switchboard.v1.AttemptResult
-	56,  // 82: switchboard.v1.DeliveryAttempt.ack:type_name -> switchboard.v1.PeerAck
-	3,   // 83: switchboard.v1.Message.direction:type_name -> switchboard.v1.Direction
-	12,  // 84: switchboard.v1.Message.state:type_name -> switchboard.v1.MessageState
-	97,  // 85: switchboard.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	97,  // 86: switchboard.v1.Message.update_time:type_name -> google.protobuf.Timestamp
-	64,  // 87: switchboard.v1.Message.attempts:type_name -> switchboard.v1.DeliveryAttempt
-	56,  // 88: switchboard.v1.Message.ack:type_name -> switchboard.v1.PeerAck
-	10,  // 89: switchboard.v1.Message.kind:type_name -> switchboard.v1.RecordKind
-	97,  // 90: switchboard.v1.Message.next_attempt_time:type_name -> google.protobuf.Timestamp
-	80,  // 91: switchboard.v1.Message.answer:type_name -> switchboard.v1.InboundAnswer
-	65,  // 92: switchboard.v1.GetMessageResponse.message:type_name -> switchboard.v1.Message
-	3,   // 93: switchboard.v1.ListMessagesRequest.direction:type_name -> switchboard.v1.Direction
-	12,  // 94: switchboard.v1.ListMessagesRequest.states:type_name -> switchboard.v1.MessageState
-	97,  // 95: switchboard.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
-	97,  // 96: switchboard.v1.ListMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
-	65,  // 97: switchboard.v1.ListMessagesResponse.messages:type_name -> switchboard.v1.Message
-	14,  // 98: switchboard.v1.ResolveMessageRequest.resolution:type_name -> switchboard.v1.Resolution
-	65,  // 99: switchboard.v1.ResolveMessageResponse.message:type_name -> switchboard.v1.Message
-	15,  // 100: switchboard.v1.WatchEventsRequest.kinds:type_name -> switchboard.v1.EventKind
-	74,  // 101: switchboard.v1.WatchEventsResponse.events:type_name -> switchboard.v1.Event
-	97,  // 102: switchboard.v1.Event.time:type_name -> google.protobuf.Timestamp
-	15,  // 103: switchboard.v1.Event.kind:type_name -> switchboard.v1.EventKind
-	5,   // 104: switchboard.v1.Event.close_reason:type_name -> switchboard.v1.CloseReason
-	6,   // 105: switchboard.v1.Event.ack_code:type_name -> switchboard.v1.AckCode
-	97,  // 106: switchboard.v1.Event.next_attempt_time:type_name -> google.protobuf.Timestamp
-	82,  // 107: switchboard.v1.AckResponse.status:type_name -> switchboard.v1.ConsumerStatus
-	78,  // 108: switchboard.v1.AnswerMessageRequest.ack:type_name -> switchboard.v1.AckAnswer
-	6,   // 109: switchboard.v1.AckAnswer.code:type_name -> switchboard.v1.AckCode
-	80,  // 110: switchboard.v1.AnswerMessageResponse.answer:type_name -> switchboard.v1.InboundAnswer
-	6,   // 111: switchboard.v1.InboundAnswer.code:type_name -> switchboard.v1.AckCode
-	97,  // 112: switchboard.v1.InboundAnswer.answer_time:type_name -> google.protobuf.Timestamp
-	6,   // 113: switchboard.v1.InboundAnswer.late_codes:type_name -> switchboard.v1.AckCode
-	60,  // 114: switchboard.v1.Consumer.config:type_name -> switchboard.v1.ConsumerConfig
-	10,  // 115: switchboard.v1.Consumer.kinds:type_name -> switchboard.v1.RecordKind
-	82,  // 116: switchboard.v1.Consumer.status:type_name -> switchboard.v1.ConsumerStatus
-	97,  // 117: switchboard.v1.ConsumerStatus.create_time:type_name -> google.protobuf.Timestamp
-	97,  // 118: switchboard.v1.ConsumerStatus.oldest_pending_time:type_name -> google.protobuf.Timestamp
-	81,  // 119: switchboard.v1.GetConsumerResponse.consumer:type_name -> switchboard.v1.Consumer
-	81,  // 120: switchboard.v1.ListConsumersResponse.consumers:type_name -> switchboard.v1.Consumer
-	97,  // 121: switchboard.v1.DeadLetter.dead_time:type_name -> google.protobuf.Timestamp
-	89,  // 122: switchboard.v1.ListDeadLettersResponse.dead_letters:type_name -> switchboard.v1.DeadLetter
-	32,  // 123: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
-	34,  // 124: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
-	36,  // 125: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
-	38,  // 126: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
-	47,  // 127: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
-	49,  // 128: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
-	51,  // 129: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
-	53,  // 130: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
-	55,  // 131: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
-	59,  // 132: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
-	66,  // 133: switchboard.v1.SwitchboardService.GetMessage:input_type -> switchboard.v1.GetMessageRequest
-	68,  // 134: switchboard.v1.SwitchboardService.ListMessages:input_type -> switchboard.v1.ListMessagesRequest
-	70,  // 135: switchboard.v1.SwitchboardService.ResolveMessage:input_type -> switchboard.v1.ResolveMessageRequest
-	72,  // 136: switchboard.v1.SwitchboardService.WatchEvents:input_type -> switchboard.v1.WatchEventsRequest
-	75,  // 137: switchboard.v1.SwitchboardService.Ack:input_type -> switchboard.v1.AckRequest
-	77,  // 138: switchboard.v1.SwitchboardService.AnswerMessage:input_type -> switchboard.v1.AnswerMessageRequest
-	83,  // 139: switchboard.v1.SwitchboardService.GetConsumer:input_type -> switchboard.v1.GetConsumerRequest
-	85,  // 140: switchboard.v1.SwitchboardService.ListConsumers:input_type -> switchboard.v1.ListConsumersRequest
-	87,  // 141: switchboard.v1.SwitchboardService.DeleteConsumer:input_type -> switchboard.v1.DeleteConsumerRequest
-	90,  // 142: switchboard.v1.SwitchboardService.ListDeadLetters:input_type -> switchboard.v1.ListDeadLettersRequest
-	92,  // 143: switchboard.v1.SwitchboardService.ReplayDeadLetters:input_type -> switchboard.v1.ReplayDeadLettersRequest
-	94,  // 144: switchboard.v1.SwitchboardService.GetJournal:input_type -> switchboard.v1.GetJournalRequest
-	33,  // 145: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
-	35,  // 146: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
-	37,  // 147: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
-	39,  // 148: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
-	48,  // 149: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
-	50,  // 150: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
-	52,  // 151: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
-	54,  // 152: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
-	57,  // 153: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
-	61,  // 154: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
-	67,  // 155: switchboard.v1.SwitchboardService.GetMessage:output_type -> switchboard.v1.GetMessageResponse
-	69,  // 156: switchboard.v1.SwitchboardService.ListMessages:output_type -> switchboard.v1.ListMessagesResponse
-	71,  // 157: switchboard.v1.SwitchboardService.ResolveMessage:output_type -> switchboard.v1.ResolveMessageResponse
-	73,  // 158: switchboard.v1.SwitchboardService.WatchEvents:output_type -> switchboard.v1.WatchEventsResponse
-	76,  // 159: switchboard.v1.SwitchboardService.Ack:output_type -> switchboard.v1.AckResponse
-	79,  // 160: switchboard.v1.SwitchboardService.AnswerMessage:output_type -> switchboard.v1.AnswerMessageResponse
-	84,  // 161: switchboard.v1.SwitchboardService.GetConsumer:output_type -> switchboard.v1.GetConsumerResponse
-	86,  // 162: switchboard.v1.SwitchboardService.ListConsumers:output_type -> switchboard.v1.ListConsumersResponse
-	88,  // 163: switchboard.v1.SwitchboardService.DeleteConsumer:output_type -> switchboard.v1.DeleteConsumerResponse
-	91,  // 164: switchboard.v1.SwitchboardService.ListDeadLetters:output_type -> switchboard.v1.ListDeadLettersResponse
-	93,  // 165: switchboard.v1.SwitchboardService.ReplayDeadLetters:output_type -> switchboard.v1.ReplayDeadLettersResponse
-	95,  // 166: switchboard.v1.SwitchboardService.GetJournal:output_type -> switchboard.v1.GetJournalResponse
-	145, // [145:167] is the sub-list for method output_type
-	123, // [123:145] is the sub-list for method input_type
-	123, // [123:123] is the sub-list for extension type_name
-	123, // [123:123] is the sub-list for extension extendee
-	0,   // [0:123] is the sub-list for field type_name
+	18,  // 0: switchboard.v1.Framing.mllp:type_name -> switchboard.v1.MllpFraming
+	19,  // 1: switchboard.v1.Framing.length_prefix:type_name -> switchboard.v1.LengthPrefixFraming
+	20,  // 2: switchboard.v1.Framing.delimiter:type_name -> switchboard.v1.DelimiterFraming
+	21,  // 3: switchboard.v1.Framing.start_end:type_name -> switchboard.v1.StartEndFraming
+	23,  // 4: switchboard.v1.AckPolicy.hl7:type_name -> switchboard.v1.Hl7AckPolicy
+	24,  // 5: switchboard.v1.AckPolicy.single_byte:type_name -> switchboard.v1.SingleByteAckPolicy
+	25,  // 6: switchboard.v1.AckPolicy.mllp_commit:type_name -> switchboard.v1.MllpCommitAckPolicy
+	26,  // 7: switchboard.v1.AckPolicy.fixed:type_name -> switchboard.v1.FixedAckPolicy
+	27,  // 8: switchboard.v1.AckPolicy.none:type_name -> switchboard.v1.NoAckPolicy
+	17,  // 9: switchboard.v1.ListenerConfig.framing:type_name -> switchboard.v1.Framing
+	22,  // 10: switchboard.v1.ListenerConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	101, // 11: switchboard.v1.ListenerConfig.idle_timeout:type_name -> google.protobuf.Duration
+	101, // 12: switchboard.v1.ListenerConfig.frame_timeout:type_name -> google.protobuf.Duration
+	101, // 13: switchboard.v1.ListenerConfig.keepalive:type_name -> google.protobuf.Duration
+	31,  // 14: switchboard.v1.ListenerConfig.consumer_ack:type_name -> switchboard.v1.ConsumerAck
+	32,  // 15: switchboard.v1.ListenerConfig.duplicates:type_name -> switchboard.v1.DuplicateSuppression
+	29,  // 16: switchboard.v1.ListenerConfig.tls:type_name -> switchboard.v1.ListenerTls
+	30,  // 17: switchboard.v1.ListenerConfig.proxy_protocol:type_name -> switchboard.v1.ProxyProtocol
+	101, // 18: switchboard.v1.ListenerConfig.tcp_user_timeout:type_name -> google.protobuf.Duration
+	0,   // 19: switchboard.v1.ListenerTls.client_certificate:type_name -> switchboard.v1.ClientCertificate
+	101, // 20: switchboard.v1.ConsumerAck.timeout:type_name -> google.protobuf.Duration
+	7,   // 21: switchboard.v1.ConsumerAck.fallback_code:type_name -> switchboard.v1.AckCode
+	101, // 22: switchboard.v1.DuplicateSuppression.window:type_name -> google.protobuf.Duration
+	1,   // 23: switchboard.v1.DuplicateSuppression.scope:type_name -> switchboard.v1.DuplicateScope
+	28,  // 24: switchboard.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
+	34,  // 25: switchboard.v1.Listener.status:type_name -> switchboard.v1.ListenerStatus
+	2,   // 26: switchboard.v1.ListenerStatus.state:type_name -> switchboard.v1.ListenerState
+	102, // 27: switchboard.v1.ListenerStatus.create_time:type_name -> google.protobuf.Timestamp
+	48,  // 28: switchboard.v1.ListenerStatus.connection_totals:type_name -> switchboard.v1.ConnectionCounters
+	102, // 29: switchboard.v1.ListenerStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
+	28,  // 30: switchboard.v1.StartListenerRequest.config:type_name -> switchboard.v1.ListenerConfig
+	33,  // 31: switchboard.v1.StartListenerResponse.listener:type_name -> switchboard.v1.Listener
+	101, // 32: switchboard.v1.StopListenerRequest.drain_timeout:type_name -> google.protobuf.Duration
+	33,  // 33: switchboard.v1.StopListenerResponse.listener:type_name -> switchboard.v1.Listener
+	33,  // 34: switchboard.v1.GetListenerResponse.listener:type_name -> switchboard.v1.Listener
+	33,  // 35: switchboard.v1.ListListenersResponse.listeners:type_name -> switchboard.v1.Listener
+	17,  // 36: switchboard.v1.ConnectionConfig.framing:type_name -> switchboard.v1.Framing
+	22,  // 37: switchboard.v1.ConnectionConfig.ack_policy:type_name -> switchboard.v1.AckPolicy
+	101, // 38: switchboard.v1.ConnectionConfig.connect_timeout:type_name -> google.protobuf.Duration
+	101, // 39: switchboard.v1.ConnectionConfig.ack_timeout:type_name -> google.protobuf.Duration
+	101, // 40: switchboard.v1.ConnectionConfig.keepalive:type_name -> google.protobuf.Duration
+	45,  // 41: switchboard.v1.ConnectionConfig.reconnect:type_name -> switchboard.v1.ReconnectPolicy
+	46,  // 42: switchboard.v1.ConnectionConfig.outbox:type_name -> switchboard.v1.OutboxPolicy
+	44,  // 43: switchboard.v1.ConnectionConfig.tls:type_name -> switchboard.v1.ConnectionTls
+	101, // 44: switchboard.v1.ConnectionConfig.tcp_user_timeout:type_name -> google.protobuf.Duration
+	101, // 45: switchboard.v1.ReconnectPolicy.initial_delay:type_name -> google.protobuf.Duration
+	101, // 46: switchboard.v1.ReconnectPolicy.max_delay:type_name -> google.protobuf.Duration
+	101, // 47: switchboard.v1.OutboxPolicy.retry_delay:type_name -> google.protobuf.Duration
+	101, // 48: switchboard.v1.OutboxPolicy.max_retry_delay:type_name -> google.protobuf.Duration
+	3,   // 49: switchboard.v1.OutboxPolicy.in_doubt:type_name -> switchboard.v1.InDoubtPolicy
+	7,   // 50: switchboard.v1.AckCount.code:type_name -> switchboard.v1.AckCode
+	47,  // 51: switchboard.v1.ConnectionCounters.sent_acks:type_name -> switchboard.v1.AckCount
+	47,  // 52: switchboard.v1.ConnectionCounters.received_acks:type_name -> switchboard.v1.AckCount
+	4,   // 53: switchboard.v1.Connection.direction:type_name -> switchboard.v1.Direction
+	43,  // 54: switchboard.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
+	50,  // 55: switchboard.v1.Connection.status:type_name -> switchboard.v1.ConnectionStatus
+	5,   // 56: switchboard.v1.ConnectionStatus.state:type_name -> switchboard.v1.ConnectionState
+	102, // 57: switchboard.v1.ConnectionStatus.open_time:type_name -> google.protobuf.Timestamp
+	102, // 58: switchboard.v1.ConnectionStatus.last_activity_time:type_name -> google.protobuf.Timestamp
+	48,  // 59: switchboard.v1.ConnectionStatus.counters:type_name -> switchboard.v1.ConnectionCounters
+	6,   // 60: switchboard.v1.ConnectionStatus.close_reason:type_name -> switchboard.v1.CloseReason
+	102, // 61: switchboard.v1.ConnectionStatus.close_time:type_name -> google.protobuf.Timestamp
+	102, // 62: switchboard.v1.ConnectionStatus.next_attempt_time:type_name -> google.protobuf.Timestamp
+	51,  // 63: switchboard.v1.ConnectionStatus.tls:type_name -> switchboard.v1.TlsState
+	43,  // 64: switchboard.v1.ConnectRequest.config:type_name -> switchboard.v1.ConnectionConfig
+	49,  // 65: switchboard.v1.ConnectResponse.connection:type_name -> switchboard.v1.Connection
+	49,  // 66: switchboard.v1.DisconnectResponse.connection:type_name -> switchboard.v1.Connection
+	49,  // 67: switchboard.v1.GetConnectionResponse.connection:type_name -> switchboard.v1.Connection
+	4,   // 68: switchboard.v1.ListConnectionsRequest.direction:type_name -> switchboard.v1.Direction
+	49,  // 69: switchboard.v1.ListConnectionsResponse.connections:type_name -> switchboard.v1.Connection
+	101, // 70: switchboard.v1.SendRequest.ack_timeout:type_name -> google.protobuf.Duration
+	7,   // 71: switchboard.v1.PeerAck.code:type_name -> switchboard.v1.AckCode
+	8,   // 72: switchboard.v1.SendResponse.outcome:type_name -> switchboard.v1.SendOutcome
+	61,  // 73: switchboard.v1.SendResponse.ack:type_name -> switchboard.v1.PeerAck
+	101, // 74: switchboard.v1.SendResponse.round_trip:type_name -> google.protobuf.Duration
+	9,   // 75: switchboard.v1.SendFailure.cause:type_name -> switchboard.v1.SendFailureCause
+	61,  // 76: switchboard.v1.SendFailure.ack:type_name -> switchboard.v1.PeerAck
+	11,  // 77: switchboard.v1.ReceiveRequest.kinds:type_name -> switchboard.v1.RecordKind
+	65,  // 78: switchboard.v1.ReceiveRequest.consumer_config:type_name -> switchboard.v1.ConsumerConfig
+	12,  // 79: switchboard.v1.ConsumerConfig.mode:type_name -> switchboard.v1.ConsumerMode
+	101, // 80: switchboard.v1.ConsumerConfig.ack_wait:type_name -> google.protobuf.Duration
+	68,  // 81: switchboard.v1.ReceiveResponse.messages:type_name -> switchboard.v1.ReceivedMessage
+	67,  // 82: switchboard.v1.ReceiveResponse.lost:type_name -> switchboard.v1.LostRange
+	102, // 83: switchboard.v1.ReceivedMessage.receive_time:type_name -> google.protobuf.Timestamp
+	11,  // 84: switchboard.v1.ReceivedMessage.kind:type_name -> switchboard.v1.RecordKind
+	102, // 85: switchboard.v1.ReceivedMessage.answer_deadline:type_name -> google.protobuf.Timestamp
+	102, // 86: switchboard.v1.DeliveryAttempt.start_time:type_name -> google.protobuf.Timestamp
+	102, // 87: switchboard.v1.DeliveryAttempt.end_time:type_name -> google.protobuf.Timestamp
+	14,  // 88: switchboard.v1.DeliveryAttempt.result:type_name -> switchboard.v1.AttemptResult
+	61,  // 89: switchboard.v1.DeliveryAttempt.ack:type_name -> switchboard.v1.PeerAck
+	4,   // 90: switchboard.v1.Message.direction:type_name -> switchboard.v1.Direction
+	13,  // 91: switchboard.v1.Message.state:type_name -> switchboard.v1.MessageState
+	102, // 92: switchboard.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	102, // 93: switchboard.v1.Message.update_time:type_name -> google.protobuf.Timestamp
+	69,  // 94: switchboard.v1.Message.attempts:type_name -> switchboard.v1.DeliveryAttempt
+	61,  // 95: switchboard.v1.Message.ack:type_name -> switchboard.v1.PeerAck
+	11,  // 96: switchboard.v1.Message.kind:type_name -> switchboard.v1.RecordKind
+	102, // 97: switchboard.v1.Message.next_attempt_time:type_name -> google.protobuf.Timestamp
+	85,  // 98: switchboard.v1.Message.answer:type_name -> switchboard.v1.InboundAnswer
+	70,  // 99: switchboard.v1.GetMessageResponse.message:type_name -> switchboard.v1.Message
+	4,   // 100: switchboard.v1.ListMessagesRequest.direction:type_name -> switchboard.v1.Direction
+	13,  // 101: switchboard.v1.ListMessagesRequest.states:type_name -> switchboard.v1.MessageState
+	102, // 102: switchboard.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
+	102, // 103: switchboard.v1.ListMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
+	70,  // 104: switchboard.v1.ListMessagesResponse.messages:type_name -> switchboard.v1.Message
+	15,  // 105: switchboard.v1.ResolveMessageRequest.resolution:type_name -> switchboard.v1.Resolution
+	70,  // 106: switchboard.v1.ResolveMessageResponse.message:type_name -> switchboard.v1.Message
+	16,  // 107: switchboard.v1.WatchEventsRequest.kinds:type_name -> switchboard.v1.EventKind
+	79,  // 108: switchboard.v1.WatchEventsResponse.events:type_name -> switchboard.v1.Event
+	102, // 109: switchboard.v1.Event.time:type_name -> google.protobuf.Timestamp
+	16,  // 110: switchboard.v1.Event.kind:type_name -> switchboard.v1.EventKind
+	6,   // 111: switchboard.v1.Event.close_reason:type_name -> switchboard.v1.CloseReason
+	7,   // 112: switchboard.v1.Event.ack_code:type_name -> switchboard.v1.AckCode
+	102, // 113: switchboard.v1.Event.next_attempt_time:type_name -> google.protobuf.Timestamp
+	87,  // 114: switchboard.v1.AckResponse.status:type_name -> switchboard.v1.ConsumerStatus
+	83,  // 115: switchboard.v1.AnswerMessageRequest.ack:type_name -> switchboard.v1.AckAnswer
+	7,   // 116: switchboard.v1.AckAnswer.code:type_name -> switchboard.v1.AckCode
+	85,  // 117: switchboard.v1.AnswerMessageResponse.answer:type_name -> switchboard.v1.InboundAnswer
+	7,   // 118: switchboard.v1.InboundAnswer.code:type_name -> switchboard.v1.AckCode
+	102, // 119: switchboard.v1.InboundAnswer.answer_time:type_name -> google.protobuf.Timestamp
+	7,   // 120: switchboard.v1.InboundAnswer.late_codes:type_name -> switchboard.v1.AckCode
+	65,  // 121: switchboard.v1.Consumer.config:type_name -> switchboard.v1.ConsumerConfig
+	11,  // 122: switchboard.v1.Consumer.kinds:type_name -> switchboard.v1.RecordKind
+	87,  // 123: switchboard.v1.Consumer.status:type_name -> switchboard.v1.ConsumerStatus
+	102, // 124: switchboard.v1.ConsumerStatus.create_time:type_name -> google.protobuf.Timestamp
+	102, // 125: switchboard.v1.ConsumerStatus.oldest_pending_time:type_name -> google.protobuf.Timestamp
+	86,  // 126: switchboard.v1.GetConsumerResponse.consumer:type_name -> switchboard.v1.Consumer
+	86,  // 127: switchboard.v1.ListConsumersResponse.consumers:type_name -> switchboard.v1.Consumer
+	102, // 128: switchboard.v1.DeadLetter.dead_time:type_name -> google.protobuf.Timestamp
+	94,  // 129: switchboard.v1.ListDeadLettersResponse.dead_letters:type_name -> switchboard.v1.DeadLetter
+	35,  // 130: switchboard.v1.SwitchboardService.StartListener:input_type -> switchboard.v1.StartListenerRequest
+	37,  // 131: switchboard.v1.SwitchboardService.StopListener:input_type -> switchboard.v1.StopListenerRequest
+	39,  // 132: switchboard.v1.SwitchboardService.GetListener:input_type -> switchboard.v1.GetListenerRequest
+	41,  // 133: switchboard.v1.SwitchboardService.ListListeners:input_type -> switchboard.v1.ListListenersRequest
+	52,  // 134: switchboard.v1.SwitchboardService.Connect:input_type -> switchboard.v1.ConnectRequest
+	54,  // 135: switchboard.v1.SwitchboardService.Disconnect:input_type -> switchboard.v1.DisconnectRequest
+	56,  // 136: switchboard.v1.SwitchboardService.GetConnection:input_type -> switchboard.v1.GetConnectionRequest
+	58,  // 137: switchboard.v1.SwitchboardService.ListConnections:input_type -> switchboard.v1.ListConnectionsRequest
+	60,  // 138: switchboard.v1.SwitchboardService.Send:input_type -> switchboard.v1.SendRequest
+	64,  // 139: switchboard.v1.SwitchboardService.Receive:input_type -> switchboard.v1.ReceiveRequest
+	71,  // 140: switchboard.v1.SwitchboardService.GetMessage:input_type -> switchboard.v1.GetMessageRequest
+	73,  // 141: switchboard.v1.SwitchboardService.ListMessages:input_type -> switchboard.v1.ListMessagesRequest
+	75,  // 142: switchboard.v1.SwitchboardService.ResolveMessage:input_type -> switchboard.v1.ResolveMessageRequest
+	77,  // 143: switchboard.v1.SwitchboardService.WatchEvents:input_type -> switchboard.v1.WatchEventsRequest
+	80,  // 144: switchboard.v1.SwitchboardService.Ack:input_type -> switchboard.v1.AckRequest
+	82,  // 145: switchboard.v1.SwitchboardService.AnswerMessage:input_type -> switchboard.v1.AnswerMessageRequest
+	88,  // 146: switchboard.v1.SwitchboardService.GetConsumer:input_type -> switchboard.v1.GetConsumerRequest
+	90,  // 147: switchboard.v1.SwitchboardService.ListConsumers:input_type -> switchboard.v1.ListConsumersRequest
+	92,  // 148: switchboard.v1.SwitchboardService.DeleteConsumer:input_type -> switchboard.v1.DeleteConsumerRequest
+	95,  // 149: switchboard.v1.SwitchboardService.ListDeadLetters:input_type -> switchboard.v1.ListDeadLettersRequest
+	97,  // 150: switchboard.v1.SwitchboardService.ReplayDeadLetters:input_type -> switchboard.v1.ReplayDeadLettersRequest
+	99,  // 151: switchboard.v1.SwitchboardService.GetJournal:input_type -> switchboard.v1.GetJournalRequest
+	36,  // 152: switchboard.v1.SwitchboardService.StartListener:output_type -> switchboard.v1.StartListenerResponse
+	38,  // 153: switchboard.v1.SwitchboardService.StopListener:output_type -> switchboard.v1.StopListenerResponse
+	40,  // 154: switchboard.v1.SwitchboardService.GetListener:output_type -> switchboard.v1.GetListenerResponse
+	42,  // 155: switchboard.v1.SwitchboardService.ListListeners:output_type -> switchboard.v1.ListListenersResponse
+	53,  // 156: switchboard.v1.SwitchboardService.Connect:output_type -> switchboard.v1.ConnectResponse
+	55,  // 157: switchboard.v1.SwitchboardService.Disconnect:output_type -> switchboard.v1.DisconnectResponse
+	57,  // 158: switchboard.v1.SwitchboardService.GetConnection:output_type -> switchboard.v1.GetConnectionResponse
+	59,  // 159: switchboard.v1.SwitchboardService.ListConnections:output_type -> switchboard.v1.ListConnectionsResponse
+	62,  // 160: switchboard.v1.SwitchboardService.Send:output_type -> switchboard.v1.SendResponse
+	66,  // 161: switchboard.v1.SwitchboardService.Receive:output_type -> switchboard.v1.ReceiveResponse
+	72,  // 162: switchboard.v1.SwitchboardService.GetMessage:output_type -> switchboard.v1.GetMessageResponse
+	74,  // 163: switchboard.v1.SwitchboardService.ListMessages:output_type -> switchboard.v1.ListMessagesResponse
+	76,  // 164: switchboard.v1.SwitchboardService.ResolveMessage:output_type -> switchboard.v1.ResolveMessageResponse
+	78,  // 165: switchboard.v1.SwitchboardService.WatchEvents:output_type -> switchboard.v1.WatchEventsResponse
+	81,  // 166: switchboard.v1.SwitchboardService.Ack:output_type -> switchboard.v1.AckResponse
+	84,  // 167: switchboard.v1.SwitchboardService.AnswerMessage:output_type -> switchboard.v1.AnswerMessageResponse
+	89,  // 168: switchboard.v1.SwitchboardService.GetConsumer:output_type -> switchboard.v1.GetConsumerResponse
+	91,  // 169: switchboard.v1.SwitchboardService.ListConsumers:output_type -> switchboard.v1.ListConsumersResponse
+	93,  // 170: switchboard.v1.SwitchboardService.DeleteConsumer:output_type -> switchboard.v1.DeleteConsumerResponse
+	96,  // 171: switchboard.v1.SwitchboardService.ListDeadLetters:output_type -> switchboard.v1.ListDeadLettersResponse
+	98,  // 172: switchboard.v1.SwitchboardService.ReplayDeadLetters:output_type -> switchboard.v1.ReplayDeadLettersResponse
+	100, // 173: switchboard.v1.SwitchboardService.GetJournal:output_type -> switchboard.v1.GetJournalResponse
+	152, // [152:174] is the sub-list for method output_type
+	130, // [130:152] is the sub-list for method input_type
+	130, // [130:130] is the sub-list for extension type_name
+	130, // [130:130] is the sub-list for extension extendee
+	0,   // [0:130] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_switchboard_proto_init() }
@@ -8110,12 +8661,12 @@ func file_switchboard_v1_switchboard_proto_init() {
 		(*AckPolicy_Fixed)(nil),
 		(*AckPolicy_None)(nil),
 	}
-	file_switchboard_v1_switchboard_proto_msgTypes[29].OneofWrappers = []any{
+	file_switchboard_v1_switchboard_proto_msgTypes[32].OneofWrappers = []any{
 		(*Connection_ListenerId)(nil),
 		(*Connection_Config)(nil),
 	}
-	file_switchboard_v1_switchboard_proto_msgTypes[43].OneofWrappers = []any{}
-	file_switchboard_v1_switchboard_proto_msgTypes[61].OneofWrappers = []any{
+	file_switchboard_v1_switchboard_proto_msgTypes[47].OneofWrappers = []any{}
+	file_switchboard_v1_switchboard_proto_msgTypes[65].OneofWrappers = []any{
 		(*AnswerMessageRequest_Ack)(nil),
 		(*AnswerMessageRequest_Payload)(nil),
 	}
@@ -8124,8 +8675,8 @@ func file_switchboard_v1_switchboard_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_switchboard_proto_rawDesc), len(file_switchboard_v1_switchboard_proto_rawDesc)),
-			NumEnums:      16,
-			NumMessages:   80,
+			NumEnums:      17,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
