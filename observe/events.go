@@ -311,7 +311,7 @@ func (b *Bus) connClosed(_ *transport.Conn, info transport.ConnInfo) {
 
 func (b *Bus) connRejected(listenerID, remoteAddr string, reason transport.RejectReason) {
 	b.Publish(&switchboardv1.Event{Kind: switchboardv1.EventKind_EVENT_KIND_CONNECTION_REJECTED,
-		ListenerId: text(listenerID), RemoteAddress: text(remoteAddr), Detail: "limit reached: " + reason.String()})
+		ListenerId: text(listenerID), RemoteAddress: text(remoteAddr), Detail: "refused: " + reason.String()})
 }
 
 func (b *Bus) framingError(c *transport.Conn, err error) {

@@ -265,7 +265,7 @@ func TestObserverConnEvents(t *testing.T) {
 			RemoteAddress: "127.0.0.1:4000", CloseReason: switchboardv1.CloseReason_CLOSE_REASON_FRAME_TOO_LARGE,
 			Detail: "frame too large: frame exceeds the maximum size"},
 		{Sequence: 2, Kind: switchboardv1.EventKind_EVENT_KIND_CONNECTION_REJECTED, ListenerId: "adt",
-			RemoteAddress: "127.0.0.1:4001", Detail: "limit reached: max connections per source"},
+			RemoteAddress: "127.0.0.1:4001", Detail: "refused: max connections per source"},
 	}
 	checkEvents(t, got, want)
 }

@@ -23,7 +23,7 @@ var (
 	descAccepted = prometheus.NewDesc("switchboard_connections_accepted_total",
 		"Inbound connections a listener accepted.", []string{"listener"}, nil)
 	descRejected = prometheus.NewDesc("switchboard_connections_rejected_total",
-		"Inbound connections a listener closed at once because a limit was reached, by limit.", []string{"listener", "reason"}, nil)
+		"Inbound connections a listener closed at once, by reason: a limit was reached, or the source address is not allowed.", []string{"listener", "reason"}, nil)
 	descConnectionUp = prometheus.NewDesc("switchboard_connection_up",
 		"1 while an outbound connection is open, 0 while it is connecting, backing off or closed.", []string{"connection"}, nil)
 	descListenerUp = prometheus.NewDesc("switchboard_listener_up",
@@ -100,7 +100,7 @@ var (
 		descFsyncs, descDiskBytes, descFirstSeq, descLastSeq, descHealthy, descJournalFailures,
 		descOutboxQueued, descOutboxOldest, descOutboxAttempts, descOutboxInDoubt, descOutboxFailed,
 	}
-	rejectReasons = []transport.RejectReason{transport.RejectMaxConnections, transport.RejectPerSource}
+	rejectReasons = []transport.RejectReason{transport.RejectMaxConnections, transport.RejectPerSource, transport.RejectTotalConnections, transport.RejectSourceDenied}
 	ackCodes      = transport.AckCodes()
 )
 

@@ -65,8 +65,9 @@ func (s *Service) resolveListener(c *switchboardv1.ListenerConfig) (transport.Li
 		if err := s.policy.CheckListen(c.GetAddress()); err != nil {
 			return cfg, forbidden(err)
 		}
+		check := s.policy.ListenControlFor(c.GetAddress())
 		cfg.Control = func(network, address string, rc syscall.RawConn) error {
-			return forbidden(s.policy.ListenControl(network, address, rc))
+			return forbidden(check(network, address, rc))
 		}
 	}
 	if t := c.GetTls(); t != nil {
@@ -131,8 +132,9 @@ func (s *Service) resolveDial(c *switchboardv1.ConnectionConfig) (transport.Dial
 		if err := s.policy.CheckDial(c.GetAddress()); err != nil {
 			return cfg, forbidden(err)
 		}
+		check := s.policy.DialControlFor(c.GetAddress())
 		cfg.Control = func(network, address string, rc syscall.RawConn) error {
-			return forbidden(s.policy.DialControl(network, address, rc))
+			return forbidden(check(network, address, rc))
 		}
 	}
 	if t := c.GetTls(); t != nil {

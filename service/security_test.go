@@ -250,14 +250,22 @@ func (p testPolicy) CheckDial(address string) error {
 	return fmt.Errorf("%s: no dial rule matches", address) // not wrapped: the service wraps it
 }
 
-func (testPolicy) ListenControl(_, address string, _ syscall.RawConn) error {
+func (p testPolicy) ListenControlFor(string) func(network, address string, c syscall.RawConn) error {
+	return p.listenControl
+}
+
+func (p testPolicy) DialControlFor(string) func(network, address string, c syscall.RawConn) error {
+	return p.dialControl
+}
+
+func (testPolicy) listenControl(_, address string, _ syscall.RawConn) error {
 	if strings.HasPrefix(address, "127.0.0.2:") {
 		return fmt.Errorf("%w: %s: resolved address not allowed", service.ErrAddressForbidden, address)
 	}
 	return nil
 }
 
-func (testPolicy) DialControl(_, address string, _ syscall.RawConn) error {
+func (testPolicy) dialControl(_, address string, _ syscall.RawConn) error {
 	if ap, err := netip.ParseAddrPort(address); err == nil && ap.Addr().IsLoopback() && ap.Port() != 2 {
 		return fmt.Errorf("%w: %s: loopback is not a destination", service.ErrAddressForbidden, address)
 	}

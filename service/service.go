@@ -119,11 +119,12 @@ type AddressPolicy interface {
 	// CheckDial: at Connect and restore, address as configured (host names
 	// checked against patterns).
 	CheckDial(address string) error
-	// ListenControl and DialControl are the net.ListenConfig.Control and
-	// net.Dialer.Control hooks that check the resolved address at every
-	// bind and every (re)connect.
-	ListenControl(network, address string, c syscall.RawConn) error
-	DialControl(network, address string, c syscall.RawConn) error
+	// ListenControlFor and DialControlFor return the
+	// net.ListenConfig.Control and net.Dialer.Control hooks of a listener or
+	// connection configured with address: they check the resolved address
+	// at every bind and every (re)connect, knowing the name it came from.
+	ListenControlFor(configured string) func(network, address string, c syscall.RawConn) error
+	DialControlFor(configured string) func(network, address string, c syscall.RawConn) error
 }
 
 // ErrAddressForbidden is wrapped by every refusal of the AddressPolicy.

@@ -230,17 +230,30 @@ func TestDecoderBudgetAccounting(t *testing.T) {
 	})
 
 	t.Run("length prefix", func(t *testing.T) {
-		// The length is known up front: the buffer would grow to it at once,
-		// so the frame is refused before its payload is read.
+		// The buffer grows with the bytes that arrive, as for MLLP, not to
+		// the announced length at once: a prefix alone holds nothing of
+		// the budget, so a few bytes per connection cannot exhaust it.
 		lp := Framing{Kind: FramingLengthPrefix}
 		b := NewMemoryBudget(8 << 10)
-		d := NewDecoder(bytes.NewReader(encodeAll(lp, large)), lp)
+		frame := encodeAll(lp, large)
+		idle := NewDecoder(bytes.NewReader(frame[:lengthPrefixBytes+10]), lp)
+		idle.budget = b
+		_ = idle.fill() // the prefix and 10 bytes of payload
+		idle.scan()
+		if b.Used() != 0 || len(idle.buf) != initialBufSize {
+			t.Errorf("a bare length prefix: used %d, buffer %d; want nothing charged", b.Used(), len(idle.buf))
+		}
+		d := NewDecoder(bytes.NewReader(frame), lp)
 		d.budget = b
 		if _, err := d.Next(); !errors.Is(err, ErrNoMemory) {
 			t.Fatalf("Next = %v, want ErrNoMemory", err)
 		}
-		if b.Used() != 0 || len(d.buf) != initialBufSize {
-			t.Errorf("used %d, buffer %d; want nothing charged", b.Used(), len(d.buf))
+		if b.Used() > b.Limit() || b.Peak() > b.Limit() {
+			t.Errorf("used %d, peak %d, over the limit %d", b.Used(), b.Peak(), b.Limit())
+		}
+		d.Release()
+		if b.Used() != 0 {
+			t.Errorf("used %d after Release, want 0", b.Used())
 		}
 	})
 }

@@ -47,7 +47,7 @@ type Decoder struct {
 	// match, so that a large frame is not rescanned on every read.
 	scanEnd, scanStart int
 	// want is the size of the frame at head when known (length prefix),
-	// so that the buffer can grow to it at once.
+	// so that the buffer does not grow past it.
 	want int
 	// swallowCR: a lenient MLLP frame ended at the last buffered byte; a
 	// CR arriving next is its trailer.
@@ -242,8 +242,15 @@ func (d *Decoder) fill() error {
 	if size == 0 {
 		size = min(initialBufSize, d.maxBuf)
 	}
-	if need := max(d.want, d.tail+1); need > size {
-		size = min(max(need, 2*size), d.maxBuf)
+	// Grow only when the buffer is full, doubling, and never past a known
+	// frame size: memory follows the bytes that arrived, not the size a
+	// length prefix announces (4 bytes must not hold 4 MiB of the budget).
+	if need := d.tail + 1; need > size {
+		size = max(need, 2*size)
+		if d.want >= need {
+			size = min(size, d.want)
+		}
+		size = min(size, d.maxBuf)
 	}
 	if size != len(d.buf) && !d.grow(size) {
 		return d.err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/switchboard-dev/switchboard/hl7"
 )
@@ -82,7 +83,12 @@ func TestDuplicateAnsweredWithFirstAnswer(t *testing.T) {
 		} else if !bytes.Equal(first, again) {
 			t.Fatalf("duplicate answered\n%q\nwant the first answer\n%q", again, first)
 		}
+		// The ACK is counted just after its write, so the peer can read it
+		// first: wait (bounded) for the count.
 		info := l.Info().Totals
+		for deadline := time.Now().Add(5 * time.Second); info.AcksSent[AckAA] < 2 && time.Now().Before(deadline); info = l.Info().Totals {
+			time.Sleep(time.Millisecond)
+		}
 		if info.Duplicates != 1 || info.AcksSent[AckAA] != 2 || info.JournalErrors != 0 {
 			t.Fatalf("counters = %+v; want 1 duplicate, 2 AA sent", info)
 		}

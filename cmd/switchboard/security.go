@@ -15,9 +15,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/switchboard-dev/switchboard/internal/netpolicy"
 	"github.com/switchboard-dev/switchboard/internal/syslog"
 	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
+	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/service/auth"
+	"github.com/switchboard-dev/switchboard/transport"
 )
 
 // securityFlags are serve's flags of issue 11: TLS and authentication of
@@ -86,6 +89,10 @@ func (s *securityFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.auditSyslog, "audit-syslog", "", "also send audit records as RFC 5424 syslog over TLS (RFC 5425) to this HOST:PORT, as IHE ATNA asks; needs --audit-syslog-profile")
 	fs.StringVar(&s.auditSyslogProfile, "audit-syslog-profile", "", "the --tls-profiles profile for --audit-syslog: its ca.crt verifies the collector, its tls.crt and tls.key (when present) are the client certificate")
 	fs.BoolVar(&s.auditDataCalls, "audit-data-calls", false, "also audit every Send, Ack and AnswerMessage (by default only calls that change configuration, payload reads, Receive streams and every denied call)")
+	fs.Var(&s.allowListen, "allow-listen", "addresses StartListener may bind, as HOST:PORTS rules (repeatable or comma-separated; HOST an IP, CIDR, [IPv6 CIDR], DNS name, *.suffix or *; PORTS N, LOW-HIGH or *). Default: *:1024-65535")
+	fs.Var(&s.allowDial, "allow-dial", "destinations Connect may dial, as HOST:PORTS rules; names are checked as configured and their addresses after DNS at every connect. Default: *:1-65535")
+	fs.Var(&s.denyDial, "deny-dial", "destinations Connect may never dial, whatever a name resolves to (none: no deny rules). Default: 0.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4, 255.255.255.255, [::], [fe80::/10], [ff00::/8] on every port")
+	fs.IntVar(&s.maxConnectionsTotal, "max-connections", 10000, "TCP connections all listeners together may have open, including ones still in their TLS or PROXY handshake; 0: no limit")
 	fs.BoolVar(&s.insecureControlPlane, "insecure-control-plane", false, "UNSAFE: allow a non-loopback --grpc-addr without TLS and an --access-file (anyone who reaches the port can open ports, dial out and read messages)")
 	fs.BoolVar(&s.insecureAdmin, "insecure-admin", false, "UNSAFE: allow a non-loopback --admin-addr (the admin server has no authentication: metrics, health, the console and pprof)")
 }
@@ -254,4 +261,33 @@ func (s *securityFlags) profiles(logger *slog.Logger) (*tlsfiles.Profiles, error
 	}
 	logger.Info("TLS profiles loaded", "dir", s.tlsProfiles, "profiles", strings.Join(p.Names(), ","))
 	return p, nil
+}
+
+// addressPolicy is the policy of --allow-listen, --allow-dial and
+// --deny-dial (netpolicy's defaults for those not given).
+func (s *securityFlags) addressPolicy(logger *slog.Logger) (*netpolicy.Policy, error) {
+	p, err := netpolicy.New(s.allowListen.get(), s.allowDial.get(), s.denyDial.get())
+	if err != nil {
+		return nil, fmt.Errorf("address policy: %w", err)
+	}
+	listen, allow, deny := p.Describe()
+	logger.Info("address policy", "allow_listen", listen, "allow_dial", allow, "deny_dial", deny)
+	return p, nil
+}
+
+// connSlots is the cap of --max-connections; nil for none.
+func (s *securityFlags) connSlots() *transport.ConnSlots {
+	if s.maxConnectionsTotal <= 0 {
+		return nil
+	}
+	return transport.NewConnSlots(s.maxConnectionsTotal)
+}
+
+// tlsProfiles is p as the service's TLSProfiles, nil (no profiles: a
+// config naming one is refused) when p is.
+func tlsProfiles(p *tlsfiles.Profiles) service.TLSProfiles {
+	if p == nil {
+		return nil
+	}
+	return p
 }

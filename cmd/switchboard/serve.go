@@ -168,6 +168,10 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	policy, err := f.sec.addressPolicy(logger)
+	if err != nil {
+		return err
+	}
 	svc, err := service.New(service.Config{
 		Journal:          j,
 		Logger:           logger,
@@ -178,6 +182,9 @@ func serve(args []string, stderr io.Writer) error {
 		Answers:          j.Answers(),
 		Observer:         observe.Join(append([]*transport.Observer{metricsObserver(metrics)}, ext.observers...)...),
 		InboundSpan:      ext.inboundSpan,
+		TLSProfiles:      tlsProfiles(profiles),
+		AddressPolicy:    policy,
+		ConnSlots:        f.sec.connSlots(),
 	})
 	if err != nil {
 		return err
