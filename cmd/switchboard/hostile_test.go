@@ -26,12 +26,12 @@ package main
 //	                                      FuzzParseHeader, FuzzParseAck (hl7)
 //	connection flood past the limits      TestHostileFlood; transport TestConnectionFloodFromOneSource
 //	                                      (log sampling under the flood)
-//	TLS handshake that never finishes     PLACEHOLDER: lead adds when TLS lands (listener TLS is
-//	                                      being added by helper T; the test belongs here, against a
-//	                                      TLS listener: a peer that sends half a ClientHello, or
-//	                                      nothing, is closed by the handshake timeout and counted)
-//	(found here) length prefix reserves   TestHostileLengthPrefixReservation: FAILS until the decoder
-//	the budget before any payload         charges a length-prefix frame for the bytes received
+//	TLS handshake that never finishes     TestSecureEndToEnd (security_test.go: silent connections on a
+//	                                      mutual-TLS listener hold their slots until the handshake
+//	                                      timeout, then are closed and counted); transport
+//	                                      TestTLSHandshakeTimeoutFreesTheSlot, TestPlainPeerOnTLSListener
+//	(found here) length prefix reserves   TestHostileLengthPrefixReservation; fixed: the decoder grows
+//	the budget before any payload         a length-prefix buffer with the bytes received
 //	goroutines and fds back to baseline   every TestHostile* (hostileServer.baseline, checked at the
 //	                                      end of each test)
 //	payload bytes never logged            every TestHostile*: payloads and garbage carry
