@@ -1431,21 +1431,16 @@ func BenchmarkSlowloris(b *testing.B) {
 }
 
 // TestHostileLengthPrefixReservation: a length prefix must not buy more of
-// the shared receive-memory budget than the bytes actually sent. Today it
-// does (the decoder grows its buffer to the announced length as soon as
-// the 4-byte prefix arrives, and charges the budget for all of it): with
-// the default configuration (4 MiB frame limit, 256 MiB budget shared by
-// every listener, 30 s frame timeout), 65 connections from one address
-// that each send nothing but a prefix announcing 4 MiB (260 bytes in all)
-// take the whole budget (64 of them hold 4 MiB each, the 65th is refused
-// for memory), and a well-behaved peer on another, MLLP,
-// listener gets AR "no memory, resend later" for an ordinary 1 MiB
-// message until the attackers' frame timeouts fire (and they reconnect).
-// MLLP is not open to this: its buffer grows with the bytes received.
-//
-// This test FAILS on the server as it is; the fix belongs in
-// transport/decoder.go (grow a length-prefix frame's buffer with the bytes
-// received, as for MLLP, reserving as it grows), not here.
+// the shared receive-memory budget than the bytes actually sent. It did:
+// the decoder grew its buffer to the announced length as soon as the
+// 4-byte prefix arrived, and charged the budget for all of it. With the
+// default configuration (4 MiB frame limit, 256 MiB budget shared by every
+// listener, 30 s frame timeout), 65 connections from one address that each
+// sent nothing but a prefix announcing 4 MiB (260 bytes in all) took the
+// whole budget, and a well-behaved peer on another, MLLP, listener got AR
+// "no memory, resend later" for an ordinary 1 MiB message until the
+// attackers' frame timeouts fired. The decoder now grows a length-prefix
+// buffer with the bytes received, as for MLLP (transport/decoder.go fill).
 func TestHostileLengthPrefixReservation(t *testing.T) {
 	t.Parallel()
 	const attackers = 65 // 65 × 4 MiB > the 256 MiB default budget
