@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -16,7 +17,9 @@ import (
 type InboundConfig struct {
 	Target string // label for the result
 	Addr   string // the listener, host:port
-	Conns  int
+	// TLS, when set, makes every connection a TLS client with this config.
+	TLS   *tls.Config
+	Conns int
 	// Size is the HL7 message size in bytes (padded with an NTE segment).
 	Size int
 	// Duration of the measured phase, after Warmup. Ignored when Count > 0.
@@ -156,7 +159,7 @@ func inboundWorker(ctx context.Context, cfg InboundConfig, w int, remaining chan
 		}
 		if nc == nil {
 			var err error
-			nc, err = net.DialTimeout("tcp", cfg.Addr, 5*time.Second)
+			nc, err = dialBench(ctx, cfg.Addr, cfg.TLS)
 			if err != nil {
 				errs["dial"]++
 				time.Sleep(100 * time.Millisecond)

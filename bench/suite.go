@@ -548,6 +548,12 @@ func Suite(ctx context.Context, cfg SuiteConfig) (*Report, error) {
 		}
 	}
 
+	if cfg.wants("tls") || cfg.wants("tls-connect") {
+		if err := tlsGroup(ctx, cfg, run); err != nil {
+			return rep, fmt.Errorf("tls: %w", err)
+		}
+	}
+
 	if cfg.wants("restart") {
 		fmt.Fprintln(p, "restart to SERVING")
 		rs, err := Restart(ctx, RestartConfig{Exe: cfg.Exe, Dir: cfg.Dir, Peer: ackAddr, Listeners: cfg.RestartResources,
@@ -646,7 +652,7 @@ func (cfg SuiteConfig) wants(group string) bool {
 
 // Groups are the suite's result groups, in the order it runs them.
 var Groups = []string{"storage", "inbound", "tracing", "inbound-nofsync", "metrics", "latency", "slow-receiver", "outbound", "queued",
-	"pipeline", "pipeline-nofsync", "idle", "receive", "consumer", "app-ack", "dedup", "restart"}
+	"pipeline", "pipeline-nofsync", "idle", "receive", "consumer", "app-ack", "dedup", "tls", "tls-connect", "restart"}
 
 // withStalledReceiver runs f while a Receive stream replays the journal
 // from sequence 1 and never reads: its flow-control window fills and the

@@ -26,17 +26,20 @@
 package netpolicy
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/switchboard-dev/switchboard/transport"
 )
 
-// ErrForbidden is wrapped by every refusal.
-var ErrForbidden = errors.New("forbidden by the server's address policy")
+// ErrForbidden is wrapped by every refusal. It is transport's sentinel, so
+// that a refusal from a Control hook passes through Listen and Dial as what
+// it is.
+var ErrForbidden = transport.ErrAddressForbidden
 
 // Defaults, as flag values. The listen default keeps privileged ports (the
 // host's own services) out of reach; the dial default refuses the addresses
