@@ -83,9 +83,9 @@ func (s *securityFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&s.grpcRequireClientCert, "grpc-require-client-cert", false, "refuse control-plane connections without a client certificate that chains to --grpc-client-ca (otherwise a bearer token is enough)")
 	fs.StringVar(&s.accessFile, "access-file", "", "who may call the control plane, and with which role: bearer tokens (stored hashed; see 'switchboard token') and client-certificate names. Reloaded when it changes. Without it, every caller on the loopback control plane is an admin")
 	fs.StringVar(&s.tlsProfiles, "tls-profiles", "", "directory of data-plane TLS profiles, one subdirectory per profile holding tls.crt and tls.key and/or ca.crt (the layout of a Kubernetes TLS secret); listeners and connections name a profile. Reloaded when the files change")
-	fs.Float64Var(&s.rateLimit, "rate-limit", 50, "control calls per second each identity may make (Send, Ack and AnswerMessage are not counted); 0: no limit")
+	fs.Float64Var(&s.rateLimit, "rate-limit", 50, "control calls per second each identity of the --access-file may make (Send, Ack and AnswerMessage are not counted); 0: no limit")
 	fs.IntVar(&s.rateBurst, "rate-burst", 100, "calls above --rate-limit an identity may make in a burst")
-	fs.IntVar(&s.maxStreams, "max-streams-per-identity", 32, "Receive and WatchEvents streams one identity may have open at once; 0: no limit")
+	fs.IntVar(&s.maxStreams, "max-streams-per-identity", 32, "Receive and WatchEvents streams one identity of the --access-file may have open at once; 0: no limit")
 	fs.StringVar(&s.auditSyslog, "audit-syslog", "", "also send audit records as RFC 5424 syslog over TLS (RFC 5425) to this HOST:PORT, as IHE ATNA asks; needs --audit-syslog-profile")
 	fs.StringVar(&s.auditSyslogProfile, "audit-syslog-profile", "", "the --tls-profiles profile for --audit-syslog: its ca.crt verifies the collector, its tls.crt and tls.key (when present) are the client certificate")
 	fs.BoolVar(&s.auditDataCalls, "audit-data-calls", false, "also audit every Send, Ack and AnswerMessage (by default only calls that change configuration, payload reads, Receive streams and every denied call)")
@@ -217,12 +217,19 @@ func (s *securityFlags) authorizer(logger *slog.Logger, profiles *tlsfiles.Profi
 		logger.Info("audit records also go to syslog over TLS", "collector", s.auditSyslog, "profile", s.auditSyslogProfile)
 	}
 	aud := auth.NewAuditor(auth.AuditConfig{Logger: logger.With("component", "audit"), Syslog: w, DataCalls: s.auditDataCalls})
+	// Limits are per identity: without an access file every caller on the
+	// host is the one identity "anonymous", and a limit would throttle all
+	// local automation together.
+	rate, burst, streams := s.rateLimit, s.rateBurst, s.maxStreams
+	if s.accessFile == "" {
+		rate, burst, streams = 0, 0, 0
+	}
 	a, err := auth.New(auth.Config{
 		AccessFile: s.accessFile,
 		Anonymous:  s.accessFile == "",
-		RateLimit:  s.rateLimit,
-		RateBurst:  s.rateBurst,
-		MaxStreams: s.maxStreams,
+		RateLimit:  rate,
+		RateBurst:  burst,
+		MaxStreams: streams,
 		Audit:      aud,
 		Logger:     logger.With("component", "auth"),
 		Lookup:     lookup,
