@@ -104,6 +104,7 @@ type child struct {
 	name string
 	cmd  *exec.Cmd
 	done chan error
+	log  string // the file its output goes to
 	// admin is serve's admin address (metrics), "" when it has none.
 	admin string
 }
@@ -156,7 +157,7 @@ func launchEnv(exe, dir, name string, env []string, args ...string) (*child, err
 		logf.Close()
 		return nil, err
 	}
-	c := &child{name: name, cmd: cmd, done: make(chan error, 1)}
+	c := &child{name: name, cmd: cmd, done: make(chan error, 1), log: logf.Name()}
 	go func() {
 		c.done <- cmd.Wait()
 		logf.Close()
@@ -176,7 +177,7 @@ func (c *child) await(ctx context.Context, timeout time.Duration, ready func() e
 		select {
 		case werr := <-c.done:
 			c.done <- werr // for stop
-			return fmt.Errorf("%s exited before it was ready (see %s.log): %v", c.name, c.name, werr)
+			return &exitedError{name: c.name, err: werr, tail: lastLines(c.log, 5)}
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
@@ -185,6 +186,28 @@ func (c *child) await(ctx context.Context, timeout time.Duration, ready func() e
 			return fmt.Errorf("%s was not ready within %v: %v", c.name, timeout, err)
 		}
 	}
+}
+
+// exitedError is a child that exited before it was ready; tail is the
+// end of its log.
+type exitedError struct {
+	name, tail string
+	err        error
+}
+
+func (e *exitedError) Error() string {
+	return fmt.Sprintf("%s exited before it was ready: %v; its log ends:\n%s", e.name, e.err, e.tail)
+}
+
+// lastLines returns the last n lines of file (what a child logged before
+// it exited).
+func lastLines(file string, n int) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
 func dialOnce(addr string) error {
