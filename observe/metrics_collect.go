@@ -24,6 +24,8 @@ var (
 		"Inbound connections a listener accepted.", []string{"listener"}, nil)
 	descRejected = prometheus.NewDesc("switchboard_connections_rejected_total",
 		"Inbound connections a listener closed at once, by reason: a limit was reached, or the source address is not allowed.", []string{"listener", "reason"}, nil)
+	descHandshakeFailed = prometheus.NewDesc("switchboard_connections_handshake_failed_total",
+		"Inbound connections a listener closed before their first frame because the handshake failed: reason tls (the TLS handshake failed or timed out), peer_name (the client certificate matched no allowed peer name) or proxy_header (no valid PROXY header from a trusted proxy). Counted since the listener last started.", []string{"listener", "reason"}, nil)
 	descConnectionUp = prometheus.NewDesc("switchboard_connection_up",
 		"1 while an outbound connection is open, 0 while it is connecting, backing off or closed.", []string{"connection"}, nil)
 	descListenerUp = prometheus.NewDesc("switchboard_listener_up",
@@ -94,7 +96,7 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		descConsumerPending, descConsumerBacklog, descConsumerOldest, descConsumerRedeliveries, descConsumerDead, descConsumerStreams,
-		descConnectionsOpen, descAccepted, descRejected, descConnectionUp, descListenerUp,
+		descConnectionsOpen, descAccepted, descRejected, descHandshakeFailed, descConnectionUp, descListenerUp,
 		descFramesReceived, descBytesReceived, descFramesSent, descBytesSent, descAcksSent, descAcksReceived,
 		descFramingErrors, descInDoubt, descClosed, descInboundDuplicates,
 		descFsyncs, descDiskBytes, descFirstSeq, descLastSeq, descHealthy, descJournalFailures,
@@ -188,6 +190,9 @@ func (m *Metrics) collectConns(ch chan<- prometheus.Metric, listeners []registry
 		k := groupKey{transport.Inbound, l.ID}
 		exists[k] = true
 		m.groupFor(k)
+		ch <- counter(descHandshakeFailed, float64(l.Info.TLSFailures), l.ID, "tls")
+		ch <- counter(descHandshakeFailed, float64(l.Info.PeerDenied), l.ID, "peer_name")
+		ch <- counter(descHandshakeFailed, float64(l.Info.ProxyHeaderFailures), l.ID, "proxy_header")
 	}
 	for _, v := range outbound {
 		k := groupKey{transport.Outbound, v.ID}

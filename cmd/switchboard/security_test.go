@@ -264,7 +264,7 @@ func TestSecureEndToEnd(t *testing.T) {
 	}
 	ops, viewer := token("ops", "operator"), token("dashboard", "viewer")
 	p := startServe(t, "--grpc-tls-cert", grpcFiles.Cert, "--grpc-tls-key", grpcFiles.Key,
-		"--access-file", access, "--tls-profiles", filepath.Join(dir, "profiles"))
+		"--access-file", access, "--tls-profiles", filepath.Join(dir, "profiles"), "--admin-addr", "127.0.0.1:0")
 
 	dial := func(tok bearer) switchboardv1.SwitchboardServiceClient {
 		opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlstest.ClientConfig(ca, nil, "localhost")))}
@@ -373,6 +373,24 @@ func TestSecureEndToEnd(t *testing.T) {
 	}
 	if len(msgs.GetMessages()) != 1 || msgs.GetMessages()[0].GetPeerIdentity() != "lis.hospital.example" {
 		t.Fatalf("stored messages %v; want one, from lis.hospital.example", msgs.GetMessages())
+	}
+
+	// The same counts in the metrics.
+	var adminAddr string
+	for line := range strings.SplitSeq(p.logged(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "admin serving" {
+			adminAddr, _ = rec["admin_addr"].(string)
+		}
+	}
+	metrics := scrape(t, "http://"+adminAddr+"/metrics")
+	for _, want := range []string{
+		`switchboard_connections_handshake_failed_total{listener="lab-results",reason="tls"} 3`,
+		`switchboard_connections_handshake_failed_total{listener="lab-results",reason="peer_name"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics has no %s", want)
+		}
 	}
 
 	// The audit trail: who started the listener, who was refused.
