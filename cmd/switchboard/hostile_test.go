@@ -356,8 +356,15 @@ func (s *hostileServer) resources() serverResources {
 	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.cmd.Process.Pid)); err == nil {
 		r.fds = len(ents)
 	}
-	// A new connection per read, closed after it: no idle keep-alive
-	// connection of ours stays in the count.
+	r.goroutines = int(s.metric("go_goroutines"))
+	return r
+}
+
+// metric reads one unlabelled sample from the server's admin /metrics, on
+// a new connection closed after it: no idle keep-alive connection of ours
+// stays in the goroutine and file-descriptor counts.
+func (s *hostileServer) metric(name string) float64 {
+	s.t.Helper()
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://" + s.adminAddr + "/metrics")
@@ -368,18 +375,16 @@ func (s *hostileServer) resources() serverResources {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				s.t.Fatalf("go_goroutines %q: %v", v, err)
+				s.t.Fatalf("%s %q: %v", name, v, err)
 			}
-			r.goroutines = int(f)
+			return f
 		}
 	}
-	if r.goroutines < 0 {
-		s.t.Fatal("/metrics has no go_goroutines")
-	}
-	return r
+	s.t.Fatalf("/metrics has no %s", name)
+	return 0
 }
 
 // Slack over the baseline that still counts as back: the journal's
@@ -923,25 +928,7 @@ func raceEnabled() bool {
 // detector's shadow memory is not in it.
 func (s *hostileServer) heapSys() int64 {
 	s.t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + s.adminAddr + "/metrics")
-	if err != nil {
-		s.t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_sys_bytes "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				s.t.Fatalf("go_memstats_heap_sys_bytes %q: %v", v, err)
-			}
-			return int64(f)
-		}
-	}
-	s.t.Fatal("/metrics has no go_memstats_heap_sys_bytes")
-	return 0
+	return int64(s.metric("go_memstats_heap_sys_bytes"))
 }
 
 // checkMemory checks the server's peak memory against bound and logs it:
