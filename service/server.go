@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/transport"
@@ -50,7 +49,7 @@ type ServerOptions struct {
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
 	// DisableReflection turns server reflection off (it is on by default,
-	// for grpcurl).
+	// for grpcurl, and serves the API's proto comments: reflection.go).
 	DisableReflection bool
 	// GRPCOptions are further options, such as credentials.
 	GRPCOptions []grpc.ServerOption
@@ -135,7 +134,9 @@ func NewGRPCServer(svc *Service, opts ServerOptions) (*grpc.Server, *health.Serv
 	hs.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, watchEnds{Server: hs, svc: svc.ctx})
 	if !opts.DisableReflection {
-		reflection.Register(s)
+		if err := registerReflection(s); err != nil {
+			return nil, nil, err
+		}
 	}
 	return s, hs, nil
 }
