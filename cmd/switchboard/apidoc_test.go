@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-var updateAPIDoc = flag.Bool("update-api-doc", false, "rewrite the outputs in docs/api.md with what its examples print now")
+var updateDocs = flag.Bool("update-docs", false, "rewrite the outputs in docs/api.md and README.md with what their examples print now")
 
 // apiDocPath is the API guide whose examples TestAPIDoc runs.
 const apiDocPath = "../../docs/api.md"
@@ -44,23 +44,38 @@ const apiDocPath = "../../docs/api.md"
 //     its own a moment later (a queued message delivered).
 //
 // 127.0.0.1:50051 in the commands is the server's address; every other
-// 127.0.0.1:PORT is replaced with a free port, and the outputs are mapped
-// back. Before comparing, times, durations with a fraction, generated
+// 127.0.0.1:PORT (or "127.0.0.1 PORT", as nc takes it) is replaced with a
+// free port, and the outputs are mapped back. Before comparing, times, durations with a fraction, generated
 // connection and control ids, ephemeral ports, event sequences and the
 // MSH-7 and MSH-10 of base64 HL7 acknowledgements are replaced with
 // placeholders on both sides.
 //
-// go test ./cmd/switchboard -run TestAPIDoc -update-api-doc writes the
-// outputs the examples print now into docs/api.md.
-func TestAPIDoc(t *testing.T) {
-	raw, err := os.ReadFile(apiDocPath)
+// go test ./cmd/switchboard -run 'TestAPIDoc|TestREADME' -update-docs
+// writes the outputs the examples print now into the documents.
+func TestAPIDoc(t *testing.T) { runDocExamples(t, apiDocPath) }
+
+// TestREADMEExamples runs the README's walkthrough the same way; it sends
+// over MLLP with nc (OpenBSD netcat), as the README does.
+func TestREADMEExamples(t *testing.T) {
+	if _, err := exec.LookPath("nc"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("nc (netcat-openbsd) is missing; CI must run the README's walkthrough")
+		}
+		t.Skip("nc (netcat-openbsd) is missing")
+	}
+	runDocExamples(t, "../../README.md")
+}
+
+func runDocExamples(t *testing.T, path string) {
+	name := strings.TrimPrefix(path, "../../")
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	doc := string(raw)
 	blocks, err := parseDocBlocks(doc)
 	if err != nil {
-		t.Fatalf("%s: %v", apiDocPath, err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	grpcurl := grpcurlDir(t)
 	srv := startServe(t)
@@ -88,14 +103,14 @@ func TestAPIDoc(t *testing.T) {
 	var updates []update
 	check := func(cmdBlock, want docBlock, got string) {
 		got = ports.back(got)
-		if *updateAPIDoc {
+		if *updateDocs {
 			updates = append(updates, update{want, got})
 			return
 		}
 		if n, g := normalizeOutput(want.body), normalizeOutput(got); n != g {
-			t.Errorf("docs/api.md line %d: the output of\n%s\ndiffers from line %d's (normalized):\n%s\nwant:\n%s\ngot:\n%s\n"+
-				"If the new output is right: go test ./cmd/switchboard -run TestAPIDoc -update-api-doc",
-				cmdBlock.line, cmdBlock.body, want.line, firstDiff(n, g), n, g)
+			t.Errorf("%s line %d: the output of\n%s\ndiffers from line %d's (normalized):\n%s\nwant:\n%s\ngot:\n%s\n"+
+				"If the new output is right: go test ./cmd/switchboard -run 'TestAPIDoc|TestREADME' -update-docs",
+				name, cmdBlock.line, cmdBlock.body, want.line, firstDiff(n, g), n, g)
 		}
 	}
 
@@ -106,11 +121,11 @@ func TestAPIDoc(t *testing.T) {
 			continue
 		case b.directive == "background output":
 			if bg == nil {
-				t.Fatalf("docs/api.md line %d: a background output with no background command before it", b.line)
+				t.Fatalf("%s line %d: a background output with no background command before it", name, b.line)
 			}
 			out, err := bg.waitValues(countJSONValues(b.body))
 			if err != nil {
-				t.Fatalf("docs/api.md line %d: %v; printed so far:\n%s", bg.block.line, err, out)
+				t.Fatalf("%s line %d: %v; printed so far:\n%s", name, bg.block.line, err, out)
 			}
 			check(bg.block, b, out)
 			bg = nil
@@ -121,7 +136,7 @@ func TestAPIDoc(t *testing.T) {
 		script := ports.forward(b.body)
 		if b.directive == "background" {
 			if bg != nil {
-				t.Fatalf("docs/api.md line %d: a second background command before the first one's output", b.line)
+				t.Fatalf("%s line %d: a second background command before the first one's output", name, b.line)
 			}
 			bg = startBackground(t, b, script, work, env)
 			continue
@@ -136,7 +151,7 @@ func TestAPIDoc(t *testing.T) {
 			// Bounded: a minute, then the mismatch is reported as usual
 			// (updating, 5 s, then the last output is written).
 			bound := time.Minute
-			if *updateAPIDoc {
+			if *updateDocs {
 				bound = 5 * time.Second
 			}
 			for deadline := time.Now().Add(bound); normalizeOutput(want.body) != normalizeOutput(ports.back(out)) && time.Now().Before(deadline); {
@@ -146,26 +161,26 @@ func TestAPIDoc(t *testing.T) {
 		}
 		if want == nil {
 			if err != nil {
-				t.Fatalf("docs/api.md line %d: %v\n%s\noutput:\n%s", b.line, err, b.body, out)
+				t.Fatalf("%s line %d: %v\n%s\noutput:\n%s", name, b.line, err, b.body, out)
 			}
 			continue
 		}
 		check(b, *want, out)
 	}
 	if bg != nil {
-		t.Errorf("docs/api.md line %d: a background command whose output is never shown", bg.block.line)
+		t.Errorf("%s line %d: a background command whose output is never shown", name, bg.block.line)
 	}
-	if *updateAPIDoc {
+	if *updateDocs {
 		// From the end, so the earlier offsets still hold.
 		sort.Slice(updates, func(i, j int) bool { return updates[i].b.start > updates[j].b.start })
 		for _, u := range updates {
 			out := strings.TrimRight(u.out, "\n") + "\n"
 			doc = doc[:u.b.start] + out + doc[u.b.end:]
 		}
-		if err := os.WriteFile(apiDocPath, []byte(doc), 0o644); err != nil {
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("wrote %d outputs into %s", len(updates), apiDocPath)
+		t.Logf("wrote %d outputs into %s", len(updates), name)
 	}
 }
 
@@ -416,7 +431,8 @@ func newPortMap(t *testing.T, grpcAddr string) *portMap {
 	return &portMap{t: t, grpcAddr: grpcAddr, fwd: map[string]string{}, rev: map[string]string{}}
 }
 
-var docAddrRE = regexp.MustCompile(`127\.0\.0\.1:(\d+)`)
+// docAddrRE: host:port, or host port as nc takes them.
+var docAddrRE = regexp.MustCompile(`127\.0\.0\.1[: ](\d+)`)
 
 func (p *portMap) collect(script string) {
 	for _, m := range docAddrRE.FindAllStringSubmatch(script, -1) {
@@ -437,12 +453,12 @@ func (p *portMap) collect(script string) {
 
 func (p *portMap) forward(s string) string {
 	return docAddrRE.ReplaceAllStringFunc(s, func(a string) string {
-		port := strings.TrimPrefix(a, "127.0.0.1:")
-		if port == "50051" {
+		sep, port := a[len("127.0.0.1"):len("127.0.0.1")+1], a[len("127.0.0.1")+1:]
+		if port == "50051" && sep == ":" {
 			return p.grpcAddr
 		}
 		if free, ok := p.fwd[port]; ok {
-			return "127.0.0.1:" + free
+			return "127.0.0.1" + sep + free
 		}
 		return a
 	})
@@ -451,8 +467,9 @@ func (p *portMap) forward(s string) string {
 func (p *portMap) back(s string) string {
 	s = strings.ReplaceAll(s, p.grpcAddr, "127.0.0.1:50051")
 	return docAddrRE.ReplaceAllStringFunc(s, func(a string) string {
-		if doc, ok := p.rev[strings.TrimPrefix(a, "127.0.0.1:")]; ok {
-			return "127.0.0.1:" + doc
+		sep, port := a[len("127.0.0.1"):len("127.0.0.1")+1], a[len("127.0.0.1")+1:]
+		if doc, ok := p.rev[port]; ok {
+			return "127.0.0.1" + sep + doc
 		}
 		return a
 	})
@@ -489,6 +506,7 @@ func normalizeOutput(s string) string {
 	// An event's sequence counts every event the server published, and
 	// some (connection events) race the examples.
 	s = eventSeqRE.ReplaceAllString(s, `"sequence": "<event>",$1`)
+	s = hl7TimeRE.ReplaceAllString(s, "|<hl7-time>|") // an ACK printed as text
 	s = timeRE.ReplaceAllString(s, "<time>")
 	s = fracDurRE.ReplaceAllString(s, `"<duration>"`)
 	s = connIDRE.ReplaceAllString(s, "c-<id>")
