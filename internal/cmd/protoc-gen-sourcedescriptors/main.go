@@ -1,7 +1,9 @@
 // Command protoc-gen-sourcedescriptors is a protoc/buf plugin that writes, for
-// each Go package it generates for, a FileDescriptorSet of the package's
-// proto files and everything they import, with their source info (comments)
-// kept, plus a Go file that embeds it.
+// each Go package it generates for that defines a service, a
+// FileDescriptorSet of the package's proto files and everything they
+// import, with their source info (comments) kept, plus a Go file that
+// embeds it. Packages without a service (configuration schemas, say) get
+// nothing: reflection only starts from services.
 //
 // protoc-gen-go strips source info from the descriptors it compiles in, so
 // server reflection built on them serves an API without its documentation;
@@ -46,6 +48,9 @@ func generate(gen *protogen.Plugin) error {
 	}
 	for _, ip := range order {
 		files := packages[ip]
+		if !slices.ContainsFunc(files, func(f *protogen.File) bool { return len(f.Services) > 0 }) {
+			continue
+		}
 		slices.SortFunc(files, func(a, b *protogen.File) int { return compareStrings(a.Desc.Path(), b.Desc.Path()) })
 		set, err := closure(files, byName, gen.Request.GetProtoFile())
 		if err != nil {
