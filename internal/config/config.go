@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"buf.build/go/protovalidate"
 	"buf.build/go/protoyaml"
@@ -69,49 +70,89 @@ func Check(path string) error {
 }
 
 // Parse checks data, the content of the file path. An empty document is a
-// valid configuration that sets nothing.
+// valid configuration that sets nothing. A non-nil error is an *Error.
 func Parse(path string, data []byte) (*File, error) {
-	root, err := parseYAML(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	root, p := parseYAML(data)
+	if p != nil {
+		return nil, &Error{Path: path, Problems: []Problem{*p}, lines: strings.Split(string(data), "\n")}
 	}
 	cfg := &configv1.ServeConfig{}
 	opts := protoyaml.UnmarshalOptions{Path: path, Validator: validator{}}
 	if err := opts.Unmarshal(data, cfg); err != nil {
-		return nil, &Error{Path: path, err: err}
+		return nil, newError(path, data, root, err)
 	}
 	return &File{Path: path, Config: cfg, lines: keyLines(root)}, nil
 }
 
-// Error is an invalid configuration file. Its message lists every problem
-// found, each as "path:line:col field: message" followed by the line.
-type Error struct {
-	Path string
-	err  error
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("invalid config file %s:\n%s", e.Path, bytes.TrimRight([]byte(e.err.Error()), "\n"))
-}
-
-func (e *Error) Unwrap() error { return e.err }
-
-// parseYAML parses the one document data must hold, so a syntax error is
-// reported with the file's name and a second document is not ignored.
-func parseYAML(data []byte) (*yaml.Node, error) {
+// parseYAML parses the one document data must hold, so that a syntax
+// error is reported with the file's name, a second document is not
+// ignored, and a key given twice is an error instead of the last one
+// silently winning.
+func parseYAML(data []byte) (*yaml.Node, *Problem) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+		p := syntaxProblem(err)
+		return nil, &p
 	}
 	var next yaml.Node
 	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return nil, err
+			p := syntaxProblem(err)
+			return nil, &p
 		}
-		return nil, fmt.Errorf("line %d: a second YAML document; the file holds one", next.Line)
+		return nil, &Problem{Line: next.Line, Column: next.Column, Message: "a second YAML document; the file holds one"}
+	}
+	if p := duplicateKey(&root, "", 0); p != nil {
+		return nil, p
 	}
 	return &root, nil
+}
+
+// duplicateKey finds a mapping that has a key twice.
+func duplicateKey(n *yaml.Node, path string, depth int) *Problem {
+	if depth > maxDepth {
+		return &Problem{Line: n.Line, Column: n.Column, Field: path, Message: fmt.Sprintf("nested deeper than %d levels", maxDepth)}
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if p := duplicateKey(c, path, depth+1); p != nil {
+				return p
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if p := duplicateKey(c, fmt.Sprintf("%s[%d]", path, i), depth+1); p != nil {
+				return p
+			}
+		}
+	case yaml.MappingNode:
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			p := join(path, k.Value)
+			if line, ok := seen[k.Value]; ok {
+				return &Problem{Line: k.Line, Column: k.Column, Field: p, Message: fmt.Sprintf("given twice (first at line %d)", line)}
+			}
+			seen[k.Value] = k.Line
+			if p := duplicateKey(n.Content[i+1], p, depth+1); p != nil {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// maxDepth bounds the nesting of a file (a real one nests about 6 levels),
+// so hostile input cannot make the checks recurse without end.
+const maxDepth = 64
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 // keyLines maps "section.field" (and "section") to the line of its key.
