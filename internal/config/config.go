@@ -73,6 +73,9 @@ func Check(path string) error {
 // valid configuration that sets nothing. A non-nil error is an *Error.
 func Parse(path string, data []byte) (*File, error) {
 	root, p := parseYAML(data)
+	if p == nil {
+		p = oddLineBreak(data)
+	}
 	if p != nil {
 		return nil, &Error{Path: path, Problems: []Problem{*p}, lines: strings.Split(string(data), "\n")}
 	}
@@ -139,6 +142,26 @@ func duplicateKey(n *yaml.Node, path string, depth int) *Problem {
 			if p := duplicateKey(n.Content[i+1], p, depth+1); p != nil {
 				return p
 			}
+		}
+	}
+	return nil
+}
+
+// oddLineBreak finds a line break other than LF and CRLF: YAML counts a
+// lone CR, NEL, LS and PS as line breaks too, editors mostly do not, so a
+// position after one would point at the wrong line (and protoyaml, which
+// splits lines on LF alone, indexes past its lines and panics).
+func oddLineBreak(data []byte) *Problem {
+	line := 1
+	for i := 0; i < len(data); i++ {
+		switch {
+		case data[i] == '\n':
+			line++
+		case data[i] == '\r' && (i+1 == len(data) || data[i+1] != '\n'):
+			return &Problem{Line: line, Message: "a carriage return without a line feed; use LF or CRLF line breaks"}
+		case data[i] == 0xC2 && i+1 < len(data) && data[i+1] == 0x85,
+			data[i] == 0xE2 && i+2 < len(data) && data[i+1] == 0x80 && (data[i+2] == 0xA8 || data[i+2] == 0xA9):
+			return &Problem{Line: line, Message: "a Unicode line or paragraph separator (U+0085, U+2028, U+2029); use LF or CRLF line breaks"}
 		}
 	}
 	return nil

@@ -105,6 +105,7 @@ func TestInvalidFiles(t *testing.T) {
 		{"syntax", "server:\n  grpc_addr: [x\n", []string{`:1: YAML syntax: did not find expected ',' or ']'`}},
 		{"duplicate key", "server:\n  grpc_addr: a:1\n  grpc_addr: b:2\n", []string{`:3:3: server.grpc_addr: given twice (first at line 2)`}},
 		{"two documents", "server: {}\n---\nserver: {}\n", []string{`:2:1: a second YAML document`}},
+		{"lone carriage return", "server:\n  grpc_addr: a:1\r  admin_addr: b:1\n", []string{`:2: a carriage return without a line feed`}},
 		{"not a mapping", "- a\n- b\n", []string{`:1:1: expected fields for switchboard.config.v1.ServeConfig, got sequence`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,6 +147,17 @@ func TestErrorQuotesTheLine(t *testing.T) {
 		"      |                  ^"
 	if err == nil || err.Error() != want {
 		t.Errorf("error =\n%v\nwant\n%s", err, want)
+	}
+}
+
+// TestCRLF: a file saved with Windows line breaks loads, and its errors
+// point at the right line.
+func TestCRLF(t *testing.T) {
+	p := writeFile(t, "server:\r\n  grpc_addr: a:1\r\n  drain_timeout: x\r\n")
+	_, err := config.Load(p)
+	want := p + ":3:18: server.drain_timeout: invalid duration"
+	if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\r") {
+		t.Errorf("error = %q; want it to start with %q, without CR", err, want)
 	}
 }
 

@@ -53,7 +53,7 @@ func (e *Error) Error() string {
 		}
 		b.WriteString(p.Message)
 		if p.Line >= 1 && p.Line <= len(e.lines) {
-			fmt.Fprintf(&b, "\n%5d | %s", p.Line, e.lines[p.Line-1])
+			fmt.Fprintf(&b, "\n%5d | %s", p.Line, strings.TrimSuffix(e.lines[p.Line-1], "\r"))
 			if p.Column >= 1 {
 				fmt.Fprintf(&b, "\n      | %s^", strings.Repeat(" ", p.Column-1))
 			}
