@@ -155,7 +155,7 @@ func TestErrorQuotesTheLine(t *testing.T) {
 func TestCRLF(t *testing.T) {
 	p := writeFile(t, "server:\r\n  grpc_addr: a:1\r\n  drain_timeout: x\r\n")
 	_, err := config.Load(p)
-	want := p + ":3:18: server.drain_timeout: invalid duration"
+	want := p + ":3:18: server.drain_timeout: invalid number"
 	if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\r") {
 		t.Errorf("error = %q; want it to start with %q, without CR", err, want)
 	}
