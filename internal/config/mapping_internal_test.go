@@ -113,3 +113,20 @@ func TestFlagsAreServes(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsListEverySetting: docs/configuration.md has a row for each
+// setting, with its flag and its environment variable.
+func TestDocsListEverySetting(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, m := range mappings {
+		_, field, _ := strings.Cut(m.Field, ".")
+		row := "| `" + field + "` | `--" + m.Flag + "` | `" + EnvName(m.Flag) + "` |"
+		if !strings.Contains(doc, row) {
+			t.Errorf("docs/configuration.md has no row starting %s", row)
+		}
+	}
+}
