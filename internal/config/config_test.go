@@ -299,3 +299,45 @@ func TestEnvName(t *testing.T) {
 		}
 	}
 }
+
+// TestResolve: the file comes from the flag, else SWITCHBOARD_CONFIG; the
+// environment applies without a file; an invalid file is the error.
+func TestResolve(t *testing.T) {
+	good := writeFile(t, "server:\n  grpc_addr: 127.0.0.1:7000\n")
+	bad := writeFile(t, "server:\n  grpc_addr: \"\"\n")
+	for _, tc := range []struct {
+		name, flag string
+		env        map[string]string
+		wantAddr   string
+		wantFile   bool
+		wantErr    string
+	}{
+		{"flag", good, nil, "127.0.0.1:7000", true, ""},
+		{"environment names the file", "", map[string]string{"SWITCHBOARD_CONFIG": good}, "127.0.0.1:7000", true, ""},
+		{"the flag beats SWITCHBOARD_CONFIG", good, map[string]string{"SWITCHBOARD_CONFIG": bad}, "127.0.0.1:7000", true, ""},
+		{"no file, environment", "", map[string]string{"SWITCHBOARD_GRPC_ADDR": "127.0.0.1:7100"}, "127.0.0.1:7100", false, ""},
+		{"nothing", "", nil, "127.0.0.1:50051", false, ""},
+		{"invalid file", bad, nil, "", false, bad + ":2:14: server.grpc_addr:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := serveFlags(t)
+			f, err := config.Resolve(tc.flag, func(string) bool { return false }, fs.Set,
+				func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Resolve = %v; want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (f != nil) != tc.wantFile {
+				t.Errorf("file = %v, want one: %v", f, tc.wantFile)
+			}
+			if got := fs.Lookup("grpc-addr").Value.String(); got != tc.wantAddr {
+				t.Errorf("--grpc-addr = %s, want %s", got, tc.wantAddr)
+			}
+		})
+	}
+}

@@ -181,3 +181,28 @@ func Apply(settings []Setting, isSet func(flag string) bool, set func(flag, valu
 	}
 	return nil
 }
+
+// Resolve is the whole of serve's start-up with a flag set: the file is
+// configPath (the --config flag), or SWITCHBOARD_CONFIG when that is
+// empty, or none; it is loaded and checked, then Apply gives every flag
+// the command line did not set its environment variable's value or the
+// file's. The environment applies with no file too. The File is nil
+// without one; its Config holds the declared resources for Reconcile.
+func Resolve(configPath string, isSet func(flag string) bool, set func(flag, value string) error, lookupEnv func(key string) (string, bool)) (*File, error) {
+	if configPath == "" {
+		configPath, _ = lookupEnv(EnvConfig)
+	}
+	var f *File
+	var settings []Setting
+	if configPath != "" {
+		var err error
+		if f, err = Load(configPath); err != nil {
+			return nil, err
+		}
+		settings = Settings(f)
+	}
+	if err := Apply(settings, isSet, set, lookupEnv); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
