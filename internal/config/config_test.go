@@ -341,3 +341,24 @@ func TestResolve(t *testing.T) {
 		})
 	}
 }
+
+// TestDocsErrorExample: the invalid file shown in docs/configuration.md
+// gives exactly the errors shown there.
+func TestDocsErrorExample(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	_, rest, ok := strings.Cut(doc, "This file:\n\n```yaml\n")
+	if !ok {
+		t.Fatal(`docs/configuration.md has no "This file:" example`)
+	}
+	input, rest, _ := strings.Cut(rest, "```\n")
+	_, rest, _ = strings.Cut(rest, "```\n")
+	want, _, _ := strings.Cut(rest, "```\n")
+	_, err = config.Parse("switchboard.yaml", []byte(input))
+	if err == nil || err.Error()+"\n" != want {
+		t.Errorf("the docs' example gives\n%v\nthe docs show\n%s", err, want)
+	}
+}
