@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -106,6 +108,7 @@ type Report struct {
 
 	api     API
 	logger  *slog.Logger
+	mu      sync.Mutex // guards pending while Reconcile runs
 	pending []pendingItem
 	// retryDelay and maxRetryDelay pace RetryPending.
 	retryDelay, maxRetryDelay time.Duration
@@ -157,15 +160,32 @@ func Reconcile(ctx context.Context, api API, cfg *configv1.ServeConfig, logger *
 		}
 		r.Changes = append(r.Changes, Change{Kind: "listener", ID: l.GetListenerId(), Action: act, Err: err})
 	}
-	for _, c := range cfg.GetConnections() {
-		act, err := r.connection(ctx, c)
-		if act == "" {
-			return r, fmt.Errorf("connection %q declared in the config file: %w", c.GetConnectionId(), err)
+	// Connections side by side: each first try may take firstTry, and a
+	// file may declare dozens whose peers are down together.
+	conns := cfg.GetConnections()
+	changes := make([]Change, len(conns))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, parallelConnects)
+	for i, c := range conns {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			act, err := r.connection(ctx, c)
+			changes[i] = Change{Kind: "connection", ID: c.GetConnectionId(), Action: act, Err: err}
+		})
+	}
+	wg.Wait()
+	for _, c := range changes {
+		if c.Action == "" {
+			return r, fmt.Errorf("connection %q declared in the config file: %w", c.ID, c.Err)
 		}
-		r.Changes = append(r.Changes, Change{Kind: "connection", ID: c.GetConnectionId(), Action: act, Err: err})
+		r.Changes = append(r.Changes, c)
 	}
 	return r, nil
 }
+
+// parallelConnects bounds the declared connections reconciled at once.
+const parallelConnects = 16
 
 // listener reconciles one declared listener; an empty Action is a fatal
 // error.
@@ -253,7 +273,9 @@ func (r *Report) create(ctx context.Context, log *slog.Logger, p pendingItem, ad
 		return Created, nil
 	case ctx.Err() == nil && mayPass(err):
 		log.Error("declared "+kind+" cannot be created yet; retrying in the background", "address", address, "err", err)
+		r.mu.Lock()
 		r.pending = append(r.pending, p)
+		r.mu.Unlock()
 		return Pending, err
 	}
 	return "", err
@@ -289,7 +311,9 @@ func hasReason(err error, reason string) bool {
 // not pass (logged), or ctx ends. It returns at once when nothing is
 // pending. Run it in a goroutine that serve waits for at shutdown.
 func (r *Report) RetryPending(ctx context.Context) {
-	pending := r.pending
+	r.mu.Lock()
+	pending := slices.Clone(r.pending)
+	r.mu.Unlock()
 	delay := r.retryDelay
 	for len(pending) > 0 {
 		t := time.NewTimer(delay)

@@ -452,3 +452,39 @@ listeners:
 		t.Errorf("GetListener(secure) = %v; want NotFound", err)
 	}
 }
+
+// TestReconcileManyConnections: connections are reconciled side by side,
+// and the report keeps the file's order.
+func TestReconcileManyConnections(t *testing.T) {
+	ctx := testCtx(t)
+	s := startServer(t, t.TempDir())
+	peerUp := startPeer(t, "127.0.0.1:0")
+	down := freeAddr(t)
+	var b strings.Builder
+	b.WriteString("connections:\n")
+	var ids []string
+	for i := range 20 {
+		id, addr := "c"+string(rune('a'+i)), down
+		if i%2 == 0 {
+			addr = peerUp.addr()
+		}
+		ids = append(ids, id)
+		b.WriteString("  - connection_id: " + id + "\n    config: {address: \"" + addr + "\"}\n")
+	}
+	r, err := config.Reconcile(ctx, s.svc, parse(t, b.String()), s.logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Changes) != len(ids) {
+		t.Fatalf("%d changes for %d connections", len(r.Changes), len(ids))
+	}
+	for i, c := range r.Changes {
+		want := config.Created
+		if i%2 == 1 {
+			want = config.Pending
+		}
+		if c.ID != ids[i] || c.Action != want {
+			t.Errorf("change %d = %s %s, want %s %s", i, c.ID, c.Action, ids[i], want)
+		}
+	}
+}
