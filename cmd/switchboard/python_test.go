@@ -5,7 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,7 +42,7 @@ func pythonExamples(t *testing.T, modules string) (python, dir, stubs string) {
 	missing := ""
 	switch {
 	case python == "":
-		missing = "no python3 among " + strconv.Quote(candidates[0]) + "… imports " + modules + " (apt-get install python3-grpcio python3-hl7)"
+		missing = "none of " + strings.Join(candidates, ", ") + " imports " + modules + " (apt-get install python3-grpcio python3-hl7)"
 	case !onPath("protoc") || !onPath("grpc_python_plugin"):
 		missing = "protoc or grpc_python_plugin is not on PATH (apt-get install protobuf-compiler protobuf-compiler-grpc libprotobuf-dev)"
 	}

@@ -26,7 +26,6 @@ if not os.path.isfile(os.path.join(STUBS, "switchboard", "v1", "switchboard_pb2.
 sys.path.insert(0, STUBS)
 
 import grpc  # noqa: E402  (python3-grpcio)
-from google.protobuf import duration_pb2  # noqa: E402,F401  (python3-protobuf)
 from switchboard.v1 import switchboard_pb2 as pb  # noqa: E402
 from switchboard.v1 import switchboard_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -54,7 +53,7 @@ class Receive:
     (timeout, seconds), so next() never blocks past it. Use it as a context
     manager, or call cancel()."""
 
-    def __init__(self, stub, request, timeout=60.0):
+    def __init__(self, stub, request, timeout=30.0):
         self.call = stub.Receive(request, timeout=timeout)
         # The server sends its headers once the cursor is placed.
         self.call.initial_metadata()
