@@ -38,15 +38,135 @@ const CALL_TIMEOUT_MS = 10_000;
 
 let servicePromise;
 
-/** loadService returns the SwitchboardService client constructor. */
+/**
+ * loadService resolves with { Service, def }: the SwitchboardService client
+ * constructor and proto-loader's package definition (the descriptors that
+ * checkRequest reads).
+ */
 function loadService() {
   if (!servicePromise) {
     servicePromise = protoLoader.load(PROTO_FILE, LOADER_OPTIONS).then((def) => {
       const pkg = grpc.loadPackageDefinition(def);
-      return pkg.switchboard.v1.SwitchboardService;
+      return { Service: pkg.switchboard.v1.SwitchboardService, def };
     });
   }
   return servicePromise;
+}
+
+// What proto-loader does with a request it does not understand, silently:
+// a key that is not a field (say listener_id, since fields are camelCase
+// here) is dropped, and an enum name it does not know becomes 0, which
+// the server then reads as "unspecified". checkRequest turns each of these
+// into an error naming the field, and accepts the spellings people use
+// from the docs and from grpcurl:
+//
+//   - a field's proto name (listener_id) as well as its lowerCamelCase
+//     name (listenerId), as protojson does;
+//   - a google.protobuf.Duration as protojson's string ("5s", "0.25s") or
+//     as { seconds, nanos }; a Timestamp as a Date, an RFC 3339 string or
+//     { seconds, nanos };
+//   - 64-bit integers as numbers or decimal strings;
+//   - enums by name ("ACK_CODE_AA") or number.
+
+const DURATION = 'google.protobuf.Duration';
+const TIMESTAMP = 'google.protobuf.Timestamp';
+
+function camelCase(name) {
+  return name.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase());
+}
+
+// lookupType resolves a descriptor's typeName (proto-loader gives names
+// in the same package without it) to its entry in the package definition.
+function lookupType(def, typeName) {
+  const name = typeName.replace(/^\./, '');
+  const entry = def[name] || def[`switchboard.v1.${name}`];
+  if (!entry) throw new Error(`proto type ${typeName} is not in the package definition`);
+  return [def[name] ? name : `switchboard.v1.${name}`, entry];
+}
+
+function seconds(value, path, what) {
+  if (typeof value === 'string') {
+    const m = /^(-?)(\d+)(?:\.(\d{1,9}))?s$/.exec(value);
+    if (m) {
+      const sign = m[1] ? -1 : 1;
+      return { seconds: String(sign * Number(m[2])), nanos: sign * Number((m[3] || '').padEnd(9, '0')) };
+    }
+  } else if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    const extra = Object.keys(value).filter((k) => k !== 'seconds' && k !== 'nanos');
+    if (extra.length === 0) return value;
+  }
+  throw new TypeError(`${path}: a ${what} is "1.5s" or { seconds, nanos }, not ${JSON.stringify(value)}`);
+}
+
+function timestamp(value, path) {
+  let ms;
+  if (value instanceof Date) ms = value.getTime();
+  else if (typeof value === 'string') ms = Date.parse(value);
+  else return seconds(value, path, 'Timestamp');
+  if (Number.isNaN(ms)) throw new TypeError(`${path}: not a time: ${JSON.stringify(value)}`);
+  return { seconds: String(Math.floor(ms / 1000)), nanos: (((ms % 1000) + 1000) % 1000) * 1e6 };
+}
+
+function checkValue(def, field, value, path) {
+  if (field.type === 'TYPE_MESSAGE') {
+    const [name] = lookupType(def, field.typeName);
+    if (name === DURATION) return seconds(value, path, 'Duration');
+    if (name === TIMESTAMP) return timestamp(value, path);
+    return checkMessage(def, name, value, path);
+  }
+  if (field.type === 'TYPE_ENUM') {
+    const [name, entry] = lookupType(def, field.typeName);
+    const values = entry.type.value;
+    if (values.some((v) => v.name === value || v.number === value)) return value;
+    throw new TypeError(`${path}: ${JSON.stringify(value)} is not a ${name} (one of ${values.map((v) => v.name).join(', ')})`);
+  }
+  return value;
+}
+
+/**
+ * checkMessage returns a copy of value, a plain object for the message
+ * type typeName (full name), with the spellings above normalized; it
+ * throws a TypeError naming the first field it cannot place.
+ */
+function checkMessage(def, typeName, value, path) {
+  if (value === null || typeof value !== 'object' || Array.isArray(value) || Buffer.isBuffer(value)) {
+    throw new TypeError(`${path}: a ${typeName} is an object, not ${JSON.stringify(value)}`);
+  }
+  const fields = def[typeName].type.field;
+  const out = {};
+  for (const [key, v] of Object.entries(value)) {
+    if (v === undefined) continue;
+    const field = fields.find((f) => f.name === key) || fields.find((f) => f.name === camelCase(key));
+    const at = `${path}.${key}`;
+    if (!field) {
+      throw new TypeError(`${at}: ${typeName} has no such field (its fields: ${fields.map((f) => f.name).join(', ')})`);
+    }
+    if (field.name in out) throw new TypeError(`${at}: ${field.name} is given twice`);
+    if (field.label === 'LABEL_REPEATED') {
+      if (!Array.isArray(v)) throw new TypeError(`${at}: a repeated field is an array`);
+      out[field.name] = v.map((x, i) => checkValue(def, field, x, `${at}[${i}]`));
+    } else {
+      out[field.name] = checkValue(def, field, v, at);
+    }
+  }
+  return out;
+}
+
+/**
+ * durationSeconds reads a Duration of a response ({ seconds: '2', nanos:
+ * 5e8 }; either part is absent when zero, as every zero field is here) as
+ * a number of seconds; undefined when d is unset.
+ */
+function durationSeconds(d) {
+  if (d == null) return undefined;
+  return Number(d.seconds || 0) + (d.nanos || 0) / 1e9;
+}
+
+/** checkRequest checks and normalizes the request object of RPC method. */
+function checkRequest(def, method, request) {
+  const m = def['switchboard.v1.SwitchboardService'][method];
+  const typeName = `switchboard.v1.${m.requestType.type.name}`;
+  return checkMessage(def, typeName, request || {}, method);
 }
 
 /**
@@ -72,16 +192,22 @@ function withTimeout(promise, ms, what, onTimeout) {
  * (err.code is a grpc.status value, err.details the server's message).
  */
 class Switchboard {
-  constructor(raw, address) {
+  constructor(raw, address, def) {
     this.raw = raw;
     this.address = address;
+    this.def = def;
   }
 
-  /** call invokes the unary RPC method with a deadline. */
+  /**
+   * call invokes the unary RPC method with a deadline. The request is
+   * checked first (checkRequest): a field or enum name that proto-loader
+   * would drop or zero rejects the promise with a TypeError instead.
+   */
   call(method, request, timeoutMs = CALL_TIMEOUT_MS) {
     return new Promise((resolve, reject) => {
+      const req = checkRequest(this.def, method, request);
       const deadline = new Date(Date.now() + timeoutMs);
-      this.raw[method](request, { deadline }, (err, response) => (err ? reject(err) : resolve(response)));
+      this.raw[method](req, { deadline }, (err, response) => (err ? reject(err) : resolve(response)));
     });
   }
 
@@ -101,7 +227,7 @@ class Switchboard {
    * stored after that is delivered to it. See ReceiveStream.
    */
   async receive(req, timeoutMs = CALL_TIMEOUT_MS) {
-    const stream = new ReceiveStream(this.raw.Receive(req));
+    const stream = new ReceiveStream(this.raw.Receive(checkRequest(this.def, 'Receive', req)));
     await withTimeout(stream.ready, timeoutMs, 'Receive: stream headers', () => stream.cancel());
     return stream;
   }
@@ -187,13 +313,13 @@ function statusError(st) {
  * default), and resolves once the channel is ready.
  */
 async function connectSwitchboard(address = process.env.SWITCHBOARD_ADDR || '127.0.0.1:50051', timeoutMs = CALL_TIMEOUT_MS) {
-  const Service = await loadService();
+  const { Service, def } = await loadService();
   const raw = new Service(address, grpc.credentials.createInsecure());
   await new Promise((resolve, reject) => {
     raw.waitForReady(new Date(Date.now() + timeoutMs), (err) =>
       err ? reject(new Error(`connect to Switchboard at ${address}: ${err.message}`)) : resolve());
   });
-  return new Switchboard(raw, address);
+  return new Switchboard(raw, address, def);
 }
 
 /** isUnimplemented tells whether err is a gRPC UNIMPLEMENTED status. */
@@ -331,6 +457,9 @@ module.exports = {
   grpc,
   hl7,
   connectSwitchboard,
+  loadService,
+  checkRequest,
+  durationSeconds,
   Switchboard,
   ReceiveStream,
   withTimeout,
