@@ -2,10 +2,11 @@ package peersim
 
 import (
 	"fmt"
-	"github.com/switchboard-dev/switchboard/transport"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/switchboard-dev/switchboard/transport"
 )
 
 // Limits on a scenario, so that a typo cannot make the peer wait for a day
