@@ -78,15 +78,17 @@ type Server struct {
 
 // Stats counts what a Server did.
 type Stats struct {
-	Connections int
-	Messages    int
+	Connections int `json:"connections"`
+	Messages    int `json:"messages"`
 	// Answers counts answers by code; Silent, Closed and Reset count the
 	// other actions.
-	Answers               map[string]int
-	Silent, Closed, Reset int
+	Answers map[string]int `json:"answers"`
+	Silent  int            `json:"silent"`
+	Closed  int            `json:"closed"`
+	Reset   int            `json:"reset"`
 	// Ignored counts HL7 ACKs received, which are never answered nor count
 	// as a scenario turn.
-	Ignored int
+	Ignored int `json:"ignored_acks"`
 }
 
 // Listen binds cfg.Address and starts accepting.

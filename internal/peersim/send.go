@@ -41,8 +41,10 @@ type Result struct {
 	ControlID string
 	// Outcome is set when the peer answered (or, for the none mode, the
 	// message was written); Code is the answer's code then.
-	Outcome   transport.Outcome
-	Code      string
+	Outcome transport.Outcome
+	Code    string
+	// RoundTrip is from the start of the send (write included) to the
+	// answer.
 	RoundTrip time.Duration
 	// Err is why there is no trustworthy answer: a *transport.SendError
 	// (see InDoubt), an invalid payload or a failed connect.
@@ -224,11 +226,14 @@ func Send(ctx context.Context, cfg SendConfig, msgs []Message) (*Report, error) 
 			}
 			conn = c
 		}
+		t0 := time.Now()
 		sr, err := conn.Send(ctx, m.Payload, cfg.Timeout)
 		if ctx.Err() != nil && err != nil {
 			return rep, nil // interrupted: this message is not counted
 		}
-		res := Result{Message: m, ControlID: sr.SentControlID, Outcome: sr.Outcome, RoundTrip: sr.RoundTrip, Err: err}
+		// The round trip as a client sees it: from handing the message over
+		// to having its answer, the write included.
+		res := Result{Message: m, ControlID: sr.SentControlID, Outcome: sr.Outcome, RoundTrip: time.Since(t0), Err: err}
 		var se *transport.SendError
 		if errors.As(err, &se) {
 			res.ControlID = se.ControlID
