@@ -438,9 +438,6 @@ func (p *peerPrinter) listening(addr string, f transport.Framing, mode peersim.A
 // goroutines, and one Write a line keeps lines whole.
 func (p *peerPrinter) turn(e peersim.Exchange) {
 	did := e.Step.Describe(p.mode)
-	if e.Index == 0 {
-		did += " (script over)"
-	}
 	if e.Err != nil {
 		did += ": " + e.Err.Error()
 	}

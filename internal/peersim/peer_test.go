@@ -93,3 +93,22 @@ func TestListenIgnoresACKs(t *testing.T) {
 		t.Errorf("peer stats = %+v", st)
 	}
 }
+
+// TestSilencePause: a silent step with a pause leaves its message
+// unanswered and the connection unread for the pause; the next message
+// (on the connection the sender opens after resetting the silent one) is
+// answered.
+func TestSilencePause(t *testing.T) {
+	sc, err := peersim.Parse("pause.yaml", []byte("steps:\n  - silence: 50ms\n  - answer: AR\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := listen(t, peersim.ServerConfig{Scenario: sc})
+	msgs := peersim.Split([]byte("MSH|^~\\&|A|||||||1|P|2.5\nMSH|^~\\&|A|||||||2|P|2.5\n"))
+	rep, err := peersim.Send(testCtx(t), peersim.SendConfig{Address: peer.Addr().String(), Timeout: 300 * time.Millisecond},
+		[]peersim.Message{{Payload: msgs[0]}, {Payload: msgs[1]}})
+	if err != nil || rep.InDoubt != 1 || rep.Failures["ack timeout"] != 1 || rep.Codes["AR"] != 1 {
+		t.Errorf("report = %+v, %v", rep, err)
+	}
+	<-peer.Done()
+}
