@@ -378,7 +378,7 @@ func isClosed(err error) bool {
 // String describes st for the listen command's output.
 func (st Stats) String() string {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%d connections, %d messages", st.Connections, st.Messages)
+	fmt.Fprintf(&b, "%s, %s", plural(st.Connections, "connection"), plural(st.Messages, "message"))
 	for _, c := range append(append([]string{}, hl7Codes...), byteCodes...) {
 		if n := st.Answers[c]; n > 0 {
 			fmt.Fprintf(&b, ", %s %d", c, n)
@@ -393,6 +393,13 @@ func (st Stats) String() string {
 		}
 	}
 	return b.String()
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
 }
 
 // ServeUntil runs s until ctx ends or, when untilDone, until the scenario is
