@@ -475,7 +475,7 @@ func (p *peerPrinter) result(r peersim.Result) {
 		v := map[string]any{"source": r.Message.Source, "control_id": r.ControlID}
 		if r.Code != "" {
 			v["code"] = r.Code
-			v["round_trip_ms"] = float64(r.RoundTrip.Microseconds()) / 1e3
+			v["round_trip_ms"] = float64(r.RoundTrip.Round(time.Microsecond).Microseconds()) / 1e3
 		}
 		if r.Err != nil {
 			v["failure"], v["in_doubt"], v["error"] = r.Failure(), r.InDoubt(), r.Err.Error()

@@ -2,6 +2,7 @@ package peersim_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,4 +184,28 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDocScenarios parses every YAML block of docs/peer.md, so the guide's
+// scenarios cannot rot.
+func TestDocScenarios(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/peer.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(doc), "```yaml\n")[1:]
+	if len(blocks) < 2 {
+		t.Fatalf("docs/peer.md has %d YAML blocks", len(blocks))
+	}
+	for i, b := range blocks {
+		b = b[:strings.Index(b, "```")]
+		sc, err := peersim.Parse(fmt.Sprintf("docs/peer.md block %d", i+1), []byte(b))
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		if len(sc.Steps) == 0 {
+			t.Errorf("block %d has no steps", i+1)
+		}
+	}
 }
