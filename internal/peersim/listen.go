@@ -91,23 +91,37 @@ type Stats struct {
 	Ignored int `json:"ignored_acks"`
 }
 
-// Listen binds cfg.Address and starts accepting.
-func Listen(cfg ServerConfig) (*Server, error) {
+// WithDefaults returns cfg with MLLP, HL7 acknowledgements, an empty
+// scenario and a discarding logger where it has none.
+func (cfg ServerConfig) WithDefaults() ServerConfig {
 	cfg.Framing = cfg.Framing.WithDefaults()
 	if cfg.Ack.Kind == "" {
 		cfg.Ack.Kind = AckHL7
 	}
-	if err := cfg.Ack.Validate(cfg.Framing); err != nil {
-		return nil, err
-	}
 	if cfg.Scenario == nil {
 		cfg.Scenario = &Scenario{}
 	}
-	if err := cfg.Scenario.Validate(cfg.Ack); err != nil {
-		return nil, err
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg
+}
+
+// Validate reports whether cfg (after WithDefaults) is usable: the ack
+// mode fits the framing and the scenario fits the ack mode (a
+// *ScenarioError then).
+func (cfg ServerConfig) Validate() error {
+	if err := cfg.Ack.Validate(cfg.Framing); err != nil {
+		return err
+	}
+	return cfg.Scenario.Validate(cfg.Ack)
+}
+
+// Listen binds cfg.Address and starts accepting.
+func Listen(cfg ServerConfig) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	nl, err := net.Listen("tcp", cfg.Address)
 	if err != nil {
@@ -133,7 +147,8 @@ func (s *Server) Addr() net.Addr { return s.nl.Addr() }
 // carried out (at once for an empty one); never for a repeating one.
 func (s *Server) Done() <-chan struct{} { return s.done }
 
-// Stats returns the counts so far.
+// Stats returns the counts so far. An answer is counted once written, so
+// the client may have it first: after Close the counts are final.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()

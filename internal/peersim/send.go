@@ -34,6 +34,31 @@ type SendConfig struct {
 	OnResult func(Result)
 }
 
+// WithDefaults returns cfg with MLLP and HL7 acknowledgements where it has
+// none; zero timeouts stay transport's defaults.
+func (cfg SendConfig) WithDefaults() SendConfig {
+	cfg.Framing = cfg.Framing.WithDefaults()
+	if cfg.Ack.Kind == "" {
+		cfg.Ack.Kind = AckHL7
+	}
+	return cfg
+}
+
+// Validate reports whether cfg (after WithDefaults) is usable; the address
+// is checked when Send dials it.
+func (cfg SendConfig) Validate() error {
+	if err := cfg.Ack.Validate(cfg.Framing); err != nil {
+		return err
+	}
+	if cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) {
+		return errors.New("the rate must be a positive number of messages per second (or 0: as fast as answers come)")
+	}
+	if cfg.Timeout < 0 || cfg.ConnectTimeout < 0 {
+		return errors.New("timeouts must not be negative")
+	}
+	return nil
+}
+
 // Result is what became of one sent message.
 type Result struct {
 	Message Message
@@ -160,15 +185,9 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // tried count as not sent. Send returns early, with what it has, when ctx
 // ends.
 func Send(ctx context.Context, cfg SendConfig, msgs []Message) (*Report, error) {
-	cfg.Framing = cfg.Framing.WithDefaults()
-	if cfg.Ack.Kind == "" {
-		cfg.Ack.Kind = AckHL7
-	}
-	if err := cfg.Ack.Validate(cfg.Framing); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) {
-		return nil, fmt.Errorf("the rate must be a positive number of messages per second (or 0: as fast as answers come)")
 	}
 	dial := transport.DialConfig{
 		ID:      "peer",
