@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -53,10 +55,8 @@ type serveFlags struct {
 	warnings []string
 }
 
-func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
-	var f serveFlags
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// registerServeFlags defines serve's flags on fs, storing into f.
+func registerServeFlags(fs *flag.FlagSet, f *serveFlags) {
 	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:50051", "address of the gRPC control plane; loopback by default: off loopback it needs TLS and an --access-file (docs/security.md)")
 	fs.StringVar(&f.dataDir, "data-dir", "switchboard-data", "directory of the durable journal (created if missing)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -71,23 +71,89 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server: Prometheus /metrics, /healthz, /readyz, the console (loopback only unless --insecure-admin: it has no authentication); empty: no admin server and no metrics at all")
 	f.sec.register(fs)
 	fs.BoolVar(&f.adminPprof, "admin-pprof", false, "also serve net/http/pprof (CPU, heap, block, mutex profiles; block and mutex sampling turned on) under /debug/pprof/ on the admin address")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return f, err
+}
+
+// addGoFlags adds the flags of a standard library flag set to a cobra
+// command, sharing their values. A value type pflag cannot name (a
+// ruleList) is shown as "rules".
+func addGoFlags(cmd *cobra.Command, fs *flag.FlagSet) {
+	cmd.Flags().AddGoFlagSet(fs)
+	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
+		if fl.Value.Type() == "ruleList" {
+			fl.Value = namedValue{fl.Value, "rules"}
 		}
-		return f, errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "serve: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return f, errUsage
-	}
+	})
+}
+
+// namedValue is a flag value shown with another type name.
+type namedValue struct {
+	pflag.Value
+	name string
+}
+
+func (v namedValue) Type() string { return v.name }
+
+// checkServeFlags checks the flags together once they are parsed.
+func checkServeFlags(f *serveFlags, stderr io.Writer) error {
 	if f.adminPprof && f.adminAddr == "" {
 		fmt.Fprintln(stderr, "serve: --admin-pprof needs an --admin-addr")
-		return f, errUsage
+		return errUsage
 	}
 	warnings, err := f.sec.check(f.grpcAddr, f.adminAddr, stderr)
 	f.warnings = warnings
-	return f, err
+	return err
+}
+
+// parseServeFlags parses serve's command line outside cobra (tests).
+func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
+	var f serveFlags
+	cmd := &cobra.Command{Use: "serve"}
+	gofs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	registerServeFlags(gofs, &f)
+	addGoFlags(cmd, gofs)
+	if err := cmd.Flags().Parse(args); err != nil {
+		fmt.Fprintf(stderr, "serve: %v\n", err)
+		return f, errUsage
+	}
+	if cmd.Flags().NArg() > 0 {
+		fmt.Fprintf(stderr, "serve: unexpected arguments: %s\n", strings.Join(cmd.Flags().Args(), " "))
+		return f, errUsage
+	}
+	return f, checkServeFlags(&f, stderr)
+}
+
+const serveLong = `serve runs Switchboard: the gRPC control plane (--grpc-addr), the admin
+HTTP server with metrics, health and the console (--admin-addr), and the
+journal in --data-dir. Listeners and connections created through the API are
+kept there and restored at the next start, before health reports SERVING.
+SIGINT or SIGTERM shuts it down in order: listeners and connections drain,
+Receive streams end with UNAVAILABLE, gRPC stops, the journal closes.
+
+Off loopback, the control plane needs TLS and an --access-file
+(docs/security.md).`
+
+// newServeCmd is "switchboard serve".
+func newServeCmd(env *cliEnv) *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the Switchboard service",
+		Long:  serveLong,
+		Example: `  switchboard serve
+  switchboard serve --data-dir /var/lib/switchboard --log-format json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkServeFlags(&f, env.stderr); err != nil {
+				return err
+			}
+			return serve(f, env.stderr)
+		},
+	}
+	gofs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	registerServeFlags(gofs, &f)
+	addGoFlags(cmd, gofs)
+	cmd.Flags().SortFlags = false
+	return cmd
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -111,11 +177,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 // Receive streams end with UNAVAILABLE, gRPC stops (bounded), the journal
 // closes. While it serves, health follows the journal
 // (followJournalHealth).
-func serve(args []string, stderr io.Writer) error {
-	f, err := parseServeFlags(args, stderr)
-	if err != nil {
-		return err
-	}
+func serve(f serveFlags, stderr io.Writer) error {
 	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
