@@ -395,8 +395,8 @@ func errorReason(st *status.Status) string {
 // reached at all.
 func isConnectError(err error) bool {
 	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.Unavailable {
-		return false
+	if !ok || st.Code() != codes.Unavailable || errorReason(st) != "" {
+		return false // the server answered
 	}
 	m := st.Message()
 	return strings.Contains(m, "while dialing") || strings.Contains(m, "connection refused") || strings.Contains(m, "produced zero addresses")

@@ -755,15 +755,15 @@ func serverStatus(ctx context.Context, c *client) error {
 	}
 	if c.json() {
 		b, err := json.Marshal(map[string]any{
-			"server":                c.opts.server,
-			"health":                health,
-			"journal":               protoRaw(j),
-			"listeners":             len(ls),
-			"listener_states":       lStates,
-			"connections":           len(cs),
-			"connection_states":     cStates,
-			"queued_messages":       queued,
-			"consumers":             consumers,
+			"server":            c.opts.server,
+			"health":            health,
+			"journal":           protoRaw(j),
+			"listeners":         len(ls),
+			"listener_states":   lStates,
+			"connections":       len(cs),
+			"connection_states": cStates,
+			"queued_messages":   queued,
+			"consumers":         consumers,
 		})
 		if err != nil {
 			return err

@@ -219,23 +219,34 @@ func isHL7(data []byte) bool {
 }
 
 // splitMessages cuts data before every line that starts with MSH (split
-// msh, or auto on HL7); otherwise it is one message.
+// msh, or auto on HL7), dropping pieces of blank space only; otherwise it
+// is one message.
 func splitMessages(data []byte, split string) [][]byte {
 	if split == "none" || (split == "auto" && !isHL7(data)) {
 		return [][]byte{data}
 	}
 	var out [][]byte
+	for _, chunk := range cutOnMSH(data) {
+		if len(bytes.Trim(chunk, "\x0b\x1c\r\n\t ")) > 0 {
+			out = append(out, chunk)
+		}
+	}
+	return out
+}
+
+// cutOnMSH cuts data before each MSH that starts a line (or follows
+// MLLP's start byte); the pieces, joined, are data.
+func cutOnMSH(data []byte) [][]byte {
+	var out [][]byte
 	start := 0
-	for i := 0; i+3 <= len(data); i++ {
-		if (i == 0 || data[i-1] == '\r' || data[i-1] == '\n' || data[i-1] == 0x0b) && string(data[i:i+3]) == "MSH" && i > start {
-			if chunk := data[start:i]; len(bytes.Trim(chunk, "\x0b\x1c\r\n\t ")) > 0 {
-				out = append(out, chunk)
-			}
+	for i := 1; i+3 <= len(data); i++ {
+		if (data[i-1] == '\r' || data[i-1] == '\n' || data[i-1] == 0x0b) && string(data[i:i+3]) == "MSH" {
+			out = append(out, data[start:i])
 			start = i
 		}
 	}
-	if chunk := data[start:]; len(bytes.Trim(chunk, "\x0b\x1c\r\n\t ")) > 0 {
-		out = append(out, chunk)
+	if start < len(data) {
+		out = append(out, data[start:])
 	}
 	return out
 }
@@ -250,7 +261,7 @@ func normalizeHL7(m []byte) []byte {
 	m = bytes.TrimPrefix(bytes.TrimLeft(m, "\x0b\r\n\t "), []byte("\xef\xbb\xbf"))
 	m = bytes.ReplaceAll(m, []byte("\r\n"), []byte("\r"))
 	m = bytes.ReplaceAll(m, []byte("\n"), []byte("\r"))
-	m = bytes.TrimRight(m, "\x1c\r\t ")
+	m = bytes.TrimRight(m, "\x0b\x1c\r\t ")
 	for bytes.Contains(m, []byte("\r\r")) {
 		m = bytes.ReplaceAll(m, []byte("\r\r"), []byte("\r"))
 	}
