@@ -43,6 +43,8 @@ func genDocs(root *cobra.Command, dir string) error {
 		}
 	}
 	root.DisableAutoGenTag = true
+	// Added by Execute otherwise; the tests generate without executing.
+	root.InitDefaultCompletionCmd()
 	if err := doc.GenMarkdownTree(root, dir); err != nil {
 		return fmt.Errorf("docs: %w", err)
 	}
