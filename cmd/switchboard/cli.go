@@ -79,7 +79,11 @@ func (o *clientOptions) register(fs *pflag.FlagSet) {
 // clientCmd makes cmd a command that talks to a server: the client flags
 // on it (inherited by its subcommands).
 func clientCmd(cmd *cobra.Command, o *clientOptions) *cobra.Command {
-	o.register(cmd.PersistentFlags())
+	fs := cmd.PersistentFlags()
+	o.register(fs)
+	fs.VisitAll(func(f *pflag.Flag) {
+		_ = fs.SetAnnotation(f.Name, clientFlagGroup, []string{"true"})
+	})
 	return cmd
 }
 
@@ -462,4 +466,59 @@ func completeIDs(env *cliEnv, o *clientOptions, listeners, connections bool) cob
 		}
 		return ids, cobra.ShellCompDirectiveNoFileComp
 	}
+}
+
+// clientFlagGroup marks the client flags, shown apart in the help.
+const clientFlagGroup = "switchboard_client"
+
+// usage is the usage text of every command: cobra's, with the flags that
+// say how to reach the server listed apart from the command's own.
+func usage(c *cobra.Command) error {
+	w := c.OutOrStderr()
+	fmt.Fprint(w, "Usage:")
+	if c.Runnable() {
+		fmt.Fprintf(w, "\n  %s", c.UseLine())
+	}
+	if c.HasAvailableSubCommands() {
+		fmt.Fprintf(w, "\n  %s [command]", c.CommandPath())
+	}
+	if c.HasExample() {
+		fmt.Fprintf(w, "\n\nExamples:\n%s", c.Example)
+	}
+	if c.HasAvailableSubCommands() {
+		groups := c.Groups()
+		if len(groups) == 0 {
+			groups = []*cobra.Group{{ID: "", Title: "Available Commands:"}}
+		}
+		for _, g := range groups {
+			fmt.Fprintf(w, "\n\n%s", g.Title)
+			for _, sub := range c.Commands() {
+				if (len(c.Groups()) == 0 || sub.GroupID == g.ID) && (sub.IsAvailableCommand() || sub.Name() == "help") {
+					fmt.Fprintf(w, "\n  %-*s %s", sub.NamePadding(), sub.Name(), sub.Short)
+				}
+			}
+		}
+	}
+	own := pflag.NewFlagSet(c.Name(), pflag.ContinueOnError)
+	conn := pflag.NewFlagSet(c.Name(), pflag.ContinueOnError)
+	for _, fs := range []*pflag.FlagSet{c.LocalFlags(), c.InheritedFlags()} {
+		fs.VisitAll(func(f *pflag.Flag) {
+			if _, ok := f.Annotations[clientFlagGroup]; ok {
+				conn.AddFlag(f)
+			} else {
+				own.AddFlag(f)
+			}
+		})
+	}
+	if own.HasAvailableFlags() {
+		fmt.Fprintf(w, "\n\nFlags:\n%s", strings.TrimRight(own.FlagUsages(), " \n"))
+	}
+	if conn.HasAvailableFlags() {
+		fmt.Fprintf(w, "\n\nServer flags (also from the environment; see 'switchboard --help'):\n%s", strings.TrimRight(conn.FlagUsages(), " \n"))
+	}
+	if c.HasAvailableSubCommands() {
+		fmt.Fprintf(w, "\n\nUse \"%s [command] --help\" for more information about a command.", c.CommandPath())
+	}
+	fmt.Fprintln(w)
+	return nil
 }

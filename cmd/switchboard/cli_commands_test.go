@@ -138,6 +138,13 @@ func TestCLIListenConnectSend(t *testing.T) {
 		t.Errorf("refused connect says %q", r.stderr)
 	}
 	s.want(t, exitNotFound, "status", "nowhere")
+	// Shell completion asks the server for the ids.
+	if r := s.want(t, 0, "__complete", "stop", ""); !strings.Contains(r.stdout, "adt\tlistener "+adtAddr) || strings.Contains(r.stdout, "lab") {
+		t.Errorf("completion of stop:\n%s", r.stdout)
+	}
+	if r := s.want(t, 0, "__complete", "send", "l"); !strings.Contains(r.stdout, "lab\toutbound") {
+		t.Errorf("completion of send:\n%s", r.stdout)
+	}
 
 	// send one file: the outcome and the ACK.
 	dir := t.TempDir()
