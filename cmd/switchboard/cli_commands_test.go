@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -330,6 +333,15 @@ func TestCLISendOutcomes(t *testing.T) {
 		return hl7.AA
 	})
 	s.want(t, 0, "connect", "peer", peer.addr(), "--ack-timeout", "500ms", "--reconnect-delay", "50ms")
+	// The connect flags land in the ConnectionConfig, over --config-json.
+	r := s.want(t, 0, "connect", "other", peer.addr(), "--config-json", `{"outbox": {"max_attempts": 2, "fail_rejected": true}}`, "--in-doubt", "hold", "--max-attempts", "3",
+		"--no-reconnect", "--framing", "mllp", "--strict", "-o", "json")
+	cfg := jget(jsonOf(t, r.stdout), "connection", "config")
+	if jget(cfg, "outbox", "max_attempts") != 3.0 || jget(cfg, "outbox", "fail_rejected") != true || jget(cfg, "outbox", "in_doubt") != "IN_DOUBT_POLICY_HOLD" ||
+		jget(cfg, "reconnect", "disabled") != true || jget(cfg, "framing", "mllp", "strict") != true {
+		t.Errorf("connect config = %v", cfg)
+	}
+	s.want(t, 0, "disconnect", "other")
 	dir := t.TempDir()
 	var all strings.Builder
 	for i := 1; i <= 5; i++ {
@@ -338,7 +350,7 @@ func TestCLISendOutcomes(t *testing.T) {
 	f := writeFile(t, filepath.Join(dir, "five.hl7"), all.String())
 	// 1 AA, 2 AE, 3 silence (in doubt; the connection is reset and comes
 	// back), 4 AA, 5 AR: in doubt wins.
-	r := s.want(t, exitInDoubt, "send", "peer", f)
+	r = s.want(t, exitInDoubt, "send", "peer", f)
 	summary := strings.Join(strings.Fields(r.stdout), " ")
 	for _, want := range []string{"Sent 5 of 5", "ACCEPTED AA 2", "REJECTED AE 1", "REJECTED AR 1", "IN_DOUBT ACK_TIMEOUT 1"} {
 		if !strings.Contains(summary, want) {
@@ -496,4 +508,53 @@ func FuzzSplitMessages(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCLIRecvFollow: recv --follow streams messages as they arrive, and
+// an interrupt ends it with exit 0; events follows too.
+func TestCLIRecvFollow(t *testing.T) {
+	s := startCLIServer(t)
+	r := s.want(t, 0, "listen", "adt", "127.0.0.1:0", "-o", "json")
+	addr, _ := jget(jsonOf(t, r.stdout), "listener", "status", "bound_address").(string)
+	s.want(t, 0, "connect", "lab", addr)
+	msg := writeFile(t, filepath.Join(t.TempDir(), "m.hl7"), hl7Message("F-1")+hl7Message("F-2")+hl7Message("F-3"))
+
+	// From sequence 1, so no message can come before the stream.
+	got := make(chan cliResult, 1)
+	go func() { got <- s.run("recv", "--follow", "--from", "1", "--limit", "3", "-o", "json", "--listener", "adt") }()
+	evs := make(chan cliResult, 1)
+	go func() {
+		evs <- s.run("events", "--recent", "--kind", "connection-opened,listener-started", "--limit", "3", "-o", "json")
+	}()
+	s.want(t, 0, "send", "lab", msg)
+	r = <-got
+	lines := jsonLines(t, r.stdout)
+	if r.code != 0 || len(lines) != 3 || jget(lines[2], "control_id") != "F-3" {
+		t.Errorf("recv --follow --limit 3 = %s", r)
+	}
+	r = <-evs
+	if ev := jsonLines(t, r.stdout); r.code != 0 || len(ev) != 3 {
+		t.Errorf("events --limit 3 = %s", r)
+	}
+
+	// In a process of its own, interrupted once it has printed a message.
+	cmd := exec.Command(os.Args[0], "recv", "--follow", "--from", "1", "--server", s.addr)
+	cmd.Env = append(os.Environ(), "SWITCHBOARD_RUN_MAIN=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), "#3 ") {
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("recv --follow interrupted: %v, want exit 0", err)
+	}
 }
