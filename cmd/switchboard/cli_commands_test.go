@@ -521,7 +521,9 @@ func TestCLIRecvFollow(t *testing.T) {
 
 	// From sequence 1, so no message can come before the stream.
 	got := make(chan cliResult, 1)
-	go func() { got <- s.run("recv", "--follow", "--from", "1", "--limit", "3", "-o", "json", "--listener", "adt") }()
+	go func() {
+		got <- s.run("recv", "--follow", "--from", "1", "--limit", "3", "-o", "json", "--listener", "adt")
+	}()
 	evs := make(chan cliResult, 1)
 	go func() {
 		evs <- s.run("events", "--recent", "--kind", "connection-opened,listener-started", "--limit", "3", "-o", "json")
