@@ -143,6 +143,9 @@ func newServeCmd(env *cliEnv) *cobra.Command {
   switchboard serve --data-dir /var/lib/switchboard --log-format json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// At merge (H-config): the config file and the environment
+			// fill in the flags not given here, before they are checked:
+			//	config.Apply(settings, cmd.Flags().Changed, cmd.Flags().Set, os.Getenv)
 			if err := checkServeFlags(&f, env.stderr); err != nil {
 				return err
 			}
