@@ -189,7 +189,7 @@ func benchOutbound(fs *flag.FlagSet) benchRun {
 func benchEcho(fs *flag.FlagSet) benchRun {
 	var cfg bench.EchoConfig
 	var out output
-	fs.StringVar(&cfg.Addr, "addr", "", "address of a `bench baseline --kind echo` server (required)")
+	fs.StringVar(&cfg.Addr, "addr", "", "address of a 'bench baseline --kind echo' server (required)")
 	fs.StringVar(&cfg.Target, "target", "grpc-echo", "label for the result")
 	fs.IntVar(&cfg.Calls, "calls", 64, "concurrent calls")
 	fs.IntVar(&cfg.Size, "size", 260, "payload size in bytes")

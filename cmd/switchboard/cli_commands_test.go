@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/switchboard-dev/switchboard/hl7"
@@ -325,8 +326,17 @@ func TestCLIListenConnectSend(t *testing.T) {
 // sent are counted by code and are the exit codes 7, 8 and 9.
 func TestCLISendOutcomes(t *testing.T) {
 	s := startCLIServer(t)
+	// The answers the peer gives, by message number (AA for the others).
+	var mu sync.Mutex
 	answers := map[int]hl7.AckCode{1: hl7.AA, 2: hl7.AE, 3: "", 4: hl7.AA, 5: hl7.AR}
+	answer := func(m map[int]hl7.AckCode) {
+		mu.Lock()
+		defer mu.Unlock()
+		answers = m
+	}
 	peer := startHL7Peer(t, func(n int) hl7.AckCode {
+		mu.Lock()
+		defer mu.Unlock()
 		if c, ok := answers[n]; ok {
 			return c
 		}
@@ -363,13 +373,13 @@ func TestCLISendOutcomes(t *testing.T) {
 		}
 	}
 	// A rejection alone is 7, with the ACK's text.
-	answers = map[int]hl7.AckCode{6: hl7.AE}
+	answer(map[int]hl7.AckCode{6: hl7.AE})
 	r = s.want(t, exitRejected, "send", "peer", writeFile(t, filepath.Join(dir, "one.hl7"), hl7Message("OUT-6")))
 	if !strings.Contains(r.stdout, "REJECTED") || !strings.Contains(r.stdout, "peer says AE") {
 		t.Errorf("rejected send printed:\n%s", r)
 	}
 	// --stop-on-failure stops there.
-	answers = map[int]hl7.AckCode{7: hl7.AR}
+	answer(map[int]hl7.AckCode{7: hl7.AR})
 	r = s.want(t, exitRejected, "send", "peer", f, "--stop-on-failure")
 	if !strings.Contains(r.stdout, "Sent 1 of 5") {
 		t.Errorf("--stop-on-failure:\n%s", r.stdout)
