@@ -9,65 +9,73 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/switchboard-dev/switchboard/bench"
 )
 
-const benchUsage = `Usage:
-  switchboard bench inbound  --addr HOST:PORT [flags]   MLLP load against any listener
-  switchboard bench outbound --grpc-addr HOST:PORT --peer HOST:PORT [flags]
-                                                          gRPC Send load through Switchboard to a peer
-                                                          (--queued: through the outbox, timed to delivery)
-  switchboard bench receive  --grpc-addr HOST:PORT [flags]   Receive delivery rate
-                                                          (--consumer NAME: a durable consumer acking each response)
-  switchboard bench echo     --addr HOST:PORT [flags]   plain gRPC unary echo load (bench baseline --kind echo)
-  switchboard bench idle     --addr HOST:PORT --pid PID [flags]
-                                                          RSS per idle connection of process PID
-  switchboard bench baseline --kind ack|durable|echo --addr HOST:PORT [--data-dir DIR]
-                                                          run a baseline server until interrupted
-  switchboard bench restart  [flags]                     time serve's restart to SERVING on a full data directory
-  switchboard bench suite    [--json FILE] [--only GROUPS] [flags]
-                                                          everything, with baselines, in one run
+const benchLong = `bench measures Switchboard and the baselines it is compared with: MLLP load
+against any listener, gRPC Send load through Switchboard to a peer, Receive
+delivery rates, idle connection memory, restart time, and the whole suite
+with its baselines in one run (docs/performance.md).`
 
-Every command takes -h for its flags.
-`
+// benchRun runs a bench subcommand once its flags are parsed.
+type benchRun func(ctx context.Context, stdout, stderr io.Writer) error
 
+// newBenchCmd is "switchboard bench".
+func newBenchCmd(env *cliEnv) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Load tool and baselines",
+		Long:  benchLong,
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRunE,
+	}
+	for _, sub := range []struct {
+		use, short string
+		flags      func(fs *flag.FlagSet) benchRun
+	}{
+		{"inbound", "MLLP load against any listener", benchInbound},
+		{"outbound", "gRPC Send load through Switchboard to a peer (--queued: through the outbox, timed to delivery)", benchOutbound},
+		{"receive", "Receive delivery rate (--consumer NAME: a durable consumer acking each response)", benchReceive},
+		{"echo", "Plain gRPC unary echo load (against bench baseline --kind echo)", benchEcho},
+		{"idle", "RSS per idle connection of process --pid", benchIdle},
+		{"baseline", "Run a baseline server (ack, durable or echo) until interrupted", benchBaseline},
+		{"restart", "Time serve's restart to SERVING on a full data directory", benchRestart},
+		{"suite", "Everything, with baselines, in one run", benchSuite},
+	} {
+		gofs := flag.NewFlagSet("bench "+sub.use, flag.ContinueOnError)
+		runner := sub.flags(gofs)
+		c := &cobra.Command{
+			Use:   sub.use,
+			Short: sub.short,
+			Args:  noArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				ctx, stop := signalContext(cmd.Context())
+				defer stop()
+				return runner(ctx, env.stdout, env.stderr)
+			},
+		}
+		addGoFlags(c, gofs)
+		c.Flags().SortFlags = false
+		cmd.AddCommand(c)
+	}
+	return cmd
+}
+
+// benchCmd runs "switchboard bench args..." (tests).
 func benchCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, benchUsage)
-		return errUsage
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	switch args[0] {
-	case "inbound":
-		return benchInbound(ctx, args[1:], stdout, stderr)
-	case "outbound":
-		return benchOutbound(ctx, args[1:], stdout, stderr)
-	case "receive":
-		return benchReceive(ctx, args[1:], stdout, stderr)
-	case "idle":
-		return benchIdle(ctx, args[1:], stdout, stderr)
-	case "echo":
-		return benchEcho(ctx, args[1:], stdout, stderr)
-	case "suite":
-		return benchSuite(ctx, args[1:], stdout, stderr)
-	case "restart":
-		return benchRestart(ctx, args[1:], stdout, stderr)
-	case "baseline":
-		return benchBaseline(ctx, args[1:], stderr)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, benchUsage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "bench: unknown command %q\n\n%s", args[0], benchUsage)
-	return errUsage
+	cmd := newBenchCmd(&cliEnv{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv})
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	return cmd.ExecuteContext(context.Background())
 }
 
 // output prints results as a table, or as JSON with --json.
@@ -88,25 +96,9 @@ func (o *output) print(w io.Writer, results ...bench.Result) error {
 	return bench.WriteTable(w, results)
 }
 
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
-		return errUsage
-	}
-	return nil
-}
-
-func benchInbound(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func benchInbound(fs *flag.FlagSet) benchRun {
 	var cfg bench.InboundConfig
 	var out output
-	fs := flag.NewFlagSet("bench inbound", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Addr, "addr", "", "the MLLP listener to load (required)")
 	fs.StringVar(&cfg.Target, "target", "peer", "label for the result")
 	fs.IntVar(&cfg.Conns, "conns", 8, "connections, one message in flight each")
@@ -116,62 +108,56 @@ func benchInbound(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&cfg.Count, "count", 0, "stop after this many messages instead (no warm-up)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "offered load in messages/s across all connections (0: as fast as ACKs come)")
 	out.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if cfg.Addr == "" {
+			fmt.Fprintln(stderr, "bench inbound: --addr is required")
+			return errUsage
+		}
+		res, err := bench.Inbound(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return out.print(stdout, res)
 	}
-	if cfg.Addr == "" {
-		fmt.Fprintln(stderr, "bench inbound: --addr is required")
-		return errUsage
-	}
-	res, err := bench.Inbound(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	return out.print(stdout, res)
 }
 
-func benchBaseline(ctx context.Context, args []string, stderr io.Writer) error {
+func benchBaseline(fs *flag.FlagSet) benchRun {
 	var kind, addr, dataDir string
-	fs := flag.NewFlagSet("bench baseline", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&kind, "kind", "ack", "ack (HL7 ACK, no storage), durable (one synced Pebble write per frame, then ACK) or echo (gRPC unary echo)")
 	fs.StringVar(&addr, "addr", "127.0.0.1:0", "listen address")
 	fs.StringVar(&dataDir, "data-dir", "", "Pebble directory for --kind durable")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "baseline %s listening on %s\n", kind, ln.Addr())
-	switch kind {
-	case "ack":
-		return bench.ServeACK(ctx, ln, nil)
-	case "durable":
-		if dataDir == "" {
-			ln.Close()
-			return errors.New("--kind durable needs --data-dir")
-		}
-		db, err := bench.OpenBaselineDB(dataDir)
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			ln.Close()
 			return err
 		}
-		defer db.Close()
-		return bench.ServeACK(ctx, ln, db)
-	case "echo":
-		return bench.ServeEcho(ctx, ln)
+		fmt.Fprintf(stderr, "baseline %s listening on %s\n", kind, ln.Addr())
+		switch kind {
+		case "ack":
+			return bench.ServeACK(ctx, ln, nil)
+		case "durable":
+			if dataDir == "" {
+				ln.Close()
+				return errors.New("--kind durable needs --data-dir")
+			}
+			db, err := bench.OpenBaselineDB(dataDir)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			defer db.Close()
+			return bench.ServeACK(ctx, ln, db)
+		case "echo":
+			return bench.ServeEcho(ctx, ln)
+		}
+		ln.Close()
+		return fmt.Errorf("unknown --kind %q", kind)
 	}
-	ln.Close()
-	return fmt.Errorf("unknown --kind %q", kind)
 }
 
-func benchOutbound(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func benchOutbound(fs *flag.FlagSet) benchRun {
 	var cfg bench.OutboundConfig
 	var out output
-	fs := flag.NewFlagSet("bench outbound", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "Switchboard's gRPC address")
 	fs.StringVar(&cfg.Peer, "peer", "", "MLLP peer answering HL7 ACKs that Switchboard connects to (required)")
 	fs.StringVar(&cfg.Target, "target", "switchboard-send", "label for the result")
@@ -184,54 +170,48 @@ func benchOutbound(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.BoolVar(&cfg.Queued, "queued", false, "queued Sends: a call is done when the message is in the outbox; then wait for the peer to accept them all and report that rate too")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "the connections' outbox max_in_flight (0: the default, 1)")
 	out.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if cfg.Peer == "" {
+			fmt.Fprintln(stderr, "bench outbound: --peer is required")
+			return errUsage
+		}
+		if cfg.Queued && cfg.Target == "switchboard-send" {
+			cfg.Target = "switchboard-queued"
+		}
+		res, err := bench.Outbound(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return out.print(stdout, res)
 	}
-	if cfg.Peer == "" {
-		fmt.Fprintln(stderr, "bench outbound: --peer is required")
-		return errUsage
-	}
-	if cfg.Queued && cfg.Target == "switchboard-send" {
-		cfg.Target = "switchboard-queued"
-	}
-	res, err := bench.Outbound(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	return out.print(stdout, res)
 }
 
-func benchEcho(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func benchEcho(fs *flag.FlagSet) benchRun {
 	var cfg bench.EchoConfig
 	var out output
-	fs := flag.NewFlagSet("bench echo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Addr, "addr", "", "address of a `bench baseline --kind echo` server (required)")
+	fs.StringVar(&cfg.Addr, "addr", "", "address of a 'bench baseline --kind echo' server (required)")
 	fs.StringVar(&cfg.Target, "target", "grpc-echo", "label for the result")
 	fs.IntVar(&cfg.Calls, "calls", 64, "concurrent calls")
 	fs.IntVar(&cfg.Size, "size", 260, "payload size in bytes")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured time before it")
 	out.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if cfg.Addr == "" {
+			fmt.Fprintln(stderr, "bench echo: --addr is required")
+			return errUsage
+		}
+		res, err := bench.Echo(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return out.print(stdout, res)
 	}
-	if cfg.Addr == "" {
-		fmt.Fprintln(stderr, "bench echo: --addr is required")
-		return errUsage
-	}
-	res, err := bench.Echo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	return out.print(stdout, res)
 }
 
-func benchReceive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func benchReceive(fs *flag.FlagSet) benchRun {
 	var cfg bench.ReceiveConfig
 	var out output
-	fs := flag.NewFlagSet("bench receive", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "Switchboard's gRPC address")
 	fs.StringVar(&cfg.Target, "target", "switchboard", "label for the result")
 	fs.IntVar(&cfg.Streams, "streams", 1, "concurrent Receive streams, each from sequence 1")
@@ -239,52 +219,46 @@ func benchReceive(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.Consumer, "consumer", "", "measure a new durable consumer of this name (one stream, from sequence 1, deleted afterwards) instead of anonymous streams")
 	ack := fs.String("ack", "through", "how the consumer acks: through (one Ack{through_sequence} per response, before reading on), each (one Ack{sequences} per response) or async (Ack{through_sequence} from a second goroutine, one call at a time, reading on meanwhile)")
 	out.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		mode, err := bench.ParseAckMode(*ack)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench receive: %v\n", err)
+			return errUsage
+		}
+		cfg.Ack = mode
+		res, err := bench.Receive(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return out.print(stdout, res)
 	}
-	mode, err := bench.ParseAckMode(*ack)
-	if err != nil {
-		fmt.Fprintf(stderr, "bench receive: %v\n", err)
-		return errUsage
-	}
-	cfg.Ack = mode
-	res, err := bench.Receive(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	return out.print(stdout, res)
 }
 
-func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func benchIdle(fs *flag.FlagSet) benchRun {
 	var cfg bench.IdleConfig
 	var out output
-	fs := flag.NewFlagSet("bench idle", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Addr, "addr", "", "listener to open idle connections to (required)")
 	fs.IntVar(&cfg.PID, "pid", 0, "process whose resident memory is measured (required; Linux)")
 	fs.StringVar(&cfg.Target, "target", "switchboard", "label for the result")
 	fs.IntVar(&cfg.Conns, "conns", 10000, "idle connections to open (the listener's max_connections must allow them)")
 	fs.DurationVar(&cfg.Settle, "settle", 3*time.Second, "wait after connecting before reading memory")
 	out.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if cfg.Addr == "" || cfg.PID == 0 {
+			fmt.Fprintln(stderr, "bench idle: --addr and --pid are required")
+			return errUsage
+		}
+		res, err := bench.Idle(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return out.print(stdout, res)
 	}
-	if cfg.Addr == "" || cfg.PID == 0 {
-		fmt.Fprintln(stderr, "bench idle: --addr and --pid are required")
-		return errUsage
-	}
-	res, err := bench.Idle(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	return out.print(stdout, res)
 }
 
-func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func benchSuite(fs *flag.FlagSet) benchRun {
 	var cfg bench.SuiteConfig
 	var jsonPath, conns, metricsConns, dedupConns, only string
-	fs := flag.NewFlagSet("bench suite", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.IntVar(&cfg.Size, "size", 260, "HL7 message size in bytes")
 	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "measured time of each run")
 	fs.DurationVar(&cfg.Warmup, "warmup", 500*time.Millisecond, "unmeasured time before each run")
@@ -300,54 +274,53 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&only, "only", "", "run only these comma-separated groups: "+strings.Join(bench.Groups, ", "))
 	fs.StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
 	fs.StringVar(&cfg.Dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	for g := range strings.SplitSeq(only, ",") {
-		if g = strings.TrimSpace(g); g == "" {
-			continue
-		}
-		if !slices.Contains(bench.Groups, g) {
-			fmt.Fprintf(stderr, "bench suite: unknown group %q in --only (groups: %s)\n", g, strings.Join(bench.Groups, ", "))
-			return errUsage
-		}
-		cfg.Only = append(cfg.Only, g)
-	}
-	for _, c := range []struct {
-		flag, list string
-		to         *[]int
-	}{{"--conns", conns, &cfg.Conns}, {"--metrics-conns", metricsConns, &cfg.MetricsConns}, {"--dedup-conns", dedupConns, &cfg.DedupConns}} {
-		for _, v := range strings.Split(c.list, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil || n < 1 {
-				fmt.Fprintf(stderr, "bench suite: bad %s %q\n", c.flag, c.list)
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		for g := range strings.SplitSeq(only, ",") {
+			if g = strings.TrimSpace(g); g == "" {
+				continue
+			}
+			if !slices.Contains(bench.Groups, g) {
+				fmt.Fprintf(stderr, "bench suite: unknown group %q in --only (groups: %s)\n", g, strings.Join(bench.Groups, ", "))
 				return errUsage
 			}
-			*c.to = append(*c.to, n)
+			cfg.Only = append(cfg.Only, g)
 		}
-	}
-	exe, dir, cleanup, err := exeAndDir(cfg.Dir)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	cfg.Exe, cfg.Dir, cfg.Progress = exe, dir, stderr
-	rep, err := bench.Suite(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%d CPUs, %s, kernel %s, %s, %s\n\n", rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.Kernel, rep.Machine.Go, rep.Machine.Date)
-	if err := bench.WriteTable(stdout, rep.Results); err != nil {
-		return err
-	}
-	if jsonPath != "" {
-		b, err := json.MarshalIndent(rep, "", "  ")
+		for _, c := range []struct {
+			flag, list string
+			to         *[]int
+		}{{"--conns", conns, &cfg.Conns}, {"--metrics-conns", metricsConns, &cfg.MetricsConns}, {"--dedup-conns", dedupConns, &cfg.DedupConns}} {
+			for _, v := range strings.Split(c.list, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(v))
+				if err != nil || n < 1 {
+					fmt.Fprintf(stderr, "bench suite: bad %s %q\n", c.flag, c.list)
+					return errUsage
+				}
+				*c.to = append(*c.to, n)
+			}
+		}
+		exe, dir, cleanup, err := exeAndDir(cfg.Dir)
 		if err != nil {
 			return err
 		}
-		return os.WriteFile(jsonPath, append(b, '\n'), 0o644)
+		defer cleanup()
+		cfg.Exe, cfg.Dir, cfg.Progress = exe, dir, stderr
+		rep, err := bench.Suite(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%d CPUs, %s, kernel %s, %s, %s\n\n", rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.Kernel, rep.Machine.Go, rep.Machine.Date)
+		if err := bench.WriteTable(stdout, rep.Results); err != nil {
+			return err
+		}
+		if jsonPath != "" {
+			b, err := json.MarshalIndent(rep, "", "  ")
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(jsonPath, append(b, '\n'), 0o644)
+		}
+		return nil
 	}
-	return nil
 }
 
 // exeAndDir returns this binary, which the benchmarks start as servers,
@@ -367,12 +340,10 @@ func exeAndDir(dir string) (exe, scratch string, cleanup func(), err error) {
 	return exe, dir, func() { os.RemoveAll(dir) }, nil
 }
 
-func benchRestart(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func benchRestart(fs *flag.FlagSet) benchRun {
 	var cfg bench.RestartConfig
 	var out output
 	var resources int
-	fs := flag.NewFlagSet("bench restart", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Peer, "peer", "", "MLLP peer the connections go to (default: a bare ACK server in this process)")
 	fs.IntVar(&resources, "resources", 100, "listeners, and outbound connections, in the data directory")
 	fs.IntVar(&cfg.Messages, "messages", 1000000, "journal records in the data directory")
@@ -380,30 +351,29 @@ func benchRestart(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "restarts of each data directory (a full one and an empty one, alternating)")
 	fs.StringVar(&cfg.Dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
 	out.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg.Listeners, cfg.Conns = resources, resources
-	exe, dir, cleanup, err := exeAndDir(cfg.Dir)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	cfg.Exe, cfg.Dir, cfg.Progress = exe, dir, stderr
-	if cfg.Peer == "" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		cfg.Listeners, cfg.Conns = resources, resources
+		exe, dir, cleanup, err := exeAndDir(cfg.Dir)
 		if err != nil {
 			return err
 		}
-		pctx, stopPeer := context.WithCancel(ctx)
-		served := make(chan error, 1)
-		go func() { served <- bench.ServeACK(pctx, ln, nil) }()
-		defer func() { stopPeer(); <-served }()
-		cfg.Peer = ln.Addr().String()
+		defer cleanup()
+		cfg.Exe, cfg.Dir, cfg.Progress = exe, dir, stderr
+		if cfg.Peer == "" {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			pctx, stopPeer := context.WithCancel(ctx)
+			served := make(chan error, 1)
+			go func() { served <- bench.ServeACK(pctx, ln, nil) }()
+			defer func() { stopPeer(); <-served }()
+			cfg.Peer = ln.Addr().String()
+		}
+		rs, err := bench.Restart(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return out.print(stdout, rs...)
 	}
-	rs, err := bench.Restart(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	return out.print(stdout, rs...)
 }

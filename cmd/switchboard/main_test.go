@@ -50,11 +50,11 @@ func TestUsage(t *testing.T) {
 		{nil, 2, "Usage:"},
 		{[]string{"help"}, 0, "Usage:"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
-		{[]string{"serve", "--no-such-flag"}, 2, "flag provided but not defined"},
+		{[]string{"serve", "--no-such-flag"}, 2, "unknown flag: --no-such-flag"},
 		{[]string{"serve", "--log-level", "loud"}, 1, "--log-level"},
 		{[]string{"serve", "extra"}, 2, "unexpected arguments"},
 		{[]string{"serve", "--admin-addr", "", "--admin-pprof"}, 2, "--admin-pprof needs an --admin-addr"},
-		{[]string{"serve", "--pprof-addr", "127.0.0.1:6060"}, 2, "flag provided but not defined"},
+		{[]string{"serve", "--pprof-addr", "127.0.0.1:6060"}, 2, "unknown flag: --pprof-addr"},
 	} {
 		var out bytes.Buffer
 		if code := run(tc.args, &out, &out); code != tc.code || !strings.Contains(out.String(), tc.out) {
@@ -375,7 +375,7 @@ func TestNotServingUntilRestored(t *testing.T) {
 		setServing(hs, healthpb.HealthCheckResponse_NOT_SERVING) // as serve does before it starts gRPC
 		r := restorer{entered: make(chan struct{}), release: make(chan error)}
 		done := make(chan error, 1)
-		go func() { done <- restoreThenServe(t.Context(), r, hs) }()
+		go func() { done <- restoreThenServe(t.Context(), r, hs, func(context.Context) error { return nil }) }()
 		<-r.entered
 		check := func(want healthpb.HealthCheckResponse_ServingStatus) {
 			t.Helper()

@@ -559,23 +559,4 @@ func peerUsage(cmd *cobra.Command, format string, args ...any) error {
 }
 
 // peerExit ends the command with an exit code, printing err when not nil.
-func peerExit(code int, err error) error { return &peerExitError{code: code, err: err} }
-
-// peerExitError is what peerExit returns until the cobra root has an
-// error type of its own for exit codes.
-type peerExitError struct {
-	code int
-	err  error
-}
-
-func (e *peerExitError) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit %d", e.code)
-	}
-	return e.err.Error()
-}
-
-func (e *peerExitError) Unwrap() error { return e.err }
-
-// ExitCode is the process exit code.
-func (e *peerExitError) ExitCode() int { return e.code }
+func peerExit(code int, err error) error { return &exitError{code: code, err: err} }

@@ -14,16 +14,20 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-dev/switchboard/internal/config"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/observe"
@@ -51,12 +55,15 @@ type serveFlags struct {
 	// warnings are logged at every start (insecure settings given on
 	// purpose).
 	warnings []string
+	// configPath is --config; file is the loaded file (nil without one),
+	// whose declared listeners and connections serve reconciles.
+	configPath string
+	file       *config.File
 }
 
-func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
-	var f serveFlags
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// registerServeFlags defines serve's flags on fs, storing into f.
+func registerServeFlags(fs *flag.FlagSet, f *serveFlags) {
+	fs.StringVar(&f.configPath, "config", "", "YAML configuration file (docs/configuration.md); flags and SWITCHBOARD_* variables override it. Default: $SWITCHBOARD_CONFIG")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:50051", "address of the gRPC control plane; loopback by default: off loopback it needs TLS and an --access-file (docs/security.md)")
 	fs.StringVar(&f.dataDir, "data-dir", "switchboard-data", "directory of the durable journal (created if missing)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -71,23 +78,96 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server: Prometheus /metrics, /healthz, /readyz, the console (loopback only unless --insecure-admin: it has no authentication); empty: no admin server and no metrics at all")
 	f.sec.register(fs)
 	fs.BoolVar(&f.adminPprof, "admin-pprof", false, "also serve net/http/pprof (CPU, heap, block, mutex profiles; block and mutex sampling turned on) under /debug/pprof/ on the admin address")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return f, err
+}
+
+// addGoFlags adds the flags of a standard library flag set to a cobra
+// command, sharing their values. A value type pflag cannot name (a
+// ruleList) is shown as "rules".
+func addGoFlags(cmd *cobra.Command, fs *flag.FlagSet) {
+	cmd.Flags().AddGoFlagSet(fs)
+	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
+		if fl.Value.Type() == "ruleList" {
+			fl.Value = namedValue{fl.Value, "rules"}
 		}
-		return f, errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "serve: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return f, errUsage
-	}
+	})
+}
+
+// namedValue is a flag value shown with another type name.
+type namedValue struct {
+	pflag.Value
+	name string
+}
+
+func (v namedValue) Type() string { return v.name }
+
+// checkServeFlags checks the flags together once they are parsed.
+func checkServeFlags(f *serveFlags, stderr io.Writer) error {
 	if f.adminPprof && f.adminAddr == "" {
 		fmt.Fprintln(stderr, "serve: --admin-pprof needs an --admin-addr")
-		return f, errUsage
+		return errUsage
 	}
 	warnings, err := f.sec.check(f.grpcAddr, f.adminAddr, stderr)
 	f.warnings = warnings
-	return f, err
+	return err
+}
+
+// parseServeFlags parses serve's command line outside cobra (tests).
+func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
+	var f serveFlags
+	cmd := &cobra.Command{Use: "serve"}
+	gofs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	registerServeFlags(gofs, &f)
+	addGoFlags(cmd, gofs)
+	if err := cmd.Flags().Parse(args); err != nil {
+		fmt.Fprintf(stderr, "serve: %v\n", err)
+		return f, errUsage
+	}
+	if cmd.Flags().NArg() > 0 {
+		fmt.Fprintf(stderr, "serve: unexpected arguments: %s\n", strings.Join(cmd.Flags().Args(), " "))
+		return f, errUsage
+	}
+	return f, checkServeFlags(&f, stderr)
+}
+
+const serveLong = `serve runs Switchboard: the gRPC control plane (--grpc-addr), the admin
+HTTP server with metrics, health and the console (--admin-addr), and the
+journal in --data-dir. Listeners and connections created through the API are
+kept there and restored at the next start, before health reports SERVING.
+SIGINT or SIGTERM shuts it down in order: listeners and connections drain,
+Receive streams end with UNAVAILABLE, gRPC stops, the journal closes.
+
+Off loopback, the control plane needs TLS and an --access-file
+(docs/security.md).`
+
+// newServeCmd is "switchboard serve".
+func newServeCmd(env *cliEnv) *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the Switchboard service",
+		Long:  serveLong,
+		Example: `  switchboard serve
+  switchboard serve --data-dir /var/lib/switchboard --log-format json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The config file and the environment fill in the flags not
+			// given here, before they are checked.
+			file, err := config.Resolve(f.configPath, cmd.Flags().Changed, cmd.Flags().Set, os.LookupEnv)
+			if err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			f.file = file
+			if err := checkServeFlags(&f, env.stderr); err != nil {
+				return err
+			}
+			return serve(f, env.stderr)
+		},
+	}
+	gofs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	registerServeFlags(gofs, &f)
+	addGoFlags(cmd, gofs)
+	cmd.Flags().SortFlags = false
+	return cmd
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -111,11 +191,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 // Receive streams end with UNAVAILABLE, gRPC stops (bounded), the journal
 // closes. While it serves, health follows the journal
 // (followJournalHealth).
-func serve(args []string, stderr io.Writer) error {
-	f, err := parseServeFlags(args, stderr)
-	if err != nil {
-		return err
-	}
+func serve(f serveFlags, stderr io.Writer) error {
 	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
@@ -253,7 +329,24 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
-	if err := restoreThenServe(ctx, svc, hs); err != nil && ctx.Err() == nil {
+	// Declared resources (--config) once the durable ones are back, before
+	// SERVING; those that cannot be created yet are retried until
+	// shutdown.
+	var retry sync.WaitGroup
+	rctx, stopRetry := context.WithCancel(ctx)
+	defer func() { stopRetry(); retry.Wait() }()
+	declare := func(ctx context.Context) error {
+		if f.file == nil {
+			return nil
+		}
+		rep, err := config.Reconcile(ctx, svc, f.file.Config, logger.With("component", "config", "config_file", f.file.Path))
+		if err != nil {
+			return err
+		}
+		retry.Go(func() { rep.RetryPending(rctx) })
+		return nil
+	}
+	if err := restoreThenServe(ctx, svc, hs, declare); err != nil && ctx.Err() == nil {
 		svc.Shutdown(context.Background())
 		gs.Stop()
 		return err
@@ -282,6 +375,8 @@ func serve(args []string, stderr io.Writer) error {
 	<-healthDone
 	hs.Shutdown()
 	dctx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
+	stopRetry()
+	retry.Wait()
 	svc.Shutdown(dctx)
 	cancel()
 	stopGRPC(gs, f.shutdownTimeout)
@@ -419,9 +514,12 @@ func (e consoleEvents) Recent(n int) []console.EventRow {
 // then reports SERVING. Health answers NOT_SERVING meanwhile (gRPC is
 // already serving); Restore is bounded, so a peer that does not answer
 // cannot hold the restart up.
-func restoreThenServe(ctx context.Context, svc interface{ Restore(context.Context) error }, hs *health.Server) error {
+func restoreThenServe(ctx context.Context, svc interface{ Restore(context.Context) error }, hs *health.Server, declare func(context.Context) error) error {
 	if err := svc.Restore(ctx); err != nil {
 		return fmt.Errorf("restore listeners and connections: %w", err)
+	}
+	if err := declare(ctx); err != nil {
+		return err
 	}
 	setServing(hs, healthpb.HealthCheckResponse_SERVING)
 	return nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,58 +10,72 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/spf13/cobra"
+
 	"github.com/switchboard-dev/switchboard/service/auth"
 )
 
-const tokenUsage = `Usage:
-  switchboard token create     --access-file FILE --name NAME --role ROLE [--listeners P,...] [--connections P,...]
-  switchboard token revoke     --access-file FILE --name NAME
-  switchboard token list       --access-file FILE
-  switchboard token allow-cert --access-file FILE --name PATTERN --role ROLE [--listeners P,...] [--connections P,...]
-  switchboard token remove-cert --access-file FILE --name PATTERN
+const tokenLong = `token edits an access file (serve --access-file): bearer tokens and the
+client-certificate names that get a role.
 
 create prints the new token, and only it, on standard output; the access
 file keeps its SHA-256. Roles: viewer, consumer, operator, admin. Scopes are
 listener and connection id prefixes. A running server picks up changes
 within a second. The file is created (mode 0600) if missing and replaced
 atomically, keeping comments and other lines; run one of these commands at
-a time per file.
-`
+a time per file.`
 
-// tokenCmd runs "switchboard token ...".
-func tokenCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, tokenUsage)
-		return errUsage
+// tokenFlags are the flags of the token subcommands.
+type tokenFlags struct {
+	file, name, role, listeners, connections string
+}
+
+// newTokenCmd is "switchboard token".
+func newTokenCmd(env *cliEnv) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Create, revoke and list access tokens and certificate names",
+		Long:  tokenLong,
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRunE,
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, tokenUsage) }
-	file := fs.String("access-file", "", "the access file")
-	name := fs.String("name", "", "token name, or certificate peer-name pattern")
-	roleName := fs.String("role", "", "viewer, consumer, operator or admin")
-	listeners := fs.String("listeners", "", "comma-separated listener id prefixes the principal is limited to")
-	connections := fs.String("connections", "", "comma-separated connection id prefixes the principal is limited to")
-	switch sub {
-	case "create", "revoke", "list", "allow-cert", "remove-cert":
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, tokenUsage)
-		return nil
-	default:
-		fmt.Fprintf(stderr, "token: unknown subcommand %q\n\n%s", sub, tokenUsage)
-		return errUsage
-	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	for _, sub := range []struct {
+		use, short string
+		flags      string // n: name, r: role and scopes
+	}{
+		{"create", "Add a bearer token and print it (once)", "nr"},
+		{"revoke", "Remove a bearer token", "n"},
+		{"list", "List tokens and certificate names (never the tokens)", ""},
+		{"allow-cert", "Give client certificates whose name matches --name a role", "nr"},
+		{"remove-cert", "Remove a certificate name", "n"},
+	} {
+		var f tokenFlags
+		c := &cobra.Command{
+			Use:   sub.use,
+			Short: sub.short,
+			Args:  noArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return tokenCmd(cmd.Name(), f, env.stdout, env.stderr)
+			},
 		}
-		return errUsage
+		c.Flags().StringVar(&f.file, "access-file", "", "the access file (required)")
+		if strings.Contains(sub.flags, "n") {
+			c.Flags().StringVar(&f.name, "name", "", "token name, or certificate peer-name pattern (required)")
+		}
+		if strings.Contains(sub.flags, "r") {
+			c.Flags().StringVar(&f.role, "role", "", "viewer, consumer, operator or admin (required)")
+			c.Flags().StringVar(&f.listeners, "listeners", "", "comma-separated listener id prefixes the principal is limited to")
+			c.Flags().StringVar(&f.connections, "connections", "", "comma-separated connection id prefixes the principal is limited to")
+		}
+		c.Flags().SortFlags = false
+		cmd.AddCommand(c)
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "token %s: unexpected arguments: %s\n", sub, strings.Join(fs.Args(), " "))
-		return errUsage
-	}
+	return cmd
+}
+
+// tokenCmd runs "switchboard token sub" with its flags.
+func tokenCmd(sub string, f tokenFlags, stdout, stderr io.Writer) error {
+	file, name, roleName, listeners, connections := &f.file, &f.name, &f.role, &f.listeners, &f.connections
 	if *file == "" {
 		fmt.Fprintf(stderr, "token %s: --access-file is required\n", sub)
 		return errUsage
