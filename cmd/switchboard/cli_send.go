@@ -320,6 +320,9 @@ func (s *sender) run(ctx context.Context, items []sendItem) error {
 			return err
 		}
 		if class != sendOK && (s.stopOnFailure || fatalSendError(err)) {
+			if isConnectError(err) {
+				fmt.Fprintln(s.c.env.stderr, "Is `switchboard serve` running there? Set --server or SWITCHBOARD_SERVER.")
+			}
 			break
 		}
 	}

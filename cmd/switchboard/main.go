@@ -53,8 +53,8 @@ const exitCodesHelp = `Exit codes:
   2  usage: unknown command or flag, bad arguments, invalid input (also the
      server's INVALID_ARGUMENT)
   3  not found: the listener, connection, message or consumer does not exist
-  4  not allowed: no or bad credentials (UNAUTHENTICATED), or a role or
-     scope too small (PERMISSION_DENIED)
+  4  not allowed: no or bad credentials (UNAUTHENTICATED), a role or scope
+     too small, or an address the server's policy forbids (PERMISSION_DENIED)
   5  conflict: the id exists with a different config (ALREADY_EXISTS)
   6  unavailable: the server cannot be reached or is shutting down; retry
   7  send: the peer answered a message negatively (AE, AR, CE, CR, NAK)
