@@ -138,6 +138,11 @@ type Journal struct {
 	failedAt time.Time     // when health last turned to a failure
 	lastMark int64         // unix nanoseconds of the newest time mark
 	closed   bool
+	// fillTarget, while the committer waits for the head group to fill
+	// (nextGroup), is the number of writes it waits for; 0 otherwise.
+	// checkFill signals filled (one slot) when the group gets there.
+	fillTarget int
+	filled     chan struct{}
 
 	failed      chan struct{} // fail signals recoverLoop (buffered, one slot)
 	stop        chan struct{} // closed by Close to stop recoverLoop
@@ -215,6 +220,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 		notify:        make(chan struct{}),
 		healthCh:      make(chan struct{}),
 		failed:        make(chan struct{}, 1),
+		filled:        make(chan struct{}, 1),
 		stop:          make(chan struct{}),
 		recoverDone:   make(chan struct{}),
 		retainDone:    make(chan struct{}),
@@ -582,6 +588,7 @@ func (j *Journal) close() error {
 	j.wake()
 	close(j.healthCh)
 	j.work.Broadcast()
+	j.signalFill()
 	j.mu.Unlock()
 	finishAll(queued, journal.ErrClosed) // outside j.mu: their follow-ups take the stores' locks
 	close(j.stop)

@@ -762,3 +762,28 @@ func TestCloseDuringFailureOrRecovery(t *testing.T) {
 		}
 	})
 }
+
+func TestGroupFillTarget(t *testing.T) {
+	end := time.Unix(100, 0)
+	var f groupFill
+	for _, step := range []struct {
+		ops    int
+		took   time.Duration
+		target int
+		wait   time.Duration
+	}{
+		{1, time.Millisecond, 0, 0},                              // one appender: never wait
+		{1, time.Millisecond, 0, 0},                              // still light
+		{40, 500 * time.Microsecond, 20, 500 * time.Microsecond}, // the mean of 1 and 40
+		{1, 3 * time.Millisecond, 20, maxFillWait},               // a slow commit caps the wait
+		{6, time.Millisecond, 0, 0},                              // mean 3 < minFill
+	} {
+		target, deadline := f.next(step.ops, end, step.took)
+		if target != step.target {
+			t.Fatalf("after a group of %d: target %d, want %d", step.ops, target, step.target)
+		}
+		if target > 0 && deadline.Sub(end) != step.wait {
+			t.Fatalf("after a group of %d: waits %v, want %v", step.ops, deadline.Sub(end), step.wait)
+		}
+	}
+}
