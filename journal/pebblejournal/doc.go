@@ -22,7 +22,11 @@
 //     number big-endian), assigned in commit order, gap-free, and recovered
 //     from the last stored key on Open and after a recovery.
 //   - Appends that arrive while an fsync is running are committed together
-//     by the next single fsync (group commit), without timers. The
+//     by the next single fsync (group commit). Under load the committer
+//     also waits for the next group to fill, at most as long as the last
+//     commit took (capped at 1 ms) and only when the last two groups held
+//     4 writes or more on average; a lone appender never waits (commit.go,
+//     groupFill). The
 //     stores' writes (PutResource, DeleteResource, outbox Append and
 //     Update) join the same groups, so one fsync serves records, state
 //     changes and queued messages alike (TestOneFsyncForEveryStore).
