@@ -280,22 +280,18 @@ func parseDocBlocks(doc string) ([]docBlock, error) {
 	return blocks, nil
 }
 
-// grpcurlDir builds grpcurl from tools/go.mod and returns a directory
-// holding it as "grpcurl", for PATH.
+// grpcurlDir builds grpcurl, the tool pinned in tools/go.mod, into a new
+// directory and returns it, for PATH. (go build -o, not "go tool -n": on a
+// cold build cache that printed a path where no binary was left.)
 func grpcurlDir(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "tool", "-modfile=tools/go.mod", "-n", "grpcurl")
-	cmd.Dir = "../.."
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("go tool -modfile=tools/go.mod -n grpcurl: %v\n%s", err, out)
-	}
-	bin := strings.TrimSpace(string(out))
 	dir := t.TempDir()
-	if err := os.Symlink(bin, filepath.Join(dir, "grpcurl")); err != nil {
-		t.Fatal(err)
+	cmd := exec.CommandContext(ctx, "go", "build", "-modfile=tools/go.mod", "-o", filepath.Join(dir, "grpcurl"), "github.com/fullstorydev/grpcurl/cmd/grpcurl")
+	cmd.Dir = "../.."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build grpcurl (tools/go.mod): %v\n%s", err, out)
 	}
 	return dir
 }

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,61 +24,11 @@ type cliServer struct {
 	env  map[string]string
 }
 
-// startCLIServer starts serve with extra flags; cleanup stops it with
-// SIGTERM (SIGKILL 20 s later).
+// startCLIServer starts serve with extra flags (startServeChild).
 func startCLIServer(t *testing.T, extra ...string) *cliServer {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a child process")
-	}
-	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "", "--data-dir", t.TempDir(), "--log-format", "json"}, extra...)
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "SWITCHBOARD_RUN_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var rec struct {
-				Msg      string `json:"msg"`
-				GRPCAddr string `json:"grpc_addr"`
-			}
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "switchboard serving" {
-				select {
-				case addr <- rec.GRPCAddr:
-				default:
-				}
-			}
-		}
-		_ = cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	select {
-	case a := <-addr:
-		return &cliServer{addr: a, env: map[string]string{"SWITCHBOARD_SERVER": a}}
-	case <-exited:
-		t.Fatal("serve exited before serving")
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not log \"switchboard serving\" within 30 s")
-	}
-	return nil
+	c := startServeChild(t, childOpts{}, extra...)
+	return &cliServer{addr: c.grpcAddr, env: map[string]string{"SWITCHBOARD_SERVER": c.grpcAddr}}
 }
 
 // cliResult is what one command printed and its exit code.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -51,58 +49,11 @@ func examplesDir(t *testing.T, name string) string {
 	return dir
 }
 
-// serveForExample starts `switchboard serve` on loopback with a temporary
-// data directory and returns its gRPC address. Cleanup stops it with
-// SIGTERM (SIGKILL if it has not exited 20 s later).
+// serveForExample starts `switchboard serve` (startServeChild) and returns
+// its gRPC address.
 func serveForExample(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "", "--data-dir", t.TempDir(), "--log-format", "json")
-	cmd.Env = append(os.Environ(), "SWITCHBOARD_RUN_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var rec struct {
-				Msg      string `json:"msg"`
-				GRPCAddr string `json:"grpc_addr"`
-			}
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "switchboard serving" {
-				select {
-				case addr <- rec.GRPCAddr:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		_ = cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	select {
-	case a := <-addr:
-		return a
-	case <-exited:
-		t.Fatal("serve exited before serving")
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not log \"switchboard serving\" within 30 s")
-	}
-	return ""
+	return startServeChild(t, childOpts{}).grpcAddr
 }
 
 // programSummary is the JSON summary every example program prints last.

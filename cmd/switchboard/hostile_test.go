@@ -55,8 +55,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -95,16 +93,12 @@ func hostileMessage(id string) []byte {
 	return []byte("MSH|^~\\&|HOSTILE|HOSP|SB|HOSP|20261202050000||ADT^A01^ADT_A01|" + id + "|P|2.5\rPID|1||" + id + "||" + phiMarker + "^PATIENT\r")
 }
 
-// hostileServer is a `switchboard serve` child process.
+// hostileServer is a `switchboard serve` child process with a client.
 type hostileServer struct {
-	t         testing.TB
-	cmd       *exec.Cmd
-	grpcAddr  string
-	adminAddr string
-	client    switchboardv1.SwitchboardServiceClient
-	logs      *serverLog
-	exited    chan struct{}
-	exitErr   error
+	*serveChild
+	t      testing.TB
+	client switchboardv1.SwitchboardServiceClient
+	logs   *serverLog
 }
 
 // serverLog reads the child's log: it counts lines by level and notes
@@ -114,7 +108,6 @@ type serverLog struct {
 	levels   map[string]int
 	leaks    int
 	leakMsgs []string // the "msg" of lines that leaked, for the failure
-	tooLong  bool
 }
 
 func (l *serverLog) add(line []byte) {
@@ -157,69 +150,12 @@ func (l *serverLog) count(level string) int {
 // SIGTERM, as an operator stops it, and must exit 0).
 func startHostile(t testing.TB, args ...string) *hostileServer {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a child process")
-	}
-	dir := t.TempDir()
-	args = append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-		"--data-dir", filepath.Join(dir, "data"), "--log-format", "json", "--drain-timeout", "2s"}, args...)
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "SWITCHBOARD_RUN_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &hostileServer{t: t, cmd: cmd, logs: &serverLog{levels: map[string]int{}}, exited: make(chan struct{})}
-	addrs := make(chan [2]string, 1)
-	go func(found chan<- [2]string) {
-		defer close(s.exited)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		var admin string
-		for sc.Scan() {
-			line := sc.Bytes()
-			s.logs.add(line)
-			if found == nil {
-				continue
-			}
-			var rec map[string]any
-			if json.Unmarshal(line, &rec) != nil {
-				continue
-			}
-			if rec["msg"] == "admin serving" {
-				admin, _ = rec["admin_addr"].(string)
-			}
-			if rec["msg"] == "switchboard serving" {
-				g, _ := rec["grpc_addr"].(string)
-				found <- [2]string{g, admin}
-				found = nil
-			}
-		}
-		if sc.Err() != nil {
-			// A line over 1 MiB: log amplification. Keep draining so the
-			// child never blocks on its stderr.
-			s.logs.mu.Lock()
-			s.logs.tooLong = true
-			s.logs.mu.Unlock()
-			_, _ = io.Copy(io.Discard, stderr)
-		}
-		if found != nil {
-			close(found)
-		}
-		s.exitErr = cmd.Wait()
-	}(addrs)
+	logs := &serverLog{levels: map[string]int{}}
+	args = append([]string{"--admin-addr", "127.0.0.1:0", "--drain-timeout", "2s"}, args...)
+	s := &hostileServer{serveChild: startServeChild(t, childOpts{onLine: logs.add}, args...), t: t, logs: logs}
 	t.Cleanup(s.stop)
-	select {
-	case a, ok := <-addrs:
-		if !ok || a[0] == "" || a[1] == "" {
-			t.Fatalf("serve exited or never logged its addresses (gRPC %q, admin %q)", a[0], a[1])
-		}
-		s.grpcAddr, s.adminAddr = a[0], a[1]
-	case <-time.After(hostileWait):
-		t.Fatal("serve did not start serving")
+	if s.adminAddr == "" {
+		t.Fatal("serve never logged its admin address")
 	}
 	cc, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -233,13 +169,8 @@ func startHostile(t testing.TB, args ...string) *hostileServer {
 // stop ends the child with SIGTERM and checks how it went: exit 0, and
 // no log line holding payload bytes.
 func (s *hostileServer) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(hostileWait):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		s.t.Error("serve did not exit within 20 s of SIGTERM")
+	if !s.terminate() {
+		s.t.Errorf("serve did not exit within %v of SIGTERM", childWait)
 		return
 	}
 	if s.exitErr != nil {
@@ -251,7 +182,7 @@ func (s *hostileServer) stop() {
 	if s.logs.leaks > 0 {
 		s.t.Errorf("%d server log lines hold payload bytes (messages %q)", s.logs.leaks, s.logs.leakMsgs)
 	}
-	if s.logs.tooLong {
+	if s.loggedTooLong() {
 		s.t.Error("the server logged a line over 1 MiB")
 	}
 }

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,65 +65,11 @@ func TestServeSecurityRules(t *testing.T) {
 	}
 }
 
-// servedProcess is a `switchboard serve` child process.
-type servedProcess struct {
-	grpcAddr string
-	mu       sync.Mutex
-	logs     bytes.Buffer // what it logged so far
-}
-
-// logged returns what the process has logged so far.
-func (p *servedProcess) logged() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
-
-// startServe runs serve with args (plus a temp data dir, free ports and
-// JSON logs) and returns once it logs "switchboard serving". The process is
+// startServe runs serve with args (startServeChild); the process is
 // killed at cleanup.
-func startServe(t *testing.T, args ...string) *servedProcess {
+func startServe(t *testing.T, args ...string) *serveChild {
 	t.Helper()
-	all := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "", "--data-dir", t.TempDir(), "--log-format", "json"}, args...)
-	cmd := exec.Command(os.Args[0], all...)
-	cmd.Env = append(os.Environ(), "SWITCHBOARD_RUN_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &servedProcess{}
-	up := make(chan string, 1)
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.logs.Write(append(sc.Bytes(), '\n'))
-			p.mu.Unlock()
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "switchboard serving" {
-				addr, _ := rec["grpc_addr"].(string)
-				up <- addr
-			}
-		}
-		_ = cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	select {
-	case p.grpcAddr = <-up:
-	case <-exited:
-		t.Fatalf("serve exited before serving:\n%s", p.logged())
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not start within 30 s")
-	}
-	return p
+	return startServeChild(t, childOpts{kill: true}, args...)
 }
 
 // healthOver dials addr with creds and returns the health check's error.
