@@ -207,3 +207,38 @@ func waitUnhealthy(t *testing.T, j *Journal, d time.Duration) {
 		}
 	}
 }
+
+// clusterBackend runs the conformance suite on R3 streams of one
+// three-node cluster, a stream per store. It has no Faults (TestCluster
+// breaks the cluster instead).
+type clusterBackend struct {
+	nodes []*testServer
+	n     int
+}
+
+func (b *clusterBackend) NewStore(t *testing.T) string {
+	b.n++
+	return fmt.Sprintf("r3-%d", b.n)
+}
+
+func (b *clusterBackend) Open(t *testing.T, store string) (journal.Journal, error) {
+	opts := testOptions(b.nodes[b.n%3].url(), store) // spread the journals over the nodes
+	opts.Replicas = 3
+	return Open(context.Background(), opts)
+}
+
+func (b *clusterBackend) Forget(t *testing.T, j journal.Journal, seq uint64) {
+	if err := j.(*Journal).DeleteBefore(context.Background(), seq); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConformanceCluster: the conformance suite on replicated streams,
+// where commits need a quorum, reads and appends go through different
+// nodes, and racing appends of one id meet the leader's checks of
+// proposals still in flight.
+func TestConformanceCluster(t *testing.T) {
+	nodes := startCluster(t)
+	openClustered(t, nodes[0], -1) // waits for the cluster's first leaders
+	journaltest.Run(t, &clusterBackend{nodes: nodes})
+}

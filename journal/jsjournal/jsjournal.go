@@ -529,11 +529,15 @@ func (j *Journal) Wait(ctx context.Context, after uint64) error {
 // DeleteBefore deletes the records before seq (a purge of the stream up to
 // seq), the building block of retention. seq must be at most LastSeq, so
 // the last record is never deleted; the purge deletes from the front only,
-// and FirstSeq is seq once it returns.
+// and FirstSeq is seq once it returns. A seq at or below FirstSeq deletes
+// nothing.
 func (j *Journal) DeleteBefore(ctx context.Context, seq uint64) error {
-	_, last, err := j.bounds(ctx)
+	first, last, err := j.bounds(ctx)
 	if err != nil {
 		return err
+	}
+	if seq <= first {
+		return nil // nothing before it (and a purge up to 0 would delete all)
 	}
 	if seq > last {
 		return fmt.Errorf("jsjournal: delete before %d: the last record is %d and is never deleted", seq, last)
@@ -695,7 +699,10 @@ func (j *Journal) Close() error {
 		j.downStop(journal.ErrClosed)
 		j.mu.Unlock()
 		j.watch.Stop()
-		<-j.watch.Closed()
+		select {
+		case <-j.watch.Closed():
+		case <-time.After(j.timeout): // closing the connection ends it
+		}
 		j.nc.Close()
 	})
 	return nil

@@ -283,3 +283,32 @@ func TestLongDedupID(t *testing.T) {
 		t.Fatalf("duplicate of a long id = %d, %v; want %d and a DuplicateError", seq, err, first)
 	}
 }
+
+// TestDeleteBefore: it never deletes the last record, and a sequence at or
+// below FirstSeq (0 included, which to JetStream would mean everything)
+// deletes nothing.
+func TestDeleteBefore(t *testing.T) {
+	ts := startServer(t, server.Options{})
+	j := openJournal(t, testOptions(ts.url(), "purge"))
+	for i := range 5 {
+		journaltest.MustAppend(t, j, journaltest.Message(i))
+	}
+	ctx := context.Background()
+	if err := j.DeleteBefore(ctx, 6); err == nil {
+		t.Fatal("DeleteBefore(LastSeq+1) succeeded: it would delete the last record")
+	}
+	for _, seq := range []uint64{0, 1} {
+		if err := j.DeleteBefore(ctx, seq); err != nil {
+			t.Fatalf("DeleteBefore(%d): %v", seq, err)
+		}
+		if got := journaltest.FirstSeq(t, j); got != 1 {
+			t.Fatalf("FirstSeq after DeleteBefore(%d) = %d, want 1", seq, got)
+		}
+	}
+	if err := j.DeleteBefore(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	if first, last := journaltest.FirstSeq(t, j), journaltest.LastSeq(t, j); first != 5 || last != 5 {
+		t.Fatalf("after DeleteBefore(5): FirstSeq %d, LastSeq %d; want 5, 5", first, last)
+	}
+}
