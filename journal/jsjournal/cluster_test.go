@@ -83,6 +83,7 @@ func openClustered(t *testing.T, node *testServer, check time.Duration) *Journal
 // is back the journal recovers by itself, and what was acknowledged is
 // all there, gap-free.
 func TestCluster(t *testing.T) {
+	t.Parallel() // mostly waits for elections, as TestConformanceCluster does
 	nodes := startCluster(t)
 	j1 := openClustered(t, nodes[0], 500*time.Millisecond)
 	acked := map[uint64]*journal.Record{}
@@ -238,6 +239,7 @@ func (b *clusterBackend) Forget(t *testing.T, j journal.Journal, seq uint64) {
 // nodes, and racing appends of one id meet the leader's checks of
 // proposals still in flight.
 func TestConformanceCluster(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t)
 	openClustered(t, nodes[0], -1) // waits for the cluster's first leaders
 	journaltest.Run(t, &clusterBackend{nodes: nodes})
