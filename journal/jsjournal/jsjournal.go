@@ -48,8 +48,9 @@ type Options struct {
 	Logger *slog.Logger
 	// NATSOptions are applied after the journal's own connection options
 	// (which reconnect for ever, never buffer while reconnecting, and
-	// install the connection's event handlers): credentials, TLS, a
-	// connection name, a shorter reconnect wait.
+	// install the disconnect and reconnect handlers that health depends
+	// on, so these must not replace them): credentials, TLS, a connection
+	// name, a shorter reconnect wait.
 	NATSOptions []nats.Option
 }
 
