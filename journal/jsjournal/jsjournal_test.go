@@ -312,3 +312,18 @@ func TestDeleteBefore(t *testing.T) {
 		t.Fatalf("after DeleteBefore(5): FirstSeq %d, LastSeq %d; want 5, 5", first, last)
 	}
 }
+
+// TestOpenRefusesBadNames: a name that would change the stream's subjects
+// (dots, wildcards, spaces) is refused before anything is connected.
+func TestOpenRefusesBadNames(t *testing.T) {
+	for _, name := range []string{"a.b", "orders.>", "*", "two words", "ünï"} {
+		j, err := Open(t.Context(), Options{URL: "nats://127.0.0.1:1", Name: name})
+		if err == nil {
+			_ = j.Close()
+			t.Fatalf("Open(%q) succeeded", name)
+		}
+		if !strings.Contains(err.Error(), "invalid journal name") {
+			t.Errorf("Open(%q): %v, want an invalid-name error", name, err)
+		}
+	}
+}
