@@ -134,3 +134,8 @@ type Stats struct {
 	Failures   uint64
 	Recoveries uint64
 }
+
+// ErrFenced is wrapped by a store's error for a write refused because the
+// writer no longer holds the lease that guards it: in a cluster, another
+// instance has taken the resource over. Nothing was written.
+var ErrFenced = errors.New("fenced: this instance no longer owns the resource")

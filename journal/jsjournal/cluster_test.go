@@ -4,63 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
+	"github.com/switchboard-dev/switchboard/internal/natstest"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/journaltest"
 )
 
-// freePorts returns n TCP ports on loopback that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
-// startCluster starts three in-process servers with JetStream, routed to
-// each other on loopback: node i listens for clients on ports[i] and for
-// routes on ports[3+i].
-func startCluster(t *testing.T) []*testServer {
-	t.Helper()
-	ports := freePorts(t, 6)
-	var routes []string
-	for i := range 3 {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[3+i]))
-	}
-	var nodes []*testServer
-	for i := range 3 {
-		nodes = append(nodes, startServer(t, server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Port:       ports[i],
-			Cluster:    server.ClusterOpts{Name: "sb", Host: "127.0.0.1", Port: ports[3+i]},
-			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
-		}))
-	}
-	return nodes
-}
-
 // openClustered opens an R3 journal through node, retrying while the
 // cluster elects its first leaders (bounded). check is its CheckInterval.
-func openClustered(t *testing.T, node *testServer, check time.Duration) *Journal {
+func openClustered(t *testing.T, node *natstest.Server, check time.Duration) *Journal {
 	t.Helper()
-	opts := testOptions(node.url(), "cluster")
+	opts := testOptions(node.URL(), "cluster")
 	opts.Replicas = 3
 	opts.CheckInterval = check
 	deadline := time.Now().Add(30 * time.Second)
@@ -84,7 +40,7 @@ func openClustered(t *testing.T, node *testServer, check time.Duration) *Journal
 // all there, gap-free.
 func TestCluster(t *testing.T) {
 	t.Parallel() // mostly waits for elections, as TestConformanceCluster does
-	nodes := startCluster(t)
+	nodes := natstest.Cluster(t)
 	j1 := openClustered(t, nodes[0], 500*time.Millisecond)
 	acked := map[uint64]*journal.Record{}
 	appendAcked := func(j *Journal, i int) {
@@ -114,7 +70,7 @@ func TestCluster(t *testing.T) {
 	if leader == "n2" {
 		first, second = nodes[2], nodes[1]
 	}
-	first.stop()
+	first.Stop()
 	for i := 20; i < 30; i++ {
 		appendAcked(j1, i)
 	}
@@ -123,7 +79,7 @@ func TestCluster(t *testing.T) {
 	}
 
 	// Quorum lost: appends fail, never succeed, and Health says so.
-	second.stop()
+	second.Stop()
 	start := time.Now()
 	_, changed := j1.Health()
 	if _, err := j1.Append(context.Background(), journaltest.Message(100)); !errors.Is(err, journal.ErrUnavailable) {
@@ -146,7 +102,7 @@ func TestCluster(t *testing.T) {
 	}
 
 	// One node back: quorum again, the journal recovers by itself.
-	second.start()
+	second.Restart()
 	journaltest.WaitHealthy(t, j1)
 	t.Logf("recovered %v after the quorum was lost", time.Since(start))
 	last := journaltest.LastSeq(t, j1)
@@ -172,7 +128,7 @@ func TestCluster(t *testing.T) {
 	if err := <-waited; err != nil {
 		t.Fatalf("Wait through another node across the outage: %v", err)
 	}
-	first.start()
+	first.Restart()
 
 	// Through the other node: every acknowledged record, gap-free (an
 	// append that failed may be there too, with its own sequence).
@@ -213,7 +169,7 @@ func waitUnhealthy(t *testing.T, j *Journal, d time.Duration) {
 // three-node cluster, a stream per store. It has no Faults (TestCluster
 // breaks the cluster instead).
 type clusterBackend struct {
-	nodes []*testServer
+	nodes []*natstest.Server
 	n     int
 }
 
@@ -223,7 +179,7 @@ func (b *clusterBackend) NewStore(t *testing.T) string {
 }
 
 func (b *clusterBackend) Open(t *testing.T, store string) (journal.Journal, error) {
-	opts := testOptions(b.nodes[b.n%3].url(), store) // spread the journals over the nodes
+	opts := testOptions(b.nodes[b.n%3].URL(), store) // spread the journals over the nodes
 	opts.Replicas = 3
 	return Open(context.Background(), opts)
 }
@@ -240,7 +196,7 @@ func (b *clusterBackend) Forget(t *testing.T, j journal.Journal, seq uint64) {
 // proposals still in flight.
 func TestConformanceCluster(t *testing.T) {
 	t.Parallel()
-	nodes := startCluster(t)
+	nodes := natstest.Cluster(t)
 	openClustered(t, nodes[0], -1) // waits for the cluster's first leaders
 	journaltest.Run(t, &clusterBackend{nodes: nodes})
 }

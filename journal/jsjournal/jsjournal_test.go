@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard-dev/switchboard/internal/natstest"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/journal/journaltest"
 )
@@ -22,69 +23,6 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
-
-// testServer is an in-process nats-server with JetStream on loopback. It
-// can be shut down and started again on the same port and store
-// directory, as a crashed and restarted server would be.
-type testServer struct {
-	t    testing.TB
-	opts server.Options
-	mu   sync.Mutex
-	s    *server.Server
-}
-
-// startServer starts a server with JetStream in a fresh directory, synced
-// on every write so that a PubAck means durable, and shuts it down when
-// the test ends.
-func startServer(t testing.TB, opts server.Options) *testServer {
-	t.Helper()
-	opts.JetStream = true
-	opts.SyncAlways = true
-	opts.Host = "127.0.0.1"
-	if opts.Port == 0 {
-		opts.Port = -1
-	}
-	if opts.StoreDir == "" {
-		opts.StoreDir = t.TempDir()
-	}
-	opts.NoLog, opts.NoSigs = true, true
-	ts := &testServer{t: t, opts: opts}
-	ts.start()
-	// Keep the port the server picked, so that a restart reuses it.
-	ts.opts.Port = ts.s.Addr().(*net.TCPAddr).Port
-	t.Cleanup(ts.stop)
-	return ts
-}
-
-func (ts *testServer) start() {
-	ts.t.Helper()
-	opts := ts.opts // the server keeps and changes what it is given
-	s, err := server.NewServer(&opts)
-	if err != nil {
-		ts.t.Fatalf("nats-server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		ts.t.Fatal("nats-server did not start")
-	}
-	ts.mu.Lock()
-	ts.s = s
-	ts.mu.Unlock()
-}
-
-func (ts *testServer) stop() {
-	ts.mu.Lock()
-	s := ts.s
-	ts.s = nil
-	ts.mu.Unlock()
-	if s != nil {
-		s.Shutdown()
-		s.WaitForShutdown()
-	}
-}
-
-func (ts *testServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", ts.opts.Port) }
 
 // testOptions are the journal options the tests use: quick reconnects,
 // probes and health checks, and a short append timeout, so that failures
@@ -106,11 +44,11 @@ func testOptions(url, name string) Options {
 // test.
 type backend struct {
 	mu      sync.Mutex
-	servers map[string]*testServer
+	servers map[string]*natstest.Server
 }
 
 func (b *backend) NewStore(t *testing.T) string {
-	ts := startServer(t, server.Options{})
+	ts := natstest.Start(t, server.Options{})
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	store := fmt.Sprintf("s%d", len(b.servers))
@@ -118,24 +56,24 @@ func (b *backend) NewStore(t *testing.T) string {
 	return store
 }
 
-func (b *backend) server(store string) *testServer {
+func (b *backend) server(store string) *natstest.Server {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.servers[store]
 }
 
 func (b *backend) Open(t *testing.T, store string) (journal.Journal, error) {
-	return Open(context.Background(), testOptions(b.server(store).url(), "journal-"+store))
+	return Open(context.Background(), testOptions(b.server(store).URL(), "journal-"+store))
 }
 
 // Break shuts the store's server down: the connection drops, and nothing
 // answers until Repair.
-func (b *backend) Break(t *testing.T, store string) { b.server(store).stop() }
+func (b *backend) Break(t *testing.T, store string) { b.server(store).Stop() }
 
 // Repair starts the server again on the same port and store directory, as
 // after a crash: the stream comes back from disk and the journal
 // reconnects by itself.
-func (b *backend) Repair(t *testing.T, store string) { b.server(store).start() }
+func (b *backend) Repair(t *testing.T, store string) { b.server(store).Restart() }
 
 // Forget deletes records as retention would: a purge up to seq.
 func (b *backend) Forget(t *testing.T, j journal.Journal, seq uint64) {
@@ -145,7 +83,7 @@ func (b *backend) Forget(t *testing.T, j journal.Journal, seq uint64) {
 }
 
 func TestConformance(t *testing.T) {
-	journaltest.Run(t, &backend{servers: map[string]*testServer{}})
+	journaltest.Run(t, &backend{servers: map[string]*natstest.Server{}})
 }
 
 func openJournal(t *testing.T, opts Options) *Journal {
@@ -178,10 +116,10 @@ func TestOpenUnreachable(t *testing.T) {
 // TestSameBytes: the stream holds journal.AppendRecord's bytes, as
 // pebblejournal does, and no payload reaches the log.
 func TestSameBytes(t *testing.T) {
-	ts := startServer(t, server.Options{})
+	ts := natstest.Start(t, server.Options{})
 	var logs strings.Builder
 	var logMu sync.Mutex
-	opts := testOptions(ts.url(), "bytes")
+	opts := testOptions(ts.URL(), "bytes")
 	opts.Logger = newLogger(&logs, &logMu)
 	j := openJournal(t, opts)
 	r := journaltest.Message(7)
@@ -194,11 +132,11 @@ func TestSameBytes(t *testing.T) {
 		t.Fatalf("stored %q, want AppendRecord's %q", m.Data, want)
 	}
 	// A failure and a recovery are logged, without payloads.
-	ts.stop()
+	ts.Stop()
 	if _, err := j.Append(context.Background(), journaltest.Message(8)); !errors.Is(err, journal.ErrUnavailable) {
 		t.Fatalf("Append without a server = %v, want ErrUnavailable", err)
 	}
-	ts.start()
+	ts.Restart()
 	journaltest.WaitHealthy(t, j)
 	j.Close()
 	logMu.Lock()
@@ -217,9 +155,9 @@ func TestSameBytes(t *testing.T) {
 // TestWaitOtherWriter: Wait wakes for a record another journal on the same
 // stream appended, through the ordered consumer.
 func TestWaitOtherWriter(t *testing.T) {
-	ts := startServer(t, server.Options{})
-	a := openJournal(t, testOptions(ts.url(), "shared"))
-	opts := testOptions(ts.url(), "shared")
+	ts := natstest.Start(t, server.Options{})
+	a := openJournal(t, testOptions(ts.URL(), "shared"))
+	opts := testOptions(ts.URL(), "shared")
 	opts.CheckInterval = -1 // no probes: only the ordered consumer wakes b
 	b := openJournal(t, opts)
 	journaltest.MustAppend(t, a, journaltest.Message(0))
@@ -266,8 +204,8 @@ func newLogger(w *strings.Builder, mu *sync.Mutex) *slog.Logger {
 // TestLongDedupID: ids too long for a subject are hashed; they still
 // suppress their duplicates, and only those.
 func TestLongDedupID(t *testing.T) {
-	ts := startServer(t, server.Options{})
-	j := openJournal(t, testOptions(ts.url(), "long"))
+	ts := natstest.Start(t, server.Options{})
+	j := openJournal(t, testOptions(ts.URL(), "long"))
 	long := strings.Repeat("MSH-10^", 200)
 	rec := func(i int, id string) *journal.Record {
 		r := journaltest.Message(i)
@@ -288,8 +226,8 @@ func TestLongDedupID(t *testing.T) {
 // below FirstSeq (0 included, which to JetStream would mean everything)
 // deletes nothing.
 func TestDeleteBefore(t *testing.T) {
-	ts := startServer(t, server.Options{})
-	j := openJournal(t, testOptions(ts.url(), "purge"))
+	ts := natstest.Start(t, server.Options{})
+	j := openJournal(t, testOptions(ts.URL(), "purge"))
 	for i := range 5 {
 		journaltest.MustAppend(t, j, journaltest.Message(i))
 	}
