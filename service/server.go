@@ -65,6 +65,8 @@ type ServerOptions struct {
 //	extra        opts.UnaryInterceptors / StreamInterceptors (auth)
 //	validation   protovalidate rules from the proto: INVALID_ARGUMENT, with
 //	             ErrorInfo and BadRequest added (errors.go)
+//	cluster      in a cluster only: calls about a resource run on its
+//	             owner (clustered.go)
 //
 // Health starts SERVING for the whole server and for SwitchboardService,
 // and its Watch streams end when svc shuts down; the caller owns Serve,
@@ -107,6 +109,9 @@ func NewGRPCServer(svc *Service, opts ServerOptions) (*grpc.Server, *health.Serv
 	)
 	unary = append(unary, opts.UnaryInterceptors...)
 	unary = append(unary, validationDetailsUnary, grpcvalidate.UnaryServerInterceptor(v))
+	if svc.node != nil {
+		unary = append(unary, svc.clusterUnary) // clustered.go
+	}
 	stream := append([]grpc.StreamServerInterceptor(nil), opts.OuterStreamInterceptors...)
 	stream = append(stream,
 		recovery.StreamServerInterceptor(onPanic),

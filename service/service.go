@@ -27,6 +27,7 @@ import (
 	"github.com/switchboard-dev/switchboard/internal/tlsfiles"
 	"github.com/switchboard-dev/switchboard/journal"
 	"github.com/switchboard-dev/switchboard/observe"
+	"github.com/switchboard-dev/switchboard/service/cluster"
 	"github.com/switchboard-dev/switchboard/service/delivery"
 	"github.com/switchboard-dev/switchboard/service/outbox"
 	"github.com/switchboard-dev/switchboard/service/registry"
@@ -101,6 +102,13 @@ type Config struct {
 	// ConnSlots, when set, caps the connections all listeners hold open
 	// together (transport.ConnSlots). Nil: only each listener's own cap.
 	ConnSlots *transport.ConnSlots
+	// Cluster, when set, makes this Service one instance of a cluster
+	// (clustered.go): State, Outbox, Consumers, Answers and the Journal
+	// must then be the cluster's shared ones (package jsjournal), and the
+	// Outbox fenced by this node's leases. Restore then takes over what has
+	// no live owner instead of restoring everything, and NewGRPCServer
+	// routes calls to the instance that owns their resource.
+	Cluster *cluster.Node
 }
 
 // TLSProfiles resolves TLS profile names (*tlsfiles.Profiles).
@@ -158,6 +166,14 @@ type Service struct {
 	policy   AddressPolicy
 	slots    *transport.ConnSlots
 
+	// In a cluster (clustered.go, reconcile.go): the node, the shared
+	// desired state, the listeners on every instance seen in it (touched
+	// by reconcile only), and how to stop the reconcile loop.
+	node        *cluster.Node
+	state       registry.StateStore
+	every       map[string]bool
+	stopCluster context.CancelFunc
+
 	// bg runs the service's own goroutines (wakeOutboxOnRecovery); Shutdown
 	// waits for them after cancel.
 	bg sync.WaitGroup
@@ -190,6 +206,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Answers == nil {
 		cfg.Answers = NewMemAnswers()
 	}
+	if cfg.Cluster != nil && cfg.State == nil {
+		return nil, errors.New("service: a cluster needs its shared State")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		log:      cfg.Logger,
@@ -205,6 +224,9 @@ func New(cfg Config) (*Service, error) {
 		profiles: cfg.TLSProfiles,
 		policy:   cfg.AddressPolicy,
 		slots:    cfg.ConnSlots,
+		node:     cfg.Cluster,
+		state:    cfg.State,
+		every:    map[string]bool{},
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -246,7 +268,16 @@ func (s *Service) Events() *observe.Bus { return s.events }
 // server reports SERVING. It returns when every listener has been bound or
 // is backing off and every outbound connection has had a first, short try;
 // the error is the state store's, when it cannot be read.
+//
+// In a cluster it starts answering calls from the other instances and takes
+// over the resources that have no live owner, then keeps doing so until
+// Shutdown (reconcile.go).
 func (s *Service) Restore(ctx context.Context) error {
+	if s.node != nil {
+		cctx, cancel := context.WithCancel(s.ctx)
+		s.stopCluster = cancel
+		return s.startCluster(cctx)
+	}
 	return s.reg.Restore(ctx)
 }
 
@@ -276,6 +307,11 @@ func (s *Service) Shutdown(ctx context.Context) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(transport.DefaultDrainTimeout)
+	}
+	if s.node != nil && s.stopCluster != nil {
+		// Hand everything over at once rather than after a lease TTL.
+		s.stopCluster()
+		s.releaseAll(ctx, true)
 	}
 	// Concurrently: the registry's drain waits for the acknowledgements of
 	// queued messages in flight, which the outbox records before it stops.

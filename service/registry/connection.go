@@ -386,7 +386,7 @@ func (r *Registry) Disconnect(ctx context.Context, id string) (ConnectionView, e
 }
 
 func (r *Registry) remove(ctx context.Context, e *connection, rm *removal) {
-	if err := r.deleteState(ctx, TypeConnection, e.id); err != nil {
+	if err := r.deleteStateUnless(ctx, rm.keepState, TypeConnection, e.id); err != nil {
 		r.mu.Lock()
 		e.removing, rm.err = nil, err
 		close(rm.done)

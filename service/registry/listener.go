@@ -29,9 +29,12 @@ type listener struct {
 // removal is a StopListener or Disconnect in progress; calls made
 // meanwhile wait for its result.
 type removal struct {
-	done chan struct{}
-	err  error          // set before done closes
-	conn ConnectionView // Disconnect's result
+	// keepState: the resource is released (Release), not removed; its
+	// desired state stays recorded for the instance that takes it over.
+	keepState bool
+	done      chan struct{}
+	err       error          // set before done closes
+	conn      ConnectionView // Disconnect's result
 }
 
 func (e *listener) view() ListenerView {
@@ -245,7 +248,7 @@ func (r *Registry) StopListener(ctx context.Context, id string, deadline time.Ti
 }
 
 func (r *Registry) stopListener(ctx context.Context, e *listener, st *removal, deadline time.Time) {
-	if err := r.deleteState(ctx, TypeListener, e.id); err != nil {
+	if err := r.deleteStateUnless(ctx, st.keepState, TypeListener, e.id); err != nil {
 		r.mu.Lock()
 		e.stop, st.err = nil, err
 		close(st.done)

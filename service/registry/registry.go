@@ -372,3 +372,8 @@ func (r *Registry) tryNow(ctx context.Context, t *retry, running bool) error {
 	}
 	return nil
 }
+
+// NewID returns a random resource id with the given prefix ("l-", "c-"),
+// as the registry makes for a resource created without one; in a cluster
+// the id is chosen before the lease is taken.
+func NewID(prefix string) string { return newID(prefix) }

@@ -82,11 +82,39 @@ func (r *Registry) Restore(ctx context.Context) error {
 	if r.cfg.ListenerConfig == nil || r.cfg.DialConfig == nil {
 		return errors.New("registry: Restore needs Config.ListenerConfig and Config.DialConfig")
 	}
+	var all []Resource
+	err := r.cfg.State.Resources(ctx, func(typ, id string, b []byte, created time.Time) error {
+		all = append(all, Resource{Type: typ, ID: id, Spec: b, Created: created})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read desired state: %w", err)
+	}
+	return r.Adopt(ctx, all)
+}
+
+// Resource is one stored resource, as the StateStore keeps it.
+type Resource struct {
+	Type, ID string
+	Spec     []byte // the marshalled ListenerConfig or ConnectionConfig
+	Created  time.Time
+}
+
+// Adopt brings up stored resources that are not in the registry yet, as
+// Restore does (which is Adopt of everything stored), without writing the
+// state store: they are recorded already. In a cluster, an instance adopts
+// a resource once it holds its lease (service/cluster), and Release gives
+// it up again. A resource that cannot be read is logged and skipped.
+func (r *Registry) Adopt(ctx context.Context, rs []Resource) error {
+	if r.cfg.ListenerConfig == nil || r.cfg.DialConfig == nil {
+		return errors.New("registry: Adopt needs Config.ListenerConfig and Config.DialConfig")
+	}
 	began := time.Now()
 	var ls []*listener
 	var cs []*connection
 	skipped := 0
-	err := r.cfg.State.Resources(ctx, func(typ, id string, b []byte, created time.Time) error {
+	for _, res := range rs {
+		typ, id := res.Type, res.ID
 		var spec proto.Message
 		switch typ {
 		case TypeListener:
@@ -96,26 +124,22 @@ func (r *Registry) Restore(ctx context.Context) error {
 		default:
 			r.log.Error("desired state: unknown resource type; skipped", "type", typ, "id", id)
 			skipped++
-			return nil
+			continue
 		}
-		if err := proto.Unmarshal(b, spec); err != nil {
+		if err := proto.Unmarshal(res.Spec, spec); err != nil {
 			r.log.Error("desired state: unreadable resource; skipped", "type", typ, "id", id, "err", err)
 			skipped++
-			return nil
+			continue
 		}
 		switch spec := spec.(type) {
 		case *switchboardv1.ListenerConfig:
 			ls = append(ls, &listener{id: id, spec: spec, cfg: r.listenerHooks(id, r.cfg.ListenerConfig(spec)),
-				created: created, ready: make(chan struct{}), retry: newRetry(r.rebind)})
+				created: res.Created, ready: make(chan struct{}), retry: newRetry(r.rebind)})
 		case *switchboardv1.ConnectionConfig:
 			cs = append(cs, &connection{id: id, spec: spec, dial: r.dialHooks(id, r.cfg.DialConfig(spec)),
-				created: created, listed: true, state: ConnConnecting, retry: newRetry(reconnectBackoff(spec.GetReconnect())),
+				created: res.Created, listed: true, state: ConnConnecting, retry: newRetry(reconnectBackoff(spec.GetReconnect())),
 				announced: make(chan struct{})})
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("read desired state: %w", err)
 	}
 
 	r.mu.Lock()
@@ -170,8 +194,51 @@ func (r *Registry) Restore(ctx context.Context) error {
 			open++
 		}
 	}
-	r.log.Info("desired state restored", "listeners", len(ls), "listeners_bound", bound,
+	r.log.Info("resources brought up", "listeners", len(ls), "listeners_bound", bound,
 		"outbound_connections", len(cs), "outbound_open", open, "skipped", skipped,
 		"elapsed", time.Since(began).Round(time.Millisecond))
 	return nil
+}
+
+// deleteStateUnless is deleteState, unless keep.
+func (r *Registry) deleteStateUnless(ctx context.Context, keep bool, typ, id string) error {
+	if keep {
+		return nil
+	}
+	return r.deleteState(ctx, typ, id)
+}
+
+// Release stops a listener or outbound connection here without removing
+// it: its desired state stays recorded, so that another instance of a
+// cluster brings it up (Adopt) once it holds the lease. A listener drains
+// until deadline; a connection's session is closed and its outbox worker
+// stopped. Releasing what is not here is not an error.
+func (r *Registry) Release(ctx context.Context, typ, id string, deadline time.Time) error {
+	r.mu.Lock()
+	switch typ {
+	case TypeListener:
+		e, ok := r.listeners[id]
+		if !ok || e.stop != nil {
+			r.mu.Unlock()
+			return nil
+		}
+		st := &removal{keepState: true, done: make(chan struct{})}
+		e.stop = st
+		r.mu.Unlock()
+		r.stopListener(ctx, e, st, deadline)
+		return st.err
+	case TypeConnection:
+		e, ok := r.conns[id]
+		if !ok || e.spec == nil || e.removing != nil {
+			r.mu.Unlock()
+			return nil
+		}
+		rm := &removal{keepState: true, done: make(chan struct{})}
+		e.removing = rm
+		r.mu.Unlock()
+		r.remove(ctx, e, rm)
+		return rm.err
+	}
+	r.mu.Unlock()
+	return fmt.Errorf("registry: Release: unknown resource type %q", typ)
 }

@@ -2064,8 +2064,12 @@ type ListenerConfig struct {
 	// vanished peer is found within a bound (with the default keepalive,
 	// 90 s). Unset: 60 s. Zero: the kernel's default (about 15 minutes).
 	TcpUserTimeout *durationpb.Duration `protobuf:"bytes,17,opt,name=tcp_user_timeout,json=tcpUserTimeout,proto3" json:"tcp_user_timeout,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// In a cluster (serve --cluster): bind the listener on every instance
+	// (behind a TCP load balancer) instead of on the one instance that holds
+	// its lease. Ignored on a single instance.
+	EveryInstance bool `protobuf:"varint,18,opt,name=every_instance,json=everyInstance,proto3" json:"every_instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListenerConfig) Reset() {
@@ -2215,6 +2219,13 @@ func (x *ListenerConfig) GetTcpUserTimeout() *durationpb.Duration {
 		return x.TcpUserTimeout
 	}
 	return nil
+}
+
+func (x *ListenerConfig) GetEveryInstance() bool {
+	if x != nil {
+		return x.EveryInstance
+	}
+	return false
 }
 
 // ListenerTls makes a listener a TLS server (TLS 1.2 or later).
@@ -2591,8 +2602,12 @@ type ListenerStatus struct {
 	LastError string `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// When the next bind is tried, while BACKING_OFF.
 	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The instance that runs the listener, in a cluster (serve --cluster):
+	// its --instance name. In a listener that runs on every instance, the
+	// instance that answered. Empty on a single instance.
+	Instance      string `protobuf:"bytes,16,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListenerStatus) Reset() {
@@ -2721,6 +2736,13 @@ func (x *ListenerStatus) GetNextAttemptTime() *timestamppb.Timestamp {
 		return x.NextAttemptTime
 	}
 	return nil
+}
+
+func (x *ListenerStatus) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
 }
 
 // StartListenerRequest is the request of StartListener.
@@ -3910,7 +3932,10 @@ type ConnectionStatus struct {
 	// Outbound: messages in its outbox not yet delivered or failed.
 	QueuedMessageCount int64 `protobuf:"varint,14,opt,name=queued_message_count,json=queuedMessageCount,proto3" json:"queued_message_count,omitempty"`
 	// The TLS session; unset for plain TCP.
-	Tls           *TlsState `protobuf:"bytes,15,opt,name=tls,proto3" json:"tls,omitempty"`
+	Tls *TlsState `protobuf:"bytes,15,opt,name=tls,proto3" json:"tls,omitempty"`
+	// The instance that owns the connection, in a cluster (serve --cluster):
+	// its --instance name. Empty on a single instance.
+	Instance      string `protobuf:"bytes,16,opt,name=instance,proto3" json:"instance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4048,6 +4073,13 @@ func (x *ConnectionStatus) GetTls() *TlsState {
 		return x.Tls
 	}
 	return nil
+}
+
+func (x *ConnectionStatus) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
 }
 
 // TlsState describes a connection's TLS session.
@@ -7681,7 +7713,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x0eFixedAckPolicy\x12\x1d\n" +
 	"\x03ack\x18\x01 \x01(\fB\v\xbaH\bz\x06\x10\x01\x18\x80\x80\x04R\x03ack\x12\x1b\n" +
 	"\x03nak\x18\x02 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x03nak\"\r\n" +
-	"\vNoAckPolicy\"\xc3\b\n" +
+	"\vNoAckPolicy\"\xea\b\n" +
 	"\x0eListenerConfig\x12$\n" +
 	"\aaddress\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xac\x02R\aaddress\x121\n" +
@@ -7707,7 +7739,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x0eproxy_protocol\x18\x0f \x01(\v2\x1d.switchboard.v1.ProxyProtocolR\rproxyProtocol\x12P\n" +
 	"\x17max_messages_per_second\x18\x10 \x01(\x01B\x19\xbaH\x16\x12\x14@\x01\x19\x00\x00\x00\x00\x80\x84.A)\x00\x00\x00\x00\x00\x00\x00\x00R\x14maxMessagesPerSecond\x12R\n" +
 	"\x10tcp_user_timeout\x18\x11 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
-	"\xaa\x01\a\"\x03\b\x90\x1c2\x00R\x0etcpUserTimeout\"\xee\x03\n" +
+	"\xaa\x01\a\"\x03\b\x90\x1c2\x00R\x0etcpUserTimeout\x12%\n" +
+	"\x0eevery_instance\x18\x12 \x01(\bR\reveryInstance\"\xee\x03\n" +
 	"\vListenerTls\x12<\n" +
 	"\aprofile\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^[a-z0-9][a-z0-9._-]{0,62}$R\aprofile\x12Z\n" +
 	"\x12client_certificate\x18\x02 \x01(\x0e2!.switchboard.v1.ClientCertificateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x11clientCertificate\x12S\n" +
@@ -7729,7 +7762,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\vlistener_id\x18\x01 \x01(\tR\n" +
 	"listenerId\x126\n" +
 	"\x06config\x18\x02 \x01(\v2\x1e.switchboard.v1.ListenerConfigR\x06config\x126\n" +
-	"\x06status\x18\x03 \x01(\v2\x1e.switchboard.v1.ListenerStatusR\x06status\"\xe9\x06\n" +
+	"\x06status\x18\x03 \x01(\v2\x1e.switchboard.v1.ListenerStatusR\x06status\"\x85\a\n" +
 	"\x0eListenerStatus\x123\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1d.switchboard.v1.ListenerStateR\x05state\x12#\n" +
 	"\rbound_address\x18\x02 \x01(\tR\fboundAddress\x12;\n" +
@@ -7747,7 +7780,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\t \x01(\tR\tlastError\x12F\n" +
 	"\x11next_attempt_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\"\xa4\x01\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12\x1a\n" +
+	"\binstance\x18\x10 \x01(\tR\binstance\"\xa4\x01\n" +
 	"\x14StartListenerRequest\x12L\n" +
 	"\vlistener_id\x18\x01 \x01(\tB+\xbaH(r&2$^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$R\n" +
 	"listenerId\x12>\n" +
@@ -7845,7 +7879,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"listenerId\x12:\n" +
 	"\x06config\x18\x04 \x01(\v2 .switchboard.v1.ConnectionConfigH\x00R\x06config\x128\n" +
 	"\x06status\x18\x05 \x01(\v2 .switchboard.v1.ConnectionStatusR\x06statusB\b\n" +
-	"\x06origin\"\x96\x06\n" +
+	"\x06origin\"\xb2\x06\n" +
 	"\x10ConnectionStatus\x125\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1f.switchboard.v1.ConnectionStateR\x05state\x12#\n" +
 	"\rlocal_address\x18\x02 \x01(\tR\flocalAddress\x12%\n" +
@@ -7864,7 +7898,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x14failed_connect_count\x18\f \x01(\x03R\x12failedConnectCount\x12'\n" +
 	"\x0freconnect_count\x18\r \x01(\x03R\x0ereconnectCount\x120\n" +
 	"\x14queued_message_count\x18\x0e \x01(\x03R\x12queuedMessageCount\x12*\n" +
-	"\x03tls\x18\x0f \x01(\v2\x18.switchboard.v1.TlsStateR\x03tls\"\xae\x01\n" +
+	"\x03tls\x18\x0f \x01(\v2\x18.switchboard.v1.TlsStateR\x03tls\x12\x1a\n" +
+	"\binstance\x18\x10 \x01(\tR\binstance\"\xae\x01\n" +
 	"\bTlsState\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12!\n" +
 	"\fcipher_suite\x18\x02 \x01(\tR\vcipherSuite\x12#\n" +
