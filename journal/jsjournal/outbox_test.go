@@ -348,3 +348,104 @@ func TestOutboxBadInput(t *testing.T) {
 		t.Fatalf("Get of an unknown sequence = %v, want ErrNotFound", err)
 	}
 }
+
+// TestOutboxCrashWindows: what a crash between an Append's or an Update's
+// writes leaves behind is tolerated. A burnt sequence (n advanced, its
+// pending and idempotency entries written, no message) is never given out
+// again, is not pending, and its key does not count; a pending entry of a
+// message that became final does not make it pending.
+func TestOutboxCrashWindows(t *testing.T) {
+	ts := natstest.Start(t, server.Options{})
+	_, b := btOpenBucket(t, ts.URL(), "crash", 1)
+	o := NewOutbox(b, nil)
+	ctx := obCtx(t)
+	const conn = "conn.crash"
+	first := outboxtest.MustAppend(t, o, outboxtest.Message(conn, 1))
+
+	// An Append of sequence 2 with key "k" that crashed before its message.
+	for _, kv := range []struct{ key, val string }{
+		{outboxCounterKey(conn), "2"},
+		{outboxPendingKey(conn, 2), ""},
+		{outboxIdemKey(conn, "k"), "2"},
+	} {
+		if _, err := b.Put(ctx, kv.key, []byte(kv.val), Fence{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An Update of message 1 to ACCEPTED that crashed before deleting its
+	// pending entry.
+	done := proto.Clone(first).(*switchboardv1.Message)
+	done.State = switchboardv1.MessageState_MESSAGE_STATE_ACCEPTED
+	v, err := encodeOutboxMessage(done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, outboxMsgKey(conn, 1), v, Fence{}); err != nil {
+		t.Fatal(err)
+	}
+
+	if p, err := o.Pending(ctx, conn, 0, 10); err != nil || len(p) != 0 {
+		t.Fatalf("Pending = %d messages, %v; want none", len(p), err)
+	}
+	if pc, err := o.PendingConnections(ctx); err != nil || len(pc) != 0 {
+		t.Fatalf("PendingConnections = %q, %v; want none", pc, err)
+	}
+	if _, err := o.Get(ctx, conn, 2); !errors.Is(err, journal.ErrNotFound) {
+		t.Fatalf("Get of the burnt sequence = %v, want ErrNotFound", err)
+	}
+	retry := outboxtest.Message(conn, 2)
+	retry.IdempotencyKey = "k"
+	got, created, err := o.Append(ctx, retry)
+	if err != nil || !created || got.GetSequence() != 3 {
+		t.Fatalf("retried Append = sequence %d, created %v, %v; want a new message 3", got.GetSequence(), created, err)
+	}
+	again := outboxtest.Message(conn, 3)
+	again.IdempotencyKey = "k"
+	if got, created, err := o.Append(ctx, again); err != nil || created || got.GetSequence() != 3 {
+		t.Fatalf("Append with the key again = sequence %d, created %v, %v; want message 3", got.GetSequence(), created, err)
+	}
+	p, err := o.Pending(ctx, conn, 0, 10)
+	if err != nil || len(p) != 1 || p[0].GetSequence() != 3 {
+		t.Fatalf("Pending = %v, %v; want message 3", p, err)
+	}
+	all, err := o.Scan(ctx, "", 0, 10)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("Scan = %d messages, %v; want 1 and 3", len(all), err)
+	}
+	outboxtest.Same(t, all[0], done)
+}
+
+// TestOutboxCluster: an R3 bucket on three nodes. An instance connected to
+// another node reads every message another one appended as soon as its
+// Append returns (reads go to the stream's leader, never to a replica that
+// may be behind), and continues the sequence.
+func TestOutboxCluster(t *testing.T) {
+	nodes := natstest.Cluster(t)
+	_, ba := btOpenBucket(t, nodes[0].URL(), "cluster", 3)
+	_, bb := btOpenBucket(t, nodes[2].URL(), "cluster", 3)
+	a, b := NewOutbox(ba, nil), NewOutbox(bb, nil)
+	ctx := obCtx(t)
+	const conn = "conn.r3"
+	for i := range 20 {
+		m := outboxtest.MustAppend(t, a, outboxtest.Message(conn, i))
+		got, err := b.Get(ctx, conn, m.GetSequence())
+		if err != nil {
+			t.Fatalf("Get(%d) through another node: %v", m.GetSequence(), err)
+		}
+		outboxtest.Same(t, got, m)
+		u := proto.Clone(m).(*switchboardv1.Message)
+		u.State = switchboardv1.MessageState_MESSAGE_STATE_SENDING
+		if err := a.Update(ctx, u, false); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := b.Get(ctx, conn, m.GetSequence()); err != nil || got.GetState() != u.GetState() {
+			t.Fatalf("Get(%d) after an Update through another node: %v, %v", m.GetSequence(), got.GetState(), err)
+		}
+	}
+	if got := outboxtest.MustAppend(t, b, outboxtest.Message(conn, 20)); got.GetSequence() != 21 {
+		t.Fatalf("Append through another node got sequence %d, want 21", got.GetSequence())
+	}
+	if p, err := a.Pending(ctx, conn, 0, 100); err != nil || len(p) != 21 {
+		t.Fatalf("Pending = %d messages, %v; want 21", len(p), err)
+	}
+}
