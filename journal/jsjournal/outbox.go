@@ -92,7 +92,10 @@ import (
 // index and calls Pending once per connection found; Scan lists every
 // message key of the outbox (the cost grows with the whole outbox, for
 // every page) and reads up to n messages. There is no retention yet:
-// messages are never deleted.
+// messages are never deleted, nor are stale index entries. The lock of
+// every connection ever written stays in memory (a few bytes each). Leader
+// reads use the default JetStream API prefix ($JS.API), so a JetStream
+// domain or custom prefix is not supported yet.
 type Outbox struct {
 	b     *Bucket
 	fence FenceFunc
