@@ -59,6 +59,8 @@ type serveFlags struct {
 	// whose declared listeners and connections serve reconciles.
 	configPath string
 	file       *config.File
+	// cluster: serve --cluster and its companions (cluster.go).
+	cluster clusterFlags
 }
 
 // registerServeFlags defines serve's flags on fs, storing into f.
@@ -77,6 +79,7 @@ func registerServeFlags(fs *flag.FlagSet, f *serveFlags) {
 	fs.Int64Var(&f.retainBytes, "retain-bytes", pebblejournal.DefaultMaxBytes, "disk space kept for received and sent messages; above it the oldest are deleted (queued messages never are); a negative value sets no bound")
 	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server: Prometheus /metrics, /healthz, /readyz, the console (loopback only unless --insecure-admin: it has no authentication); empty: no admin server and no metrics at all")
 	f.sec.register(fs)
+	f.cluster.register(fs)
 	fs.BoolVar(&f.adminPprof, "admin-pprof", false, "also serve net/http/pprof (CPU, heap, block, mutex profiles; block and mutex sampling turned on) under /debug/pprof/ on the admin address")
 }
 
@@ -104,6 +107,10 @@ func (v namedValue) Type() string { return v.name }
 func checkServeFlags(f *serveFlags, stderr io.Writer) error {
 	if f.adminPprof && f.adminAddr == "" {
 		fmt.Fprintln(stderr, "serve: --admin-pprof needs an --admin-addr")
+		return errUsage
+	}
+	if err := f.cluster.check(); err != nil {
+		fmt.Fprintf(stderr, "serve: %v\n", err)
 		return errUsage
 	}
 	warnings, err := f.sec.check(f.grpcAddr, f.adminAddr, stderr)
@@ -206,34 +213,55 @@ func serve(f serveFlags, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
 	metrics, reg, err := newMetrics(f)
 	if err != nil {
 		return err
 	}
-	jopts := pebblejournal.Options{
-		NoSync:   f.noFsync,
-		Logger:   logger.With("component", "journal"),
-		MaxAge:   f.retainAge,
-		MaxBytes: f.retainBytes,
-		// Retention waits for the consumers' floor (set below, once they
-		// are loaded), so a restart after a long stop keeps what they
-		// have not acked.
-		AwaitRetentionFloor: true,
-	}
-	if metrics != nil {
-		jopts.OnCommit = metrics.JournalCommitted
-	}
-	j, err := pebblejournal.Open(f.dataDir, jopts)
-	if err != nil {
-		return fmt.Errorf("open journal: %w", err)
+	var j journal.Journal
+	// stores fills in the stores that live with the journal: in its Pebble
+	// database, or in the cluster's JetStream.
+	var stores func(*service.Config)
+	setFloor := func(func() uint64) {}
+	if f.cluster.urls == "" {
+		if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+		jopts := pebblejournal.Options{
+			NoSync:   f.noFsync,
+			Logger:   logger.With("component", "journal"),
+			MaxAge:   f.retainAge,
+			MaxBytes: f.retainBytes,
+			// Retention waits for the consumers' floor (set below, once they
+			// are loaded), so a restart after a long stop keeps what they
+			// have not acked.
+			AwaitRetentionFloor: true,
+		}
+		if metrics != nil {
+			jopts.OnCommit = metrics.JournalCommitted
+		}
+		pj, err := pebblejournal.Open(f.dataDir, jopts)
+		if err != nil {
+			return fmt.Errorf("open journal: %w", err)
+		}
+		j = pj
+		stores = func(c *service.Config) {
+			c.State, c.Outbox, c.Consumers, c.Answers = pj.StateStore(), pj.Outbox(), pj.Consumers(), pj.Answers()
+		}
+		setFloor = pj.SetRetentionFloor
+		if f.noFsync {
+			logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
+		}
+	} else {
+		p, err := openCluster(ctx, f.cluster, f.retainAge, logger)
+		if err != nil {
+			return err
+		}
+		// Deferred before closeJournal, so it runs after it: the node
+		// leaves the cluster once the service has stopped.
+		defer p.close()
+		j, stores = p.journal, p.cfg
 	}
 	defer closeJournal(j, f.shutdownTimeout, logger)
-	if f.noFsync {
-		logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
-	}
 	ext, err := newObsExtras(ctx, logger, j)
 	if err != nil {
 		return err
@@ -248,25 +276,23 @@ func serve(f serveFlags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	svc, err := service.New(service.Config{
+	scfg := service.Config{
 		Journal:          j,
 		Logger:           logger,
 		MaxBufferedBytes: f.maxBuffered,
-		State:            j.StateStore(),
-		Outbox:           j.Outbox(),
-		Consumers:        j.Consumers(),
-		Answers:          j.Answers(),
 		Observer:         observe.Join(append([]*transport.Observer{metricsObserver(metrics)}, ext.observers...)...),
 		InboundSpan:      ext.inboundSpan,
 		TLSProfiles:      tlsProfiles(profiles),
 		AddressPolicy:    policy,
 		ConnSlots:        f.sec.connSlots(),
-	})
+	}
+	stores(&scfg)
+	svc, err := service.New(scfg)
 	if err != nil {
 		return err
 	}
 	// Retention by age keeps what a durable consumer has not acked.
-	j.SetRetentionFloor(svc.Consumers().Floor)
+	setFloor(svc.Consumers().Floor)
 	creds, err := f.sec.grpcCredentials(logger)
 	if err != nil {
 		return err

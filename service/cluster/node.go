@@ -160,7 +160,11 @@ func (n *Node) TTL() time.Duration { return n.ttl }
 // its member key, which is deleted so that the others need not wait a TTL.
 func (n *Node) Close() {
 	n.cancel()
-	for _, s := range n.subs {
+	n.mu.Lock()
+	subs := n.subs
+	n.subs = nil
+	n.mu.Unlock()
+	for _, s := range subs {
 		_ = s.Unsubscribe()
 	}
 	n.done.Wait()
