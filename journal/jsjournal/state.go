@@ -121,64 +121,76 @@ func (s *StateStore) Resources(ctx context.Context, fn func(typ, id string, spec
 // ctx's error. A deletion comes with deleted true and a nil spec. It is how
 // the instances of a cluster learn of resources another one created or
 // deleted. fn runs on Watch's goroutine, one call at a time; it must not
-// block for long, as the watch does not read on meanwhile.
+// block for long, as the watch reads nothing meanwhile.
 //
-// While NATS is unreachable the watch waits, and resumes where it was once
-// the server answers again (JetStream's ordered consumer recreates itself).
-// If the watch ends for good (its subscription closed, say because the
-// connection was closed), Watch returns an error wrapping
-// journal.ErrUnavailable; calling it again starts over with every current
-// resource.
+// It reads through an ordered consumer of the bucket's stream, from the
+// last value of every key on. While NATS is unreachable the watch waits;
+// the consumer recreates itself once the server answers again and goes on
+// after the last change it delivered, so nothing is missed or repeated.
+// Only creating the consumer is bounded by the bucket's timeout.
 func (s *StateStore) Watch(ctx context.Context, fn func(typ, id string, spec []byte, created time.Time, deleted bool)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// The watch's subscription lives as long as the context it is created
-	// with; a timer bounds its creation alone.
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	timer := time.AfterFunc(s.b.Timeout, cancel)
-	w, err := s.b.KV.Watch(wctx, stateAllFilter)
-	if !timer.Stop() && err == nil {
-		err = context.DeadlineExceeded
-	}
+	cctx, cancel := context.WithTimeout(ctx, s.b.Timeout)
+	cons, err := s.b.JS.OrderedConsumer(cctx, "KV_"+s.b.Name, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.b.Subject(stateAllFilter)},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return fmt.Errorf("jsjournal: watch resources: %w", s.b.Err(err))
 	}
-	defer func() { _ = w.Stop() }()
+	msgs := make(chan jetstream.Msg)
+	done := make(chan struct{}) // closed when Watch returns, so the callback never blocks for ever
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-done:
+		}
+	}, jetstream.PullExpiry(2*time.Second), jetstream.ConsumeErrHandler(func(jetstream.ConsumeContext, error) {
+		// The ordered consumer recreates itself.
+	}))
+	if err != nil {
+		return fmt.Errorf("jsjournal: watch resources: %w", s.b.Err(err))
+	}
+	defer cc.Stop()
+	defer close(done)
+	prefix := s.b.Subject("")
 	initDone := false
 	for {
+		var m jetstream.Msg
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("jsjournal: watch resources: %w", s.b.Err(errors.New("watch ended")))
-			}
-			if e == nil {
-				initDone = true
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				// A deleted key is no current resource; after the initial
-				// values, it is a deletion to report.
-				if initDone {
-					typ, id, err := resourceKey(e.Key())
-					if err != nil {
-						return fmt.Errorf("jsjournal: watch resources: %w", err)
-					}
-					fn(typ, id, nil, time.Time{}, true)
-				}
-				continue
-			}
-			r, err := decodeResource(e.Key(), e.Value())
+		case m = <-msgs:
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("jsjournal: watch resources: %w", err)
+		}
+		key := strings.TrimPrefix(m.Subject(), prefix)
+		switch {
+		case m.Headers().Get("KV-Operation") == "" && m.Headers().Get(jetstream.MarkerReasonHeader) == "":
+			r, err := decodeResource(key, m.Data())
 			if err != nil {
 				return fmt.Errorf("jsjournal: watch resources: %w", err)
 			}
 			fn(r.typ, r.id, r.spec, r.created, false)
+		case initDone:
+			// A deleted key is no current resource; after the initial
+			// values, it is a deletion to report.
+			typ, id, err := resourceKey(key)
+			if err != nil {
+				return fmt.Errorf("jsjournal: watch resources: %w", err)
+			}
+			fn(typ, id, nil, time.Time{}, true)
+		}
+		if md.NumPending == 0 {
+			initDone = true
 		}
 	}
 }

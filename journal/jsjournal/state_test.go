@@ -276,3 +276,50 @@ func TestStateStoreUnavailable(t *testing.T) {
 		t.Fatalf("after the restart: %q, want before and after", got)
 	}
 }
+
+// TestStateStoreWatchRestart: a watch survives its server's restart: it
+// reports a change made after the restart, without repeating what it
+// reported before, and without being called again.
+func TestStateStoreWatchRestart(t *testing.T) {
+	srv := natstest.Start(t, server.Options{})
+	_, ba := storesBucket(t, srv.URL(), "state-watch-restart")
+	_, bb := storesBucket(t, srv.URL(), "state-watch-restart")
+	a, b := NewStateStore(ba), NewStateStore(bb)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := a.PutResource(ctx, registry.TypeListener, "l1", []byte("one"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan watchEvent, 16)
+	wctx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- b.Watch(wctx, func(typ, id string, spec []byte, _ time.Time, deleted bool) {
+			events <- watchEvent{typ, id, string(spec), deleted}
+		})
+	}()
+	defer func() {
+		stop()
+		<-errc
+	}()
+	next := func(want watchEvent) {
+		t.Helper()
+		select {
+		case got := <-events:
+			if got != want {
+				t.Fatalf("watch event %+v, want %+v", got, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no watch event; want %+v", want)
+		}
+	}
+	next(watchEvent{registry.TypeListener, "l1", "one", false})
+	srv.Stop()
+	srv.Restart()
+	start := time.Now()
+	storesEventually(t, "PutResource after the restart", func() error {
+		return a.PutResource(ctx, registry.TypeListener, "l2", []byte("two"), time.Time{})
+	})
+	next(watchEvent{registry.TypeListener, "l2", "two", false})
+	t.Logf("watch resumed %v after the restart", time.Since(start))
+}
