@@ -37,6 +37,12 @@ type AnswerStore struct {
 // replica count (0 means 1), file storage, history 1 and TTL maxAge (which
 // must be positive), and returns its store. Each later write or read is
 // bounded by 5 s.
+//
+// It creates the bucket's stream itself, as CreateKeyValue would but with
+// AllowDirect off, so that Answer reads from the stream leader: a direct
+// get may be answered by a replica behind it, and miss an answer
+// PutAnswer has just returned for (the journal turns it off for the same
+// reason).
 func OpenAnswers(ctx context.Context, js jetstream.JetStream, name string, replicas int, maxAge time.Duration) (*AnswerStore, error) {
 	if !validName.MatchString(name) {
 		return nil, fmt.Errorf("jsjournal: invalid answer bucket name %q: letters, digits, '-' and '_' only", name)
@@ -47,13 +53,27 @@ func OpenAnswers(ctx context.Context, js jetstream.JetStream, name string, repli
 	if replicas <= 0 {
 		replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:   name,
-		History:  1,
-		TTL:      maxAge,
-		Storage:  jetstream.FileStorage,
-		Replicas: replicas,
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              "KV_" + name,
+		Subjects:          []string{"$KV." + name + ".>"},
+		MaxMsgsPerSubject: 1,
+		MaxAge:            maxAge,
+		MaxBytes:          -1,
+		MaxMsgs:           -1,
+		MaxMsgSize:        -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          replicas,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Discard:           jetstream.DiscardNew,
+		Duplicates:        min(2*time.Minute, maxAge),
+		AllowDirect:       false,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("jsjournal: answer bucket %q: %w", name, err)
+	}
+	kv, err := js.KeyValue(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("jsjournal: answer bucket %q: %w", name, err)
 	}

@@ -38,6 +38,13 @@ func TestAnswers(t *testing.T) {
 	ctx := t.Context()
 	srv := natstest.Start(t, server.Options{})
 	s := openAnswers(t, srv.URL(), "answers", time.Hour)
+	st, err := s.b.JS.Stream(ctx, "KV_answers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.AllowDirect || cfg.MaxAge != time.Hour || cfg.MaxMsgsPerSubject != 1 {
+		t.Fatalf("answer stream: AllowDirect %v, MaxAge %v, MaxMsgsPerSubject %d; want false, 1h, 1", cfg.AllowDirect, cfg.MaxAge, cfg.MaxMsgsPerSubject)
+	}
 	if _, err := s.Answer(ctx, 1); !errors.Is(err, journal.ErrNotFound) {
 		t.Fatalf("Answer of nothing = %v, want ErrNotFound", err)
 	}

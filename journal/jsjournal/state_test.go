@@ -323,3 +323,64 @@ func TestStateStoreWatchRestart(t *testing.T) {
 	next(watchEvent{registry.TypeListener, "l2", "two", false})
 	t.Logf("watch resumed %v after the restart", time.Since(start))
 }
+
+// TestStoresCluster: on three nodes with R3 buckets, what one instance
+// wrote through one node is read by instances on the other nodes as soon
+// as the write returned: desired state, consumers and answers.
+func TestStoresCluster(t *testing.T) {
+	t.Parallel() // mostly waits for elections
+	nodes := natstest.Cluster(t)
+	type instance struct {
+		state     *StateStore
+		consumers *ConsumerStore
+		answers   *AnswerStore
+	}
+	var in []instance
+	for _, n := range nodes {
+		_, js := storesConnect(t, n.URL())
+		var b *Bucket
+		var a *AnswerStore
+		storesEventually(t, "open R3 buckets", func() error {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			var err error
+			if b, err = OpenBucket(ctx, js, "cluster-stores", 3, 5*time.Second); err != nil {
+				return err
+			}
+			a, err = OpenAnswers(ctx, js, "cluster-answers", 3, time.Hour)
+			return err
+		})
+		in = append(in, instance{NewStateStore(b), NewConsumerStore(b), a})
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	for i := range 30 {
+		w := in[i%3]
+		id := fmt.Sprint(i)
+		if err := w.state.PutResource(ctx, registry.TypeListener, id, []byte(id), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.consumers.Save(ctx, "c", []byte(id), []journal.DeadLetter{{Seq: uint64(i + 1), Deliveries: 1}}, nil, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.answers.PutAnswer(ctx, uint64(i+1), []byte(id), false); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []instance{in[(i+1)%3], in[(i+2)%3]} {
+			n := 0
+			if err := r.state.Resources(ctx, func(string, string, []byte, time.Time) error { n++; return nil }); err != nil || n != i+1 {
+				t.Fatalf("write %d: Resources through another node: %d resources, %v; want %d", i, n, err, i+1)
+			}
+			var state string
+			if err := r.consumers.Load(ctx, func(_ string, s []byte) error { state = string(s); return nil }); err != nil || state != id {
+				t.Fatalf("write %d: Load through another node = %q, %v", i, state, err)
+			}
+			if d, err := r.consumers.DeadLetters(ctx, "c", uint64(i), 0); err != nil || len(d) != 1 {
+				t.Fatalf("write %d: DeadLetters through another node = %v, %v", i, d, err)
+			}
+			if v, err := r.answers.Answer(ctx, uint64(i+1)); err != nil || string(v) != id {
+				t.Fatalf("write %d: Answer through another node = %q, %v", i, v, err)
+			}
+		}
+	}
+}
