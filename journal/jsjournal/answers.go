@@ -27,8 +27,9 @@ import (
 // answer outlives its record.
 //
 // Every PutAnswer waits for its PubAck, durable or not. While NATS cannot
-// be reached, calls fail with an error wrapping journal.ErrUnavailable. It
-// is safe for concurrent use.
+// be reached, calls fail with an error wrapping journal.ErrUnavailable; a
+// PutAnswer that failed so may still take effect later (its request may be
+// sent on reconnect). It is safe for concurrent use.
 type AnswerStore struct {
 	b *Bucket
 }

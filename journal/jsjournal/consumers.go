@@ -8,7 +8,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchboard-dev/switchboard/journal"
 )
@@ -25,11 +28,22 @@ import (
 //
 // Every write waits for its PubAck, synced or not: a Save that returned is
 // on the stream's quorum, and readable by every instance. The store keeps
-// no cache. While NATS cannot be reached, calls fail with an error
-// wrapping journal.ErrUnavailable. It is safe for concurrent use; two
-// instances saving the same consumer at once are not fenced here (the
-// delivery manager runs a consumer on one instance).
-type ConsumerStore struct{ b *Bucket }
+// no cache. Deletions purge the keys' subjects from the bucket's stream
+// instead of writing delete markers, which a bucket of history 1 keeps for
+// ever: every dead letter is deleted some day, and nobody watches these
+// keys, so a deleted one leaves nothing behind.
+//
+// While NATS cannot be reached, calls fail with an error wrapping
+// journal.ErrUnavailable; a write that failed so may still take effect
+// later (its request may be sent on reconnect). It is safe for concurrent
+// use; two instances saving the same consumer at once are not fenced here
+// (the delivery manager runs a consumer on one instance).
+type ConsumerStore struct {
+	b *Bucket
+
+	mu     sync.Mutex
+	stream jetstream.Stream // the bucket's stream, once looked up
+}
 
 // NewConsumerStore returns the consumer store kept in b.
 func NewConsumerStore(b *Bucket) *ConsumerStore { return &ConsumerStore{b: b} }
@@ -116,7 +130,7 @@ func (s *ConsumerStore) Save(ctx context.Context, name string, state []byte, add
 		return fmt.Errorf("jsjournal: save consumer %q: %w", name, err)
 	}
 	for _, seq := range delDead {
-		if err := s.b.Delete(ctx, deadKey(name, seq), Fence{}); err != nil {
+		if err := s.purge(ctx, deadKey(name, seq)); err != nil {
 			return fmt.Errorf("jsjournal: save consumer %q: %w", name, err)
 		}
 	}
@@ -189,11 +203,11 @@ func (s *ConsumerStore) DeadLetters(ctx context.Context, name string, after uint
 }
 
 // Delete removes name's state and dead letters and returns once that is
-// durable. Removing one that does not exist is not an error. It deletes
-// the dead letters first, then the state: a Delete that fails in between
-// leaves the consumer there, with fewer dead letters, for Delete to be
-// tried again, never dead letters of a consumer that is gone (which a new
-// consumer of the same name would find).
+// durable. Removing one that does not exist is not an error. It purges
+// all the dead letters at once first, then the state: a Delete that fails
+// in between leaves the consumer there without dead letters, for Delete to
+// be tried again, never dead letters of a consumer that is gone (which a
+// new consumer of the same name would find).
 func (s *ConsumerStore) Delete(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -201,17 +215,31 @@ func (s *ConsumerStore) Delete(ctx context.Context, name string) error {
 	if err := checkName("consumer", name); err != nil {
 		return err
 	}
-	entries, err := s.b.scan(ctx, deadPrefix+Token(name)+".*")
-	if err != nil {
+	if err := s.purge(ctx, deadPrefix+Token(name)+".*"); err != nil {
 		return fmt.Errorf("jsjournal: delete consumer %q: %w", name, err)
 	}
-	for _, e := range entries {
-		if err := s.b.Delete(ctx, e.Key(), Fence{}); err != nil {
-			return fmt.Errorf("jsjournal: delete consumer %q: %w", name, err)
-		}
-	}
-	if err := s.b.Delete(ctx, consumerKey(name), Fence{}); err != nil {
+	if err := s.purge(ctx, consumerKey(name)); err != nil {
 		return fmt.Errorf("jsjournal: delete consumer %q: %w", name, err)
 	}
 	return nil
+}
+
+// purge removes every message on the subjects of the keys filter matches
+// (a key, or a pattern of keys), and returns once the stream applied that.
+func (s *ConsumerStore) purge(ctx context.Context, filter string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.b.Timeout)
+	defer cancel()
+	s.mu.Lock()
+	st := s.stream
+	s.mu.Unlock()
+	if st == nil {
+		var err error
+		if st, err = s.b.JS.Stream(ctx, "KV_"+s.b.Name); err != nil {
+			return s.b.Err(err)
+		}
+		s.mu.Lock()
+		s.stream = st
+		s.mu.Unlock()
+	}
+	return s.b.Err(st.Purge(ctx, jetstream.WithPurgeSubject(s.b.Subject(filter))))
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchboard-dev/switchboard/internal/natstest"
 	"github.com/switchboard-dev/switchboard/journal"
@@ -40,6 +41,35 @@ func TestConsumerStoreKeys(t *testing.T) {
 	got, err := s.DeadLetters(ctx, "a.b", 0, 0)
 	if err != nil || len(got) != 1 || got[0].Seq != d.Seq || got[0].Deliveries != d.Deliveries || !got[0].Time.Equal(d.Time) {
 		t.Fatalf("DeadLetters = %v, %v; want %v", got, err, d)
+	}
+	// Deletions leave nothing behind, not even delete markers.
+	left := func(filter string) map[string]uint64 {
+		t.Helper()
+		st, err := b.JS.Stream(ctx, "KV_"+b.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(b.Subject(filter)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Subjects
+	}
+	e := journal.DeadLetter{Seq: 43, Deliveries: 1}
+	if err := s.Save(ctx, "a.b", []byte("st2"), []journal.DeadLetter{e}, []uint64{42}, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := left("dead.>"); len(got) != 1 || got[b.Subject(deadKey("a.b", 43))] != 1 {
+		t.Fatalf("after deleting dead letter 42, the stream holds %v", got)
+	}
+	if err := s.Save(ctx, "other", []byte("o"), []journal.DeadLetter{e}, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "a.b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := left(">"); len(got) != 2 || got[b.Subject(consumerKey("other"))] != 1 || got[b.Subject(deadKey("other", 43))] != 1 {
+		t.Fatalf("after Delete, the stream holds %v; want only the other consumer's keys", got)
 	}
 	for _, name := range []string{"", "a\x00b"} {
 		if err := s.Save(ctx, name, nil, nil, nil, true); !errors.Is(err, errBadName) {

@@ -28,7 +28,9 @@ import (
 // The store keeps no cache: every read asks the bucket, so it sees what
 // any instance wrote. While NATS cannot be reached, calls fail with an
 // error wrapping journal.ErrUnavailable, and work again once the
-// connection is back. It is safe for concurrent use.
+// connection is back. A write that failed so may still take effect later
+// (its request may be sent on reconnect): its outcome is unknown, as that
+// of any timed-out write. It is safe for concurrent use.
 type StateStore struct{ b *Bucket }
 
 // NewStateStore returns the desired-state store kept in b.
