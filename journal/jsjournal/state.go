@@ -117,9 +117,9 @@ func (s *StateStore) Resources(ctx context.Context, fn func(typ, id string, spec
 	return nil
 }
 
-// Watch calls fn for every current resource (deleted false, in no
-// particular order), then for every later change any instance makes, in
-// the order the bucket stored them, until ctx ends; it then returns
+// Watch calls fn for every current resource (deleted false, in the order
+// they were last written), then for every later change any instance
+// makes, in the order the bucket stored them, until ctx ends; it then returns
 // ctx's error. A deletion comes with deleted true and a nil spec. It is how
 // the instances of a cluster learn of resources another one created or
 // deleted. fn runs on Watch's goroutine, one call at a time; it must not
