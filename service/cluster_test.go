@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/switchboard-dev/switchboard/journal/jsjournal"
 	"github.com/switchboard-dev/switchboard/service"
 	"github.com/switchboard-dev/switchboard/service/cluster"
+	"github.com/switchboard-dev/switchboard/transport"
 )
 
 // instance is one Switchboard instance of a cluster, as serve --cluster
@@ -69,7 +72,7 @@ func startInstance(t *testing.T, urls, name string) *instance {
 			NATSOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}})
 	})
 	var err error
-	in.nc, err = nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	in.nc, err = nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,9 +87,10 @@ func startInstance(t *testing.T, urls, name string) *instance {
 		return jsjournal.OpenAnswers(ctx, js, "sbtest-answers", 3, time.Hour)
 	})
 	in.node = retry(t, "node", func() (*cluster.Node, error) {
-		return cluster.Start(ctx, cluster.Config{Bucket: b, Conn: in.nc, Cluster: "sbtest", Instance: name, LeaseTTL: testTTL})
+		return cluster.Start(ctx, cluster.Config{Bucket: b, Conn: in.nc, Cluster: "sbtest", Instance: name, LeaseTTL: testTTL, Logger: testLogger(t, name)})
 	})
 	in.svc, err = service.New(service.Config{
+		Logger:  testLogger(t, name),
 		Journal: in.j, State: jsjournal.NewStateStore(b), Outbox: jsjournal.NewOutbox(b, in.node.Fence),
 		Consumers: jsjournal.NewConsumerStore(b), Answers: answers, Cluster: in.node,
 	})
@@ -136,7 +140,7 @@ func (in *instance) stop() {
 // by itself.
 func (in *instance) cut() { in.nc.Close() }
 
-func hl7Message(i int) []byte {
+func clusterMsg(i int) []byte {
 	return fmt.Appendf(nil, "MSH|^~\\&|SB|TEST|LAB|HOSP|20261202120000||ADT^A01|CL%04d|P|2.5\rPID|1||%d\r", i, i)
 }
 
@@ -167,12 +171,12 @@ func TestClusterRouting(t *testing.T) {
 		g, err := b.client.GetConnection(ctx, &switchboardv1.GetConnectionRequest{ConnectionId: "lab"})
 		return err == nil && g.GetConnection().GetStatus().GetState() == switchboardv1.ConnectionState_CONNECTION_STATE_OPEN
 	})
-	sr, err := b.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: hl7Message(1)})
+	sr, err := b.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: clusterMsg(1)})
 	if err != nil {
 		t.Fatalf("routed Send: %v", err)
 	}
-	if sr.GetOutcome() != switchboardv1.SendOutcome_SEND_OUTCOME_ACKED || sr.GetSentControlId() != "CL0001" {
-		t.Fatalf("routed Send = %v; want ACKED for CL0001", sr)
+	if sr.GetOutcome() != switchboardv1.SendOutcome_SEND_OUTCOME_ACCEPTED || sr.GetSentControlId() != "CL0001" {
+		t.Fatalf("routed Send = %v; want ACCEPTED for CL0001", sr)
 	}
 	if got := <-peer.received; !strings.Contains(string(got), "CL0001") {
 		t.Fatalf("peer got %q", got)
@@ -199,7 +203,7 @@ func TestClusterRouting(t *testing.T) {
 	// A message received on b's listener is in the shared journal: a reads
 	// it.
 	p := dialPeer(t, ls.GetListener().GetStatus().GetBoundAddress())
-	p.write(mllp.AppendFrame(nil, hl7Message(2)))
+	p.write(mllp.AppendFrame(nil, clusterMsg(2)))
 	if ack := p.readFrame(); !strings.Contains(string(ack), "MSA|AA|CL0002") {
 		t.Fatalf("inbound ACK = %q", ack)
 	}
@@ -235,7 +239,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	const n = 20
 	for i := range n / 2 {
-		if _, err := b.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: hl7Message(i), Queued: true}); err != nil {
+		if _, err := b.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: clusterMsg(i), Queued: true}); err != nil {
 			t.Fatalf("queued Send %d through b: %v", i, err)
 		}
 	}
@@ -245,7 +249,7 @@ func TestClusterFailover(t *testing.T) {
 	for i := n / 2; i < n; i++ {
 		var err error
 		for range 100 {
-			_, err = b.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: hl7Message(i), Queued: true})
+			_, err = b.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: clusterMsg(i), Queued: true})
 			if status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
 				break
 			}
@@ -292,20 +296,21 @@ func TestClusterQuorumLoss(t *testing.T) {
 	nodes := natstest.Cluster(t)
 	a := startInstance(t, nodes[0].URL(), "a")
 	ctx := testCtx(t)
-	ls, err := a.client.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: "in", Config: &switchboardv1.ListenerConfig{Address: "127.0.0.1:0"}})
-	if err != nil {
+	// A fixed port: cut off from the quorum, the instance lets the
+	// listener go, and binds it again once it is back.
+	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
+	if _, err := a.client.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: "in", Config: &switchboardv1.ListenerConfig{Address: addr}}); err != nil {
 		t.Fatal(err)
 	}
-	addr := ls.GetListener().GetStatus().GetBoundAddress()
 	p := dialPeer(t, addr)
-	p.write(mllp.AppendFrame(nil, hl7Message(1)))
+	p.write(mllp.AppendFrame(nil, clusterMsg(1)))
 	if ack := p.readFrame(); !strings.Contains(string(ack), "MSA|AA|") {
 		t.Fatalf("ACK before = %q", ack)
 	}
 	nodes[1].Stop()
 	nodes[2].Stop()
 	waitFor(t, func() bool { err, _ := a.j.Health(); return err != nil })
-	p.write(mllp.AppendFrame(nil, hl7Message(2)))
+	p.write(mllp.AppendFrame(nil, clusterMsg(2)))
 	if ack, err := p.tryRead(); strings.Contains(string(ack), "MSA|AA|") {
 		t.Fatalf("positive ACK without quorum: %q", ack)
 	} else {
@@ -315,10 +320,14 @@ func TestClusterQuorumLoss(t *testing.T) {
 	nodes[2].Restart()
 	deadline := time.Now().Add(30 * time.Second)
 	for i := 3; ; i++ {
-		p := dialPeer(t, addr)
-		p.write(mllp.AppendFrame(nil, hl7Message(i)))
-		if ack, _ := p.tryRead(); strings.Contains(string(ack), "MSA|AA|") {
-			break
+		if nc, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			p := &peer{t: t, nc: nc, dec: transport.NewDecoder(nc, mllp)}
+			p.write(mllp.AppendFrame(nil, clusterMsg(i)))
+			ack, _ := p.tryRead()
+			_ = nc.Close()
+			if strings.Contains(string(ack), "MSA|AA|") {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no positive ACK 30 s after quorum came back")
@@ -333,4 +342,64 @@ func (p *peer) tryRead() ([]byte, error) {
 	_ = p.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	f, err := p.dec.Next()
 	return bytes.Clone(f), err
+}
+
+// testLogger logs an instance's lines to the test log when SB_TEST_LOG is
+// set (debugging), else nowhere.
+func testLogger(t *testing.T, name string) *slog.Logger {
+	if os.Getenv("SB_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// TestClusterEveryInstance: a listener with every_instance is bound by
+// every instance (here on a port of its own each, as they share one
+// host), and stopping it through one stops it everywhere.
+func TestClusterEveryInstance(t *testing.T) {
+	nodes := natstest.Cluster(t)
+	urls := natstest.URLs(nodes)
+	a := startInstance(t, urls, "a")
+	b := startInstance(t, urls, "b")
+	ctx := testCtx(t)
+	cfg := &switchboardv1.ListenerConfig{Address: "127.0.0.1:0", EveryInstance: true}
+	if _, err := a.client.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: "lb", Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for i, in := range []*instance{a, b} {
+		var g *switchboardv1.GetListenerResponse
+		waitFor(t, func() bool {
+			var err error
+			g, err = in.client.GetListener(ctx, &switchboardv1.GetListenerRequest{ListenerId: "lb"})
+			return err == nil && g.GetListener().GetStatus().GetState() == switchboardv1.ListenerState_LISTENER_STATE_LISTENING
+		})
+		if got := g.GetListener().GetStatus().GetInstance(); got != in.name {
+			t.Fatalf("GetListener through %s: instance %q", in.name, got)
+		}
+		addrs = append(addrs, g.GetListener().GetStatus().GetBoundAddress())
+		p := dialPeer(t, addrs[i])
+		p.write(mllp.AppendFrame(nil, clusterMsg(10+i)))
+		if ack := p.readFrame(); !strings.Contains(string(ack), "MSA|AA|") {
+			t.Fatalf("ACK from %s = %q", in.name, ack)
+		}
+	}
+	ll, err := b.client.ListListeners(ctx, &switchboardv1.ListListenersRequest{})
+	if err != nil || len(ll.GetListeners()) != 1 {
+		t.Fatalf("ListListeners = %v, %v; want lb once", ll, err)
+	}
+	if _, err := b.client.StopListener(ctx, &switchboardv1.StopListenerRequest{ListenerId: "lb"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		_, err := a.svc.Registry().Listener("lb")
+		return err != nil
+	})
 }

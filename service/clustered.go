@@ -56,15 +56,11 @@ func (s *Service) clusterUnary(ctx context.Context, req any, info *grpc.UnarySer
 		}
 		return s.routeCreate(ctx, m, registry.TypeConnection, r.ConnectionId, req, handler)
 	case *switchboardv1.StopListenerRequest:
-		resp, err := s.route(ctx, m, registry.TypeListener, r.GetListenerId(), req, handler)
-		s.released(err, registry.TypeListener, r.GetListenerId())
-		return resp, err
+		return s.route(ctx, m, registry.TypeListener, r.GetListenerId(), req, handler)
 	case *switchboardv1.GetListenerRequest:
 		return s.route(ctx, m, registry.TypeListener, r.GetListenerId(), req, handler)
 	case *switchboardv1.DisconnectRequest:
-		resp, err := s.route(ctx, m, registry.TypeConnection, r.GetConnectionId(), req, handler)
-		s.released(err, registry.TypeConnection, r.GetConnectionId())
-		return resp, err
+		return s.route(ctx, m, registry.TypeConnection, r.GetConnectionId(), req, handler)
 	case *switchboardv1.GetConnectionRequest:
 		return s.route(ctx, m, registry.TypeConnection, r.GetConnectionId(), req, handler)
 	case *switchboardv1.SendRequest:
@@ -92,13 +88,22 @@ func outboundConnOfMessage(id string) (string, bool) {
 	return rest[:i], true
 }
 
-// local runs the call here and names this instance in its answer.
+// local runs the call here and names this instance in its answer; a
+// listener or connection removed here gives its lease up. Calls routed
+// here from another instance run through it too (serveCall).
 func (s *Service) local(ctx context.Context, req any, handler grpc.UnaryHandler) (any, error) {
 	resp, err := handler(ctx, req)
-	if err == nil {
-		s.stampInstance(resp)
+	if err != nil {
+		return nil, err
 	}
-	return resp, err
+	s.stampInstance(resp)
+	switch r := req.(type) {
+	case *switchboardv1.StopListenerRequest:
+		s.released(registry.TypeListener, r.GetListenerId())
+	case *switchboardv1.DisconnectRequest:
+		s.released(registry.TypeConnection, r.GetConnectionId())
+	}
+	return resp, nil
 }
 
 // here reports whether the resource is in this instance's registry.
@@ -159,8 +164,8 @@ func (s *Service) routeCreate(ctx context.Context, method, typ, id string, req a
 }
 
 // released gives up the lease of a resource a call removed here.
-func (s *Service) released(err error, typ, id string) {
-	if err == nil && !s.here(typ, id) {
+func (s *Service) released(typ, id string) {
+	if !s.here(typ, id) {
 		s.releaseLease(typ, id)
 	}
 }
@@ -202,11 +207,13 @@ func (s *Service) serveCall(ctx context.Context, method string, body []byte) ([]
 		return nil, status.Errorf(codes.Unimplemented, "method %s cannot be routed", method)
 	}
 	dec := func(v any) error { return proto.Unmarshal(body, v.(proto.Message)) }
-	resp, err := md.Handler(s, ctx, dec, nil)
+	here := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return s.local(ctx, req, handler)
+	}
+	resp, err := md.Handler(s, ctx, dec, here)
 	if err != nil {
 		return nil, err
 	}
-	s.stampInstance(resp)
 	return proto.Marshal(resp.(proto.Message))
 }
 

@@ -85,7 +85,7 @@ func (s *Service) reconcile(ctx context.Context) {
 				s.release(ctx, typ, id)
 			}
 		default:
-			if _, owned := s.node.Owner(typ, id); owned {
+			if owner, owned := s.node.Owner(typ, id); owned && owner != s.node.Instance() {
 				return nil
 			}
 			if err := s.node.Acquire(ctx, typ, id); err != nil {
@@ -98,6 +98,14 @@ func (s *Service) reconcile(ctx context.Context) {
 	if err != nil {
 		s.log.Warn("reconcile: desired state unreadable", "err", err)
 		return
+	}
+	// Leases of dead instances whose resource was removed.
+	for _, l := range s.node.Leases() {
+		if !l.Alive && !desired[l.Type+"/"+l.ID] {
+			if err := s.node.Clear(ctx, l.Type, l.ID); err != nil {
+				s.log.Warn("reconcile: could not clear a dead instance's lease", "type", l.Type, "id", l.ID, "err", err)
+			}
+		}
 	}
 	// A listener on every instance that was removed elsewhere.
 	for id := range s.every {

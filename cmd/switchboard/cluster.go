@@ -139,7 +139,7 @@ func openCluster(ctx context.Context, f clusterFlags, retainAge time.Duration, l
 		_ = j.Close()
 		return nil, err
 	}
-	p.nc, err = nats.Connect(f.urls, append([]nats.Option{nats.MaxReconnects(-1)}, f.natsOptions()...)...)
+	p.nc, err = nats.Connect(f.urls, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}, f.natsOptions()...)...)
 	if err != nil {
 		return fail(fmt.Errorf("cluster: connect to NATS: %w", err))
 	}

@@ -10,10 +10,14 @@ import (
 
 	"github.com/switchboard-dev/switchboard/internal/natstest"
 	"github.com/switchboard-dev/switchboard/journal"
-	"github.com/switchboard-dev/switchboard/service"
 )
 
-var _ service.AnswerStore = (*AnswerStore)(nil)
+// AnswerStore has service.AnswerStore's methods (that package cannot be
+// imported here: it imports this one, through service/cluster).
+var _ interface {
+	PutAnswer(ctx context.Context, seq uint64, v []byte, durable bool) error
+	Answer(ctx context.Context, seq uint64) ([]byte, error)
+} = (*AnswerStore)(nil)
 
 // openAnswers opens the answer bucket name on a new connection to url,
 // trying for a while right after a restart.

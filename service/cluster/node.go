@@ -496,3 +496,47 @@ func (n *Node) Release(ctx context.Context, typ, id string) error {
 func (n *Node) conflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(n.b.Err(err), journal.ErrFenced)
 }
+
+// LeaseInfo is a lease as this node sees it.
+type LeaseInfo struct {
+	Type, ID, Owner string
+	Alive           bool // its owner is alive
+}
+
+// Leases returns the leases this node knows of.
+func (n *Node) Leases() []LeaseInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []LeaseInfo
+	for key, l := range n.leases {
+		if l.deleted {
+			continue
+		}
+		typ, tok, ok := strings.Cut(strings.TrimPrefix(key, "lease."), ".")
+		id, err := jsjournal.FromToken(tok)
+		if !ok || err != nil {
+			continue
+		}
+		out = append(out, LeaseInfo{Type: typ, ID: id, Owner: l.owner, Alive: n.aliveLocked(l.owner)})
+	}
+	return out
+}
+
+// Clear deletes the lease of a resource whose owner is dead, unless it
+// changed meanwhile: a lease left behind by an instance that died after
+// its resource was removed.
+func (n *Node) Clear(ctx context.Context, typ, id string) error {
+	key := LeaseKey(typ, id)
+	n.mu.Lock()
+	l := n.leases[key]
+	if l == nil || l.deleted || n.aliveLocked(l.owner) {
+		n.mu.Unlock()
+		return nil
+	}
+	rev := l.rev
+	n.mu.Unlock()
+	if err := n.b.KV.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil && !n.conflict(err) {
+		return fmt.Errorf("cluster: clear %s %q: %w", typ, id, n.b.Err(err))
+	}
+	return nil
+}
