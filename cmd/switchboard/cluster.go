@@ -123,12 +123,14 @@ func openCluster(ctx context.Context, f clusterFlags, retainAge time.Duration, l
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	p := &clusterParts{}
-	j, err := jsjournal.Open(ctx, jsjournal.Options{
-		URL:         f.urls,
-		Name:        f.name,
-		Replicas:    f.replicas,
-		Logger:      logger.With("component", "journal"),
-		NATSOptions: f.natsOptions(),
+	j, err := untilReady(ctx, logger, "journal stream", func() (*jsjournal.Journal, error) {
+		return jsjournal.Open(ctx, jsjournal.Options{
+			URL:         f.urls,
+			Name:        f.name,
+			Replicas:    f.replicas,
+			Logger:      logger.With("component", "journal"),
+			NATSOptions: f.natsOptions(),
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster journal: %w", err)
@@ -147,20 +149,27 @@ func openCluster(ctx context.Context, f clusterFlags, retainAge time.Duration, l
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %w", err))
 	}
-	b, err := jsjournal.OpenBucket(ctx, js, f.name+"-state", f.replicas, 0)
+	b, err := untilReady(ctx, logger, "state bucket", func() (*jsjournal.Bucket, error) {
+		return jsjournal.OpenBucket(ctx, js, f.name+"-state", f.replicas, 0)
+	})
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %w", err))
 	}
 	if retainAge <= 0 {
-		retainAge = 0 // keep answers for ever, like the records
+		// Records are kept whatever their age: keep answers a decade.
+		retainAge = 10 * 365 * 24 * time.Hour
 	}
-	answers, err := jsjournal.OpenAnswers(ctx, js, f.name+"-answers", f.replicas, retainAge)
+	answers, err := untilReady(ctx, logger, "answers bucket", func() (*jsjournal.AnswerStore, error) {
+		return jsjournal.OpenAnswers(ctx, js, f.name+"-answers", f.replicas, retainAge)
+	})
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %w", err))
 	}
-	p.node, err = cluster.Start(ctx, cluster.Config{
-		Bucket: b, Conn: p.nc, Cluster: f.name, Instance: f.instance,
-		LeaseTTL: f.leaseTTL, Logger: logger,
+	p.node, err = untilReady(ctx, logger, "cluster membership", func() (*cluster.Node, error) {
+		return cluster.Start(ctx, cluster.Config{
+			Bucket: b, Conn: p.nc, Cluster: f.name, Instance: f.instance,
+			LeaseTTL: f.leaseTTL, Logger: logger,
+		})
 	})
 	if err != nil {
 		return fail(err)
@@ -174,4 +183,23 @@ func openCluster(ctx context.Context, f clusterFlags, retainAge time.Duration, l
 	}
 	logger.Info("joined the cluster", "cluster", f.name, "instance", f.instance, "nats", p.nc.ConnectedUrlRedacted(), "replicas", f.replicas, "lease_ttl", f.leaseTTL)
 	return p, nil
+}
+
+// untilReady retries open until it succeeds or ctx ends: instances started
+// together with (or just after) their NATS cluster find its JetStream
+// still electing leaders, and concurrent creations of a replicated stream
+// can time out once.
+func untilReady[T any](ctx context.Context, logger *slog.Logger, what string, open func() (T, error)) (T, error) {
+	for {
+		v, err := open()
+		if err == nil || ctx.Err() != nil {
+			return v, err
+		}
+		logger.Warn("cluster not ready yet; retrying", "opening", what, "err", err)
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(time.Second):
+		}
+	}
 }
