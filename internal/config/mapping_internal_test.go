@@ -57,7 +57,7 @@ func TestEveryFieldIsMapped(t *testing.T) {
 }
 
 // TestFlagsAreServes: every flag Flags names is registered by
-// cmd/switchboard, and every flag serve.go and security.go register is in
+// cmd/switchboard, and every flag serve.go, security.go and cluster.go register is in
 // Flags (or is --config). It reads the sources, since a main package
 // cannot be imported.
 func TestFlagsAreServes(t *testing.T) {
@@ -93,7 +93,7 @@ func TestFlagsAreServes(t *testing.T) {
 			}
 			flag, _ := strconv.Unquote(lit.Value)
 			registered[flag] = true
-			if name == "serve.go" || name == "security.go" {
+			if name == "serve.go" || name == "security.go" || name == "cluster.go" {
 				serveOwn[flag] = name
 			}
 			return true

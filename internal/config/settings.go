@@ -64,6 +64,15 @@ var mappings = []mapping{
 	{"security.audit_syslog", "audit-syslog"},
 	{"security.audit_syslog_profile", "audit-syslog-profile"},
 	{"security.audit_data_calls", "audit-data-calls"},
+	{"cluster.urls", "cluster"},
+	{"cluster.name", "cluster-name"},
+	{"cluster.instance", "instance"},
+	{"cluster.replicas", "cluster-replicas"},
+	{"cluster.lease_ttl", "cluster-lease-ttl"},
+	{"cluster.nats_creds", "nats-creds"},
+	{"cluster.nats_tls_ca", "nats-tls-ca"},
+	{"cluster.nats_tls_cert", "nats-tls-cert"},
+	{"cluster.nats_tls_key", "nats-tls-key"},
 }
 
 // Flags are the names of the serve flags the file and the environment can

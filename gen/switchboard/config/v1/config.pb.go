@@ -55,7 +55,10 @@ type ServeConfig struct {
 	// Outbound connections created at start when missing, and replaced when
 	// their durable config differs (the file wins, except over messages still
 	// queued). Ids are unique.
-	Connections   []*Connection `protobuf:"bytes,7,rep,name=connections,proto3" json:"connections,omitempty"`
+	Connections []*Connection `protobuf:"bytes,7,rep,name=connections,proto3" json:"connections,omitempty"`
+	// Running as one instance of a cluster on NATS JetStream
+	// (docs/scale-out.md).
+	Cluster       *Cluster `protobuf:"bytes,8,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +138,13 @@ func (x *ServeConfig) GetListeners() []*Listener {
 func (x *ServeConfig) GetConnections() []*Connection {
 	if x != nil {
 		return x.Connections
+	}
+	return nil
+}
+
+func (x *ServeConfig) GetCluster() *Cluster {
+	if x != nil {
+		return x.Cluster
 	}
 	return nil
 }
@@ -423,6 +433,131 @@ func (x *Logging) GetFormat() string {
 	return ""
 }
 
+// Cluster makes serve one instance of a cluster on NATS JetStream
+// (docs/scale-out.md). Its settings drop the cluster_ prefix of their
+// flags; urls is --cluster.
+type Cluster struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// --cluster: NATS server URLs, comma-separated. Empty (the default): a
+	// single instance on the embedded journal in data_dir.
+	Urls *string `protobuf:"bytes,1,opt,name=urls,proto3,oneof" json:"urls,omitempty"`
+	// --cluster-name: names the JetStream stream and buckets. Default
+	// switchboard.
+	Name *string `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	// --instance: this instance's name, unique in the cluster and stable
+	// across restarts. Default: the host name.
+	Instance *string `protobuf:"bytes,3,opt,name=instance,proto3,oneof" json:"instance,omitempty"`
+	// --cluster-replicas: JetStream replicas of the stream and buckets.
+	// Default 3.
+	Replicas *int32 `protobuf:"varint,4,opt,name=replicas,proto3,oneof" json:"replicas,omitempty"`
+	// --cluster-lease-ttl: how long an instance may go unheard before the
+	// others take over its listeners and connections. Default 10s.
+	LeaseTtl *durationpb.Duration `protobuf:"bytes,5,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
+	// --nats-creds: NATS credentials file.
+	NatsCreds *string `protobuf:"bytes,6,opt,name=nats_creds,json=natsCreds,proto3,oneof" json:"nats_creds,omitempty"`
+	// --nats-tls-ca: CA bundle that verifies the NATS servers.
+	NatsTlsCa *string `protobuf:"bytes,7,opt,name=nats_tls_ca,json=natsTlsCa,proto3,oneof" json:"nats_tls_ca,omitempty"`
+	// --nats-tls-cert: client certificate for NATS (mutual TLS).
+	NatsTlsCert *string `protobuf:"bytes,8,opt,name=nats_tls_cert,json=natsTlsCert,proto3,oneof" json:"nats_tls_cert,omitempty"`
+	// --nats-tls-key: client key for NATS.
+	NatsTlsKey    *string `protobuf:"bytes,9,opt,name=nats_tls_key,json=natsTlsKey,proto3,oneof" json:"nats_tls_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cluster) Reset() {
+	*x = Cluster{}
+	mi := &file_switchboard_config_v1_config_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cluster) ProtoMessage() {}
+
+func (x *Cluster) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_config_v1_config_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
+func (*Cluster) Descriptor() ([]byte, []int) {
+	return file_switchboard_config_v1_config_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Cluster) GetUrls() string {
+	if x != nil && x.Urls != nil {
+		return *x.Urls
+	}
+	return ""
+}
+
+func (x *Cluster) GetName() string {
+	if x != nil && x.Name != nil {
+		return *x.Name
+	}
+	return ""
+}
+
+func (x *Cluster) GetInstance() string {
+	if x != nil && x.Instance != nil {
+		return *x.Instance
+	}
+	return ""
+}
+
+func (x *Cluster) GetReplicas() int32 {
+	if x != nil && x.Replicas != nil {
+		return *x.Replicas
+	}
+	return 0
+}
+
+func (x *Cluster) GetLeaseTtl() *durationpb.Duration {
+	if x != nil {
+		return x.LeaseTtl
+	}
+	return nil
+}
+
+func (x *Cluster) GetNatsCreds() string {
+	if x != nil && x.NatsCreds != nil {
+		return *x.NatsCreds
+	}
+	return ""
+}
+
+func (x *Cluster) GetNatsTlsCa() string {
+	if x != nil && x.NatsTlsCa != nil {
+		return *x.NatsTlsCa
+	}
+	return ""
+}
+
+func (x *Cluster) GetNatsTlsCert() string {
+	if x != nil && x.NatsTlsCert != nil {
+		return *x.NatsTlsCert
+	}
+	return ""
+}
+
+func (x *Cluster) GetNatsTlsKey() string {
+	if x != nil && x.NatsTlsKey != nil {
+		return *x.NatsTlsKey
+	}
+	return ""
+}
+
 // Security holds serve's security settings (docs/security.md).
 type Security struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -475,7 +610,7 @@ type Security struct {
 
 func (x *Security) Reset() {
 	*x = Security{}
-	mi := &file_switchboard_config_v1_config_proto_msgTypes[5]
+	mi := &file_switchboard_config_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +622,7 @@ func (x *Security) String() string {
 func (*Security) ProtoMessage() {}
 
 func (x *Security) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_config_v1_config_proto_msgTypes[5]
+	mi := &file_switchboard_config_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +635,7 @@ func (x *Security) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Security.ProtoReflect.Descriptor instead.
 func (*Security) Descriptor() ([]byte, []int) {
-	return file_switchboard_config_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_switchboard_config_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Security) GetGrpcTlsCert() string {
@@ -636,7 +771,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_switchboard_config_v1_config_proto_msgTypes[6]
+	mi := &file_switchboard_config_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +783,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_config_v1_config_proto_msgTypes[6]
+	mi := &file_switchboard_config_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +796,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_switchboard_config_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_switchboard_config_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Listener) GetListenerId() string {
@@ -692,7 +827,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_switchboard_config_v1_config_proto_msgTypes[7]
+	mi := &file_switchboard_config_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +839,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_config_v1_config_proto_msgTypes[7]
+	mi := &file_switchboard_config_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +852,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_switchboard_config_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_switchboard_config_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Connection) GetConnectionId() string {
@@ -738,7 +873,7 @@ var File_switchboard_config_v1_config_proto protoreflect.FileDescriptor
 
 const file_switchboard_config_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\"switchboard/config/v1/config.proto\x12\x15switchboard.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a switchboard/v1/switchboard.proto\"\x9a\x05\n" +
+	"\"switchboard/config/v1/config.proto\x12\x15switchboard.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a switchboard/v1/switchboard.proto\"\xd4\x05\n" +
 	"\vServeConfig\x125\n" +
 	"\x06server\x18\x01 \x01(\v2\x1d.switchboard.config.v1.ServerR\x06server\x128\n" +
 	"\astorage\x18\x02 \x01(\v2\x1e.switchboard.config.v1.StorageR\astorage\x125\n" +
@@ -748,7 +883,8 @@ const file_switchboard_config_v1_config_proto_rawDesc = "" +
 	"\tlisteners\x18\x06 \x03(\v2\x1f.switchboard.config.v1.ListenerBo\xbaHl\xba\x01c\n" +
 	" serve_config.listener_ids_unique\x12\x1alistener_id must be unique\x1a#this.map(l, l.listener_id).unique()\x92\x01\x03\x10\xe8\aR\tlisteners\x12\xba\x01\n" +
 	"\vconnections\x18\a \x03(\v2!.switchboard.config.v1.ConnectionBu\xbaHr\xba\x01i\n" +
-	"\"serve_config.connection_ids_unique\x12\x1cconnection_id must be unique\x1a%this.map(c, c.connection_id).unique()\x92\x01\x03\x10\xe8\aR\vconnections\"\xd1\x02\n" +
+	"\"serve_config.connection_ids_unique\x12\x1cconnection_id must be unique\x1a%this.map(c, c.connection_id).unique()\x92\x01\x03\x10\xe8\aR\vconnections\x128\n" +
+	"\acluster\x18\b \x01(\v2\x1e.switchboard.config.v1.ClusterR\acluster\"\xd1\x02\n" +
 	"\x06Server\x12,\n" +
 	"\tgrpc_addr\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xac\x02H\x00R\bgrpcAddr\x88\x01\x01\x12,\n" +
@@ -783,7 +919,28 @@ const file_switchboard_config_v1_config_proto_rawDesc = "" +
 	"\x05level\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1aR\x05debugR\x04infoR\x04warnR\x05errorH\x00R\x05level\x88\x01\x01\x12.\n" +
 	"\x06format\x18\x02 \x01(\tB\x11\xbaH\x0er\fR\x04textR\x04jsonH\x01R\x06format\x88\x01\x01B\b\n" +
 	"\x06_levelB\t\n" +
-	"\a_format\"\xac\t\n" +
+	"\a_format\"\xc1\x04\n" +
+	"\aCluster\x12!\n" +
+	"\x04urls\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80 H\x00R\x04urls\x88\x01\x01\x125\n" +
+	"\x04name\x18\x02 \x01(\tB\x1c\xbaH\x19r\x172\x15^[A-Za-z0-9_-]{1,64}$H\x01R\x04name\x88\x01\x01\x12=\n" +
+	"\binstance\x18\x03 \x01(\tB\x1c\xbaH\x19r\x172\x15^[A-Za-z0-9_-]{1,64}$H\x02R\binstance\x88\x01\x01\x12*\n" +
+	"\breplicas\x18\x04 \x01(\x05B\t\xbaH\x06\x1a\x04\x18\x05(\x01H\x03R\breplicas\x88\x01\x01\x12B\n" +
+	"\tlease_ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationB\n" +
+	"\xbaH\a\xaa\x01\x042\x02\b\x01R\bleaseTtl\x12,\n" +
+	"\n" +
+	"nats_creds\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 H\x04R\tnatsCreds\x88\x01\x01\x12-\n" +
+	"\vnats_tls_ca\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\x80 H\x05R\tnatsTlsCa\x88\x01\x01\x121\n" +
+	"\rnats_tls_cert\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80 H\x06R\vnatsTlsCert\x88\x01\x01\x12/\n" +
+	"\fnats_tls_key\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\x80 H\aR\n" +
+	"natsTlsKey\x88\x01\x01B\a\n" +
+	"\x05_urlsB\a\n" +
+	"\x05_nameB\v\n" +
+	"\t_instanceB\v\n" +
+	"\t_replicasB\r\n" +
+	"\v_nats_credsB\x0e\n" +
+	"\f_nats_tls_caB\x10\n" +
+	"\x0e_nats_tls_certB\x0f\n" +
+	"\r_nats_tls_key\"\xac\t\n" +
 	"\bSecurity\x121\n" +
 	"\rgrpc_tls_cert\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80 H\x00R\vgrpcTlsCert\x88\x01\x01\x12/\n" +
 	"\fgrpc_tls_key\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80 H\x01R\n" +
@@ -845,38 +1002,41 @@ func file_switchboard_config_v1_config_proto_rawDescGZIP() []byte {
 	return file_switchboard_config_v1_config_proto_rawDescData
 }
 
-var file_switchboard_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_switchboard_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_switchboard_config_v1_config_proto_goTypes = []any{
 	(*ServeConfig)(nil),         // 0: switchboard.config.v1.ServeConfig
 	(*Server)(nil),              // 1: switchboard.config.v1.Server
 	(*Storage)(nil),             // 2: switchboard.config.v1.Storage
 	(*Limits)(nil),              // 3: switchboard.config.v1.Limits
 	(*Logging)(nil),             // 4: switchboard.config.v1.Logging
-	(*Security)(nil),            // 5: switchboard.config.v1.Security
-	(*Listener)(nil),            // 6: switchboard.config.v1.Listener
-	(*Connection)(nil),          // 7: switchboard.config.v1.Connection
-	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
-	(*v1.ListenerConfig)(nil),   // 9: switchboard.v1.ListenerConfig
-	(*v1.ConnectionConfig)(nil), // 10: switchboard.v1.ConnectionConfig
+	(*Cluster)(nil),             // 5: switchboard.config.v1.Cluster
+	(*Security)(nil),            // 6: switchboard.config.v1.Security
+	(*Listener)(nil),            // 7: switchboard.config.v1.Listener
+	(*Connection)(nil),          // 8: switchboard.config.v1.Connection
+	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
+	(*v1.ListenerConfig)(nil),   // 10: switchboard.v1.ListenerConfig
+	(*v1.ConnectionConfig)(nil), // 11: switchboard.v1.ConnectionConfig
 }
 var file_switchboard_config_v1_config_proto_depIdxs = []int32{
 	1,  // 0: switchboard.config.v1.ServeConfig.server:type_name -> switchboard.config.v1.Server
 	2,  // 1: switchboard.config.v1.ServeConfig.storage:type_name -> switchboard.config.v1.Storage
 	3,  // 2: switchboard.config.v1.ServeConfig.limits:type_name -> switchboard.config.v1.Limits
 	4,  // 3: switchboard.config.v1.ServeConfig.logging:type_name -> switchboard.config.v1.Logging
-	5,  // 4: switchboard.config.v1.ServeConfig.security:type_name -> switchboard.config.v1.Security
-	6,  // 5: switchboard.config.v1.ServeConfig.listeners:type_name -> switchboard.config.v1.Listener
-	7,  // 6: switchboard.config.v1.ServeConfig.connections:type_name -> switchboard.config.v1.Connection
-	8,  // 7: switchboard.config.v1.Server.drain_timeout:type_name -> google.protobuf.Duration
-	8,  // 8: switchboard.config.v1.Server.shutdown_timeout:type_name -> google.protobuf.Duration
-	8,  // 9: switchboard.config.v1.Storage.retain_age:type_name -> google.protobuf.Duration
-	9,  // 10: switchboard.config.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
-	10, // 11: switchboard.config.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	6,  // 4: switchboard.config.v1.ServeConfig.security:type_name -> switchboard.config.v1.Security
+	7,  // 5: switchboard.config.v1.ServeConfig.listeners:type_name -> switchboard.config.v1.Listener
+	8,  // 6: switchboard.config.v1.ServeConfig.connections:type_name -> switchboard.config.v1.Connection
+	5,  // 7: switchboard.config.v1.ServeConfig.cluster:type_name -> switchboard.config.v1.Cluster
+	9,  // 8: switchboard.config.v1.Server.drain_timeout:type_name -> google.protobuf.Duration
+	9,  // 9: switchboard.config.v1.Server.shutdown_timeout:type_name -> google.protobuf.Duration
+	9,  // 10: switchboard.config.v1.Storage.retain_age:type_name -> google.protobuf.Duration
+	9,  // 11: switchboard.config.v1.Cluster.lease_ttl:type_name -> google.protobuf.Duration
+	10, // 12: switchboard.config.v1.Listener.config:type_name -> switchboard.v1.ListenerConfig
+	11, // 13: switchboard.config.v1.Connection.config:type_name -> switchboard.v1.ConnectionConfig
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_config_v1_config_proto_init() }
@@ -889,13 +1049,14 @@ func file_switchboard_config_v1_config_proto_init() {
 	file_switchboard_config_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
 	file_switchboard_config_v1_config_proto_msgTypes[4].OneofWrappers = []any{}
 	file_switchboard_config_v1_config_proto_msgTypes[5].OneofWrappers = []any{}
+	file_switchboard_config_v1_config_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_config_v1_config_proto_rawDesc), len(file_switchboard_config_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
