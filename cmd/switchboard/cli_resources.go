@@ -651,22 +651,39 @@ func ackName(a *switchboardv1.AckPolicy) string {
 	return "hl7"
 }
 
+// In a cluster the tables get an INSTANCE column (who runs the resource);
+// on a single instance, where no status names one, they do not.
+
 func listenersTable(w io.Writer, ls []*switchboardv1.Listener) error {
-	t := newTable(w, "LISTENER", "STATE", "ADDRESS", "FRAMING", "ACK", "OPEN", "ACCEPTED", "RECEIVED", "ERROR")
+	clustered := slices.ContainsFunc(ls, func(l *switchboardv1.Listener) bool { return l.GetStatus().GetInstance() != "" })
+	header := []string{"LISTENER", "STATE", "ADDRESS", "FRAMING", "ACK", "OPEN", "ACCEPTED", "RECEIVED", "ERROR"}
+	if clustered {
+		header = slices.Insert(header, 2, "INSTANCE")
+	}
+	t := newTable(w, header...)
 	for _, l := range ls {
 		st := l.GetStatus()
 		addr := st.GetBoundAddress()
 		if addr == "" {
 			addr = l.GetConfig().GetAddress()
 		}
-		t.row(l.GetListenerId(), enumName(st.GetState(), "LISTENER_STATE_"), addr, framingName(l.GetConfig().GetFraming()), ackName(l.GetConfig().GetAckPolicy()),
-			itoa(st.GetOpenConnectionCount()), itoa(st.GetAcceptedConnectionCount()), itoa(st.GetConnectionTotals().GetReceivedFrameCount()), st.GetLastError())
+		cells := []string{l.GetListenerId(), enumName(st.GetState(), "LISTENER_STATE_"), addr, framingName(l.GetConfig().GetFraming()), ackName(l.GetConfig().GetAckPolicy()),
+			itoa(st.GetOpenConnectionCount()), itoa(st.GetAcceptedConnectionCount()), itoa(st.GetConnectionTotals().GetReceivedFrameCount()), st.GetLastError()}
+		if clustered {
+			cells = slices.Insert(cells, 2, st.GetInstance())
+		}
+		t.row(cells...)
 	}
 	return t.flush()
 }
 
 func connectionsTable(w io.Writer, cs []*switchboardv1.Connection) error {
-	t := newTable(w, "CONNECTION", "DIRECTION", "STATE", "LISTENER/PEER", "REMOTE", "RECEIVED", "SENT", "QUEUED", "ERROR")
+	clustered := slices.ContainsFunc(cs, func(c *switchboardv1.Connection) bool { return c.GetStatus().GetInstance() != "" })
+	header := []string{"CONNECTION", "DIRECTION", "STATE", "LISTENER/PEER", "REMOTE", "RECEIVED", "SENT", "QUEUED", "ERROR"}
+	if clustered {
+		header = slices.Insert(header, 3, "INSTANCE")
+	}
+	t := newTable(w, header...)
 	for _, cn := range cs {
 		st := cn.GetStatus()
 		origin := cn.GetListenerId()
@@ -677,8 +694,12 @@ func connectionsTable(w io.Writer, cs []*switchboardv1.Connection) error {
 		if r := enumName(st.GetCloseReason(), "CLOSE_REASON_"); errText == "" && r != "" {
 			errText = r
 		}
-		t.row(cn.GetConnectionId(), strings.ToLower(enumName(cn.GetDirection(), "DIRECTION_")), enumName(st.GetState(), "CONNECTION_STATE_"), origin, st.GetRemoteAddress(),
-			itoa(st.GetCounters().GetReceivedFrameCount()), itoa(st.GetCounters().GetSentFrameCount()), itoa(st.GetQueuedMessageCount()), errText)
+		cells := []string{cn.GetConnectionId(), strings.ToLower(enumName(cn.GetDirection(), "DIRECTION_")), enumName(st.GetState(), "CONNECTION_STATE_"), origin, st.GetRemoteAddress(),
+			itoa(st.GetCounters().GetReceivedFrameCount()), itoa(st.GetCounters().GetSentFrameCount()), itoa(st.GetQueuedMessageCount()), errText}
+		if clustered {
+			cells = slices.Insert(cells, 3, st.GetInstance())
+		}
+		t.row(cells...)
 	}
 	return t.flush()
 }
