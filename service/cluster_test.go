@@ -247,9 +247,14 @@ func TestClusterFailover(t *testing.T) {
 	a.cut()
 	began := time.Now()
 	for i := n / 2; i < n; i++ {
+		// As a client would: each attempt bounded (a request that reached
+		// the cut-off instance as its connection closed gets no answer),
+		// retried while the connection has no live owner.
 		var err error
 		for range 100 {
-			_, err = b.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: clusterMsg(i), Queued: true})
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err = b.client.Send(actx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: clusterMsg(i), Queued: true, IdempotencyKey: fmt.Sprint("k", i)})
+			cancel()
 			if status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
 				break
 			}
