@@ -203,3 +203,28 @@ func untilReady[T any](ctx context.Context, logger *slog.Logger, what string, op
 		}
 	}
 }
+
+// clusterHealth is NOT_SERVING while the journal cannot store (no JetStream
+// quorum) and while this instance is cut off from the cluster (its
+// heartbeat is not being stored, so it has let its resources go).
+type clusterHealth struct {
+	j    *jsjournal.Journal
+	node *cluster.Node
+}
+
+func (h clusterHealth) Health() (error, <-chan struct{}) {
+	err, jch := h.j.Health()
+	nch := h.node.Changed()
+	if err == nil && !h.node.Valid() {
+		err = cluster.ErrNotValid
+	}
+	changed := make(chan struct{})
+	go func() {
+		select {
+		case <-jch:
+		case <-nch:
+		}
+		close(changed)
+	}()
+	return err, changed
+}

@@ -222,6 +222,7 @@ func serve(f serveFlags, stderr io.Writer) error {
 	// database, or in the cluster's JetStream.
 	var stores func(*service.Config)
 	setFloor := func(func() uint64) {}
+	var health healthSource
 	if f.cluster.urls == "" {
 		if err := os.MkdirAll(f.dataDir, 0o750); err != nil {
 			return fmt.Errorf("data directory: %w", err)
@@ -248,6 +249,7 @@ func serve(f serveFlags, stderr io.Writer) error {
 			c.State, c.Outbox, c.Consumers, c.Answers = pj.StateStore(), pj.Outbox(), pj.Consumers(), pj.Answers()
 		}
 		setFloor = pj.SetRetentionFloor
+		health = pj
 		if f.noFsync {
 			logger.Warn("fsync is OFF: acknowledged messages can be lost on power loss")
 		}
@@ -260,6 +262,7 @@ func serve(f serveFlags, stderr io.Writer) error {
 		// leaves the cluster once the service has stopped.
 		defer p.close()
 		j, stores = p.journal, p.cfg
+		health = clusterHealth{j: p.journal, node: p.node}
 	}
 	defer closeJournal(j, f.shutdownTimeout, logger)
 	ext, err := newObsExtras(ctx, logger, j)
@@ -382,7 +385,7 @@ func serve(f serveFlags, stderr io.Writer) error {
 	healthDone := make(chan struct{})
 	go func() {
 		defer close(healthDone)
-		followJournalHealth(hctx, j, hs, logger)
+		followJournalHealth(hctx, health, hs, logger)
 	}()
 	// Stopped before hs.Shutdown below, so it cannot report SERVING again.
 	defer func() { stopHealth(); <-healthDone }()
@@ -555,7 +558,7 @@ func restoreThenServe(ctx context.Context, svc interface{ Restore(context.Contex
 // journal: NOT_SERVING while it cannot store messages, SERVING again once it
 // recovers. Each change is logged once, however many frames the journal
 // refuses meanwhile. It returns when ctx ends or the journal closes.
-func followJournalHealth(ctx context.Context, j journal.Journal, hs *health.Server, logger *slog.Logger) {
+func followJournalHealth(ctx context.Context, j healthSource, hs *health.Server, logger *slog.Logger) {
 	failed := false
 	for {
 		err, changed := j.Health()
@@ -577,6 +580,12 @@ func followJournalHealth(ctx context.Context, j journal.Journal, hs *health.Serv
 			return
 		}
 	}
+}
+
+// healthSource is what health follows: the journal's Health, or in a
+// cluster the journal's and the node's together (clusterHealth).
+type healthSource interface {
+	Health() (err error, changed <-chan struct{})
 }
 
 // setServing sets the overall status and Switchboard's own.

@@ -297,8 +297,13 @@ func (n *Node) apply(e jetstream.KeyValueEntry) {
 			s = &seen{}
 			n.members[inst] = s
 		}
-		if s.rev != e.Revision() {
-			*s = seen{rev: e.Revision(), at: now, deleted: del}
+		if s.rev == e.Revision() {
+			return
+		}
+		wasAlive := n.aliveLocked(inst)
+		*s = seen{rev: e.Revision(), at: now, deleted: del}
+		if wasAlive == n.aliveLocked(inst) {
+			return // a heartbeat of a live member: nothing changed
 		}
 	case strings.HasPrefix(key, "lease."):
 		l := n.leases[key]
@@ -333,8 +338,11 @@ func (n *Node) notifyLocked() {
 	n.changed = make(chan struct{})
 }
 
-// Changed is closed at the next change of members, leases or this
-// instance's validity.
+// Changed is closed at the next change of leases, at a member joining,
+// leaving or coming back, and when this instance's validity changes (its
+// heartbeat lapsed, or is stored again). Another member going silent is a
+// matter of time passing, not an event: callers also look again every
+// TTL/5.
 func (n *Node) Changed() <-chan struct{} {
 	n.mu.Lock()
 	defer n.mu.Unlock()
