@@ -129,7 +129,9 @@ func (s *Service) reconcile(ctx context.Context) {
 func (s *Service) release(ctx context.Context, typ, id string) {
 	if err := s.reg.Release(ctx, typ, id, time.Now().Add(2*time.Second)); err != nil {
 		s.log.Warn("release failed", "type", typ, "id", id, "err", err)
+		return
 	}
+	s.log.Info("resource released here", "type", typ, "id", id)
 }
 
 // releaseAll releases every single-owner resource here (and with leases,

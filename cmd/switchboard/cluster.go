@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboard-dev/switchboard/journal/jsjournal"
 	"github.com/switchboard-dev/switchboard/service"
@@ -120,10 +121,10 @@ func (p *clusterParts) close() {
 // to reach a JetStream quorum at start is an error: serve exits, and its
 // supervisor restarts it.
 func openCluster(ctx context.Context, f clusterFlags, retainAge time.Duration, logger *slog.Logger) (*clusterParts, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	p := &clusterParts{}
-	j, err := untilReady(ctx, logger, "journal stream", func() (*jsjournal.Journal, error) {
+	j, err := untilReady(ctx, logger, "journal stream", func(ctx context.Context) (*jsjournal.Journal, error) {
 		return jsjournal.Open(ctx, jsjournal.Options{
 			URL:         f.urls,
 			Name:        f.name,
@@ -149,7 +150,7 @@ func openCluster(ctx context.Context, f clusterFlags, retainAge time.Duration, l
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %w", err))
 	}
-	b, err := untilReady(ctx, logger, "state bucket", func() (*jsjournal.Bucket, error) {
+	b, err := untilReady(ctx, logger, "state bucket", func(ctx context.Context) (*jsjournal.Bucket, error) {
 		return jsjournal.OpenBucket(ctx, js, f.name+"-state", f.replicas, 0)
 	})
 	if err != nil {
@@ -159,13 +160,13 @@ func openCluster(ctx context.Context, f clusterFlags, retainAge time.Duration, l
 		// Records are kept whatever their age: keep answers a decade.
 		retainAge = 10 * 365 * 24 * time.Hour
 	}
-	answers, err := untilReady(ctx, logger, "answers bucket", func() (*jsjournal.AnswerStore, error) {
+	answers, err := untilReady(ctx, logger, "answers bucket", func(ctx context.Context) (*jsjournal.AnswerStore, error) {
 		return jsjournal.OpenAnswers(ctx, js, f.name+"-answers", f.replicas, retainAge)
 	})
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %w", err))
 	}
-	p.node, err = untilReady(ctx, logger, "cluster membership", func() (*cluster.Node, error) {
+	p.node, err = untilReady(ctx, logger, "cluster membership", func(ctx context.Context) (*cluster.Node, error) {
 		return cluster.Start(ctx, cluster.Config{
 			Bucket: b, Conn: p.nc, Cluster: f.name, Instance: f.instance,
 			LeaseTTL: f.leaseTTL, Logger: logger,
@@ -185,13 +186,22 @@ func openCluster(ctx context.Context, f clusterFlags, retainAge time.Duration, l
 	return p, nil
 }
 
+// openTimeout bounds the whole start-up on the cluster; attemptTimeout
+// each try of one step (a create that lost its answer is tried again).
+const (
+	openTimeout    = 2 * time.Minute
+	attemptTimeout = 10 * time.Second
+)
+
 // untilReady retries open until it succeeds or ctx ends: instances started
 // together with (or just after) their NATS cluster find its JetStream
 // still electing leaders, and concurrent creations of a replicated stream
-// can time out once.
-func untilReady[T any](ctx context.Context, logger *slog.Logger, what string, open func() (T, error)) (T, error) {
+// can time out.
+func untilReady[T any](ctx context.Context, logger *slog.Logger, what string, open func(context.Context) (T, error)) (T, error) {
 	for {
-		v, err := open()
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		v, err := open(actx)
+		cancel()
 		if err == nil || ctx.Err() != nil {
 			return v, err
 		}
@@ -227,4 +237,38 @@ func (h clusterHealth) Health() (error, <-chan struct{}) {
 		close(changed)
 	}()
 	return err, changed
+}
+
+// registerClusterMetrics adds the cluster's gauges to reg (nil: no
+// metrics), read at scrape time.
+func registerClusterMetrics(reg *prometheus.Registry, node *cluster.Node) error {
+	if reg == nil {
+		return nil
+	}
+	held := func() float64 {
+		n := 0
+		for _, l := range node.Leases() {
+			if l.Owner == node.Instance() {
+				n++
+			}
+		}
+		return float64(n)
+	}
+	valid := func() float64 {
+		if node.Valid() {
+			return 1
+		}
+		return 0
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_cluster_members", Help: "Live instances of the cluster this instance sees, itself included."},
+			func() float64 { return float64(len(node.Members())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_cluster_leases_held", Help: "Leases (listeners and outbound connections) this instance holds."}, held),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_cluster_valid", Help: "1 while this instance's heartbeat is stored; 0 while it is cut off and has released its resources."}, valid),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("cluster metrics: %w", err)
+		}
+	}
+	return nil
 }

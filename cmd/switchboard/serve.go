@@ -263,6 +263,9 @@ func serve(f serveFlags, stderr io.Writer) error {
 		defer p.close()
 		j, stores = p.journal, p.cfg
 		health = clusterHealth{j: p.journal, node: p.node}
+		if err := registerClusterMetrics(reg, p.node); err != nil {
+			return err
+		}
 	}
 	defer closeJournal(j, f.shutdownTimeout, logger)
 	ext, err := newObsExtras(ctx, logger, j)
