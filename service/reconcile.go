@@ -127,6 +127,9 @@ func (s *Service) reconcile(ctx context.Context) {
 
 // release stops a resource here without removing it.
 func (s *Service) release(ctx context.Context, typ, id string) {
+	if !s.here(typ, id) {
+		return
+	}
 	if err := s.reg.Release(ctx, typ, id, time.Now().Add(2*time.Second)); err != nil {
 		s.log.Warn("release failed", "type", typ, "id", id, "err", err)
 		return
