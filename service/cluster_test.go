@@ -408,3 +408,31 @@ func TestClusterEveryInstance(t *testing.T) {
 		return err != nil
 	})
 }
+
+// TestClusterRoutedDeclare: the same listener declared on two instances
+// (a configuration file they share, reconciled through Routed) is started
+// once, on one of them, and both calls succeed.
+func TestClusterRoutedDeclare(t *testing.T) {
+	nodes := natstest.Cluster(t)
+	urls := natstest.URLs(nodes)
+	a := startInstance(t, urls, "a")
+	b := startInstance(t, urls, "b")
+	ctx := testCtx(t)
+	req := func() *switchboardv1.StartListenerRequest {
+		return &switchboardv1.StartListenerRequest{ListenerId: "adt", Config: &switchboardv1.ListenerConfig{Address: "127.0.0.1:0"}}
+	}
+	ra, err := a.svc.Routed().StartListener(ctx, req())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := b.svc.Routed().StartListener(ctx, req())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra.GetListener().GetStatus().GetInstance() != "a" || rb.GetListener().GetStatus().GetInstance() != "a" {
+		t.Fatalf("declared on a then b: instances %q and %q; want a for both", ra.GetListener().GetStatus().GetInstance(), rb.GetListener().GetStatus().GetInstance())
+	}
+	if _, err := b.svc.Registry().Listener("adt"); err == nil {
+		t.Fatal("b runs the listener too")
+	}
+}

@@ -362,3 +362,51 @@ func mergeByID[T any](xs []T, id func(T) string) []T {
 	slices.SortStableFunc(xs, func(a, b T) int { return strings.Compare(id(a), id(b)) })
 	return slices.CompactFunc(xs, func(a, b T) bool { return id(a) == id(b) })
 }
+
+// Routed is the Service's resource calls as a client of this instance
+// sees them: in a cluster they go through the routing above (a declared
+// listener is started once, on the instance that gets its lease, and the
+// others find it there); on a single instance they are the Service's own
+// methods. serve reconciles the configuration file's declared resources
+// through it.
+func (s *Service) Routed() Routed { return Routed{s} }
+
+// Routed: see Service.Routed.
+type Routed struct{ s *Service }
+
+func (r Routed) GetListener(ctx context.Context, req *switchboardv1.GetListenerRequest) (*switchboardv1.GetListenerResponse, error) {
+	return routedCall(r.s, ctx, "GetListener", req, r.s.GetListener)
+}
+
+func (r Routed) StartListener(ctx context.Context, req *switchboardv1.StartListenerRequest) (*switchboardv1.StartListenerResponse, error) {
+	return routedCall(r.s, ctx, "StartListener", req, r.s.StartListener)
+}
+
+func (r Routed) StopListener(ctx context.Context, req *switchboardv1.StopListenerRequest) (*switchboardv1.StopListenerResponse, error) {
+	return routedCall(r.s, ctx, "StopListener", req, r.s.StopListener)
+}
+
+func (r Routed) GetConnection(ctx context.Context, req *switchboardv1.GetConnectionRequest) (*switchboardv1.GetConnectionResponse, error) {
+	return routedCall(r.s, ctx, "GetConnection", req, r.s.GetConnection)
+}
+
+func (r Routed) Connect(ctx context.Context, req *switchboardv1.ConnectRequest) (*switchboardv1.ConnectResponse, error) {
+	return routedCall(r.s, ctx, "Connect", req, r.s.Connect)
+}
+
+func (r Routed) Disconnect(ctx context.Context, req *switchboardv1.DisconnectRequest) (*switchboardv1.DisconnectResponse, error) {
+	return routedCall(r.s, ctx, "Disconnect", req, r.s.Disconnect)
+}
+
+func routedCall[Req, Resp any](s *Service, ctx context.Context, method string, req Req, h func(context.Context, Req) (Resp, error)) (Resp, error) {
+	if s.node == nil {
+		return h(ctx, req)
+	}
+	info := &grpc.UnaryServerInfo{Server: s, FullMethod: "/" + switchboardv1.SwitchboardService_ServiceDesc.ServiceName + "/" + method}
+	out, err := s.clusterUnary(ctx, req, info, func(ctx context.Context, r any) (any, error) { return h(ctx, r.(Req)) })
+	if err != nil {
+		var zero Resp
+		return zero, err
+	}
+	return out.(Resp), nil
+}

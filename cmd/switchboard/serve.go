@@ -371,7 +371,7 @@ func serve(f serveFlags, stderr io.Writer) error {
 		if f.file == nil {
 			return nil
 		}
-		rep, err := config.Reconcile(ctx, svc, f.file.Config, logger.With("component", "config", "config_file", f.file.Path))
+		rep, err := config.Reconcile(ctx, svc.Routed(), f.file.Config, logger.With("component", "config", "config_file", f.file.Path))
 		if err != nil {
 			return err
 		}
