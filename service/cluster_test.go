@@ -436,3 +436,72 @@ func TestClusterRoutedDeclare(t *testing.T) {
 		t.Fatal("b runs the listener too")
 	}
 }
+
+// TestClusterConsumer: a durable consumer is served by one instance at a
+// time. Attached through b, an Ack through a runs on b and attaching
+// through a is refused, naming b; once b's stream ends a takes it over from
+// the stored position: what was acked is not delivered again.
+func TestClusterConsumer(t *testing.T) {
+	nodes := natstest.Cluster(t)
+	urls := natstest.URLs(nodes)
+	a := startInstance(t, urls, "a")
+	b := startInstance(t, urls, "b")
+	ctx := testCtx(t)
+	ls, err := a.client.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: "in", Config: &switchboardv1.ListenerConfig{Address: "127.0.0.1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := dialPeer(t, ls.GetListener().GetStatus().GetBoundAddress())
+	for i := 1; i <= 4; i++ {
+		p.write(mllp.AppendFrame(nil, clusterMsg(i)))
+		if ack := p.readFrame(); !strings.Contains(string(ack), "MSA|AA|") {
+			t.Fatalf("ACK %d = %q", i, ack)
+		}
+	}
+	sctx, stop := context.WithCancel(ctx)
+	rb, err := b.client.Receive(sctx, &switchboardv1.ReceiveRequest{Consumer: "c1", StartSequence: proto64(1), ListenerIds: []string{"in"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for len(got) < 4 {
+		r, err := rb.Recv()
+		if err != nil {
+			t.Fatalf("Receive through b: %v", err)
+		}
+		for _, m := range r.GetMessages() {
+			got = append(got, m.GetSequence())
+		}
+	}
+	// Ack the first two through a: it runs on b, which serves c1.
+	if _, err := a.client.Ack(ctx, &switchboardv1.AckRequest{Consumer: "c1", ThroughSequence: got[1]}); err != nil {
+		t.Fatalf("Ack through a: %v", err)
+	}
+	ra, err := a.client.Receive(ctx, &switchboardv1.ReceiveRequest{Consumer: "c1"})
+	if err == nil {
+		_, err = ra.Recv()
+	}
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `"b"`) {
+		t.Fatalf("attach through a while b serves c1: %v; want FailedPrecondition naming b", err)
+	}
+	stop() // b's stream ends; b gives c1 up
+	waitFor(t, func() bool { return !b.node.Holds("consumer", "c1") })
+	ra, err = a.client.Receive(ctx, &switchboardv1.ReceiveRequest{Consumer: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ra.Recv()
+	if err != nil {
+		t.Fatalf("Receive through a after b: %v", err)
+	}
+	for _, m := range r.GetMessages() {
+		if m.GetSequence() <= got[1] {
+			t.Fatalf("a delivered %d again, acked through b up to %d", m.GetSequence(), got[1])
+		}
+	}
+	if len(r.GetMessages()) == 0 || r.GetMessages()[0].GetSequence() != got[2] {
+		t.Fatalf("a delivered %v first; want %d (the first not acked)", r.GetMessages(), got[2])
+	}
+}
+
+func proto64(v uint64) *uint64 { return &v }

@@ -69,10 +69,85 @@ func (s *Service) clusterUnary(ctx context.Context, req any, info *grpc.UnarySer
 		if conn, ok := outboundConnOfMessage(r.GetMessageId()); ok {
 			return s.route(ctx, m, registry.TypeConnection, conn, req, handler)
 		}
+	case *switchboardv1.AckRequest:
+		return s.routeConsumer(ctx, m, r.GetConsumer(), req, handler)
+	case *switchboardv1.AnswerMessageRequest:
+		return s.routeConsumer(ctx, m, r.GetConsumer(), req, handler)
+	case *switchboardv1.GetConsumerRequest:
+		return s.routeConsumer(ctx, m, r.GetName(), req, handler)
+	case *switchboardv1.DeleteConsumerRequest:
+		return s.routeConsumer(ctx, m, r.GetName(), req, handler)
+	case *switchboardv1.ListDeadLettersRequest:
+		return s.routeConsumer(ctx, m, r.GetConsumer(), req, handler)
+	case *switchboardv1.ReplayDeadLettersRequest:
+		return s.routeConsumer(ctx, m, r.GetConsumer(), req, handler)
+	case *switchboardv1.ListConsumersRequest:
+		// A snapshot from the store: the consumers attached elsewhere as
+		// they last saved.
+		if err := s.consumers.Reload(ctx); err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+		return handler(ctx, req)
 	case *switchboardv1.ListListenersRequest:
 		return s.gather(ctx, m, req, handler)
 	case *switchboardv1.ListConnectionsRequest:
 		return s.gather(ctx, m, req, handler)
+	}
+	return handler(ctx, req)
+}
+
+// A durable consumer is served by one instance at a time: the one a
+// Receive stream attached it through takes the consumer's lease
+// (claimConsumer) and gives it up when its last stream there ends. Calls
+// about the consumer run on that instance; while nobody holds it, any
+// instance answers from the store.
+
+// claimConsumer takes consumer name's lease for a Receive stream here, and
+// reads the consumer from the store when no stream here has it attached
+// (another instance may have served it since).
+func (s *Service) claimConsumer(ctx context.Context, name string) error {
+	if s.node == nil {
+		return nil
+	}
+	err := s.node.Acquire(ctx, typeConsumer, name)
+	var owned *cluster.OwnedError
+	switch {
+	case errors.As(err, &owned):
+		return status.Errorf(codes.FailedPrecondition, "consumer %q is attached through instance %q: attach there, or once its streams there have ended", name, owned.Owner)
+	case err != nil:
+		return status.Errorf(codes.Unavailable, "consumer %q: %v", name, err)
+	}
+	if s.consumers.Attached(name) == 0 {
+		if err := s.consumers.Reload(ctx, name); err != nil {
+			s.releaseLease(typeConsumer, name)
+			return s.toStatus(ctx, err)
+		}
+	}
+	return nil
+}
+
+// unclaimConsumer gives the consumer's lease up once no stream here has it
+// attached.
+func (s *Service) unclaimConsumer(name string) {
+	if s.node != nil && s.consumers.Attached(name) == 0 {
+		s.releaseLease(typeConsumer, name)
+	}
+}
+
+// typeConsumer is the lease type of durable consumers.
+const typeConsumer = "consumer"
+
+// routeConsumer runs a call about a consumer on the instance serving it,
+// or here, from the store, when none is.
+func (s *Service) routeConsumer(ctx context.Context, method, name string, req any, handler grpc.UnaryHandler) (any, error) {
+	if s.node.Holds(typeConsumer, name) {
+		return handler(ctx, req)
+	}
+	if owner, ok := s.node.Owner(typeConsumer, name); ok && owner != s.node.Instance() {
+		return s.forward(ctx, owner, method, req)
+	}
+	if err := s.consumers.Reload(ctx, name); err != nil {
+		return nil, s.toStatus(ctx, err)
 	}
 	return handler(ctx, req)
 }
@@ -123,6 +198,9 @@ func (s *Service) route(ctx context.Context, method, typ, id string, req any, ha
 	}
 	if owner, ok := s.node.Owner(typ, id); ok && owner != s.node.Instance() {
 		return s.forward(ctx, owner, method, req)
+	}
+	if owner, ok := s.node.Owner(typ, id); ok && owner == s.node.Instance() {
+		return s.local(ctx, req, handler) // ours, but gone here: removed meanwhile
 	}
 	if s.node.Leased(typ, id) {
 		return nil, status.Errorf(codes.Unavailable, "%s %q has no live owner right now (its instance stopped answering; another takes it over within %v): retry", typ, id, s.node.TTL()+s.node.TTL()/5)
@@ -253,6 +331,18 @@ func newResponse(method string) proto.Message {
 		return &switchboardv1.SendResponse{}
 	case "ResolveMessage":
 		return &switchboardv1.ResolveMessageResponse{}
+	case "Ack":
+		return &switchboardv1.AckResponse{}
+	case "AnswerMessage":
+		return &switchboardv1.AnswerMessageResponse{}
+	case "GetConsumer":
+		return &switchboardv1.GetConsumerResponse{}
+	case "DeleteConsumer":
+		return &switchboardv1.DeleteConsumerResponse{}
+	case "ListDeadLetters":
+		return &switchboardv1.ListDeadLettersResponse{}
+	case "ReplayDeadLetters":
+		return &switchboardv1.ReplayDeadLettersResponse{}
 	}
 	return nil
 }

@@ -23,10 +23,15 @@ import (
 // redeliveries and the dead letters.
 func (s *Service) receiveConsumer(ctx context.Context, req *switchboardv1.ReceiveRequest, stream switchboardv1.SwitchboardService_ReceiveServer) error {
 	name := req.GetConsumer()
+	if err := s.claimConsumer(ctx, name); err != nil {
+		return err
+	}
 	st, err := s.attach(ctx, req)
 	if err != nil {
+		s.unclaimConsumer(name)
 		return s.toStatus(ctx, ofConsumer(name, err))
 	}
+	defer s.unclaimConsumer(name) // after st.Close
 	defer st.Close()
 	if err := stream.SendHeader(nil); err != nil {
 		return err
@@ -114,9 +119,11 @@ func (e *beyondHeadError) Error() string {
 
 // checkListeners refuses a filter naming a listener that does not exist,
 // which would otherwise wait forever.
+// In a cluster a listener running on another instance (its lease held)
+// exists too.
 func (s *Service) checkListeners(ids []string) error {
 	for _, id := range ids {
-		if _, err := s.reg.Listener(id); err != nil {
+		if _, err := s.reg.Listener(id); err != nil && (s.node == nil || !s.node.Leased("listener", id)) {
 			return err
 		}
 	}

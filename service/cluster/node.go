@@ -497,6 +497,15 @@ func (n *Node) Release(ctx context.Context, typ, id string) error {
 	if err != nil && !n.conflict(err) {
 		return fmt.Errorf("cluster: release %s %q: %w", typ, id, n.b.Err(err))
 	}
+	if err == nil {
+		// Seen at once here; the watch brings the delete marker's revision.
+		n.mu.Lock()
+		if l := n.leases[key]; l != nil && l.rev == rev {
+			l.deleted, l.owner = true, ""
+		}
+		n.notifyLocked()
+		n.mu.Unlock()
+	}
 	return nil
 }
 

@@ -120,34 +120,103 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		m.now = time.Now
 	}
 	err := m.store.Load(ctx, func(name string, state []byte) error {
-		st, err := decodeState(state)
-		if err != nil {
-			return fmt.Errorf("consumer %q: %w", name, err)
+		c, err := loadConsumer(name, state)
+		if err == nil {
+			m.consumers[name] = c
 		}
-		c := newConsumer(name, st.spec, st.created, st.next)
-		c.dead = st.dead
-		for _, p := range st.pending {
-			c.pending[p.seq] = &pending{count: p.count, first: p.first, again: true}
-		}
-		m.consumers[name] = c
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delivery: open: %w", err)
 	}
 	for _, c := range m.consumers {
-		if c.dead > 0 {
-			d, err := m.store.DeadLetters(ctx, c.name, 0, 1)
-			if err != nil {
-				return nil, fmt.Errorf("delivery: open: consumer %q: %w", c.name, err)
-			}
-			if len(d) > 0 {
-				c.deadMin = d[0].Seq
-			}
+		if err := m.loadDeadMin(ctx, c); err != nil {
+			return nil, fmt.Errorf("delivery: open: %w", err)
 		}
-		c.updateFloorLocked()
 	}
 	return m, nil
+}
+
+// loadConsumer decodes a stored consumer; every message it had delivered
+// and not acked is due again.
+func loadConsumer(name string, state []byte) (*consumer, error) {
+	st, err := decodeState(state)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %q: %w", name, err)
+	}
+	c := newConsumer(name, st.spec, st.created, st.next)
+	c.dead = st.dead
+	for _, p := range st.pending {
+		c.pending[p.seq] = &pending{count: p.count, first: p.first, again: true}
+	}
+	return c, nil
+}
+
+// loadDeadMin sets a loaded consumer's lowest dead letter and its floor.
+func (m *Manager) loadDeadMin(ctx context.Context, c *consumer) error {
+	if c.dead > 0 {
+		d, err := m.store.DeadLetters(ctx, c.name, 0, 1)
+		if err != nil {
+			return fmt.Errorf("consumer %q: %w", c.name, err)
+		}
+		if len(d) > 0 {
+			c.deadMin = d[0].Seq
+		}
+	}
+	c.updateFloorLocked()
+	return nil
+}
+
+// Reload reads the named consumers (none named: every one) again from the
+// store, replacing what this Manager holds of those that have no stream
+// attached here: in a cluster another instance may have delivered and
+// saved since (service/clustered.go gives a consumer to one instance at a
+// time). A consumer gone from the store is dropped; one new in it is
+// added. Consumers with a stream attached here are left as they are.
+func (m *Manager) Reload(ctx context.Context, names ...string) error {
+	fresh := map[string]*consumer{}
+	want := func(name string) bool { return len(names) == 0 || slices.Contains(names, name) }
+	err := m.store.Load(ctx, func(name string, state []byte) error {
+		if !want(name) {
+			return nil
+		}
+		c, err := loadConsumer(name, state)
+		if err != nil {
+			return err
+		}
+		if err := m.loadDeadMin(ctx, c); err != nil {
+			return err
+		}
+		fresh[name] = c
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delivery: reload: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for name, c := range m.consumers {
+		if _, ok := fresh[name]; !ok && want(name) && m.idleLocked(c) {
+			delete(m.consumers, name)
+		}
+	}
+	for name, c := range fresh {
+		if old := m.consumers[name]; old == nil || m.idleLocked(old) {
+			m.consumers[name] = c
+		}
+	}
+	return nil
+}
+
+// idleLocked reports whether no stream is attached to c and nothing of it
+// is waiting to be saved. m.mu must be held.
+func (m *Manager) idleLocked(c *consumer) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.streams) == 0 && !c.saving && c.saved == c.gen && len(c.deadAdd) == 0 && len(c.deadDel) == 0
 }
 
 func newConsumer(name string, spec Spec, created time.Time, next uint64) *consumer {
