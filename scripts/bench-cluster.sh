@@ -31,6 +31,7 @@ SEND_CALLS="1 8"
 LEASE_TTLS="10s 3s"
 FAILOVERS=""
 NATS_CONNS=1
+FOLLOW=0
 OUT=""
 KEEP=0
 PORT_BASE=$((20000 + (RANDOM % 110) * 100)) # below the ephemeral range (32768-)
@@ -47,6 +48,8 @@ usage: $0 [flags]
   --lease-ttls "A B"  --cluster-lease-ttl values the failover is timed with (default "$LEASE_TTLS")
   --failovers N       kills per lease TTL (default: --rounds)
   --nats-conns N      NATS connections bench jetstream shares (default $NATS_CONNS)
+  --follow            also run bench jetstream --follow (the baseline plus the journal's
+                      headers-only follower of its stream) as targets js-r1-follow, js-r3-follow
   --out FILE          raw results, JSON lines (default bench-cluster-DATE.jsonl here)
   --port-base N       first loopback port used (default random, now $PORT_BASE)
   --keep              keep the scratch directory (logs, data)
@@ -63,6 +66,7 @@ while [ $# -gt 0 ]; do
 	--lease-ttls) LEASE_TTLS=$2; shift 2 ;;
 	--failovers) FAILOVERS=$2; shift 2 ;;
 	--nats-conns) NATS_CONNS=$2; shift 2 ;;
+	--follow) FOLLOW=1; shift ;;
 	--out) OUT=$2; shift 2 ;;
 	--port-base) PORT_BASE=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
@@ -246,6 +250,7 @@ done
 
 # --- 1. inbound vs JetStream ---------------------------------------------------
 TARGETS=(pebble r1 r3 js-r1 js-r3)
+[ "$FOLLOW" = 1 ] && TARGETS+=(js-r1-follow js-r3-follow)
 NATS3_PIDS="${PID[nats-c0]} ${PID[nats-c1]} ${PID[nats-c2]}"
 run_target() { # TARGET CONNS ROUND
 	local t=$1 c=$2 r=$3 i
@@ -253,17 +258,18 @@ run_target() { # TARGET CONNS ROUND
 	pebble) SERVER_PIDS=${PID[pebble]} NATS_PIDS="" SERVER_PIDS_LABEL="serve" ;;
 	r1) NATS_PIDS=${PID[nats-single]} SERVER_PIDS="${PID[r1]} $NATS_PIDS" SERVER_PIDS_LABEL="serve+nats-server" ;;
 	r3) NATS_PIDS=$NATS3_PIDS SERVER_PIDS="${PID[r3]} $NATS_PIDS" SERVER_PIDS_LABEL="serve+3 nats-servers" ;;
-	js-r1) NATS_PIDS=${PID[nats-single]} SERVER_PIDS=$NATS_PIDS SERVER_PIDS_LABEL="nats-server" ;;
-	js-r3) NATS_PIDS=$NATS3_PIDS SERVER_PIDS=$NATS_PIDS SERVER_PIDS_LABEL="3 nats-servers" ;;
+	js-r1*) NATS_PIDS=${PID[nats-single]} SERVER_PIDS=$NATS_PIDS SERVER_PIDS_LABEL="nats-server" ;;
+	js-r3*) NATS_PIDS=$NATS3_PIDS SERVER_PIDS=$NATS_PIDS SERVER_PIDS_LABEL="3 nats-servers" ;;
 	esac
 	CPU0=$(cpu_ticks $SERVER_PIDS) NCPU0=$(cpu_ticks $NATS_PIDS)
 	case $t in
-	js-r1 | js-r3)
-		local url=$NATS_R1 reps=1
-		[ "$t" = js-r3 ] && url=$NATS_R3 reps=3
+	js-*)
+		local url=$NATS_R1 reps=1 follow=()
+		case $t in js-r3*) url=$NATS_R3 reps=3 ;; esac
+		case $t in *-follow) follow=(--follow) ;; esac
 		for i in 1 2 3; do # a fresh R3 stream can time out once while its leader is elected
 			CPU0=$(cpu_ticks $SERVER_PIDS) NCPU0=$(cpu_ticks $NATS_PIDS)
-			if "$SB" bench jetstream --nats "$url" --replicas "$reps" --conns "$c" --nats-conns "$NATS_CONNS" \
+			if "$SB" bench jetstream --nats "$url" --replicas "$reps" --conns "$c" --nats-conns "$NATS_CONNS" "${follow[@]}" \
 				--duration "$DURATION" --warmup "$WARMUP" --target "$t" --json >"$TMP/run.json" 2>"$TMP/run.err"; then
 				record inbound "$t" "$r" <"$TMP/run.json"
 				return
@@ -380,6 +386,19 @@ def x2: if . == null then "-" else ((. * 100 | round) / 100 | tostring) + "x" en
        (med("r3"; $c; "rate") / med("pebble"; $c; "rate") | x2) ]
  | @tsv)
 ' "$OUT" | column -t -s $'\t'
+if [ "$FOLLOW" = 1 ]; then
+	echo
+	echo "the JetStream baseline with and without the journal's follower (msgs/s; NATS CPU µs/msg), medians"
+	jq -rs '
+def median: sort | if length == 0 then null elif length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end;
+def r0: if . == null then "-" else (. * 1 | round | tostring) end;
+[.[] | select(.phase == "inbound" and (.backend | startswith("js-")))] | group_by([.conns, (.backend | sub("-follow$"; ""))])[]
+| (map(select(.backend | endswith("-follow") | not))) as $p | (map(select(.backend | endswith("-follow")))) as $f
+| [(.[0].conns | tostring), (.[0].backend | sub("-follow$"; "")),
+   ($p | map(.rate) | median | r0) + " (" + ($p | map(.nats_cpu_us // empty) | median | r0) + ")",
+   "with follower " + ($f | map(.rate) | median | r0) + " (" + ($f | map(.nats_cpu_us // empty) | median | r0) + ")"]
+| @tsv' "$OUT" | column -t -s $'\t'
+fi
 echo
 echo "Send on R3 (direct, connection owned by instance a): median of rounds"
 jq -rs '
