@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	switchboardv1 "github.com/switchboard-dev/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-dev/switchboard/hl7"
 	"github.com/switchboard-dev/switchboard/journal/pebblejournal"
 	"github.com/switchboard-dev/switchboard/service"
@@ -186,6 +187,23 @@ func TestOutbound(t *testing.T) {
 		if err != nil || res.Msgs != 20 || res.Errors != nil || res.Rate <= 0 || (res.DeliveredRate > 0) != cfg.Queued {
 			t.Errorf("Outbound(%+v) = %+v, %v; want 20 messages, delivered when queued", cfg, res, err)
 		}
+	}
+	// Existing: Sends on a connection that is already there, left open.
+	cc, err := dialGRPC(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := switchboardv1.NewSwitchboardServiceClient(cc)
+	if _, err := client.Connect(t.Context(), &switchboardv1.ConnectRequest{ConnectionId: "mine", Config: &switchboardv1.ConnectionConfig{Address: peer}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Outbound(t.Context(), OutboundConfig{GRPCAddr: addr, Existing: []string{"mine"}, Calls: 2, Count: 10, Size: 260})
+	if err != nil || res.Msgs != 10 || res.Errors != nil || res.Conns != 1 {
+		t.Errorf("Outbound on an existing connection = %+v, %v; want 10 messages", res, err)
+	}
+	if _, err := client.GetConnection(t.Context(), &switchboardv1.GetConnectionRequest{ConnectionId: "mine"}); err != nil {
+		t.Errorf("the existing connection is gone after the run: %v", err)
 	}
 }
 

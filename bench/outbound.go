@@ -81,6 +81,12 @@ type OutboundConfig struct {
 	// DeliveryTimeout bounds the wait for delivery after the last call.
 	// Zero: 5 minutes.
 	DeliveryTimeout time.Duration
+	// Existing, when set, are the ids of connections that already exist:
+	// the Sends go to them (Conns is their number; Peer and MaxInFlight
+	// are ignored) and they are left open afterwards. In a cluster they
+	// may be owned by another instance than the one at GRPCAddr: the
+	// Sends are then routed.
+	Existing []string
 }
 
 func dialGRPC(addr string) (*grpc.ClientConn, error) {
@@ -91,6 +97,9 @@ func dialGRPC(addr string) (*grpc.ClientConn, error) {
 // ACCEPTED for its own control id; a queued one QUEUED, and then be
 // accepted by the peer (see OutboundConfig.Queued).
 func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
+	if len(cfg.Existing) > 0 {
+		cfg.Conns = len(cfg.Existing)
+	}
 	cfg.Conns, cfg.Calls = max(cfg.Conns, 1), max(cfg.Calls, 1)
 	res := Result{Group: "outbound", Target: cfg.Target, Conns: cfg.Conns, Calls: cfg.Calls, Size: cfg.Size}
 	cc, err := dialGRPC(cfg.GRPCAddr)
@@ -100,6 +109,9 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 	defer cc.Close()
 	client := switchboardv1.NewSwitchboardServiceClient(cc)
 	ids := make([]string, cfg.Conns)
+	if len(cfg.Existing) > 0 {
+		ids = nil // nothing to create, nothing to disconnect
+	}
 	for k := range ids {
 		ids[k] = fmt.Sprintf("bench-out-%d", k)
 		conf := &switchboardv1.ConnectionConfig{Address: cfg.Peer}
@@ -115,6 +127,10 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 			_, _ = client.Disconnect(context.Background(), &switchboardv1.DisconnectRequest{ConnectionId: id})
 		}
 	}()
+	sendTo := ids
+	if len(cfg.Existing) > 0 {
+		sendTo = cfg.Existing
+	}
 	msgs := make([][]byte, cfg.Calls)
 	idAt := 0
 	for w := range msgs {
@@ -126,7 +142,7 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 	elapsed, lats, errs := closedLoop(ctx, cfg.Calls, cfg.Count, cfg.Warmup, cfg.Duration, func(w, i int) string {
 		msg := msgs[w]
 		putID(msg[idAt:], w, i)
-		resp, err := client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: ids[w%cfg.Conns], Payload: msg, Queued: cfg.Queued})
+		resp, err := client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: sendTo[w%cfg.Conns], Payload: msg, Queued: cfg.Queued})
 		switch {
 		case err != nil:
 			return "send_error"
@@ -151,7 +167,7 @@ func Outbound(ctx context.Context, cfg OutboundConfig) (Result, error) {
 	if cfg.DeliveryTimeout <= 0 {
 		cfg.DeliveryTimeout = 5 * time.Minute
 	}
-	end, acks, err := awaitDelivery(ctx, client, ids, last, total, cfg.DeliveryTimeout)
+	end, acks, err := awaitDelivery(ctx, client, sendTo, last, total, cfg.DeliveryTimeout)
 	accepted := min(acks.accepted, total)
 	res.Errors = mergeErrors([]errCounter{res.Errors, {"not_accepted": total - accepted, "ack_timeout": acks.timeouts, "ack_mismatch": acks.mismatches}})
 	if d := end.Sub(start); d > 0 {

@@ -44,6 +44,7 @@ func newBenchCmd(env *cliEnv) *cobra.Command {
 		{"outbound", "gRPC Send load through Switchboard to a peer (--queued: through the outbox, timed to delivery)", benchOutbound},
 		{"receive", "Receive delivery rate (--consumer NAME: a durable consumer acking each response)", benchReceive},
 		{"echo", "Plain gRPC unary echo load (against bench baseline --kind echo)", benchEcho},
+		{"jetstream", "JetStream's own synchronous publish rate (the baseline of serve --cluster)", benchJetStream},
 		{"idle", "RSS per idle connection of process --pid", benchIdle},
 		{"baseline", "Run a baseline server (ack, durable or echo) until interrupted", benchBaseline},
 		{"restart", "Time serve's restart to SERVING on a full data directory", benchRestart},
@@ -169,16 +170,54 @@ func benchOutbound(fs *flag.FlagSet) benchRun {
 	fs.IntVar(&cfg.Count, "count", 0, "stop after this many Sends in all instead (no warm-up)")
 	fs.BoolVar(&cfg.Queued, "queued", false, "queued Sends: a call is done when the message is in the outbox; then wait for the peer to accept them all and report that rate too")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "the connections' outbox max_in_flight (0: the default, 1)")
+	conns := fs.String("connection", "", "send on these existing connections (comma-separated ids; in a cluster they may be owned by another instance) instead of opening --conns new ones to --peer")
 	out.register(fs)
 	return func(ctx context.Context, stdout, stderr io.Writer) error {
-		if cfg.Peer == "" {
-			fmt.Fprintln(stderr, "bench outbound: --peer is required")
+		for id := range strings.SplitSeq(*conns, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				cfg.Existing = append(cfg.Existing, id)
+			}
+		}
+		if cfg.Queued && len(cfg.Existing) > 0 {
+			fmt.Fprintln(stderr, "bench outbound: --queued counts deliveries on connections it opens; not with --connection")
+			return errUsage
+		}
+		if cfg.Peer == "" && len(cfg.Existing) == 0 {
+			fmt.Fprintln(stderr, "bench outbound: --peer or --connection is required")
 			return errUsage
 		}
 		if cfg.Queued && cfg.Target == "switchboard-send" {
 			cfg.Target = "switchboard-queued"
 		}
 		res, err := bench.Outbound(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return out.print(stdout, res)
+	}
+}
+
+func benchJetStream(fs *flag.FlagSet) benchRun {
+	var cfg bench.JetStreamConfig
+	var out output
+	fs.StringVar(&cfg.URL, "nats", "", "NATS server URLs, comma-separated (required)")
+	fs.StringVar(&cfg.Target, "target", "", "label for the result (default: jetstream-rR)")
+	fs.IntVar(&cfg.Conns, "conns", 8, "publishing goroutines, one synchronous publish in flight each")
+	fs.IntVar(&cfg.NATSConns, "nats-conns", 1, "NATS connections the goroutines share, round robin (1: one shared, as the journal does)")
+	fs.IntVar(&cfg.Replicas, "replicas", 1, "replicas of the fresh file-storage stream")
+	fs.IntVar(&cfg.Size, "size", 260, "payload size in bytes")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured time")
+	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured time before it")
+	fs.IntVar(&cfg.Count, "count", 0, "stop after this many publishes in all instead (no warm-up)")
+	fs.StringVar(&cfg.Stream, "stream", "", "stream name, created and deleted by the run (default: a new one)")
+	fs.BoolVar(&cfg.Follow, "follow", false, "diagnostic: also run a headers-only ordered consumer of the stream, as the cluster journal does")
+	out.register(fs)
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if cfg.URL == "" {
+			fmt.Fprintln(stderr, "bench jetstream: --nats is required")
+			return errUsage
+		}
+		res, err := bench.JetStream(ctx, cfg)
 		if err != nil {
 			return err
 		}
