@@ -505,3 +505,51 @@ func TestClusterConsumer(t *testing.T) {
 }
 
 func proto64(v uint64) *uint64 { return &v }
+
+// TestClusterHandover: an instance that stops gracefully hands its
+// connection over at once, with its queue: messages queued while the peer
+// was down are delivered by the next owner, none failed.
+func TestClusterHandover(t *testing.T) {
+	nodes := natstest.Cluster(t)
+	urls := natstest.URLs(nodes)
+	a := startInstance(t, urls, "a")
+	b := startInstance(t, urls, "b")
+	ctx := testCtx(t)
+	first := startTestPeer(t, ackWith(hl7.AA, ""))
+	peerAddr := first.addr()
+	cfg := &switchboardv1.ConnectionConfig{Address: peerAddr, Outbox: fastPolicy(nil), AckTimeout: durationpbNew(2 * time.Second),
+		Reconnect: &switchboardv1.ReconnectPolicy{InitialDelay: durationpbNew(50 * time.Millisecond), MaxDelay: durationpbNew(200 * time.Millisecond)}}
+	if _, err := a.client.Connect(ctx, &switchboardv1.ConnectRequest{ConnectionId: "lab", Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	first.stop() // the peer goes away: what is queued now waits
+	const n = 5
+	for i := range n {
+		if _, err := b.client.Send(ctx, &switchboardv1.SendRequest{ConnectionId: "lab", Payload: clusterMsg(i), Queued: true}); err != nil {
+			t.Fatalf("queued Send %d: %v", i, err)
+		}
+	}
+	a.stop()
+	waitFor(t, func() bool { return b.node.Holds("connection", "lab") })
+	peer := startTestPeerOn(t, peerAddr, ackWith(hl7.AA, ""))
+	got := map[string]bool{}
+	deadline := time.After(15 * time.Second)
+	for len(got) < n {
+		select {
+		case m := <-peer.received:
+			h, _ := hl7.ParseHeader(m)
+			got[string(h.ControlID)] = true
+		case <-deadline:
+			t.Fatalf("peer got %v of %d", got, n)
+		}
+	}
+	lm, err := b.client.ListMessages(ctx, &switchboardv1.ListMessagesRequest{ConnectionId: "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range lm.GetMessages() {
+		if m.GetState() == switchboardv1.MessageState_MESSAGE_STATE_FAILED {
+			t.Errorf("message %s FAILED after the handover: %s", m.GetMessageId(), m.GetFailure())
+		}
+	}
+}

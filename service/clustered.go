@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -152,6 +153,28 @@ func (s *Service) routeConsumer(ctx context.Context, method, name string, req an
 	return handler(ctx, req)
 }
 
+// movingStatus is UNAVAILABLE with reason OWNER_MOVING.
+func movingStatus(typ, id, what string) error {
+	return statusOf(codes.Unavailable, fmt.Sprintf("%s %q %s: retry", typ, id, what), switchboardv1.ErrorReason_ERROR_REASON_OWNER_MOVING, nil)
+}
+
+// resourceOf names the listener or connection a call is about.
+func resourceOf(req any) (typ, id string, ok bool) {
+	switch r := req.(type) {
+	case *switchboardv1.GetListenerRequest:
+		return registry.TypeListener, r.GetListenerId(), true
+	case *switchboardv1.StopListenerRequest:
+		return registry.TypeListener, r.GetListenerId(), true
+	case *switchboardv1.GetConnectionRequest:
+		return registry.TypeConnection, r.GetConnectionId(), true
+	case *switchboardv1.DisconnectRequest:
+		return registry.TypeConnection, r.GetConnectionId(), true
+	case *switchboardv1.SendRequest:
+		return registry.TypeConnection, r.GetConnectionId(), true
+	}
+	return "", "", false
+}
+
 // outboundConnOfMessage reads the connection id out of an outbound
 // message id, "out-<connection_id>-<sequence>".
 func outboundConnOfMessage(id string) (string, bool) {
@@ -169,6 +192,10 @@ func outboundConnOfMessage(id string) (string, bool) {
 func (s *Service) local(ctx context.Context, req any, handler grpc.UnaryHandler) (any, error) {
 	resp, err := handler(ctx, req)
 	if err != nil {
+		if typ, id, ok := resourceOf(req); ok && status.Code(err) == codes.NotFound && s.node.Leased(typ, id) {
+			// Not here, yet leased: it is being released or taken over here.
+			return nil, movingStatus(typ, id, "is moving between instances")
+		}
 		return nil, err
 	}
 	s.stampInstance(resp)
@@ -203,7 +230,7 @@ func (s *Service) route(ctx context.Context, method, typ, id string, req any, ha
 		return s.local(ctx, req, handler) // ours, but gone here: removed meanwhile
 	}
 	if s.node.Leased(typ, id) {
-		return nil, status.Errorf(codes.Unavailable, "%s %q has no live owner right now (its instance stopped answering; another takes it over within %v): retry", typ, id, s.node.TTL()+s.node.TTL()/5)
+		return nil, movingStatus(typ, id, fmt.Sprintf("has no live owner right now (its instance stopped answering; another takes it over within %v)", s.node.TTL()+s.node.TTL()/5))
 	}
 	if typ == registry.TypeConnection {
 		// An inbound connection: ask the others whether they have it.

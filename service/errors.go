@@ -117,6 +117,8 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_CONNECT_FAILED, nil)
 	case errors.Is(err, registry.ErrShuttingDown):
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN, nil)
+	case errors.Is(err, journal.ErrFenced):
+		return statusOf(codes.Unavailable, err.Error()+"; retry: another instance has taken it over", switchboardv1.ErrorReason_ERROR_REASON_OWNER_MOVING, nil)
 	case errors.Is(err, journal.ErrClosed), errors.Is(err, journal.ErrUnavailable):
 		return statusOf(codes.Unavailable, err.Error(), switchboardv1.ErrorReason_ERROR_REASON_JOURNAL_UNAVAILABLE, nil)
 	case errors.As(err, &nr):

@@ -24,9 +24,9 @@ import (
 // newOutbox makes the outbox on store (none when store is nil) and returns
 // the registry's OutboundChanged hook for it. The outbox reaches sessions
 // through s.reg, which exists before startOutbox lets its workers run.
-func (s *Service) newOutbox(store outbox.Store) (func(string, *switchboardv1.ConnectionConfig, bool), error) {
+func (s *Service) newOutbox(store outbox.Store) (changed func(string, *switchboardv1.ConnectionConfig, bool), released func(string), err error) {
 	if store == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	ob, err := outbox.New(outbox.Config{
 		Store: store,
@@ -38,10 +38,10 @@ func (s *Service) newOutbox(store outbox.Store) (func(string, *switchboardv1.Con
 		Events:  s.events.OutboxHook(),
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.outbox, s.messages = ob, store
-	return ob.ConnectionChanged, nil
+	return ob.ConnectionChanged, ob.ConnectionReleased, nil
 }
 
 // startOutbox starts delivering, once the registry holds its connections.

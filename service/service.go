@@ -236,19 +236,20 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("service: load consumers: %w", err)
 	}
 	s.consumers = consumers
-	outboundChanged, err := s.newOutbox(cfg.Outbox)
+	outboundChanged, outboundReleased, err := s.newOutbox(cfg.Outbox)
 	if err != nil {
 		cancel()
 		consumers.Close()
 		return nil, err
 	}
 	s.reg = registry.New(registry.Config{
-		Logger:          cfg.Logger,
-		State:           cfg.State,
-		ListenerConfig:  s.listenerConfig,
-		DialConfig:      s.dialConfig,
-		OutboundChanged: outboundChanged,
-		Events:          s.events.RegistryHook(),
+		Logger:           cfg.Logger,
+		State:            cfg.State,
+		ListenerConfig:   s.listenerConfig,
+		DialConfig:       s.dialConfig,
+		OutboundChanged:  outboundChanged,
+		OutboundReleased: outboundReleased,
+		Events:           s.events.RegistryHook(),
 	})
 	if err := s.startOutbox(); err != nil {
 		cancel()

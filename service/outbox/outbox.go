@@ -208,6 +208,27 @@ func (o *Outbox) ConnectionChanged(id string, spec *switchboardv1.ConnectionConf
 	}
 }
 
+// ConnectionReleased is the registry's OutboundReleased hook: the
+// connection stopped here but stays (in a cluster another instance takes
+// it over, with its queue). Its worker stops; its messages stay as they
+// are: queued, or in flight and so in doubt for the next owner's worker,
+// as after a restart.
+func (o *Outbox) ConnectionReleased(id string) {
+	o.hookMu.Lock()
+	defer o.hookMu.Unlock()
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return
+	}
+	w := o.workers[id]
+	delete(o.workers, id)
+	o.mu.Unlock()
+	if w != nil {
+		w.halt()
+	}
+}
+
 // startWorker runs w's goroutine. o.mu must be held.
 func (o *Outbox) startWorker(w *worker) {
 	w.running = true

@@ -57,8 +57,8 @@ func TestAdoptRelease(t *testing.T) {
 	if err := r.Release(ctx, TypeConnection, "out", time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if got := <-changes; got != "-out" {
-		t.Fatalf("outbound change %q; want -out", got)
+	if got := <-changes; got != "~out" {
+		t.Fatalf("outbound change %q; want ~out (released, not removed)", got)
 	}
 	if _, err := r.Listener("in"); err == nil {
 		t.Fatal("released listener still here")

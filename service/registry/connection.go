@@ -262,10 +262,22 @@ func (r *Registry) create(ctx context.Context, e *connection) (ConnectionView, e
 // outboundChanged tells Config.OutboundChanged, a removal only after the
 // creation. Called without r.mu.
 func (r *Registry) outboundChanged(e *connection, removed bool) {
+	r.outboundChanged1(e, removed, false)
+}
+
+// outboundChanged1 is outboundChanged; released: a removal that keeps the
+// desired state (Release), told to Config.OutboundReleased.
+func (r *Registry) outboundChanged1(e *connection, removed, released bool) {
 	if removed {
 		<-e.announced
 	}
-	if f := r.cfg.OutboundChanged; f != nil {
+	switch f, g := r.cfg.OutboundChanged, r.cfg.OutboundReleased; {
+	case released && g != nil:
+		g(e.id)
+	case released:
+		// Nobody to tell: a worker started by OutboundChanged keeps
+		// running, which is better than failing its messages.
+	case f != nil:
 		f(e.id, e.spec, removed)
 	}
 	if !removed {
@@ -412,7 +424,7 @@ func (r *Registry) remove(ctx context.Context, e *connection, rm *removal) {
 	rm.conn = v
 	close(rm.done)
 	r.mu.Unlock()
-	r.outboundChanged(e, true)
+	r.outboundChanged1(e, true, rm.keepState)
 }
 
 // Conn returns the session of connection id for a Send that does not wait:

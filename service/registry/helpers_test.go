@@ -95,6 +95,7 @@ func durableRegistry(t *testing.T, state StateStore, changes chan<- string) *Reg
 			}
 			changes <- id
 		}
+		cfg.OutboundReleased = func(id string) { changes <- "~" + id }
 	}
 	r := New(cfg)
 	r.rebind = newBackoff(20*time.Millisecond, 100*time.Millisecond)

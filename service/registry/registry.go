@@ -116,6 +116,11 @@ type Config struct {
 	// and stop the connection's worker. For one connection the removal
 	// always comes after the creation; Disconnect returns after both.
 	OutboundChanged func(id string, spec *switchboardv1.ConnectionConfig, removed bool)
+	// OutboundReleased is called instead of OutboundChanged's removal when
+	// the connection is released (Release: it stops here, its desired
+	// state and queued messages stay for the instance that takes it over),
+	// so the outbox stops its worker without failing what is queued.
+	OutboundReleased func(id string)
 	// Events, when set, is told of listeners started, stopped and failing
 	// to bind and of outbound connections reconnecting (events.go), for
 	// event streams and consoles. It is called outside the registry's lock,

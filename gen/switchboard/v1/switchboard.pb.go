@@ -800,6 +800,10 @@ const (
 	// The TLS profile named in the config is not configured on the server,
 	// or cannot be used the way the config asks.
 	ErrorReason_ERROR_REASON_TLS_PROFILE_UNAVAILABLE ErrorReason = 24
+	// In a cluster: the listener, connection or consumer is moving between
+	// instances (its owner stopped answering, or let it go), or has no
+	// live owner yet; retry (UNAVAILABLE).
+	ErrorReason_ERROR_REASON_OWNER_MOVING ErrorReason = 25
 )
 
 // Enum value maps for ErrorReason.
@@ -830,6 +834,7 @@ var (
 		22: "ERROR_REASON_TOO_MANY_STREAMS",
 		23: "ERROR_REASON_ADDRESS_FORBIDDEN",
 		24: "ERROR_REASON_TLS_PROFILE_UNAVAILABLE",
+		25: "ERROR_REASON_OWNER_MOVING",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":             0,
@@ -857,6 +862,7 @@ var (
 		"ERROR_REASON_TOO_MANY_STREAMS":        22,
 		"ERROR_REASON_ADDRESS_FORBIDDEN":       23,
 		"ERROR_REASON_TLS_PROFILE_UNAVAILABLE": 24,
+		"ERROR_REASON_OWNER_MOVING":            25,
 	}
 )
 
@@ -8272,7 +8278,7 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x1fSEND_FAILURE_CAUSE_WRITE_FAILED\x10\x05\x12&\n" +
 	"\"SEND_FAILURE_CAUSE_CONNECTION_LOST\x10\x06\x12#\n" +
 	"\x1fSEND_FAILURE_CAUSE_ACK_MISMATCH\x10\a\x12%\n" +
-	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\xbc\x06\n" +
+	"!SEND_FAILURE_CAUSE_ACK_UNREADABLE\x10\b*\xdb\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_REASON_IN_DOUBT\x10\x01\x12\x19\n" +
@@ -8299,7 +8305,8 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x19ERROR_REASON_RATE_LIMITED\x10\x15\x12!\n" +
 	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10\x16\x12\"\n" +
 	"\x1eERROR_REASON_ADDRESS_FORBIDDEN\x10\x17\x12(\n" +
-	"$ERROR_REASON_TLS_PROFILE_UNAVAILABLE\x10\x18*W\n" +
+	"$ERROR_REASON_TLS_PROFILE_UNAVAILABLE\x10\x18\x12\x1d\n" +
+	"\x19ERROR_REASON_OWNER_MOVING\x10\x19*W\n" +
 	"\n" +
 	"RecordKind\x12\x1b\n" +
 	"\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
