@@ -54,6 +54,7 @@ type options struct {
 	inInterval, outInterval time.Duration
 	seed                    uint64
 	keep                    bool
+	graceful                float64
 }
 
 func main() {
@@ -69,6 +70,7 @@ func main() {
 	flag.DurationVar(&o.inInterval, "inbound-interval", 40*time.Millisecond, "pause between one inbound worker's messages")
 	flag.DurationVar(&o.outInterval, "outbound-interval", 80*time.Millisecond, "pause between one outbound worker's messages")
 	flag.Uint64Var(&o.seed, "seed", 0, "random seed of the faults; 0: from the clock")
+	flag.Float64Var(&o.graceful, "graceful", 0, "fraction (0 to 1) of the instance restarts done with SIGTERM (a rolling restart) instead of kill -9")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, NATS stores) even when the run passes")
 	flag.Parse()
 	if o.seed == 0 {
@@ -221,6 +223,7 @@ type counters struct {
 	outGaveUp  []string
 	peerGot    map[string]int
 	kills      int
+	terms      int
 	pauses     int
 	failovers  []string
 	problems   []string
@@ -702,11 +705,20 @@ func (ch *chaos) killOne(ctx context.Context) {
 	}
 	victim.up.Store(false)
 	killed := time.Now()
-	victim.p.kill()
-	ch.c.mu.Lock()
-	ch.c.kills++
-	ch.c.mu.Unlock()
-	logf("kill -9 %s (it served: %s)", victim.name, strings.Join(owned, ",")+map[bool]string{true: "nothing", false: ""}[len(owned) == 0])
+	how := "kill -9"
+	if ch.rand() < ch.o.graceful {
+		how = "SIGTERM"
+		victim.p.stop(15 * time.Second)
+		ch.c.mu.Lock()
+		ch.c.terms++
+		ch.c.mu.Unlock()
+	} else {
+		victim.p.kill()
+		ch.c.mu.Lock()
+		ch.c.kills++
+		ch.c.mu.Unlock()
+	}
+	logf("%s %s (it served: %s)", how, victim.name, strings.Join(owned, ",")+map[bool]string{true: "nothing", false: ""}[len(owned) == 0])
 	var wg sync.WaitGroup
 	for _, res := range owned {
 		wg.Add(1)
@@ -733,11 +745,11 @@ func (ch *chaos) killOne(ctx context.Context) {
 				return
 			}
 			d := time.Since(killed)
-			how := "failover"
+			what := "failover"
 			if got == victim.name {
-				how = "back on the restarted instance"
+				what = "back on the restarted instance"
 			}
-			logf("%s: %s %s -> %s %.1fs after the kill", how, res, victim.name, got, d.Seconds())
+			logf("%s: %s %s -> %s %.1fs after the %s", what, res, victim.name, got, d.Seconds(), how)
 			ch.c.mu.Lock()
 			ch.c.failovers = append(ch.c.failovers, fmt.Sprintf("%s %s->%s %.1fs", res, victim.name, got, d.Seconds()))
 			ch.c.mu.Unlock()
@@ -1046,8 +1058,8 @@ func run(o options) int {
 	fmt.Println()
 	fmt.Println("==== chaos run summary")
 	fmt.Printf("seed %d; faults %v; lease TTL %v\n", o.seed, o.duration, o.leaseTTL)
-	fmt.Printf("faults:   %d kill -9 of an instance, %d SIGSTOP of a NATS node\n", c.kills, c.pauses)
-	fmt.Printf("failover: %d observed (kill -9 to LISTENING/OPEN again): %s\n", len(c.failovers), strings.Join(c.failovers, ", "))
+	fmt.Printf("faults:   %d kill -9 and %d SIGTERM of an instance, %d SIGSTOP of a NATS node\n", c.kills, c.terms, c.pauses)
+	fmt.Printf("failover: %d observed (kill -9 or SIGTERM to LISTENING/OPEN again, on whichever instance): %s\n", len(c.failovers), strings.Join(c.failovers, ", "))
 	fmt.Printf("restarts: SERVING after (ms) %v\n", c.restartsMs)
 	fmt.Printf("inbound:  %d sent, %d ACKed AA, %d resent (not ACKed at first), %d frames written, %d failed dials\n",
 		inSent, inAcked, resent, sum(c.inWrites), c.inConnFails)
