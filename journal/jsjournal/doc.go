@@ -98,6 +98,21 @@
 // consumer and the probe, and closes the connection. Wait and Read calls
 // under way end with journal.ErrClosed.
 //
+// # The other stores
+//
+// The stores that share pebblejournal's database in one process live in
+// JetStream too, so that every instance of a cluster sees them: Bucket is
+// one key-value bucket holding the desired state (StateStore), the outbox
+// (Outbox), the consumers' positions and dead letters (ConsumerStore) and
+// service/cluster's members and leases, each under its own key prefix. A
+// Fence makes a write conditional on a lease's revision in the same
+// stream (Nats-Expected-Last-Subject-Sequence-Subject), which is how an
+// instance that lost a connection's lease is kept from writing its
+// outbox. Answers (AnswerStore) have a bucket of their own whose TTL ends
+// them. Each type's documentation says its keys, its write order and
+// what a crash between two writes can leave; each passes the conformance
+// suite of its interface against a real server.
+//
 // # Known limits
 //
 // Read costs one round trip per record (plus one at the end of the
