@@ -485,7 +485,7 @@ func TestClusterConsumer(t *testing.T) {
 		t.Fatalf("attach through a while b serves c1: %v; want FailedPrecondition naming b", err)
 	}
 	stop() // b's stream ends; b gives c1 up
-	waitFor(t, func() bool { return !b.node.Holds("consumer", "c1") })
+	waitFor(t, func() bool { return !b.node.Holds("consumer", "c1") && !a.node.Leased("consumer", "c1") })
 	ra, err = a.client.Receive(ctx, &switchboardv1.ReceiveRequest{Consumer: "c1"})
 	if err != nil {
 		t.Fatal(err)

@@ -387,6 +387,7 @@ func TestErrorReasonsUsed(t *testing.T) {
 		delivery.ErrNotDelivered, &beyondHeadError{start: 9, last: 3}, &notAwaitingError{seq: 1, consumer: "c", why: "test"},
 		fmt.Errorf("listen on 10.0.0.1:25: %w: no listen rule", ErrAddressForbidden),
 		&profileError{name: "mllp", err: errors.New("unknown TLS profile")},
+		fmt.Errorf("outbox: connection \"lab\": %w", journal.ErrFenced),
 	}
 	// The authentication and authorization reasons come from service/auth's
 	// interceptors, before a handler runs; its tests check each one.

@@ -443,9 +443,22 @@ func (n *Node) Acquire(ctx context.Context, typ, id string) error {
 		n.mu.Unlock()
 		return nil
 	case l != nil && !l.deleted && n.aliveLocked(l.owner):
-		owner := l.owner
+		// Held by a live instance, as far as the watch has told: ask the
+		// bucket, which may know of a release the watch has not brought.
 		n.mu.Unlock()
-		return &OwnedError{Owner: owner}
+		e, gerr := n.b.KV.Get(ctx, key)
+		switch {
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			rev, err = n.b.KV.Create(ctx, key, me)
+		case gerr != nil:
+			return fmt.Errorf("cluster: acquire %s %q: %w", typ, id, n.b.Err(gerr))
+		default:
+			n.apply(e)
+			if owner := string(e.Value()); owner != n.cfg.Instance {
+				return &OwnedError{Owner: owner}
+			}
+			return nil
+		}
 	case l == nil || l.deleted:
 		n.mu.Unlock()
 		rev, err = n.b.KV.Create(ctx, key, me)

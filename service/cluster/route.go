@@ -53,6 +53,11 @@ func (n *Node) Serve(h Handler) error {
 	if err != nil {
 		return fmt.Errorf("cluster: serve calls: %w", err)
 	}
+	// Once the server has the subscription, calls find it.
+	if err := n.cfg.Conn.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("cluster: serve calls: %w", err)
+	}
 	n.mu.Lock()
 	n.subs = append(n.subs, sub)
 	n.mu.Unlock()
