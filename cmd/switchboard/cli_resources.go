@@ -728,6 +728,15 @@ with every counter (exit 3 when there is neither).`,
 	return clientCmd(cmd, o)
 }
 
+// journalJSON is status -o json's journal: GetJournal's answer, or
+// {"error": ...} when the journal could not answer.
+func journalJSON(j *switchboardv1.GetJournalResponse, errText string) any {
+	if errText != "" {
+		return map[string]string{"error": errText}
+	}
+	return protoRaw(j)
+}
+
 func serverStatus(ctx context.Context, c *client) error {
 	cctx, cancel := c.call(ctx)
 	defer cancel()
@@ -739,8 +748,15 @@ func serverStatus(ctx context.Context, c *client) error {
 	case status.Code(err) == codes.Unavailable, status.Code(err) == codes.DeadlineExceeded:
 		return err
 	}
+	// A journal that cannot answer (no JetStream quorum, a failed disk) is
+	// shown, not an error: status is what an operator runs to see why.
 	j, err := c.api.GetJournal(cctx, &switchboardv1.GetJournalRequest{})
-	if err != nil {
+	journalErr := ""
+	switch code := status.Code(err); {
+	case err == nil:
+	case code == codes.Unavailable, code == codes.DeadlineExceeded:
+		journalErr = status.Convert(err).Message()
+	default:
 		return err
 	}
 	ls, _, err := listAll(ctx, c, 0, func(ctx context.Context, token string, size int32) ([]*switchboardv1.Listener, string, error) {
@@ -778,7 +794,7 @@ func serverStatus(ctx context.Context, c *client) error {
 		b, err := json.Marshal(map[string]any{
 			"server":            c.opts.server,
 			"health":            health,
-			"journal":           protoRaw(j),
+			"journal":           journalJSON(j, journalErr),
 			"listeners":         len(ls),
 			"listener_states":   lStates,
 			"connections":       len(cs),
@@ -794,7 +810,11 @@ func serverStatus(ctx context.Context, c *client) error {
 	w := c.env.stdout
 	fmt.Fprintf(w, "Server:       %s\n", c.opts.server)
 	fmt.Fprintf(w, "Health:       %s\n", health)
-	fmt.Fprintf(w, "Journal:      sequences %d to %d\n", j.GetFirstSequence(), j.GetLastSequence())
+	if journalErr != "" {
+		fmt.Fprintf(w, "Journal:      unavailable: %s\n", journalErr)
+	} else {
+		fmt.Fprintf(w, "Journal:      sequences %d to %d\n", j.GetFirstSequence(), j.GetLastSequence())
+	}
 	fmt.Fprintf(w, "Listeners:    %d%s\n", len(ls), countsText(lStates))
 	fmt.Fprintf(w, "Connections:  %d%s\n", len(cs), countsText(cStates))
 	fmt.Fprintf(w, "Queued:       %d messages\n", queued)

@@ -4,6 +4,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -33,6 +34,19 @@ func TestServeCluster(t *testing.T) {
 	r = runCLI(ca.env, msg, "send", "lab", "-")
 	if r.code != 0 || !strings.Contains(r.stdout, "AA") {
 		t.Fatalf("send through a on b's connection:\n%s", r)
+	}
+	// NATS gone: status says so instead of failing.
+	srv.Stop()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r = ca.run("status")
+		if r.code == 0 && strings.Contains(r.stdout, "NOT_SERVING") && strings.Contains(r.stdout, "Journal:      unavailable") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status without NATS, 20 s on:\n%s", r.String())
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -275,12 +275,16 @@ func (j *Journal) callCtx(ctx context.Context) (context.Context, context.CancelF
 }
 
 // callErr turns the error of a call that ended with the journal closed
-// into ErrClosed.
-func (j *Journal) callErr(err error) error {
-	if j.ctx.Err() != nil {
+// into ErrClosed; one the caller's context did not end (the server or the
+// connection failed) wraps journal.ErrUnavailable, as Append's do.
+func (j *Journal) callErr(ctx context.Context, err error) error {
+	switch {
+	case j.ctx.Err() != nil:
 		return journal.ErrClosed
+	case ctx.Err() != nil:
+		return err
 	}
-	return err
+	return fmt.Errorf("%w: %w", journal.ErrUnavailable, err)
 }
 
 // Append implements journal.Journal.
@@ -430,7 +434,7 @@ func (j *Journal) info(ctx context.Context) (*jetstream.StreamInfo, error) {
 	defer cancel()
 	info, err := j.stream.Info(ctx)
 	if err != nil {
-		return nil, j.callErr(fmt.Errorf("jsjournal: stream %s info: %w", j.name, err))
+		return nil, j.callErr(ctx, fmt.Errorf("jsjournal: stream %s info: %w", j.name, err))
 	}
 	return info, nil
 }
@@ -492,7 +496,7 @@ func (j *Journal) Read(ctx context.Context, from uint64, maxRecords, maxBytes in
 			return nil, nil // past the end
 		}
 		if err != nil {
-			return nil, j.callErr(fmt.Errorf("jsjournal: read %d from stream %s: %w", seq, j.name, err))
+			return nil, j.callErr(ctx, fmt.Errorf("jsjournal: read %d from stream %s: %w", seq, j.name, err))
 		}
 		rec, err := journal.DecodeRecord(m.Sequence, m.Data)
 		if err != nil {
@@ -549,7 +553,7 @@ func (j *Journal) DeleteBefore(ctx context.Context, seq uint64) error {
 	}
 	defer cancel()
 	if err := j.stream.Purge(ctx, jetstream.WithPurgeSequence(seq)); err != nil {
-		return j.callErr(fmt.Errorf("jsjournal: delete before %d in stream %s: %w", seq, j.name, err))
+		return j.callErr(ctx, fmt.Errorf("jsjournal: delete before %d in stream %s: %w", seq, j.name, err))
 	}
 	j.logger.Info("journal records deleted", "before", seq)
 	return nil
