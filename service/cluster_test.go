@@ -140,15 +140,19 @@ func (in *instance) stop() {
 // by itself.
 func (in *instance) cut() { in.nc.Close() }
 
+// startPair starts instances a and b on a fresh in-process 3-node cluster.
+func startPair(t *testing.T) (a, b *instance) {
+	t.Helper()
+	urls := natstest.URLs(natstest.Cluster(t))
+	return startInstance(t, urls, "a"), startInstance(t, urls, "b")
+}
+
 func clusterMsg(i int) []byte {
 	return fmt.Appendf(nil, "MSH|^~\\&|SB|TEST|LAB|HOSP|20261202120000||ADT^A01|CL%04d|P|2.5\rPID|1||%d\r", i, i)
 }
 
 func TestClusterRouting(t *testing.T) {
-	nodes := natstest.Cluster(t)
-	urls := natstest.URLs(nodes)
-	a := startInstance(t, urls, "a")
-	b := startInstance(t, urls, "b")
+	a, b := startPair(t)
 	ctx := testCtx(t)
 	peer := startTestPeer(t, ackWith(hl7.AA, ""))
 
@@ -227,10 +231,7 @@ func TestClusterRouting(t *testing.T) {
 // cut off from the cluster; it lets the connection go, the other instance
 // takes it over within the lease TTL and delivers what was queued.
 func TestClusterFailover(t *testing.T) {
-	nodes := natstest.Cluster(t)
-	urls := natstest.URLs(nodes)
-	a := startInstance(t, urls, "a")
-	b := startInstance(t, urls, "b")
+	a, b := startPair(t)
 	ctx := testCtx(t)
 	peer := startTestPeer(t, ackWith(hl7.AA, ""))
 	cfg := &switchboardv1.ConnectionConfig{Address: peer.addr(), Outbox: fastPolicy(nil), AckTimeout: durationpbNew(2 * time.Second)}
@@ -369,10 +370,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 // every instance (here on a port of its own each, as they share one
 // host), and stopping it through one stops it everywhere.
 func TestClusterEveryInstance(t *testing.T) {
-	nodes := natstest.Cluster(t)
-	urls := natstest.URLs(nodes)
-	a := startInstance(t, urls, "a")
-	b := startInstance(t, urls, "b")
+	a, b := startPair(t)
 	ctx := testCtx(t)
 	cfg := &switchboardv1.ListenerConfig{Address: "127.0.0.1:0", EveryInstance: true}
 	if _, err := a.client.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: "lb", Config: cfg}); err != nil {
@@ -413,10 +411,7 @@ func TestClusterEveryInstance(t *testing.T) {
 // (a configuration file they share, reconciled through Routed) is started
 // once, on one of them, and both calls succeed.
 func TestClusterRoutedDeclare(t *testing.T) {
-	nodes := natstest.Cluster(t)
-	urls := natstest.URLs(nodes)
-	a := startInstance(t, urls, "a")
-	b := startInstance(t, urls, "b")
+	a, b := startPair(t)
 	ctx := testCtx(t)
 	req := func() *switchboardv1.StartListenerRequest {
 		return &switchboardv1.StartListenerRequest{ListenerId: "adt", Config: &switchboardv1.ListenerConfig{Address: "127.0.0.1:0"}}
@@ -442,10 +437,7 @@ func TestClusterRoutedDeclare(t *testing.T) {
 // through a is refused, naming b; once b's stream ends a takes it over from
 // the stored position: what was acked is not delivered again.
 func TestClusterConsumer(t *testing.T) {
-	nodes := natstest.Cluster(t)
-	urls := natstest.URLs(nodes)
-	a := startInstance(t, urls, "a")
-	b := startInstance(t, urls, "b")
+	a, b := startPair(t)
 	ctx := testCtx(t)
 	ls, err := a.client.StartListener(ctx, &switchboardv1.StartListenerRequest{ListenerId: "in", Config: &switchboardv1.ListenerConfig{Address: "127.0.0.1:0"}})
 	if err != nil {
@@ -510,10 +502,7 @@ func proto64(v uint64) *uint64 { return &v }
 // connection over at once, with its queue: messages queued while the peer
 // was down are delivered by the next owner, none failed.
 func TestClusterHandover(t *testing.T) {
-	nodes := natstest.Cluster(t)
-	urls := natstest.URLs(nodes)
-	a := startInstance(t, urls, "a")
-	b := startInstance(t, urls, "b")
+	a, b := startPair(t)
 	ctx := testCtx(t)
 	first := startTestPeer(t, ackWith(hl7.AA, ""))
 	peerAddr := first.addr()

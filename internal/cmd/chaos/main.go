@@ -46,6 +46,9 @@ import (
 	"github.com/switchboard-dev/switchboard/transport"
 )
 
+// mllp is the framing of the inbound load and its ACKs.
+var mllp = transport.Framing{Kind: transport.FramingMLLP}.WithDefaults()
+
 type options struct {
 	switchboard, natsServer string
 	duration, leaseTTL      time.Duration
@@ -554,7 +557,7 @@ func (ch *chaos) inbound(ctx context.Context, stop <-chan struct{}, w int) {
 		default:
 		}
 		id := fmt.Sprintf("IN-%d-%06d", w, n)
-		frame := append(append([]byte{0x0b}, hl7Message(id)...), 0x1c, 0x0d)
+		frame := mllp.AppendFrame(nil, hl7Message(id))
 		ch.c.mu.Lock()
 		ch.c.inSent++
 		ch.c.mu.Unlock()
@@ -580,7 +583,7 @@ func (ch *chaos) inbound(ctx context.Context, stop <-chan struct{}, w int) {
 					sleepCtx(ctx, 200*time.Millisecond)
 					continue
 				}
-				dec = transport.NewDecoder(conn, transport.Framing{Kind: transport.FramingMLLP})
+				dec = transport.NewDecoder(conn, mllp)
 			}
 			_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
 			_, err := conn.Write(frame)
